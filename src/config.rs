@@ -1,0 +1,235 @@
+//! Configuration: command-line flags, `DYNGATE_*` environment variables and an optional TOML file,
+//! in that order of precedence (a flag beats the environment, which beats the file, which beats the
+//! built-in default).
+//!
+//! The file's keys are the long flag names (`listen`, `http-listen`, `postgres`, ...); an unknown
+//! key is an error, so a typo never passes silently. This module only reads configuration; it starts
+//! nothing.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
+
+/// dyngate: a PostgreSQL wire-protocol gateway that keeps dynamic tables fresh.
+#[derive(Debug, Parser)]
+#[command(name = "dyngate", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Accept PostgreSQL clients and forward their SQL to the backing PostgreSQL.
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// TOML file with any of these settings, keyed by their long flag names (e.g. `listen =
+    /// "127.0.0.1:6432"`). Flags and DYNGATE_* variables override it.
+    #[arg(long, env = "DYNGATE_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Address for PostgreSQL clients. Port 0 picks a free port; the bound address is logged.
+    #[arg(long, env = "DYNGATE_LISTEN", default_value = "127.0.0.1:6432", value_name = "ADDR")]
+    pub listen: SocketAddr,
+
+    /// Address of the HTTP listener (GET /healthz). Port 0 picks a free port.
+    #[arg(long, env = "DYNGATE_HTTP_LISTEN", default_value = "127.0.0.1:8432", value_name = "ADDR")]
+    pub http_listen: SocketAddr,
+
+    /// Backing PostgreSQL as a libpq URL or key=value string, for the gateway's own catalog work
+    /// (e.g. postgres://dyngate:secret@127.0.0.1:5432/postgres). Client sessions connect to the
+    /// same host and port as the client's own user. Without it, dyngate runs an embedded
+    /// PostgreSQL under --data-dir.
+    #[arg(long, env = "DYNGATE_POSTGRES", value_name = "URL")]
+    pub postgres: Option<String>,
+
+    /// Directory of the embedded PostgreSQL cluster (used when --postgres is not given). Created
+    /// and initialised on first start, reused afterwards.
+    #[arg(long, env = "DYNGATE_DATA_DIR", default_value = ".dyngate", value_name = "DIR")]
+    pub data_dir: PathBuf,
+
+    /// Directory holding PostgreSQL's server binaries (initdb, pg_ctl, postgres) for the embedded
+    /// cluster. Default: found via `pg_config --bindir`, then /usr/lib/postgresql/*/bin.
+    #[arg(long, env = "DYNGATE_PG_BIN_DIR", value_name = "DIR")]
+    pub pg_bin_dir: Option<PathBuf>,
+
+    /// PEM certificate chain for TLS to clients (psql sslmode=require). Needs --tls-key.
+    #[arg(long, env = "DYNGATE_TLS_CERT", value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key for --tls-cert.
+    #[arg(long, env = "DYNGATE_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Refuse clients that do not use TLS (needs --tls-cert and --tls-key).
+    #[arg(long, env = "DYNGATE_REQUIRE_TLS", requires = "tls_cert")]
+    pub require_tls: bool,
+
+    /// On SIGINT/SIGTERM, how long running statements may take to finish before their sessions
+    /// are closed anyway.
+    #[arg(long, env = "DYNGATE_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
+    pub shutdown_timeout: Duration,
+
+    /// Log format.
+    #[arg(long, env = "DYNGATE_LOG_FORMAT", default_value = "human", value_enum)]
+    pub log_format: LogFormat,
+
+    /// Log filter, in tracing's EnvFilter syntax (e.g. `info`, `dyngate=debug`).
+    #[arg(long, env = "DYNGATE_LOG", default_value = "info", value_name = "FILTER")]
+    pub log: String,
+
+    /// Once both listeners are bound and the catalog is ready, write their addresses to this file
+    /// as JSON (`{"pg":"127.0.0.1:6432","http":"127.0.0.1:8432"}`), for scripts.
+    #[arg(long, env = "DYNGATE_READY_FILE", value_name = "FILE")]
+    pub ready_file: Option<PathBuf>,
+}
+
+/// An error in the configuration, reported before anything starts.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config file {path} is not valid TOML: {message}")]
+    Toml { path: PathBuf, message: String },
+    #[error("config file {path}: unknown setting `{key}` (settings are the long flag names of `dyngate serve --help`)")]
+    UnknownKey { path: PathBuf, key: String },
+    #[error("config file {path}: setting `{key}` must be a string, number or boolean")]
+    BadValue { path: PathBuf, key: String },
+}
+
+/// Parses a duration such as `30s`, `500ms`, `2m` or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit() && c != '.') {
+        Some(i) => (&s[..i], s[i..].trim()),
+        None => (s, "s"),
+    };
+    let n: f64 = num.parse().map_err(|_| format!("invalid duration `{s}` (e.g. 30s, 500ms, 2m)"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" | "sec" | "secs" => n,
+        "m" | "min" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("invalid duration unit in `{s}` (use ms, s, m or h)")),
+    };
+    if !secs.is_finite() || secs < 0.0 {
+        return Err(format!("invalid duration `{s}`"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// Parses the command line (and environment), then fills settings still at their defaults from the
+/// TOML file named by `--config`, if any.
+pub fn load() -> Result<Cli, ConfigError> {
+    load_from(std::env::args_os().collect())
+}
+
+pub fn load_from(args: Vec<std::ffi::OsString>) -> Result<Cli, ConfigError> {
+    let cli = Cli::parse_from(&args);
+    let Command::Serve(serve) = &cli.command;
+    let Some(path) = serve.config.clone() else {
+        return Ok(cli);
+    };
+    let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read { path: path.clone(), source })?;
+    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Toml {
+        path: path.clone(),
+        message: e.message().to_string(),
+    })?;
+
+    // Re-parse with the file's values installed as defaults: clap then applies flags and
+    // environment variables over them, which gives the documented precedence for free.
+    let mut cmd = Cli::command();
+    let serve_cmd = cmd.find_subcommand_mut("serve").expect("serve subcommand exists");
+    let mut sub = serve_cmd.clone();
+    for (key, value) in &table {
+        let id = key.replace('-', "_");
+        if id == "config" || !sub.get_arguments().any(|a| a.get_id() == id.as_str()) {
+            return Err(ConfigError::UnknownKey { path, key: key.clone() });
+        }
+        let v = match value {
+            toml::Value::String(s) => s.clone(),
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Float(f) => f.to_string(),
+            toml::Value::Boolean(b) => b.to_string(),
+            _ => return Err(ConfigError::BadValue { path, key: key.clone() }),
+        };
+        // For a switch such as `require-tls`, `true` in the file acts like the flag.
+        sub = sub.mut_arg(id.as_str(), |a| a.default_value(v));
+    }
+    *serve_cmd = sub;
+    let matches = cmd.get_matches_from(&args);
+    Ok(Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        let cases = [
+            ("30s", Some(30_000)),
+            ("500ms", Some(500)),
+            ("2m", Some(120_000)),
+            ("1h", Some(3_600_000)),
+            ("5", Some(5_000)),
+            ("1.5s", Some(1_500)),
+            ("x", None),
+            ("5 days", None),
+        ];
+        for (s, want) in cases {
+            assert_eq!(parse_duration(s).ok().map(|d| d.as_millis() as u64), want, "{s}");
+        }
+    }
+
+    fn serve(args: &[&str]) -> Result<ServeArgs, ConfigError> {
+        let mut v: Vec<std::ffi::OsString> = vec!["dyngate".into(), "serve".into()];
+        v.extend(args.iter().map(|s| (*s).into()));
+        load_from(v).map(|c| match c.command {
+            Command::Serve(s) => s,
+        })
+    }
+
+    #[test]
+    fn file_values_fill_defaults_and_flags_win() {
+        let dir = std::env::temp_dir().join(format!("dyngate-config-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("c.toml");
+        std::fs::write(&f, "listen = \"127.0.0.1:7000\"\nhttp-listen = \"127.0.0.1:7001\"\nshutdown-timeout = \"5s\"\n").unwrap();
+        let s = serve(&["--config", f.to_str().unwrap(), "--http-listen", "127.0.0.1:9"]).unwrap();
+        assert_eq!(s.listen, "127.0.0.1:7000".parse().unwrap());
+        assert_eq!(s.http_listen, "127.0.0.1:9".parse().unwrap(), "a flag beats the file");
+        assert_eq!(s.shutdown_timeout, Duration::from_secs(5));
+        assert_eq!(s.data_dir, PathBuf::from(".dyngate"), "untouched settings keep their default");
+
+        std::fs::write(&f, "lissen = \"x\"\n").unwrap();
+        let err = serve(&["--config", f.to_str().unwrap()]).unwrap_err();
+        assert!(matches!(err, ConfigError::UnknownKey { ref key, .. } if key == "lissen"), "{err}");
+
+        std::fs::write(&f, "listen = [1]\n").unwrap();
+        assert!(matches!(serve(&["--config", f.to_str().unwrap()]), Err(ConfigError::BadValue { .. })));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn defaults() {
+        let s = serve(&[]).unwrap();
+        assert_eq!(s.listen, "127.0.0.1:6432".parse().unwrap());
+        assert_eq!(s.http_listen, "127.0.0.1:8432".parse().unwrap());
+        assert!(s.postgres.is_none());
+        assert!(!s.require_tls);
+    }
+}

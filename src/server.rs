@@ -1,0 +1,152 @@
+//! `dyngate serve`: starts the backing PostgreSQL (or connects to the given one), the catalog
+//! migrations, the pgwire and HTTP listeners, and shuts them down in order on SIGINT/SIGTERM.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::backend::Backend;
+use crate::catalog::{self, MigrateError};
+use crate::config::ServeArgs;
+use crate::embedded::{self, Cluster};
+use crate::handler::Handler;
+use crate::http::{self, Health};
+use crate::wire::{self, Gateway, Phase, cancel::CancelRegistry};
+
+/// A start-up failure, reported to the operator (these go to the terminal, not to SQL clients).
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Backend(#[from] crate::backend::BackendError),
+    #[error(transparent)]
+    Embedded(#[from] embedded::EmbeddedError),
+    #[error(transparent)]
+    Tls(#[from] wire::tls::TlsError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: std::net::SocketAddr, source: std::io::Error },
+    #[error(transparent)]
+    Catalog(#[from] MigrateError),
+    #[error("cannot write the ready file: {0}")]
+    ReadyFile(std::io::Error),
+}
+
+pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(c), Some(k)) => Some(wire::tls::acceptor(c, k)?),
+        _ => None,
+    };
+    let cluster = match &args.postgres {
+        Some(_) => None,
+        None => {
+            let bin = embedded::find_bin_dir(args.pg_bin_dir.as_deref())?;
+            Some(Cluster::start(&args.data_dir, bin).await?)
+        }
+    };
+    let result = serve(&args, tls, cluster.as_ref()).await;
+    if let Some(c) = &cluster {
+        if let Err(e) = c.stop().await {
+            tracing::error!(error = %e, "stopping the embedded PostgreSQL");
+        }
+    }
+    result
+}
+
+async fn serve(args: &ServeArgs, tls: Option<tokio_rustls::TlsAcceptor>, cluster: Option<&Cluster>) -> Result<(), ServeError> {
+    let backend = match (&args.postgres, cluster) {
+        (Some(url), _) => Backend::from_url(url)?,
+        (None, Some(c)) => c.backend(),
+        (None, None) => unreachable!("run() starts a cluster when --postgres is absent"),
+    };
+
+    let pg_listener = TcpListener::bind(args.listen).await.map_err(|source| ServeError::Listen { addr: args.listen, source })?;
+    let http_listener =
+        TcpListener::bind(args.http_listen).await.map_err(|source| ServeError::Listen { addr: args.http_listen, source })?;
+    let pg_addr = pg_listener.local_addr().map_err(|source| ServeError::Listen { addr: args.listen, source })?;
+    let http_addr = http_listener.local_addr().map_err(|source| ServeError::Listen { addr: args.http_listen, source })?;
+    tracing::info!(addr = %pg_addr, tls = tls.is_some(), "listening for PostgreSQL clients");
+    tracing::info!(addr = %http_addr, "listening for HTTP");
+
+    let (phase_tx, phase_rx) = watch::channel(Phase::Running);
+    let health = Health::new(backend.clone());
+    let http_task = {
+        let mut phase = phase_rx.clone();
+        let app = http::router(health.clone());
+        tokio::spawn(async move {
+            let stop = async move {
+                let _ = phase.changed().await;
+            };
+            if let Err(e) = axum::serve(http_listener, app).with_graceful_shutdown(stop).await {
+                tracing::error!(error = %e, "HTTP listener failed");
+            }
+        })
+    };
+
+    let gw = Arc::new(Gateway {
+        backend: backend.clone(),
+        tls,
+        require_tls: args.require_tls,
+        cancels: CancelRegistry::default(),
+        handler: Handler::default(),
+    });
+    let wire_task = tokio::spawn(wire::serve(pg_listener, gw, phase_rx.clone(), args.shutdown_timeout));
+
+    let migrated = tokio::select! {
+        r = migrate_with_retry(&backend) => Some(r),
+        _ = shutdown_signal() => None,
+    };
+    let outcome = match migrated {
+        Some(Ok(version)) => {
+            health.set_catalog_version(version);
+            if let Some(path) = &args.ready_file {
+                let body = serde_json::json!({"pg": pg_addr.to_string(), "http": http_addr.to_string()});
+                std::fs::write(path, body.to_string()).map_err(ServeError::ReadyFile)?;
+            }
+            tracing::info!(catalog_version = version, "dyngate is ready");
+            shutdown_signal().await;
+            Ok(())
+        }
+        Some(Err(e)) => Err(e.into()),
+        None => Ok(()),
+    };
+
+    tracing::info!("shutting down: no new connections");
+    let _ = phase_tx.send(Phase::Draining);
+    let _ = wire_task.await;
+    let _ = http_task.await;
+    outcome
+}
+
+/// Applies the catalog migrations, retrying while the backend cannot be reached (it may still be
+/// starting). Errors that retrying cannot fix (a changed or newer catalog) end the start-up.
+async fn migrate_with_retry(backend: &Backend) -> Result<i32, MigrateError> {
+    let mut delay = Duration::from_millis(200);
+    loop {
+        let attempt = async {
+            let mut client = backend.connect_service().await?;
+            catalog::migrate(&mut client).await
+        };
+        match attempt.await {
+            Ok(v) => return Ok(v),
+            Err(e @ (MigrateError::Changed { .. } | MigrateError::TooNew { .. })) => return Err(e),
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in = ?delay, "catalog not ready yet");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        tracing::error!("cannot install signal handlers");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+}
