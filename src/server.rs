@@ -25,7 +25,10 @@ pub enum ServeError {
     #[error(transparent)]
     Tls(#[from] wire::tls::TlsError),
     #[error("cannot listen on {addr}: {source}")]
-    Listen { addr: std::net::SocketAddr, source: std::io::Error },
+    Listen {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Catalog(#[from] MigrateError),
     #[error("cannot write the ready file: {0}")]
@@ -53,18 +56,42 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
     result
 }
 
-async fn serve(args: &ServeArgs, tls: Option<tokio_rustls::TlsAcceptor>, cluster: Option<&Cluster>) -> Result<(), ServeError> {
+async fn serve(
+    args: &ServeArgs,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    cluster: Option<&Cluster>,
+) -> Result<(), ServeError> {
     let backend = match (&args.postgres, cluster) {
         (Some(url), _) => Backend::from_url(url)?,
         (None, Some(c)) => c.backend(),
         (None, None) => unreachable!("run() starts a cluster when --postgres is absent"),
     };
 
-    let pg_listener = TcpListener::bind(args.listen).await.map_err(|source| ServeError::Listen { addr: args.listen, source })?;
-    let http_listener =
-        TcpListener::bind(args.http_listen).await.map_err(|source| ServeError::Listen { addr: args.http_listen, source })?;
-    let pg_addr = pg_listener.local_addr().map_err(|source| ServeError::Listen { addr: args.listen, source })?;
-    let http_addr = http_listener.local_addr().map_err(|source| ServeError::Listen { addr: args.http_listen, source })?;
+    let pg_listener =
+        TcpListener::bind(args.listen)
+            .await
+            .map_err(|source| ServeError::Listen {
+                addr: args.listen,
+                source,
+            })?;
+    let http_listener = TcpListener::bind(args.http_listen)
+        .await
+        .map_err(|source| ServeError::Listen {
+            addr: args.http_listen,
+            source,
+        })?;
+    let pg_addr = pg_listener
+        .local_addr()
+        .map_err(|source| ServeError::Listen {
+            addr: args.listen,
+            source,
+        })?;
+    let http_addr = http_listener
+        .local_addr()
+        .map_err(|source| ServeError::Listen {
+            addr: args.http_listen,
+            source,
+        })?;
     tracing::info!(addr = %pg_addr, tls = tls.is_some(), "listening for PostgreSQL clients");
     tracing::info!(addr = %http_addr, "listening for HTTP");
 
@@ -77,7 +104,10 @@ async fn serve(args: &ServeArgs, tls: Option<tokio_rustls::TlsAcceptor>, cluster
             let stop = async move {
                 let _ = phase.changed().await;
             };
-            if let Err(e) = axum::serve(http_listener, app).with_graceful_shutdown(stop).await {
+            if let Err(e) = axum::serve(http_listener, app)
+                .with_graceful_shutdown(stop)
+                .await
+            {
                 tracing::error!(error = %e, "HTTP listener failed");
             }
         })
@@ -90,7 +120,12 @@ async fn serve(args: &ServeArgs, tls: Option<tokio_rustls::TlsAcceptor>, cluster
         cancels: CancelRegistry::default(),
         handler: Handler::default(),
     });
-    let wire_task = tokio::spawn(wire::serve(pg_listener, gw, phase_rx.clone(), args.shutdown_timeout));
+    let wire_task = tokio::spawn(wire::serve(
+        pg_listener,
+        gw,
+        phase_rx.clone(),
+        args.shutdown_timeout,
+    ));
 
     let migrated = tokio::select! {
         r = migrate_with_retry(&backend) => Some(r),
@@ -100,7 +135,8 @@ async fn serve(args: &ServeArgs, tls: Option<tokio_rustls::TlsAcceptor>, cluster
         Some(Ok(version)) => {
             health.set_catalog_version(version);
             if let Some(path) = &args.ready_file {
-                let body = serde_json::json!({"pg": pg_addr.to_string(), "http": http_addr.to_string()});
+                let body =
+                    serde_json::json!({"pg": pg_addr.to_string(), "http": http_addr.to_string()});
                 std::fs::write(path, body.to_string()).map_err(ServeError::ReadyFile)?;
             }
             tracing::info!(catalog_version = version, "dyngate is ready");
@@ -141,7 +177,10 @@ async fn migrate_with_retry(backend: &Backend) -> Result<i32, MigrateError> {
 
 async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         tracing::error!("cannot install signal handlers");
         return std::future::pending().await;
     };

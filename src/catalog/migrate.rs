@@ -30,9 +30,18 @@ const LOCK_KEY: i64 = 0x6479_6e67_6174_65;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MigrateError {
-    #[error("catalog migration V{version} ({name}) was changed after it was applied (checksum {applied} in the catalog, {ours} in this binary)")]
-    Changed { version: i32, name: String, applied: String, ours: String },
-    #[error("the catalog is at version {found}, newer than this dyngate knows ({known}): upgrade dyngate")]
+    #[error(
+        "catalog migration V{version} ({name}) was changed after it was applied (checksum {applied} in the catalog, {ours} in this binary)"
+    )]
+    Changed {
+        version: i32,
+        name: String,
+        applied: String,
+        ours: String,
+    },
+    #[error(
+        "the catalog is at version {found}, newer than this dyngate knows ({known}): upgrade dyngate"
+    )]
     TooNew { found: i32, known: i32 },
     #[error("catalog migration failed: {0}")]
     Db(#[from] tokio_postgres::Error),
@@ -51,7 +60,8 @@ pub fn checksum(sql: &str) -> String {
 /// Brings the catalog schema up to date; returns the resulting version.
 pub async fn migrate(client: &mut Client) -> Result<i32, MigrateError> {
     let tx = client.transaction().await?;
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOCK_KEY]).await?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOCK_KEY])
+        .await?;
     tx.batch_execute(
         "CREATE SCHEMA IF NOT EXISTS dyngate;
          CREATE TABLE IF NOT EXISTS dyngate.schema_migrations (
@@ -62,16 +72,31 @@ pub async fn migrate(client: &mut Client) -> Result<i32, MigrateError> {
          );",
     )
     .await?;
-    let applied = tx.query("SELECT version, name, checksum FROM dyngate.schema_migrations ORDER BY version", &[]).await?;
+    let applied = tx
+        .query(
+            "SELECT version, name, checksum FROM dyngate.schema_migrations ORDER BY version",
+            &[],
+        )
+        .await?;
     let known = MIGRATIONS.last().map_or(0, |m| m.version);
     let mut current = 0;
     for row in &applied {
         let (version, name, sum): (i32, String, String) = (row.get(0), row.get(1), row.get(2));
         current = current.max(version);
         match MIGRATIONS.iter().find(|m| m.version == version) {
-            None => return Err(MigrateError::TooNew { found: version, known }),
+            None => {
+                return Err(MigrateError::TooNew {
+                    found: version,
+                    known,
+                });
+            }
             Some(m) if checksum(m.sql) != sum => {
-                return Err(MigrateError::Changed { version, name, applied: sum, ours: checksum(m.sql) });
+                return Err(MigrateError::Changed {
+                    version,
+                    name,
+                    applied: sum,
+                    ours: checksum(m.sql),
+                });
             }
             Some(_) => {}
         }
@@ -84,7 +109,11 @@ pub async fn migrate(client: &mut Client) -> Result<i32, MigrateError> {
             &[&m.version, &m.name, &checksum(m.sql)],
         )
         .await?;
-        tracing::info!(version = m.version, name = m.name, "applied catalog migration");
+        tracing::info!(
+            version = m.version,
+            name = m.name,
+            "applied catalog migration"
+        );
         current = m.version;
     }
     tx.commit().await?;
@@ -104,7 +133,10 @@ mod tests {
             .filter(|n| n.ends_with(".sql"))
             .collect();
         files.sort_by_key(|n| n[1..n.find("__").unwrap()].parse::<i32>().unwrap());
-        let listed: Vec<String> = MIGRATIONS.iter().map(|m| format!("V{}__{}.sql", m.version, m.name)).collect();
+        let listed: Vec<String> = MIGRATIONS
+            .iter()
+            .map(|m| format!("V{}__{}.sql", m.version, m.name))
+            .collect();
         assert_eq!(files, listed);
         for (i, m) in MIGRATIONS.iter().enumerate() {
             assert_eq!(m.version, i as i32 + 1, "versions are consecutive from 1");

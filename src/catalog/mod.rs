@@ -5,4 +5,4 @@
 
 pub mod migrate;
 
-pub use migrate::{MIGRATIONS, Migration, MigrateError, migrate};
+pub use migrate::{MIGRATIONS, MigrateError, Migration, migrate};

@@ -37,9 +37,13 @@ pub enum EmbeddedError {
     NoBinaries,
     #[error("--pg-bin-dir {0} does not contain initdb, pg_ctl and postgres")]
     BadBinDir(PathBuf),
-    #[error("running as root, but there is no unprivileged `postgres` user to run the embedded PostgreSQL as (PostgreSQL refuses to run as root): create one (`useradd --system postgres`) or use --postgres URL")]
+    #[error(
+        "running as root, but there is no unprivileged `postgres` user to run the embedded PostgreSQL as (PostgreSQL refuses to run as root): create one (`useradd --system postgres`) or use --postgres URL"
+    )]
     NoUnprivilegedUser,
-    #[error("the `postgres` user cannot reach {0}: choose a --data-dir whose parent directories it can traverse (e.g. under /var/lib or /tmp)")]
+    #[error(
+        "the `postgres` user cannot reach {0}: choose a --data-dir whose parent directories it can traverse (e.g. under /var/lib or /tmp)"
+    )]
     Unreachable(PathBuf),
     #[error("another dyngate is already using the data directory {0}")]
     Locked(PathBuf),
@@ -69,11 +73,22 @@ pub struct Cluster {
 /// Finds PostgreSQL's server binaries: an explicit directory, then `pg_config --bindir`, then the
 /// newest `/usr/lib/postgresql/<major>/bin` (Debian keeps them off PATH).
 pub fn find_bin_dir(explicit: Option<&Path>) -> Result<PathBuf, EmbeddedError> {
-    let has_all = |d: &Path| ["initdb", "pg_ctl", "postgres"].iter().all(|b| d.join(b).is_file());
+    let has_all = |d: &Path| {
+        ["initdb", "pg_ctl", "postgres"]
+            .iter()
+            .all(|b| d.join(b).is_file())
+    };
     if let Some(d) = explicit {
-        return if has_all(d) { Ok(d.to_path_buf()) } else { Err(EmbeddedError::BadBinDir(d.to_path_buf())) };
+        return if has_all(d) {
+            Ok(d.to_path_buf())
+        } else {
+            Err(EmbeddedError::BadBinDir(d.to_path_buf()))
+        };
     }
-    if let Ok(out) = std::process::Command::new("pg_config").arg("--bindir").output() {
+    if let Ok(out) = std::process::Command::new("pg_config")
+        .arg("--bindir")
+        .output()
+    {
         let d = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
         if out.status.success() && has_all(&d) {
             return Ok(d);
@@ -83,11 +98,19 @@ pub fn find_bin_dir(explicit: Option<&Path>) -> Result<PathBuf, EmbeddedError> {
         .into_iter()
         .flatten()
         .flatten()
-        .filter_map(|e| Some((e.file_name().to_str()?.parse::<u32>().ok()?, e.path().join("bin"))))
+        .filter_map(|e| {
+            Some((
+                e.file_name().to_str()?.parse::<u32>().ok()?,
+                e.path().join("bin"),
+            ))
+        })
         .filter(|(_, d)| has_all(d))
         .collect();
     candidates.sort();
-    candidates.pop().map(|(_, d)| d).ok_or(EmbeddedError::NoBinaries)
+    candidates
+        .pop()
+        .map(|(_, d)| d)
+        .ok_or(EmbeddedError::NoBinaries)
 }
 
 /// The uid/gid to run PostgreSQL as: none when not root, else the `postgres` user.
@@ -108,7 +131,8 @@ fn run_as_user() -> Result<Option<(u32, u32)>, EmbeddedError> {
 
 fn chown(path: &Path, run_as: Option<(u32, u32)>) -> Result<(), EmbeddedError> {
     if let Some((uid, gid)) = run_as {
-        std::os::unix::fs::chown(path, Some(uid), Some(gid)).map_err(io(format!("chown {}", path.display())))?;
+        std::os::unix::fs::chown(path, Some(uid), Some(gid))
+            .map_err(io(format!("chown {}", path.display())))?;
     }
     Ok(())
 }
@@ -125,8 +149,11 @@ impl Cluster {
     pub async fn start(data_dir: &Path, bin_dir: PathBuf) -> Result<Cluster, EmbeddedError> {
         let run_as = run_as_user()?;
         fs::create_dir_all(data_dir).map_err(io(format!("create {}", data_dir.display())))?;
-        let data_dir = data_dir.canonicalize().map_err(io(format!("resolve {}", data_dir.display())))?;
-        fs::set_permissions(&data_dir, fs::Permissions::from_mode(0o755)).map_err(io("chmod data dir"))?;
+        let data_dir = data_dir
+            .canonicalize()
+            .map_err(io(format!("resolve {}", data_dir.display())))?;
+        fs::set_permissions(&data_dir, fs::Permissions::from_mode(0o755))
+            .map_err(io("chmod data dir"))?;
         let lock = lock_dir(&data_dir)?;
 
         let pgdata = data_dir.join("pgdata");
@@ -145,30 +172,56 @@ impl Cluster {
         if run_as.is_some() {
             let mut probe = Command::new("/bin/sh");
             probe.args(["-c", "test -w \"$1\"", "sh"]).arg(&socket_dir);
-            if !run(probe, run_as, "probe").await.map(|o| o.status.success()).unwrap_or(false) {
+            if !run(probe, run_as, "probe")
+                .await
+                .map(|o| o.status.success())
+                .unwrap_or(false)
+            {
                 return Err(EmbeddedError::Unreachable(data_dir));
             }
         }
 
-        let mut cluster = Cluster { bin_dir, pgdata, run_as, port: 0, socket_dir, password: String::new(), _lock: lock };
+        let mut cluster = Cluster {
+            bin_dir,
+            pgdata,
+            run_as,
+            port: 0,
+            socket_dir,
+            password: String::new(),
+            _lock: lock,
+        };
         if !cluster.pgdata.join("PG_VERSION").exists() {
             cluster.initdb(&pw_file).await?;
         }
-        cluster.password = fs::read_to_string(&pw_file).map_err(io(format!("read {}", pw_file.display())))?.trim().to_string();
+        cluster.password = fs::read_to_string(&pw_file)
+            .map_err(io(format!("read {}", pw_file.display())))?
+            .trim()
+            .to_string();
 
         if let Some(port) = cluster.running_port().await {
-            tracing::info!(port, "adopting the embedded PostgreSQL left running by an earlier gateway");
+            tracing::info!(
+                port,
+                "adopting the embedded PostgreSQL left running by an earlier gateway"
+            );
             cluster.port = port;
         } else {
             cluster.port = free_port().map_err(io("choose a port"))?;
             cluster.write_runtime_conf()?;
             let mut cmd = Command::new(cluster.bin_dir.join("pg_ctl"));
-            cmd.arg("-D").arg(&cluster.pgdata).arg("-l").arg(&log_file).args(["-w", "-t", "60", "start"]);
+            cmd.arg("-D")
+                .arg(&cluster.pgdata)
+                .arg("-l")
+                .arg(&log_file)
+                .args(["-w", "-t", "60", "start"]);
             let out = run(cmd, run_as, "pg_ctl start").await?;
             if !out.status.success() {
                 return Err(EmbeddedError::Command {
                     what: "starting the embedded PostgreSQL".into(),
-                    detail: format!("{} (see {})", String::from_utf8_lossy(&out.stderr).trim(), log_file.display()),
+                    detail: format!(
+                        "{} (see {})",
+                        String::from_utf8_lossy(&out.stderr).trim(),
+                        log_file.display()
+                    ),
                 });
             }
             tracing::info!(port = cluster.port, data_dir = %data_dir.display(), "embedded PostgreSQL started");
@@ -185,7 +238,15 @@ impl Cluster {
         let mut cmd = Command::new(self.bin_dir.join("initdb"));
         cmd.arg("-D")
             .arg(&self.pgdata)
-            .args(["-U", SUPERUSER, "--auth-local=trust", "--auth-host=scram-sha-256", "-E", "UTF8", "--locale=C.UTF-8"])
+            .args([
+                "-U",
+                SUPERUSER,
+                "--auth-local=trust",
+                "--auth-host=scram-sha-256",
+                "-E",
+                "UTF8",
+                "--locale=C.UTF-8",
+            ])
             .arg(format!("--pwfile={}", tmp_pw.display()));
         let out = run(cmd, self.run_as, "initdb").await;
         let _ = fs::remove_file(&tmp_pw);
@@ -197,7 +258,10 @@ impl Cluster {
             });
         }
         let conf = self.pgdata.join("postgresql.conf");
-        let mut f = fs::OpenOptions::new().append(true).open(&conf).map_err(io("open postgresql.conf"))?;
+        let mut f = fs::OpenOptions::new()
+            .append(true)
+            .open(&conf)
+            .map_err(io("open postgresql.conf"))?;
         writeln!(f, "\n# Set by dyngate at every start (port, socket directory).\ninclude_if_exists = 'dyngate.conf'")
             .map_err(io("write postgresql.conf"))?;
         write_private(pw_file, &password)?;
@@ -212,7 +276,10 @@ impl Cluster {
     fn write_runtime_conf(&self) -> Result<(), EmbeddedError> {
         let path = self.pgdata.join("dyngate.conf");
         let sock = self.socket_dir.display().to_string().replace('\'', "''");
-        let text = format!("port = {}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\n", self.port, sock);
+        let text = format!(
+            "port = {}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\n",
+            self.port, sock
+        );
         fs::write(&path, text).map_err(io("write dyngate.conf"))?;
         chown(&path, self.run_as)
     }
@@ -232,8 +299,17 @@ impl Cluster {
     /// Where client sessions and the service account reach the cluster.
     pub fn backend(&self) -> Backend {
         let mut service = tokio_postgres::Config::new();
-        service.host_path(&self.socket_dir).port(self.port).user(SUPERUSER).dbname("postgres").application_name("dyngate");
-        Backend { host: "127.0.0.1".into(), port: self.port, service }
+        service
+            .host_path(&self.socket_dir)
+            .port(self.port)
+            .user(SUPERUSER)
+            .dbname("postgres")
+            .application_name("dyngate");
+        Backend {
+            host: "127.0.0.1".into(),
+            port: self.port,
+            service,
+        }
     }
 
     pub fn superuser_password(&self) -> &str {
@@ -243,7 +319,9 @@ impl Cluster {
     /// Stops the cluster (fast shutdown: open sessions are closed, then a clean checkpoint).
     pub async fn stop(&self) -> Result<(), EmbeddedError> {
         let mut cmd = Command::new(self.bin_dir.join("pg_ctl"));
-        cmd.arg("-D").arg(&self.pgdata).args(["-m", "fast", "-w", "stop"]);
+        cmd.arg("-D")
+            .arg(&self.pgdata)
+            .args(["-m", "fast", "-w", "stop"]);
         let out = run(cmd, self.run_as, "pg_ctl stop").await?;
         if !out.status.success() {
             return Err(EmbeddedError::Command {
@@ -264,7 +342,8 @@ fn write_private(path: &Path, text: &str) -> Result<(), EmbeddedError> {
         .mode(0o600)
         .open(path)
         .map_err(io(format!("write {}", path.display())))?;
-    f.write_all(text.as_bytes()).map_err(io(format!("write {}", path.display())))
+    f.write_all(text.as_bytes())
+        .map_err(io(format!("write {}", path.display())))
 }
 
 fn lock_dir(data_dir: &Path) -> Result<fs::File, EmbeddedError> {
@@ -282,13 +361,22 @@ fn lock_dir(data_dir: &Path) -> Result<fs::File, EmbeddedError> {
 }
 
 fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
-async fn run(mut cmd: Command, run_as: Option<(u32, u32)>, what: &str) -> Result<Output, EmbeddedError> {
+async fn run(
+    mut cmd: Command,
+    run_as: Option<(u32, u32)>,
+    what: &str,
+) -> Result<Output, EmbeddedError> {
     if let Some((uid, gid)) = run_as {
         cmd.uid(uid).gid(gid);
     }
-    cmd.stdin(std::process::Stdio::null()).env("LC_ALL", "C.UTF-8").env_remove("PGPORT").env_remove("PGHOST");
+    cmd.stdin(std::process::Stdio::null())
+        .env("LC_ALL", "C.UTF-8")
+        .env_remove("PGPORT")
+        .env_remove("PGHOST");
     cmd.output().await.map_err(io(what.to_string()))
 }

@@ -22,7 +22,12 @@ pub struct Handler {}
 
 impl Handler {
     /// Handles one intercepted statement; returns the reply messages (without ReadyForQuery).
-    pub async fn handle(&self, kind: StatementKind, sql: &str, session: &SessionInfo) -> Result<Vec<Message>, PgError> {
+    pub async fn handle(
+        &self,
+        kind: StatementKind,
+        sql: &str,
+        session: &SessionInfo,
+    ) -> Result<Vec<Message>, PgError> {
         tracing::debug!(?kind, user = %session.user, len = sql.len(), "intercepted statement");
         use StatementKind::*;
         let what = match kind {
@@ -34,6 +39,9 @@ impl Handler {
             ShowCreateDynamicTable => "SHOW CREATE DYNAMIC TABLE",
             DescribeDynamicTable => "DESCRIBE DYNAMIC TABLE",
         };
-        Err(PgError::error("0A000", format!("{what} is not supported by this version of dyngate")))
+        Err(PgError::error(
+            "0A000",
+            format!("{what} is not supported by this version of dyngate"),
+        ))
     }
 }

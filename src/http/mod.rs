@@ -28,7 +28,11 @@ pub struct Health {
 
 impl Health {
     pub fn new(backend: Backend) -> Arc<Health> {
-        Arc::new(Health { backend, catalog_version: AtomicI32::new(0), client: Mutex::new(None) })
+        Arc::new(Health {
+            backend,
+            catalog_version: AtomicI32::new(0),
+            client: Mutex::new(None),
+        })
     }
 
     pub fn set_catalog_version(&self, v: i32) {
@@ -39,7 +43,8 @@ impl Health {
     async fn backend_ok(&self) -> bool {
         let mut guard = self.client.lock().await;
         if guard.as_ref().is_none_or(|c| c.is_closed()) {
-            match tokio::time::timeout(Duration::from_secs(3), self.backend.connect_service()).await {
+            match tokio::time::timeout(Duration::from_secs(3), self.backend.connect_service()).await
+            {
                 Ok(Ok(c)) => *guard = Some(c),
                 Ok(Err(e)) => {
                     tracing::warn!(error = %e, "health check: cannot connect to the backing PostgreSQL");
@@ -48,20 +53,31 @@ impl Health {
                 Err(_) => return false,
             }
         }
-        let Some(c) = guard.as_ref() else { return false };
-        matches!(tokio::time::timeout(Duration::from_secs(3), c.simple_query("SELECT 1")).await, Ok(Ok(_)))
+        let Some(c) = guard.as_ref() else {
+            return false;
+        };
+        matches!(
+            tokio::time::timeout(Duration::from_secs(3), c.simple_query("SELECT 1")).await,
+            Ok(Ok(_))
+        )
     }
 }
 
 pub fn router(health: Arc<Health>) -> Router {
-    Router::new().route("/healthz", get(healthz)).with_state(health)
+    Router::new()
+        .route("/healthz", get(healthz))
+        .with_state(health)
 }
 
 async fn healthz(State(h): State<Arc<Health>>) -> (StatusCode, Json<Value>) {
     let backend = h.backend_ok().await;
     let version = h.catalog_version.load(Ordering::Acquire);
     let ok = backend && version > 0;
-    let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     let body = json!({
         "status": if ok { "ok" } else { "unavailable" },
         "backend": if backend { "reachable" } else { "unreachable" },

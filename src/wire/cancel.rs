@@ -47,24 +47,40 @@ impl CancelRegistry {
                 continue;
             }
             let secret = Bytes::copy_from_slice(&raw[4..]);
-            map.insert(pid, Entry { secret: secret.clone(), backend });
+            map.insert(
+                pid,
+                Entry {
+                    secret: secret.clone(),
+                    backend,
+                },
+            );
             return (pid, secret);
         }
     }
 
     pub fn unregister(&self, pid: u32) {
-        self.map.lock().unwrap_or_else(|p| p.into_inner()).remove(&pid);
+        self.map
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&pid);
     }
 
     /// The backend key for a client's cancel request, if the pid and secret match a live session.
     pub fn lookup(&self, pid: u32, secret: &[u8]) -> Option<BackendKey> {
         let map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        map.get(&pid).filter(|e| secrets_equal(&e.secret, secret)).map(|e| e.backend.clone())
+        map.get(&pid)
+            .filter(|e| secrets_equal(&e.secret, secret))
+            .map(|e| e.backend.clone())
     }
 
     /// Every live backend key (used to cancel running statements when shutdown runs out of time).
     pub fn all(&self) -> Vec<BackendKey> {
-        self.map.lock().unwrap_or_else(|p| p.into_inner()).values().map(|e| e.backend.clone()).collect()
+        self.map
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .map(|e| e.backend.clone())
+            .collect()
     }
 }
 
@@ -88,7 +104,10 @@ mod tests {
     #[test]
     fn register_lookup_unregister() {
         let r = CancelRegistry::default();
-        let (pid, secret) = r.register(BackendKey { pid: 42, secret: Bytes::from_static(&[9, 9, 9, 9]) });
+        let (pid, secret) = r.register(BackendKey {
+            pid: 42,
+            secret: Bytes::from_static(&[9, 9, 9, 9]),
+        });
         assert_eq!(secret.len(), 4);
         assert_eq!(r.lookup(pid, &secret).map(|k| k.pid), Some(42));
         let mut wrong = secret.to_vec();
@@ -104,7 +123,10 @@ mod tests {
     #[test]
     fn secret_length_follows_the_backend() {
         let r = CancelRegistry::default();
-        let (_, s) = r.register(BackendKey { pid: 1, secret: Bytes::from(vec![0u8; 32]) });
+        let (_, s) = r.register(BackendKey {
+            pid: 1,
+            secret: Bytes::from(vec![0u8; 32]),
+        });
         assert_eq!(s.len(), 32);
     }
 }

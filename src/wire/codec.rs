@@ -73,7 +73,9 @@ pub fn split_message(buf: &mut BytesMut) -> Result<Option<Message>, FrameError> 
         buf.reserve(total - buf.len());
         return Ok(None);
     }
-    Ok(Some(Message { raw: buf.split_to(total).freeze() }))
+    Ok(Some(Message {
+        raw: buf.split_to(total).freeze(),
+    }))
 }
 
 /// Splits one untagged startup-phase packet (length, code, payload) off the front of `buf`.
@@ -96,9 +98,15 @@ pub fn split_startup(buf: &mut BytesMut) -> Result<Option<Bytes>, FrameError> {
 pub enum StartupPacket {
     SslRequest,
     GssEncRequest,
-    Cancel { pid: u32, secret: Bytes },
+    Cancel {
+        pid: u32,
+        secret: Bytes,
+    },
     /// A StartupMessage: protocol version and the parameters (user, database, options, ...).
-    Startup { version: u32, params: Vec<(String, String)> },
+    Startup {
+        version: u32,
+        params: Vec<(String, String)>,
+    },
 }
 
 /// Decodes a packet produced by [`split_startup`].
@@ -113,7 +121,10 @@ pub fn parse_startup(packet: &Bytes) -> Result<StartupPacket, FrameError> {
                 return Err(FrameError::Malformed("CancelRequest"));
             }
             let pid = p.get_u32();
-            Ok(StartupPacket::Cancel { pid, secret: Bytes::copy_from_slice(p) })
+            Ok(StartupPacket::Cancel {
+                pid,
+                secret: Bytes::copy_from_slice(p),
+            })
         }
         v if v >> 16 == 3 => {
             let mut params = Vec::new();
@@ -127,7 +138,9 @@ pub fn parse_startup(packet: &Bytes) -> Result<StartupPacket, FrameError> {
             }
             Ok(StartupPacket::Startup { version: v, params })
         }
-        _ => Err(FrameError::Malformed("startup packet (unsupported protocol version)")),
+        _ => Err(FrameError::Malformed(
+            "startup packet (unsupported protocol version)",
+        )),
     }
 }
 
@@ -178,7 +191,13 @@ pub struct PgError {
 
 impl PgError {
     pub fn new(severity: Severity, code: &'static str, message: impl Into<String>) -> PgError {
-        PgError { severity, code, message: message.into(), detail: None, hint: None }
+        PgError {
+            severity,
+            code,
+            message: message.into(),
+            detail: None,
+            hint: None,
+        }
     }
     pub fn error(code: &'static str, message: impl Into<String>) -> PgError {
         PgError::new(Severity::Error, code, message)
@@ -236,7 +255,10 @@ pub fn parse_text(msg: &Message) -> Option<(&str, &str)> {
     let n1 = body.iter().position(|&b| b == 0)?;
     let rest = &body[n1 + 1..];
     let n2 = rest.iter().position(|&b| b == 0)?;
-    Some((std::str::from_utf8(&body[..n1]).ok()?, std::str::from_utf8(&rest[..n2]).ok()?))
+    Some((
+        std::str::from_utf8(&body[..n1]).ok()?,
+        std::str::from_utf8(&rest[..n2]).ok()?,
+    ))
 }
 
 /// The fields of an ErrorResponse or NoticeResponse body, as (code, value) pairs.
@@ -280,7 +302,11 @@ mod tests {
             let mut buf = BytesMut::new();
             buf.put_u8(b'Q');
             buf.put_i32(len);
-            assert_eq!(split_message(&mut buf), Err(FrameError::BadLength(len as i64)), "len {len}");
+            assert_eq!(
+                split_message(&mut buf),
+                Err(FrameError::BadLength(len as i64)),
+                "len {len}"
+            );
         }
     }
 
@@ -303,7 +329,10 @@ mod tests {
             parse_startup(&p),
             Ok(StartupPacket::Startup {
                 version: 196608,
-                params: vec![("user".into(), "alice".into()), ("database".into(), "db".into())]
+                params: vec![
+                    ("user".into(), "alice".into()),
+                    ("database".into(), "db".into())
+                ]
             })
         );
 
@@ -312,7 +341,10 @@ mod tests {
         let p = split_startup(&mut buf).unwrap().unwrap();
         assert_eq!(
             parse_startup(&p),
-            Ok(StartupPacket::Cancel { pid: 7, secret: Bytes::from_static(&[1, 2, 3, 4]) })
+            Ok(StartupPacket::Cancel {
+                pid: 7,
+                secret: Bytes::from_static(&[1, 2, 3, 4])
+            })
         );
     }
 
@@ -338,7 +370,9 @@ mod tests {
 
     #[test]
     fn error_response_round_trips_fields() {
-        let e = PgError::error("0A000", "nope").with_hint("try later").with_detail("d");
+        let e = PgError::error("0A000", "nope")
+            .with_hint("try later")
+            .with_detail("d");
         let m = e.to_message();
         assert_eq!(m.tag(), b'E');
         let f = error_fields(&m);

@@ -24,7 +24,10 @@ pub struct Framed<S> {
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Framed<S> {
     pub fn new(stream: S) -> Self {
-        Framed { stream, rbuf: BytesMut::with_capacity(8192) }
+        Framed {
+            stream,
+            rbuf: BytesMut::with_capacity(8192),
+        }
     }
 
     async fn fill(&mut self) -> Result<(), ReadError> {

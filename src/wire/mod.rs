@@ -43,7 +43,12 @@ pub struct Gateway {
 }
 
 /// Accepts clients until shutdown, then drains sessions for up to `grace`.
-pub async fn serve(listener: TcpListener, gw: Arc<Gateway>, mut phase: watch::Receiver<Phase>, grace: Duration) {
+pub async fn serve(
+    listener: TcpListener,
+    gw: Arc<Gateway>,
+    mut phase: watch::Receiver<Phase>,
+    grace: Duration,
+) {
     let mut sessions = JoinSet::new();
     loop {
         tokio::select! {
@@ -68,9 +73,15 @@ pub async fn serve(listener: TcpListener, gw: Arc<Gateway>, mut phase: watch::Re
     if open > 0 {
         tracing::info!(sessions = open, grace = ?grace, "waiting for running statements to finish");
     }
-    let drained = tokio::time::timeout(grace, async { while sessions.join_next().await.is_some() {} }).await;
+    let drained = tokio::time::timeout(grace, async {
+        while sessions.join_next().await.is_some() {}
+    })
+    .await;
     if drained.is_err() {
-        tracing::warn!(sessions = sessions.len(), "shutdown grace period over: cancelling running statements");
+        tracing::warn!(
+            sessions = sessions.len(),
+            "shutdown grace period over: cancelling running statements"
+        );
         for key in gw.cancels.all() {
             cancel::send_cancel(&gw.backend, &key).await;
         }
@@ -78,10 +89,16 @@ pub async fn serve(listener: TcpListener, gw: Arc<Gateway>, mut phase: watch::Re
     }
 }
 
-async fn handle_connection(tcp: tokio::net::TcpStream, gw: Arc<Gateway>, phase: watch::Receiver<Phase>) {
+async fn handle_connection(
+    tcp: tokio::net::TcpStream,
+    gw: Arc<Gateway>,
+    phase: watch::Receiver<Phase>,
+) {
     // A client gets as long as PostgreSQL's default authentication_timeout to log in.
     let started = tokio::time::timeout(Duration::from_secs(60), async {
-        let Some(mut req) = startup::accept(tcp, &gw).await? else { return Ok(None) };
+        let Some(mut req) = startup::accept(tcp, &gw).await? else {
+            return Ok(None);
+        };
         let opened = startup::open_backend(&mut req, &gw).await?;
         Ok::<_, conn::ReadError>(opened.map(|o| (req, o)))
     })
@@ -99,7 +116,10 @@ async fn handle_connection(tcp: tokio::net::TcpStream, gw: Arc<Gateway>, phase: 
         }
     };
     let user = req.param("user").unwrap_or_default().to_string();
-    let database = req.param("database").map(str::to_string).unwrap_or_else(|| user.clone());
+    let database = req
+        .param("database")
+        .map(str::to_string)
+        .unwrap_or_else(|| user.clone());
     tracing::debug!(%user, %database, tls = req.tls, "session started");
     let info = SessionInfo { user, database };
     session::run(gw, req.client, opened.backend, opened.key, info, phase).await;

@@ -34,7 +34,10 @@ pub struct StartupRequest {
 
 impl StartupRequest {
     pub fn param(&self, key: &str) -> Option<&str> {
-        self.params.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        self.params
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -50,7 +53,8 @@ pub struct Opened {
 pub async fn accept(tcp: TcpStream, gw: &Gateway) -> Result<Option<StartupRequest>, ReadError> {
     let mut tls = false;
     let direct = gw.tls.is_some() && is_direct_tls(&tcp).await;
-    let mut conn: Framed<ClientStream> = if let Some(acceptor) = gw.tls.as_ref().filter(|_| direct) {
+    let mut conn: Framed<ClientStream> = if let Some(acceptor) = gw.tls.as_ref().filter(|_| direct)
+    {
         // PostgreSQL 17's direct TLS: the first bytes are a TLS ClientHello, not an SSLRequest.
         let s = acceptor.accept(tcp).await?;
         if s.get_ref().1.alpn_protocol() != Some(b"postgresql") {
@@ -65,7 +69,13 @@ pub async fn accept(tcp: TcpStream, gw: &Gateway) -> Result<Option<StartupReques
         let packet = match conn.read_startup().await {
             Ok(p) => p,
             Err(ReadError::Frame(e)) => {
-                let _ = conn.write(PgError::fatal("08P01", format!("invalid startup packet: {e}")).to_message().raw()).await;
+                let _ = conn
+                    .write(
+                        PgError::fatal("08P01", format!("invalid startup packet: {e}"))
+                            .to_message()
+                            .raw(),
+                    )
+                    .await;
                 return Ok(None);
             }
             Err(e) => return Err(e),
@@ -73,7 +83,13 @@ pub async fn accept(tcp: TcpStream, gw: &Gateway) -> Result<Option<StartupReques
         let parsed = match parse_startup(&packet) {
             Ok(p) => p,
             Err(e) => {
-                let _ = conn.write(PgError::fatal("08P01", format!("invalid startup packet: {e}")).to_message().raw()).await;
+                let _ = conn
+                    .write(
+                        PgError::fatal("08P01", format!("invalid startup packet: {e}"))
+                            .to_message()
+                            .raw(),
+                    )
+                    .await;
                 return Ok(None);
             }
         };
@@ -103,16 +119,25 @@ pub async fn accept(tcp: TcpStream, gw: &Gateway) -> Result<Option<StartupReques
             }
             StartupPacket::Startup { params, .. } => {
                 if gw.require_tls && !tls {
-                    let e = PgError::fatal("28000", "this gateway accepts only TLS connections").with_hint("Connect with sslmode=require.");
+                    let e = PgError::fatal("28000", "this gateway accepts only TLS connections")
+                        .with_hint("Connect with sslmode=require.");
                     let _ = conn.write(e.to_message().raw()).await;
                     return Ok(None);
                 }
                 if !params.iter().any(|(k, _)| k == "user") {
-                    let e = PgError::fatal("28000", "no PostgreSQL user name specified in startup packet");
+                    let e = PgError::fatal(
+                        "28000",
+                        "no PostgreSQL user name specified in startup packet",
+                    );
                     let _ = conn.write(e.to_message().raw()).await;
                     return Ok(None);
                 }
-                return Ok(Some(StartupRequest { client: conn, packet, params, tls }));
+                return Ok(Some(StartupRequest {
+                    client: conn,
+                    packet,
+                    params,
+                    tls,
+                }));
             }
         }
     }
@@ -127,13 +152,17 @@ async fn is_direct_tls(tcp: &TcpStream) -> bool {
 
 /// Opens and authenticates the backend session for `req`, relaying the exchange. Returns `None`
 /// when the login failed or the client went away (the client has been told what the backend said).
-pub async fn open_backend(req: &mut StartupRequest, gw: &Gateway) -> Result<Option<Opened>, ReadError> {
+pub async fn open_backend(
+    req: &mut StartupRequest,
+    gw: &Gateway,
+) -> Result<Option<Opened>, ReadError> {
     let client = &mut req.client;
     let tcp = match gw.backend.connect_tcp().await {
         Ok(t) => t,
         Err(e) => {
             tracing::error!(error = %e, "cannot connect to the backing PostgreSQL");
-            let err = PgError::fatal("08001", "the gateway cannot reach its backing PostgreSQL").with_hint("See the gateway's log.");
+            let err = PgError::fatal("08001", "the gateway cannot reach its backing PostgreSQL")
+                .with_hint("See the gateway's log.");
             let _ = client.write(err.to_message().raw()).await;
             return Ok(None);
         }
@@ -169,7 +198,10 @@ pub async fn open_backend(req: &mut StartupRequest, gw: &Gateway) -> Result<Opti
                     }
                     Some(10) => {
                         let Some(filtered) = without_channel_binding(&m) else {
-                            let e = PgError::fatal("28000", "the server offers only SCRAM with channel binding, which cannot pass through the gateway");
+                            let e = PgError::fatal(
+                                "28000",
+                                "the server offers only SCRAM with channel binding, which cannot pass through the gateway",
+                            );
                             client.write(e.to_message().raw()).await?;
                             return Ok(None);
                         };
@@ -180,7 +212,10 @@ pub async fn open_backend(req: &mut StartupRequest, gw: &Gateway) -> Result<Opti
                     }
                     Some(12) => client.write(m.raw()).await?,
                     _ => {
-                        let e = PgError::fatal("28000", "the server asks for an authentication method the gateway cannot relay (only trust, password, md5 and SCRAM-SHA-256 can)");
+                        let e = PgError::fatal(
+                            "28000",
+                            "the server asks for an authentication method the gateway cannot relay (only trust, password, md5 and SCRAM-SHA-256 can)",
+                        );
                         client.write(e.to_message().raw()).await?;
                         return Ok(None);
                     }
@@ -192,7 +227,13 @@ pub async fn open_backend(req: &mut StartupRequest, gw: &Gateway) -> Result<Opti
                 return Ok(None);
             }
             b'v' | b'N' => client.write(m.raw()).await?,
-            _ => return protocol_violation(client, "unexpected message from the server during authentication").await,
+            _ => {
+                return protocol_violation(
+                    client,
+                    "unexpected message from the server during authentication",
+                )
+                .await;
+            }
         }
     }
 
@@ -211,7 +252,8 @@ pub async fn open_backend(req: &mut StartupRequest, gw: &Gateway) -> Result<Opti
             b'K' => {
                 let body = m.body();
                 if body.len() < 8 {
-                    return protocol_violation(client, "malformed BackendKeyData from the server").await;
+                    return protocol_violation(client, "malformed BackendKeyData from the server")
+                        .await;
                 }
                 let backend_key = BackendKey {
                     pid: u32::from_be_bytes([body[0], body[1], body[2], body[3]]),
@@ -249,18 +291,33 @@ pub async fn open_backend(req: &mut StartupRequest, gw: &Gateway) -> Result<Opti
 
 /// Relays the client's answer to an authentication request. `false` if the client went away or
 /// answered with something else.
-async fn relay_password(client: &mut Framed<ClientStream>, backend: &mut Framed<TcpStream>) -> Result<bool, ReadError> {
+async fn relay_password(
+    client: &mut Framed<ClientStream>,
+    backend: &mut Framed<TcpStream>,
+) -> Result<bool, ReadError> {
     let m = match client.read_message().await {
         Ok(m) => m,
         Err(ReadError::Closed) => return Ok(false),
         Err(ReadError::Frame(e)) => {
-            let _ = client.write(PgError::fatal("08P01", format!("invalid message: {e}")).to_message().raw()).await;
+            let _ = client
+                .write(
+                    PgError::fatal("08P01", format!("invalid message: {e}"))
+                        .to_message()
+                        .raw(),
+                )
+                .await;
             return Ok(false);
         }
         Err(e) => return Err(e),
     };
     if m.tag() != b'p' {
-        let e = PgError::fatal("08P01", format!("expected password response, got message type {}", m.tag() as char));
+        let e = PgError::fatal(
+            "08P01",
+            format!(
+                "expected password response, got message type {}",
+                m.tag() as char
+            ),
+        );
         client.write(e.to_message().raw()).await?;
         return Ok(false);
     }
@@ -293,16 +350,27 @@ fn without_channel_binding(m: &Message) -> Option<Message> {
     any.then(|| Message::new(b'R', &body))
 }
 
-async fn backend_gone(client: &mut Framed<ClientStream>, e: ReadError) -> Result<Option<Opened>, ReadError> {
+async fn backend_gone(
+    client: &mut Framed<ClientStream>,
+    e: ReadError,
+) -> Result<Option<Opened>, ReadError> {
     tracing::warn!(error = %e, "the backing PostgreSQL closed the connection during start-up");
-    let err = PgError::fatal("08006", "the backing PostgreSQL closed the connection during start-up");
+    let err = PgError::fatal(
+        "08006",
+        "the backing PostgreSQL closed the connection during start-up",
+    );
     let _ = client.write(err.to_message().raw()).await;
     Ok(None)
 }
 
-async fn protocol_violation(client: &mut Framed<ClientStream>, what: &str) -> Result<Option<Opened>, ReadError> {
+async fn protocol_violation(
+    client: &mut Framed<ClientStream>,
+    what: &str,
+) -> Result<Option<Opened>, ReadError> {
     tracing::error!(what, "protocol violation by the backing PostgreSQL");
-    let _ = client.write(PgError::fatal("08P01", what).to_message().raw()).await;
+    let _ = client
+        .write(PgError::fatal("08P01", what).to_message().raw())
+        .await;
     Ok(None)
 }
 
