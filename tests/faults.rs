@@ -1,0 +1,351 @@
+//! Bad input and faults: malformed protocol messages, clients that vanish mid-query or mid-COPY,
+//! a backend session that dies. In every case the gateway keeps serving its other clients and
+//! leaves no backend session behind (checked in pg_stat_activity).
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use dyngate::wire::codec::{Message, error_fields, split_message};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// A raw protocol connection, for sending what no well-behaved driver would.
+struct Raw {
+    s: TcpStream,
+    buf: bytes::BytesMut,
+}
+
+impl Raw {
+    async fn connect(addr: &str) -> Raw {
+        Raw {
+            s: TcpStream::connect(addr).await.unwrap(),
+            buf: bytes::BytesMut::new(),
+        }
+    }
+
+    /// Start-up as a role that needs no password (a member of trust_users, see scripts/pg-temp).
+    async fn login(addr: &str, user: &str, db: &str) -> Raw {
+        let mut r = Raw::connect(addr).await;
+        let mut body = Vec::new();
+        body.extend_from_slice(&196608u32.to_be_bytes());
+        for (k, v) in [("user", user), ("database", db)] {
+            body.extend_from_slice(k.as_bytes());
+            body.push(0);
+            body.extend_from_slice(v.as_bytes());
+            body.push(0);
+        }
+        body.push(0);
+        let mut pkt = ((body.len() + 4) as u32).to_be_bytes().to_vec();
+        pkt.extend_from_slice(&body);
+        r.s.write_all(&pkt).await.unwrap();
+        r.until_ready().await;
+        r
+    }
+
+    /// Next message, or None when the server closed the connection.
+    async fn next(&mut self) -> Option<Message> {
+        loop {
+            if let Some(m) = split_message(&mut self.buf).unwrap() {
+                return Some(m);
+            }
+            let n = tokio::time::timeout(Duration::from_secs(20), self.s.read_buf(&mut self.buf))
+                .await
+                .ok()?
+                .ok()?;
+            if n == 0 {
+                return None;
+            }
+        }
+    }
+
+    async fn until_ready(&mut self) -> Vec<Message> {
+        let mut out = Vec::new();
+        while let Some(m) = self.next().await {
+            let done = m.tag() == b'Z';
+            out.push(m);
+            if done {
+                return out;
+            }
+        }
+        panic!("connection closed before ReadyForQuery: {out:?}");
+    }
+
+    async fn send(&mut self, m: &Message) {
+        self.s.write_all(m.raw()).await.unwrap();
+    }
+
+    async fn query(&mut self, sql: &str) -> Vec<Message> {
+        self.send(&Message::new(b'Q', format!("{sql}\0").as_bytes()))
+            .await;
+        self.until_ready().await
+    }
+}
+
+fn sqlstate(m: &Message) -> Option<String> {
+    (m.tag() == b'E')
+        .then(|| {
+            error_fields(m)
+                .into_iter()
+                .find(|(t, _)| *t == b'C')
+                .map(|(_, v)| v)
+        })
+        .flatten()
+}
+
+async fn trusted_role(pg: &Pg) -> String {
+    let role = unique("trusted");
+    pg.admin()
+        .await
+        .batch_execute(&format!("CREATE ROLE {role} LOGIN IN ROLE trust_users"))
+        .await
+        .unwrap();
+    role
+}
+
+/// The gateway answers a well-behaved client normally.
+async fn assert_serves(gw: &Dyngate, pg: &Pg, db: &str) {
+    let c = connect(&gw.url("postgres", &pg.password, db)).await;
+    assert_eq!(
+        c.query_one("SELECT 41 + 1", &[])
+            .await
+            .unwrap()
+            .get::<_, i32>(0),
+        42
+    );
+}
+
+#[tokio::test]
+async fn malformed_startup_packets_are_refused() {
+    let pg = pg();
+    let db = pg.fresh_db().await;
+    let gw = Dyngate::with_backend(&pg, &[]);
+    // A length far beyond any start-up packet, a length too short, an unknown protocol version.
+    let cases: [&[u8]; 3] = [
+        &[0x7f, 0, 0, 0, 0, 3, 0, 0],
+        &[0, 0, 0, 2],
+        &[0, 0, 0, 8, 0, 9, 0, 0],
+    ];
+    for bytes in cases {
+        let mut r = Raw::connect(&gw.addr()).await;
+        r.s.write_all(bytes).await.unwrap();
+        let m = r.next().await.expect("an error before the close");
+        assert_eq!(sqlstate(&m).as_deref(), Some("08P01"), "{bytes:?}");
+        assert!(
+            r.next().await.is_none(),
+            "connection closed after the error"
+        );
+    }
+    assert_serves(&gw, &pg, &db).await;
+}
+
+#[tokio::test]
+async fn malformed_message_after_login_closes_only_that_session() {
+    let pg = pg();
+    let db = pg.fresh_db().await;
+    let role = trusted_role(&pg).await;
+    let gw = Dyngate::with_backend(&pg, &[]);
+    let other = connect(&gw.url("postgres", &pg.password, &db)).await;
+
+    let mut r = Raw::login(&gw.addr(), &role, &db).await;
+    // A Query whose length field says 2 bytes: impossible (the length includes itself).
+    r.s.write_all(&[b'Q', 0, 0, 0, 2]).await.unwrap();
+    let m = r.next().await.expect("an error before the close");
+    assert_eq!(sqlstate(&m).as_deref(), Some("08P01"));
+    assert!(r.next().await.is_none());
+
+    // A negative length.
+    let mut r = Raw::login(&gw.addr(), &role, &db).await;
+    r.s.write_all(&[b'Q', 0xff, 0xff, 0xff, 0xf0])
+        .await
+        .unwrap();
+    assert_eq!(sqlstate(&r.next().await.unwrap()).as_deref(), Some("08P01"));
+
+    // A message type PostgreSQL does not know reaches PostgreSQL, which answers it itself.
+    let mut r = Raw::login(&gw.addr(), &role, &db).await;
+    r.send(&Message::new(b'!', b"")).await;
+    let m = r.next().await.unwrap();
+    assert_eq!(
+        sqlstate(&m).as_deref(),
+        Some("08P01"),
+        "{:?}",
+        error_fields(&m)
+    );
+
+    assert_eq!(
+        other
+            .query_one("SELECT 1", &[])
+            .await
+            .unwrap()
+            .get::<_, i32>(0),
+        1
+    );
+    drop(other);
+    pg.assert_no_backends(&db).await;
+}
+
+#[tokio::test]
+async fn client_vanishing_mid_query_leaves_no_backend() {
+    let pg = pg();
+    let db = pg.fresh_db().await;
+    let role = trusted_role(&pg).await;
+    let gw = Dyngate::with_backend(&pg, &[]);
+    let mut r = Raw::login(&gw.addr(), &role, &db).await;
+    r.send(&Message::new(b'Q', b"SELECT pg_sleep(120)\0")).await;
+    // Wait until the backend is really running the sleep.
+    let admin = pg.admin().await;
+    for _ in 0..100 {
+        let n: i64 = admin
+            .query_one("SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND query LIKE 'SELECT pg_sleep%' AND state = 'active'", &[&db])
+            .await
+            .unwrap()
+            .get(0);
+        if n == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(r);
+    // Well before the sleep would end, the backend session is gone: the gateway cancelled it.
+    pg.assert_no_backends(&db).await;
+    assert_serves(&gw, &pg, &db).await;
+}
+
+#[tokio::test]
+async fn client_vanishing_mid_copy_leaves_no_backend_and_no_rows() {
+    let pg = pg();
+    let db = pg.fresh_db().await;
+    let role = trusted_role(&pg).await;
+    let admin = connect(&pg.url_for("postgres", &pg.password, &db)).await;
+    admin
+        .batch_execute(&format!("CREATE TABLE t (x int); GRANT ALL ON t TO {role}"))
+        .await
+        .unwrap();
+    let gw = Dyngate::with_backend(&pg, &[]);
+    let mut r = Raw::login(&gw.addr(), &role, &db).await;
+    r.send(&Message::new(b'Q', b"COPY t FROM STDIN\0")).await;
+    let m = r.next().await.unwrap();
+    assert_eq!(m.tag(), b'G', "CopyInResponse");
+    r.send(&Message::new(b'd', b"1\n2\n3\n")).await;
+    r.s.flush().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    drop(r);
+    drop(admin);
+    pg.assert_no_backends(&db).await;
+    let admin = connect(&pg.url_for("postgres", &pg.password, &db)).await;
+    let n: i64 = admin
+        .query_one("SELECT count(*) FROM t", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0, "an unfinished COPY commits nothing");
+}
+
+#[tokio::test]
+async fn a_dying_backend_ends_its_session_only() {
+    let pg = pg();
+    let db = pg.fresh_db().await;
+    let gw = Dyngate::with_backend(&pg, &[]);
+    let victim = connect(&gw.url("postgres", &pg.password, &db)).await;
+    let bystander = connect(&gw.url("postgres", &pg.password, &db)).await;
+    let pid: i32 = victim
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    pg.admin()
+        .await
+        .execute("SELECT pg_terminate_backend($1)", &[&pid])
+        .await
+        .unwrap();
+    let err = victim.query_one("SELECT 1", &[]).await.unwrap_err();
+    // PostgreSQL's own FATAL (57P01) reaches the client, or the connection is simply closed.
+    if let Some(db_err) = err.as_db_error() {
+        assert_eq!(db_err.code().code(), "57P01");
+    } else {
+        assert!(err.is_closed(), "{err:?}");
+    }
+    assert_eq!(
+        bystander
+            .query_one("SELECT 2", &[])
+            .await
+            .unwrap()
+            .get::<_, i32>(0),
+        2
+    );
+    assert_serves(&gw, &pg, &db).await;
+    drop(bystander);
+    drop(victim);
+    pg.assert_no_backends(&db).await;
+}
+
+#[tokio::test]
+async fn unreachable_backend_is_a_clear_error() {
+    // Nothing listens on this port once the probe socket is closed.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let pg = pg();
+    let dir = tmp_dir();
+    let http = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_dyngate"))
+        .args([
+            "serve",
+            "--postgres",
+            &format!("postgres://postgres:x@127.0.0.1:{port}/postgres"),
+        ])
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{listen}"),
+            "--http-listen",
+            &format!("127.0.0.1:{http}"),
+        ])
+        .stderr(std::fs::File::create(dir.join("log")).unwrap())
+        .spawn()
+        .unwrap();
+    let _ = &pg;
+    let mut health = None;
+    for _ in 0..100 {
+        if let Ok(r) = http_get(&format!("http://127.0.0.1:{http}/healthz")) {
+            health = Some(r);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (status, body) = health.expect("healthz answers while the backend is down");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("unreachable"), "{body}");
+    assert!(
+        !body.contains("x@127.0.0.1"),
+        "no connection string in the body"
+    );
+    let err = try_connect(&format!(
+        "postgres://postgres:x@127.0.0.1:{listen}/postgres"
+    ))
+    .await
+    .err()
+    .unwrap();
+    let db = err
+        .as_db_error()
+        .expect("a PostgreSQL error, not a dropped connection");
+    assert_eq!(db.code().code(), "08001");
+    assert!(
+        !db.message().contains(&port.to_string()),
+        "no backend address in the message: {}",
+        db.message()
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}
