@@ -143,11 +143,17 @@ async fn client_to_backend(
                 Ok(None) => break,
                 Err(e) => return violation(&cw, e).await,
             };
+            // Once draining, an idle session is closed rather than given new work.
+            if draining
+                && msg.tag() != b'X'
+                && out.is_empty()
+                && state.is_idle()
+                && !state.copy_in.load(Ordering::Acquire)
+            {
+                return close_for_shutdown(&cw).await;
+            }
             match msg.tag() {
                 b'Q' => {
-                    if draining && state.is_idle() && out.is_empty() {
-                        return close_for_shutdown(&cw).await;
-                    }
                     let route = query_text(&msg).map(classify).unwrap_or(Route::Forward);
                     match route {
                         Route::Forward => {
