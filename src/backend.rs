@@ -23,9 +23,7 @@ pub struct Backend {
 pub enum BackendError {
     #[error("invalid --postgres value: {0}")]
     BadUrl(String),
-    #[error(
-        "--postgres must name a TCP host (client sessions connect over TCP so PostgreSQL checks their passwords)"
-    )]
+    #[error("--postgres must name a TCP host (client sessions connect over TCP so PostgreSQL checks their passwords)")]
     NotTcp,
 }
 
@@ -41,21 +39,14 @@ impl Backend {
             Some(_) => return Err(BackendError::NotTcp),
         };
         let port = service.get_ports().first().copied().unwrap_or(5432);
-        Ok(Backend {
-            host,
-            port,
-            service,
-        })
+        Ok(Backend { host, port, service })
     }
 
     /// Opens a TCP connection for a client session.
     pub async fn connect_tcp(&self) -> std::io::Result<TcpStream> {
-        let s = tokio::time::timeout(
-            Duration::from_secs(10),
-            TcpStream::connect((self.host.as_str(), self.port)),
-        )
-        .await
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
+        let s = tokio::time::timeout(Duration::from_secs(10), TcpStream::connect((self.host.as_str(), self.port)))
+            .await
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
         s.set_nodelay(true)?;
         Ok(s)
     }
@@ -83,13 +74,7 @@ mod tests {
         assert_eq!(b.service.get_user(), Some("u"));
         let b = Backend::from_url("host=localhost user=x").unwrap();
         assert_eq!((b.host.as_str(), b.port), ("localhost", 5432));
-        assert!(matches!(
-            Backend::from_url("host=/tmp user=x"),
-            Err(BackendError::NotTcp)
-        ));
-        assert!(matches!(
-            Backend::from_url("postgres://[bad"),
-            Err(BackendError::BadUrl(_))
-        ));
+        assert!(matches!(Backend::from_url("host=/tmp user=x"), Err(BackendError::NotTcp)));
+        assert!(matches!(Backend::from_url("postgres://[bad"), Err(BackendError::BadUrl(_))));
     }
 }

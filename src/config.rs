@@ -42,21 +42,11 @@ pub struct ServeArgs {
     pub config: Option<PathBuf>,
 
     /// Address for PostgreSQL clients. Port 0 picks a free port; the bound address is logged.
-    #[arg(
-        long,
-        env = "DYNGATE_LISTEN",
-        default_value = "127.0.0.1:6432",
-        value_name = "ADDR"
-    )]
+    #[arg(long, env = "DYNGATE_LISTEN", default_value = "127.0.0.1:6432", value_name = "ADDR")]
     pub listen: SocketAddr,
 
     /// Address of the HTTP listener (GET /healthz). Port 0 picks a free port.
-    #[arg(
-        long,
-        env = "DYNGATE_HTTP_LISTEN",
-        default_value = "127.0.0.1:8432",
-        value_name = "ADDR"
-    )]
+    #[arg(long, env = "DYNGATE_HTTP_LISTEN", default_value = "127.0.0.1:8432", value_name = "ADDR")]
     pub http_listen: SocketAddr,
 
     /// Backing PostgreSQL as a libpq URL or key=value string, for the gateway's own catalog work
@@ -68,12 +58,7 @@ pub struct ServeArgs {
 
     /// Directory of the embedded PostgreSQL cluster (used when --postgres is not given). Created
     /// and initialised on first start, reused afterwards.
-    #[arg(
-        long,
-        env = "DYNGATE_DATA_DIR",
-        default_value = ".dyngate",
-        value_name = "DIR"
-    )]
+    #[arg(long, env = "DYNGATE_DATA_DIR", default_value = ".dyngate", value_name = "DIR")]
     pub data_dir: PathBuf,
 
     /// Directory holding PostgreSQL's server binaries (initdb, pg_ctl, postgres) for the embedded
@@ -82,21 +67,11 @@ pub struct ServeArgs {
     pub pg_bin_dir: Option<PathBuf>,
 
     /// PEM certificate chain for TLS to clients (psql sslmode=require). Needs --tls-key.
-    #[arg(
-        long,
-        env = "DYNGATE_TLS_CERT",
-        value_name = "FILE",
-        requires = "tls_key"
-    )]
+    #[arg(long, env = "DYNGATE_TLS_CERT", value_name = "FILE", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
 
     /// PEM private key for --tls-cert.
-    #[arg(
-        long,
-        env = "DYNGATE_TLS_KEY",
-        value_name = "FILE",
-        requires = "tls_cert"
-    )]
+    #[arg(long, env = "DYNGATE_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
 
     /// Refuse clients that do not use TLS (needs --tls-cert and --tls-key).
@@ -113,12 +88,7 @@ pub struct ServeArgs {
     pub log_format: LogFormat,
 
     /// Log filter, in tracing's EnvFilter syntax (e.g. `info`, `dyngate=debug`).
-    #[arg(
-        long,
-        env = "DYNGATE_LOG",
-        default_value = "info",
-        value_name = "FILTER"
-    )]
+    #[arg(long, env = "DYNGATE_LOG", default_value = "info", value_name = "FILTER")]
     pub log: String,
 
     /// Once both listeners are bound and the catalog is ready, write their addresses to this file
@@ -131,15 +101,10 @@ pub struct ServeArgs {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("config file {path} is not valid TOML: {message}")]
     Toml { path: PathBuf, message: String },
-    #[error(
-        "config file {path}: unknown setting `{key}` (settings are the long flag names of `dyngate serve --help`)"
-    )]
+    #[error("config file {path}: unknown setting `{key}` (settings are the long flag names of `dyngate serve --help`)")]
     UnknownKey { path: PathBuf, key: String },
     #[error("config file {path}: setting `{key}` must be a string, number or boolean")]
     BadValue { path: PathBuf, key: String },
@@ -152,18 +117,14 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         Some(i) => (&s[..i], s[i..].trim()),
         None => (s, "s"),
     };
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("invalid duration `{s}` (e.g. 30s, 500ms, 2m)"))?;
+    let n: f64 = num.parse().map_err(|_| format!("invalid duration `{s}` (e.g. 30s, 500ms, 2m)"))?;
     let secs = match unit {
         "ms" => n / 1000.0,
         "s" | "sec" | "secs" => n,
         "m" | "min" => n * 60.0,
         "h" => n * 3600.0,
         _ => {
-            return Err(format!(
-                "invalid duration unit in `{s}` (use ms, s, m or h)"
-            ));
+            return Err(format!("invalid duration unit in `{s}` (use ms, s, m or h)"));
         }
     };
     if !secs.is_finite() || secs < 0.0 {
@@ -188,27 +149,20 @@ pub fn load_from(args: Vec<std::ffi::OsString>) -> Result<Cli, ConfigError> {
         path: path.clone(),
         source,
     })?;
-    let table: toml::Table = text
-        .parse()
-        .map_err(|e: toml::de::Error| ConfigError::Toml {
-            path: path.clone(),
-            message: e.message().to_string(),
-        })?;
+    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Toml {
+        path: path.clone(),
+        message: e.message().to_string(),
+    })?;
 
     // Re-parse with the file's values installed as defaults: clap then applies flags and
     // environment variables over them, which gives the documented precedence for free.
     let mut cmd = Cli::command();
-    let serve_cmd = cmd
-        .find_subcommand_mut("serve")
-        .expect("serve subcommand exists");
+    let serve_cmd = cmd.find_subcommand_mut("serve").expect("serve subcommand exists");
     let mut sub = serve_cmd.clone();
     for (key, value) in &table {
         let id = key.replace('-', "_");
         if id == "config" || !sub.get_arguments().any(|a| a.get_id() == id.as_str()) {
-            return Err(ConfigError::UnknownKey {
-                path,
-                key: key.clone(),
-            });
+            return Err(ConfigError::UnknownKey { path, key: key.clone() });
         }
         let v = match value {
             toml::Value::String(s) => s.clone(),
@@ -216,10 +170,7 @@ pub fn load_from(args: Vec<std::ffi::OsString>) -> Result<Cli, ConfigError> {
             toml::Value::Float(f) => f.to_string(),
             toml::Value::Boolean(b) => b.to_string(),
             _ => {
-                return Err(ConfigError::BadValue {
-                    path,
-                    key: key.clone(),
-                });
+                return Err(ConfigError::BadValue { path, key: key.clone() });
             }
         };
         // For a switch such as `require-tls`, `true` in the file acts like the flag.
@@ -247,11 +198,7 @@ mod tests {
             ("5 days", None),
         ];
         for (s, want) in cases {
-            assert_eq!(
-                parse_duration(s).ok().map(|d| d.as_millis() as u64),
-                want,
-                "{s}"
-            );
+            assert_eq!(parse_duration(s).ok().map(|d| d.as_millis() as u64), want, "{s}");
         }
     }
 
@@ -268,33 +215,20 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("dyngate-config-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let f = dir.join("c.toml");
-        std::fs::write(&f, "listen = \"127.0.0.1:7000\"\nhttp-listen = \"127.0.0.1:7001\"\nshutdown-timeout = \"5s\"\n").unwrap();
-        let s = serve(&[
-            "--config",
-            f.to_str().unwrap(),
-            "--http-listen",
-            "127.0.0.1:9",
-        ])
+        std::fs::write(
+            &f,
+            "listen = \"127.0.0.1:7000\"\nhttp-listen = \"127.0.0.1:7001\"\nshutdown-timeout = \"5s\"\n",
+        )
         .unwrap();
+        let s = serve(&["--config", f.to_str().unwrap(), "--http-listen", "127.0.0.1:9"]).unwrap();
         assert_eq!(s.listen, "127.0.0.1:7000".parse().unwrap());
-        assert_eq!(
-            s.http_listen,
-            "127.0.0.1:9".parse().unwrap(),
-            "a flag beats the file"
-        );
+        assert_eq!(s.http_listen, "127.0.0.1:9".parse().unwrap(), "a flag beats the file");
         assert_eq!(s.shutdown_timeout, Duration::from_secs(5));
-        assert_eq!(
-            s.data_dir,
-            PathBuf::from(".dyngate"),
-            "untouched settings keep their default"
-        );
+        assert_eq!(s.data_dir, PathBuf::from(".dyngate"), "untouched settings keep their default");
 
         std::fs::write(&f, "lissen = \"x\"\n").unwrap();
         let err = serve(&["--config", f.to_str().unwrap()]).unwrap_err();
-        assert!(
-            matches!(err, ConfigError::UnknownKey { ref key, .. } if key == "lissen"),
-            "{err}"
-        );
+        assert!(matches!(err, ConfigError::UnknownKey { ref key, .. } if key == "lissen"), "{err}");
 
         std::fs::write(&f, "listen = [1]\n").unwrap();
         assert!(matches!(

@@ -56,42 +56,27 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
     result
 }
 
-async fn serve(
-    args: &ServeArgs,
-    tls: Option<tokio_rustls::TlsAcceptor>,
-    cluster: Option<&Cluster>,
-) -> Result<(), ServeError> {
+async fn serve(args: &ServeArgs, tls: Option<tokio_rustls::TlsAcceptor>, cluster: Option<&Cluster>) -> Result<(), ServeError> {
     let backend = match (&args.postgres, cluster) {
         (Some(url), _) => Backend::from_url(url)?,
         (None, Some(c)) => c.backend(),
         (None, None) => unreachable!("run() starts a cluster when --postgres is absent"),
     };
 
-    let pg_listener =
-        TcpListener::bind(args.listen)
-            .await
-            .map_err(|source| ServeError::Listen {
-                addr: args.listen,
-                source,
-            })?;
-    let http_listener = TcpListener::bind(args.http_listen)
+    let pg_listener = TcpListener::bind(args.listen)
         .await
-        .map_err(|source| ServeError::Listen {
-            addr: args.http_listen,
-            source,
-        })?;
+        .map_err(|source| ServeError::Listen { addr: args.listen, source })?;
+    let http_listener = TcpListener::bind(args.http_listen).await.map_err(|source| ServeError::Listen {
+        addr: args.http_listen,
+        source,
+    })?;
     let pg_addr = pg_listener
         .local_addr()
-        .map_err(|source| ServeError::Listen {
-            addr: args.listen,
-            source,
-        })?;
-    let http_addr = http_listener
-        .local_addr()
-        .map_err(|source| ServeError::Listen {
-            addr: args.http_listen,
-            source,
-        })?;
+        .map_err(|source| ServeError::Listen { addr: args.listen, source })?;
+    let http_addr = http_listener.local_addr().map_err(|source| ServeError::Listen {
+        addr: args.http_listen,
+        source,
+    })?;
     tracing::info!(addr = %pg_addr, tls = tls.is_some(), "listening for PostgreSQL clients");
     tracing::info!(addr = %http_addr, "listening for HTTP");
 
@@ -104,10 +89,7 @@ async fn serve(
             let stop = async move {
                 let _ = phase.changed().await;
             };
-            if let Err(e) = axum::serve(http_listener, app)
-                .with_graceful_shutdown(stop)
-                .await
-            {
+            if let Err(e) = axum::serve(http_listener, app).with_graceful_shutdown(stop).await {
                 tracing::error!(error = %e, "HTTP listener failed");
             }
         })
@@ -120,12 +102,7 @@ async fn serve(
         cancels: CancelRegistry::default(),
         handler: Handler::default(),
     });
-    let wire_task = tokio::spawn(wire::serve(
-        pg_listener,
-        gw,
-        phase_rx.clone(),
-        args.shutdown_timeout,
-    ));
+    let wire_task = tokio::spawn(wire::serve(pg_listener, gw, phase_rx.clone(), args.shutdown_timeout));
 
     let migrated = tokio::select! {
         r = migrate_with_retry(&backend) => Some(r),
@@ -135,8 +112,7 @@ async fn serve(
         Some(Ok(version)) => {
             health.set_catalog_version(version);
             if let Some(path) = &args.ready_file {
-                let body =
-                    serde_json::json!({"pg": pg_addr.to_string(), "http": http_addr.to_string()});
+                let body = serde_json::json!({"pg": pg_addr.to_string(), "http": http_addr.to_string()});
                 std::fs::write(path, body.to_string()).map_err(ServeError::ReadyFile)?;
             }
             tracing::info!(catalog_version = version, "dyngate is ready");
@@ -177,10 +153,7 @@ async fn migrate_with_retry(backend: &Backend) -> Result<i32, MigrateError> {
 
 async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
         tracing::error!("cannot install signal handlers");
         return std::future::pending().await;
     };

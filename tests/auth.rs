@@ -12,10 +12,7 @@ async fn scram_login_as_the_clients_own_role() {
     let role = pg.fresh_role("s3cret").await;
     let gw = Dyngate::with_backend(&pg, &[]);
     let c = connect(&gw.url(&role, "s3cret", &db)).await;
-    let row = c
-        .query_one("SELECT current_user::text, session_user::text", &[])
-        .await
-        .unwrap();
+    let row = c.query_one("SELECT current_user::text, session_user::text", &[]).await.unwrap();
     assert_eq!(row.get::<_, String>(0), role);
     assert_eq!(row.get::<_, String>(1), role);
 }
@@ -38,10 +35,7 @@ async fn md5_and_trust_are_relayed() {
     let gw = Dyngate::with_backend(&pg, &[]);
     let c = connect(&gw.url(&md5, "pw", &db)).await;
     assert_eq!(
-        c.query_one("SELECT current_user::text", &[])
-            .await
-            .unwrap()
-            .get::<_, String>(0),
+        c.query_one("SELECT current_user::text", &[]).await.unwrap().get::<_, String>(0),
         md5
     );
     let err = try_connect(&gw.url(&md5, "nope", &db))
@@ -49,16 +43,9 @@ async fn md5_and_trust_are_relayed() {
         .err()
         .expect("wrong md5 password fails");
     assert_eq!(err.as_db_error().map(|e| e.code().code()), Some("28P01"));
-    let c = connect(&format!(
-        "postgres://{trusted}@127.0.0.1:{}/{db}",
-        gw.pg_port
-    ))
-    .await;
+    let c = connect(&format!("postgres://{trusted}@127.0.0.1:{}/{db}", gw.pg_port)).await;
     assert_eq!(
-        c.query_one("SELECT current_user::text", &[])
-            .await
-            .unwrap()
-            .get::<_, String>(0),
+        c.query_one("SELECT current_user::text", &[]).await.unwrap().get::<_, String>(0),
         trusted
     );
 }
@@ -70,20 +57,14 @@ async fn wrong_password_is_28p01_and_leaves_no_backend_session() {
     let role = pg.fresh_role("right").await;
     let gw = Dyngate::with_backend(&pg, &[]);
     for _ in 0..5 {
-        let err = try_connect(&gw.url(&role, "wrong", &db))
-            .await
-            .err()
-            .expect("login must fail");
+        let err = try_connect(&gw.url(&role, "wrong", &db)).await.err().expect("login must fail");
         let code = err.as_db_error().map(|e| e.code().code().to_string());
         assert_eq!(code.as_deref(), Some("28P01"), "{err:?}");
     }
     pg.assert_no_backends(&db).await;
     // The gateway still serves others.
     let c = connect(&gw.url(&role, "right", &db)).await;
-    assert_eq!(
-        c.query_one("SELECT 1", &[]).await.unwrap().get::<_, i32>(0),
-        1
-    );
+    assert_eq!(c.query_one("SELECT 1", &[]).await.unwrap().get::<_, i32>(0), 1);
 }
 
 #[tokio::test]
@@ -100,10 +81,5 @@ async fn privileges_are_the_roles_own() {
     let c = connect(&gw.url(&role, "pw", &db)).await;
     let err = c.query("SELECT * FROM secret", &[]).await.unwrap_err();
     assert_eq!(err.as_db_error().unwrap().code().code(), "42501");
-    assert!(
-        err.as_db_error()
-            .unwrap()
-            .message()
-            .contains("permission denied")
-    );
+    assert!(err.as_db_error().unwrap().message().contains("permission denied"));
 }

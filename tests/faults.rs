@@ -77,20 +77,14 @@ impl Raw {
     }
 
     async fn query(&mut self, sql: &str) -> Vec<Message> {
-        self.send(&Message::new(b'Q', format!("{sql}\0").as_bytes()))
-            .await;
+        self.send(&Message::new(b'Q', format!("{sql}\0").as_bytes())).await;
         self.until_ready().await
     }
 }
 
 fn sqlstate(m: &Message) -> Option<String> {
     (m.tag() == b'E')
-        .then(|| {
-            error_fields(m)
-                .into_iter()
-                .find(|(t, _)| *t == b'C')
-                .map(|(_, v)| v)
-        })
+        .then(|| error_fields(m).into_iter().find(|(t, _)| *t == b'C').map(|(_, v)| v))
         .flatten()
 }
 
@@ -107,13 +101,7 @@ async fn trusted_role(pg: &Pg) -> String {
 /// The gateway answers a well-behaved client normally.
 async fn assert_serves(gw: &Dyngate, pg: &Pg, db: &str) {
     let c = connect(&gw.url("postgres", &pg.password, db)).await;
-    assert_eq!(
-        c.query_one("SELECT 41 + 1", &[])
-            .await
-            .unwrap()
-            .get::<_, i32>(0),
-        42
-    );
+    assert_eq!(c.query_one("SELECT 41 + 1", &[]).await.unwrap().get::<_, i32>(0), 42);
 }
 
 #[tokio::test]
@@ -122,20 +110,13 @@ async fn malformed_startup_packets_are_refused() {
     let db = pg.fresh_db().await;
     let gw = Dyngate::with_backend(&pg, &[]);
     // A length far beyond any start-up packet, a length too short, an unknown protocol version.
-    let cases: [&[u8]; 3] = [
-        &[0x7f, 0, 0, 0, 0, 3, 0, 0],
-        &[0, 0, 0, 2],
-        &[0, 0, 0, 8, 0, 9, 0, 0],
-    ];
+    let cases: [&[u8]; 3] = [&[0x7f, 0, 0, 0, 0, 3, 0, 0], &[0, 0, 0, 2], &[0, 0, 0, 8, 0, 9, 0, 0]];
     for bytes in cases {
         let mut r = Raw::connect(&gw.addr()).await;
         r.s.write_all(bytes).await.unwrap();
         let m = r.next().await.expect("an error before the close");
         assert_eq!(sqlstate(&m).as_deref(), Some("08P01"), "{bytes:?}");
-        assert!(
-            r.next().await.is_none(),
-            "connection closed after the error"
-        );
+        assert!(r.next().await.is_none(), "connection closed after the error");
     }
     assert_serves(&gw, &pg, &db).await;
 }
@@ -157,30 +138,16 @@ async fn malformed_message_after_login_closes_only_that_session() {
 
     // A negative length.
     let mut r = Raw::login(&gw.addr(), &role, &db).await;
-    r.s.write_all(&[b'Q', 0xff, 0xff, 0xff, 0xf0])
-        .await
-        .unwrap();
+    r.s.write_all(&[b'Q', 0xff, 0xff, 0xff, 0xf0]).await.unwrap();
     assert_eq!(sqlstate(&r.next().await.unwrap()).as_deref(), Some("08P01"));
 
     // A message type PostgreSQL does not know reaches PostgreSQL, which answers it itself.
     let mut r = Raw::login(&gw.addr(), &role, &db).await;
     r.send(&Message::new(b'!', b"")).await;
     let m = r.next().await.unwrap();
-    assert_eq!(
-        sqlstate(&m).as_deref(),
-        Some("08P01"),
-        "{:?}",
-        error_fields(&m)
-    );
+    assert_eq!(sqlstate(&m).as_deref(), Some("08P01"), "{:?}", error_fields(&m));
 
-    assert_eq!(
-        other
-            .query_one("SELECT 1", &[])
-            .await
-            .unwrap()
-            .get::<_, i32>(0),
-        1
-    );
+    assert_eq!(other.query_one("SELECT 1", &[]).await.unwrap().get::<_, i32>(0), 1);
     drop(other);
     pg.assert_no_backends(&db).await;
 }
@@ -197,7 +164,10 @@ async fn client_vanishing_mid_query_leaves_no_backend() {
     let admin = pg.admin().await;
     for _ in 0..100 {
         let n: i64 = admin
-            .query_one("SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND query LIKE 'SELECT pg_sleep%' AND state = 'active'", &[&db])
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND query LIKE 'SELECT pg_sleep%' AND state = 'active'",
+                &[&db],
+            )
             .await
             .unwrap()
             .get(0);
@@ -234,11 +204,7 @@ async fn client_vanishing_mid_copy_leaves_no_backend_and_no_rows() {
     drop(admin);
     pg.assert_no_backends(&db).await;
     let admin = connect(&pg.url_for("postgres", &pg.password, &db)).await;
-    let n: i64 = admin
-        .query_one("SELECT count(*) FROM t", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let n: i64 = admin.query_one("SELECT count(*) FROM t", &[]).await.unwrap().get(0);
     assert_eq!(n, 0, "an unfinished COPY commits nothing");
 }
 
@@ -249,16 +215,8 @@ async fn a_dying_backend_ends_its_session_only() {
     let gw = Dyngate::with_backend(&pg, &[]);
     let victim = connect(&gw.url("postgres", &pg.password, &db)).await;
     let bystander = connect(&gw.url("postgres", &pg.password, &db)).await;
-    let pid: i32 = victim
-        .query_one("SELECT pg_backend_pid()", &[])
-        .await
-        .unwrap()
-        .get(0);
-    pg.admin()
-        .await
-        .execute("SELECT pg_terminate_backend($1)", &[&pid])
-        .await
-        .unwrap();
+    let pid: i32 = victim.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0);
+    pg.admin().await.execute("SELECT pg_terminate_backend($1)", &[&pid]).await.unwrap();
     let err = victim.query_one("SELECT 1", &[]).await.unwrap_err();
     // PostgreSQL's own FATAL (57P01) reaches the client, or the connection is simply closed.
     if let Some(db_err) = err.as_db_error() {
@@ -266,14 +224,7 @@ async fn a_dying_backend_ends_its_session_only() {
     } else {
         assert!(err.is_closed(), "{err:?}");
     }
-    assert_eq!(
-        bystander
-            .query_one("SELECT 2", &[])
-            .await
-            .unwrap()
-            .get::<_, i32>(0),
-        2
-    );
+    assert_eq!(bystander.query_one("SELECT 2", &[]).await.unwrap().get::<_, i32>(0), 2);
     assert_serves(&gw, &pg, &db).await;
     drop(bystander);
     drop(victim);
@@ -283,29 +234,13 @@ async fn a_dying_backend_ends_its_session_only() {
 #[tokio::test]
 async fn unreachable_backend_is_a_clear_error() {
     // Nothing listens on this port once the probe socket is closed.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let pg = pg();
     let dir = tmp_dir();
-    let http = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let listen = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let http = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let listen = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_dyngate"))
-        .args([
-            "serve",
-            "--postgres",
-            &format!("postgres://postgres:x@127.0.0.1:{port}/postgres"),
-        ])
+        .args(["serve", "--postgres", &format!("postgres://postgres:x@127.0.0.1:{port}/postgres")])
         .args([
             "--listen",
             &format!("127.0.0.1:{listen}"),
@@ -327,19 +262,12 @@ async fn unreachable_backend_is_a_clear_error() {
     let (status, body) = health.expect("healthz answers while the backend is down");
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("unreachable"), "{body}");
-    assert!(
-        !body.contains("x@127.0.0.1"),
-        "no connection string in the body"
-    );
-    let err = try_connect(&format!(
-        "postgres://postgres:x@127.0.0.1:{listen}/postgres"
-    ))
-    .await
-    .err()
-    .unwrap();
-    let db = err
-        .as_db_error()
-        .expect("a PostgreSQL error, not a dropped connection");
+    assert!(!body.contains("x@127.0.0.1"), "no connection string in the body");
+    let err = try_connect(&format!("postgres://postgres:x@127.0.0.1:{listen}/postgres"))
+        .await
+        .err()
+        .unwrap();
+    let db = err.as_db_error().expect("a PostgreSQL error, not a dropped connection");
     assert_eq!(db.code().code(), "08001");
     assert!(
         !db.message().contains(&port.to_string()),

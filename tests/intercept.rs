@@ -13,9 +13,7 @@ async fn dynamic_table_statements_are_intercepted_and_the_session_goes_on() {
     let db = pg.fresh_db().await;
     let gw = Dyngate::with_backend(&pg, &[]);
     let c = connect(&gw.url("postgres", &pg.password, &db)).await;
-    c.batch_execute("CREATE TABLE t (x int); INSERT INTO t VALUES (1)")
-        .await
-        .unwrap();
+    c.batch_execute("CREATE TABLE t (x int); INSERT INTO t VALUES (1)").await.unwrap();
     for sql in [
         "CREATE DYNAMIC TABLE d FRESHNESS = INTERVAL '1' MINUTE AS SELECT x FROM t",
         "alter dynamic table d suspend",
@@ -23,21 +21,14 @@ async fn dynamic_table_statements_are_intercepted_and_the_session_goes_on() {
         "SELECT 1; DROP DYNAMIC TABLE d",
     ] {
         let err = c.simple_query(sql).await.unwrap_err();
-        let e = err
-            .as_db_error()
-            .unwrap_or_else(|| panic!("{sql}: {err:?}"));
+        let e = err.as_db_error().unwrap_or_else(|| panic!("{sql}: {err:?}"));
         assert_eq!(e.code().code(), "0A000", "{sql}");
         assert!(e.message().contains("DYNAMIC TABLE"), "{}", e.message());
         // Nothing reached PostgreSQL: the multi-statement text did not run its SELECT either.
     }
     // Look-alikes are PostgreSQL's: a table named dynamic, a string mentioning the statement.
-    c.batch_execute("CREATE TABLE dynamic (a int)")
-        .await
-        .unwrap();
-    let rows = c
-        .simple_query("SELECT 'create dynamic table x as select 1'")
-        .await
-        .unwrap();
+    c.batch_execute("CREATE TABLE dynamic (a int)").await.unwrap();
+    let rows = c.simple_query("SELECT 'create dynamic table x as select 1'").await.unwrap();
     let values: Vec<_> = rows
         .iter()
         .filter_map(|m| match m {
@@ -49,11 +40,7 @@ async fn dynamic_table_statements_are_intercepted_and_the_session_goes_on() {
     // Replies stay in order after an intercepted statement inside a transaction.
     c.batch_execute("BEGIN").await.unwrap();
     assert!(c.simple_query("REFRESH DYNAMIC TABLE d").await.is_err());
-    let n: i64 = c
-        .query_one("SELECT count(*) FROM t", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let n: i64 = c.query_one("SELECT count(*) FROM t", &[]).await.unwrap().get(0);
     assert_eq!(n, 1);
     c.batch_execute("COMMIT").await.unwrap();
 }
@@ -68,13 +55,7 @@ async fn json_logs_and_settings_from_environment_and_file() {
     let ready = dir.join("ready.json");
     let log = dir.join("log");
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_dyngate"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--http-listen",
-            "127.0.0.1:0",
-        ])
+        .args(["serve", "--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"])
         .arg("--config")
         .arg(&conf)
         .arg("--ready-file")
@@ -97,15 +78,10 @@ async fn json_logs_and_settings_from_environment_and_file() {
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
         .collect();
     assert!(
-        lines
-            .iter()
-            .any(|v| v["fields"]["message"] == "listening for PostgreSQL clients"),
+        lines.iter().any(|v| v["fields"]["message"] == "listening for PostgreSQL clients"),
         "{text}"
     );
-    assert!(
-        !text.contains(&pg.password),
-        "the backend password is not logged"
-    );
+    assert!(!text.contains(&pg.password), "the backend password is not logged");
 
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_dyngate"))
         .args(["serve", "--help"])

@@ -24,9 +24,7 @@ async fn embedded_default_initialises_reuses_and_stops_cleanly() {
     let (status, body) = http_get(&gw.http("/healthz")).unwrap();
     assert_eq!(status, 200, "{body}");
     // A second gateway cannot take the same data directory.
-    let err = Dyngate::try_start(&embedded(&dir))
-        .err()
-        .expect("second gateway refused");
+    let err = Dyngate::try_start(&embedded(&dir)).err().expect("second gateway refused");
     assert!(err.contains("already using the data directory"), "{err}");
     drop(c);
 
@@ -41,13 +39,7 @@ async fn embedded_default_initialises_reuses_and_stops_cleanly() {
     let gw = Dyngate::start(&embedded(&dir));
     assert!(!gw.log().contains("created the embedded PostgreSQL cluster"));
     let c = connect(&gw.url("postgres", password.trim(), "postgres")).await;
-    assert_eq!(
-        c.query_one("SELECT x FROM kept", &[])
-            .await
-            .unwrap()
-            .get::<_, i32>(0),
-        7
-    );
+    assert_eq!(c.query_one("SELECT x FROM kept", &[]).await.unwrap().get::<_, i32>(0), 7);
 }
 
 #[tokio::test]
@@ -57,21 +49,11 @@ async fn embedded_cluster_survives_a_killed_gateway_and_is_adopted() {
     let password = std::fs::read_to_string(dir.join("superuser.password")).unwrap();
     gw.signal(libc::SIGKILL);
     drop(gw);
-    assert!(
-        dir.join("pgdata/postmaster.pid").exists(),
-        "PostgreSQL outlives a killed gateway"
-    );
+    assert!(dir.join("pgdata/postmaster.pid").exists(), "PostgreSQL outlives a killed gateway");
     let mut gw = Dyngate::start(&embedded(&dir));
-    assert!(
-        gw.log().contains("adopting the embedded PostgreSQL"),
-        "{}",
-        gw.log()
-    );
+    assert!(gw.log().contains("adopting the embedded PostgreSQL"), "{}", gw.log());
     let c = connect(&gw.url("postgres", password.trim(), "postgres")).await;
-    assert_eq!(
-        c.query_one("SELECT 1", &[]).await.unwrap().get::<_, i32>(0),
-        1
-    );
+    assert_eq!(c.query_one("SELECT 1", &[]).await.unwrap().get::<_, i32>(0), 1);
     drop(c);
     assert!(gw.stop().success());
     assert!(!dir.join("pgdata/postmaster.pid").exists());
@@ -88,10 +70,7 @@ async fn missing_binaries_say_what_to_install() {
     ])
     .err()
     .unwrap();
-    assert!(
-        err.contains("--pg-bin-dir /nonexistent does not contain initdb"),
-        "{err}"
-    );
+    assert!(err.contains("--pg-bin-dir /nonexistent does not contain initdb"), "{err}");
 }
 
 fn url_with_db(pg: &Pg, db: &str) -> String {
@@ -111,25 +90,16 @@ async fn migrations_apply_once_even_with_two_gateways_starting_together() {
     });
     let c = connect(&url).await;
     let rows = c
-        .query(
-            "SELECT version FROM dyngate.schema_migrations ORDER BY version",
-            &[],
-        )
+        .query("SELECT version FROM dyngate.schema_migrations ORDER BY version", &[])
         .await
         .unwrap();
     let versions: Vec<i32> = rows.iter().map(|r| r.get(0)).collect();
-    let expected: Vec<i32> = dyngate::catalog::MIGRATIONS
-        .iter()
-        .map(|m| m.version)
-        .collect();
+    let expected: Vec<i32> = dyngate::catalog::MIGRATIONS.iter().map(|m| m.version).collect();
     assert_eq!(versions, expected);
     for g in [&a, &b] {
         let (status, body) = http_get(&g.http("/healthz")).unwrap();
         assert_eq!(status, 200, "{body}");
-        assert!(
-            body.contains(&format!("\"version\":{}", expected.last().unwrap())),
-            "{body}"
-        );
+        assert!(body.contains(&format!("\"version\":{}", expected.last().unwrap())), "{body}");
     }
     drop((a, b));
     // Starting again changes nothing.
@@ -143,12 +113,9 @@ async fn migrations_apply_once_even_with_two_gateways_starting_together() {
     drop(g);
 
     // A migration whose text changed after it was applied stops the start-up.
-    c.execute(
-        "UPDATE dyngate.schema_migrations SET checksum = 'deadbeef' WHERE version = 1",
-        &[],
-    )
-    .await
-    .unwrap();
+    c.execute("UPDATE dyngate.schema_migrations SET checksum = 'deadbeef' WHERE version = 1", &[])
+        .await
+        .unwrap();
     let err = Dyngate::try_start(&args).err().expect("refused");
     assert!(err.contains("was changed after it was applied"), "{err}");
 }
@@ -175,10 +142,7 @@ async fn shutdown_lets_running_statements_finish() {
     // Idle sessions are closed with PostgreSQL's own shutdown error, and so is the finished one.
     let err = idle.query_one("SELECT 1", &[]).await.unwrap_err();
     assert!(
-        err.is_closed()
-            || err
-                .as_db_error()
-                .is_some_and(|e| e.code().code() == "57P01"),
+        err.is_closed() || err.as_db_error().is_some_and(|e| e.code().code() == "57P01"),
         "{err:?}"
     );
     assert!(c.query_one("SELECT 1", &[]).await.is_err());
@@ -194,18 +158,13 @@ async fn shutdown_timeout_cancels_what_is_still_running() {
     let db = pg.fresh_db().await;
     let mut gw = Dyngate::with_backend(&pg, &["--shutdown-timeout", "1s"]);
     let c = connect(&gw.url("postgres", &pg.password, &db)).await;
-    let running =
-        tokio::spawn(async move { c.query_one("SELECT pg_sleep(60)", &[]).await.map(|_| ()) });
+    let running = tokio::spawn(async move { c.query_one("SELECT pg_sleep(60)", &[]).await.map(|_| ()) });
     tokio::time::sleep(Duration::from_millis(300)).await;
     let t0 = Instant::now();
     gw.signal(libc::SIGTERM);
     let status = gw.wait(Duration::from_secs(20)).expect("exits");
     assert!(status.success());
-    assert!(
-        t0.elapsed() < Duration::from_secs(10),
-        "took {:?}",
-        t0.elapsed()
-    );
+    assert!(t0.elapsed() < Duration::from_secs(10), "took {:?}", t0.elapsed());
     assert!(running.await.unwrap().is_err());
     pg.assert_no_backends(&db).await;
 }

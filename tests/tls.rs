@@ -30,26 +30,13 @@ fn self_signed(dir: &Path) -> (PathBuf, PathBuf) {
         .arg(&cert)
         .output()
         .expect("openssl is installed");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     (cert, key)
 }
 
 fn psql(conninfo: &str, password: &str, sql: &str) -> std::process::Output {
     Command::new("psql")
-        .args([
-            "-X",
-            "-At",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-d",
-            conninfo,
-            "-c",
-            sql,
-        ])
+        .args(["-X", "-At", "-v", "ON_ERROR_STOP=1", "-d", conninfo, "-c", sql])
         .env("PGPASSWORD", password)
         .env("PGCONNECT_TIMEOUT", "10")
         .output()
@@ -69,42 +56,23 @@ async fn psql_sslmode_require_and_require_tls() {
     let base = format!("host=127.0.0.1 port={} user={role} dbname={db}", gw.pg_port);
     let out = psql(&format!("{base} sslmode=require"), "pw", "\\conninfo");
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(text.contains("SSL connection (protocol: TLSv1.3"), "{text}");
     // Plain connections are still accepted without --require-tls.
-    let out = psql(
-        &format!("{base} sslmode=disable"),
-        "pw",
-        "SELECT current_user",
-    );
+    let out = psql(&format!("{base} sslmode=disable"), "pw", "SELECT current_user");
     assert!(out.status.success());
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), role);
     drop(gw);
 
-    let gw = Dyngate::with_backend(
-        &pg,
-        &["--tls-cert", &cert, "--tls-key", &key, "--require-tls"],
-    );
+    let gw = Dyngate::with_backend(&pg, &["--tls-cert", &cert, "--tls-key", &key, "--require-tls"]);
     let base = format!("host=127.0.0.1 port={} user={role} dbname={db}", gw.pg_port);
-    let out = psql(
-        &format!("{base} sslmode=require"),
-        "pw",
-        "SELECT 'over tls'",
-    );
+    let out = psql(&format!("{base} sslmode=require"), "pw", "SELECT 'over tls'");
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "over tls");
     let err = try_connect(&gw.url(&role, "pw", &db))
         .await
         .err()
         .expect("plain connection refused");
-    assert_eq!(
-        err.as_db_error().map(|e| e.code().code()),
-        Some("28000"),
-        "{err:?}"
-    );
+    assert_eq!(err.as_db_error().map(|e| e.code().code()), Some("28000"), "{err:?}");
     let out = psql(&format!("{base} sslmode=disable"), "pw", "SELECT 1");
     assert!(!out.status.success());
     assert!(
@@ -131,10 +99,7 @@ async fn bad_certificate_files_stop_startup_with_a_clear_error() {
     .err()
     .unwrap();
     assert!(err.contains("no certificate in file"), "{err}");
-    assert!(
-        !err.contains(&pg.password),
-        "the log does not print the backend password"
-    );
+    assert!(!err.contains(&pg.password), "the log does not print the backend password");
 }
 
 #[tokio::test]
@@ -145,21 +110,14 @@ async fn cleartext_password_only_over_tls() {
     let role = unique("cleartext");
     pg.admin()
         .await
-        .batch_execute(&format!(
-            "CREATE ROLE {role} LOGIN PASSWORD 'pw' IN ROLE password_users"
-        ))
+        .batch_execute(&format!("CREATE ROLE {role} LOGIN PASSWORD 'pw' IN ROLE password_users"))
         .await
         .unwrap();
     let dir = tmp_dir();
     let (cert, key) = self_signed(&dir);
     let gw = Dyngate::with_backend(
         &pg,
-        &[
-            "--tls-cert",
-            &cert.display().to_string(),
-            "--tls-key",
-            &key.display().to_string(),
-        ],
+        &["--tls-cert", &cert.display().to_string(), "--tls-key", &key.display().to_string()],
     );
     let base = format!("host=127.0.0.1 port={} user={role} dbname={db}", gw.pg_port);
     let out = psql(&format!("{base} sslmode=disable"), "pw", "SELECT 1");
@@ -169,16 +127,8 @@ async fn cleartext_password_only_over_tls() {
         stderr.contains("cleartext password") && stderr.contains("only over TLS"),
         "{stderr}"
     );
-    let out = psql(
-        &format!("{base} sslmode=require"),
-        "pw",
-        "SELECT current_user",
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = psql(&format!("{base} sslmode=require"), "pw", "SELECT current_user");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), role);
     let out = psql(&format!("{base} sslmode=require"), "wrong", "SELECT 1");
     assert!(String::from_utf8_lossy(&out.stderr).contains("password authentication failed"));

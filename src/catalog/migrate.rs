@@ -39,9 +39,7 @@ pub enum MigrateError {
         applied: String,
         ours: String,
     },
-    #[error(
-        "the catalog is at version {found}, newer than this dyngate knows ({known}): upgrade dyngate"
-    )]
+    #[error("the catalog is at version {found}, newer than this dyngate knows ({known}): upgrade dyngate")]
     TooNew { found: i32, known: i32 },
     #[error("catalog migration failed: {0}")]
     Db(#[from] tokio_postgres::Error),
@@ -60,8 +58,7 @@ pub fn checksum(sql: &str) -> String {
 /// Brings the catalog schema up to date; returns the resulting version.
 pub async fn migrate(client: &mut Client) -> Result<i32, MigrateError> {
     let tx = client.transaction().await?;
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOCK_KEY])
-        .await?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOCK_KEY]).await?;
     tx.batch_execute(
         "CREATE SCHEMA IF NOT EXISTS dyngate;
          CREATE TABLE IF NOT EXISTS dyngate.schema_migrations (
@@ -85,10 +82,7 @@ pub async fn migrate(client: &mut Client) -> Result<i32, MigrateError> {
         current = current.max(version);
         match MIGRATIONS.iter().find(|m| m.version == version) {
             None => {
-                return Err(MigrateError::TooNew {
-                    found: version,
-                    known,
-                });
+                return Err(MigrateError::TooNew { found: version, known });
             }
             Some(m) if checksum(m.sql) != sum => {
                 return Err(MigrateError::Changed {
@@ -109,11 +103,7 @@ pub async fn migrate(client: &mut Client) -> Result<i32, MigrateError> {
             &[&m.version, &m.name, &checksum(m.sql)],
         )
         .await?;
-        tracing::info!(
-            version = m.version,
-            name = m.name,
-            "applied catalog migration"
-        );
+        tracing::info!(version = m.version, name = m.name, "applied catalog migration");
         current = m.version;
     }
     tx.commit().await?;
@@ -133,10 +123,7 @@ mod tests {
             .filter(|n| n.ends_with(".sql"))
             .collect();
         files.sort_by_key(|n| n[1..n.find("__").unwrap()].parse::<i32>().unwrap());
-        let listed: Vec<String> = MIGRATIONS
-            .iter()
-            .map(|m| format!("V{}__{}.sql", m.version, m.name))
-            .collect();
+        let listed: Vec<String> = MIGRATIONS.iter().map(|m| format!("V{}__{}.sql", m.version, m.name)).collect();
         assert_eq!(files, listed);
         for (i, m) in MIGRATIONS.iter().enumerate() {
             assert_eq!(m.version, i as i32 + 1, "versions are consecutive from 1");

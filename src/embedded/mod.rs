@@ -73,11 +73,7 @@ pub struct Cluster {
 /// Finds PostgreSQL's server binaries: an explicit directory, then `pg_config --bindir`, then the
 /// newest `/usr/lib/postgresql/<major>/bin` (Debian keeps them off PATH).
 pub fn find_bin_dir(explicit: Option<&Path>) -> Result<PathBuf, EmbeddedError> {
-    let has_all = |d: &Path| {
-        ["initdb", "pg_ctl", "postgres"]
-            .iter()
-            .all(|b| d.join(b).is_file())
-    };
+    let has_all = |d: &Path| ["initdb", "pg_ctl", "postgres"].iter().all(|b| d.join(b).is_file());
     if let Some(d) = explicit {
         return if has_all(d) {
             Ok(d.to_path_buf())
@@ -85,10 +81,7 @@ pub fn find_bin_dir(explicit: Option<&Path>) -> Result<PathBuf, EmbeddedError> {
             Err(EmbeddedError::BadBinDir(d.to_path_buf()))
         };
     }
-    if let Ok(out) = std::process::Command::new("pg_config")
-        .arg("--bindir")
-        .output()
-    {
+    if let Ok(out) = std::process::Command::new("pg_config").arg("--bindir").output() {
         let d = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
         if out.status.success() && has_all(&d) {
             return Ok(d);
@@ -98,19 +91,11 @@ pub fn find_bin_dir(explicit: Option<&Path>) -> Result<PathBuf, EmbeddedError> {
         .into_iter()
         .flatten()
         .flatten()
-        .filter_map(|e| {
-            Some((
-                e.file_name().to_str()?.parse::<u32>().ok()?,
-                e.path().join("bin"),
-            ))
-        })
+        .filter_map(|e| Some((e.file_name().to_str()?.parse::<u32>().ok()?, e.path().join("bin"))))
         .filter(|(_, d)| has_all(d))
         .collect();
     candidates.sort();
-    candidates
-        .pop()
-        .map(|(_, d)| d)
-        .ok_or(EmbeddedError::NoBinaries)
+    candidates.pop().map(|(_, d)| d).ok_or(EmbeddedError::NoBinaries)
 }
 
 /// The uid/gid to run PostgreSQL as: none when not root, else the `postgres` user.
@@ -131,8 +116,7 @@ fn run_as_user() -> Result<Option<(u32, u32)>, EmbeddedError> {
 
 fn chown(path: &Path, run_as: Option<(u32, u32)>) -> Result<(), EmbeddedError> {
     if let Some((uid, gid)) = run_as {
-        std::os::unix::fs::chown(path, Some(uid), Some(gid))
-            .map_err(io(format!("chown {}", path.display())))?;
+        std::os::unix::fs::chown(path, Some(uid), Some(gid)).map_err(io(format!("chown {}", path.display())))?;
     }
     Ok(())
 }
@@ -149,11 +133,8 @@ impl Cluster {
     pub async fn start(data_dir: &Path, bin_dir: PathBuf) -> Result<Cluster, EmbeddedError> {
         let run_as = run_as_user()?;
         fs::create_dir_all(data_dir).map_err(io(format!("create {}", data_dir.display())))?;
-        let data_dir = data_dir
-            .canonicalize()
-            .map_err(io(format!("resolve {}", data_dir.display())))?;
-        fs::set_permissions(&data_dir, fs::Permissions::from_mode(0o755))
-            .map_err(io("chmod data dir"))?;
+        let data_dir = data_dir.canonicalize().map_err(io(format!("resolve {}", data_dir.display())))?;
+        fs::set_permissions(&data_dir, fs::Permissions::from_mode(0o755)).map_err(io("chmod data dir"))?;
         let lock = lock_dir(&data_dir)?;
 
         let pgdata = data_dir.join("pgdata");
@@ -172,11 +153,7 @@ impl Cluster {
         if run_as.is_some() {
             let mut probe = Command::new("/bin/sh");
             probe.args(["-c", "test -w \"$1\"", "sh"]).arg(&socket_dir);
-            if !run(probe, run_as, "probe")
-                .await
-                .map(|o| o.status.success())
-                .unwrap_or(false)
-            {
+            if !run(probe, run_as, "probe").await.map(|o| o.status.success()).unwrap_or(false) {
                 return Err(EmbeddedError::Unreachable(data_dir));
             }
         }
@@ -199,10 +176,7 @@ impl Cluster {
             .to_string();
 
         if let Some(port) = cluster.running_port().await {
-            tracing::info!(
-                port,
-                "adopting the embedded PostgreSQL left running by an earlier gateway"
-            );
+            tracing::info!(port, "adopting the embedded PostgreSQL left running by an earlier gateway");
             cluster.port = port;
         } else {
             cluster.port = free_port().map_err(io("choose a port"))?;
@@ -217,11 +191,7 @@ impl Cluster {
             if !out.status.success() {
                 return Err(EmbeddedError::Command {
                     what: "starting the embedded PostgreSQL".into(),
-                    detail: format!(
-                        "{} (see {})",
-                        String::from_utf8_lossy(&out.stderr).trim(),
-                        log_file.display()
-                    ),
+                    detail: format!("{} (see {})", String::from_utf8_lossy(&out.stderr).trim(), log_file.display()),
                 });
             }
             tracing::info!(port = cluster.port, data_dir = %data_dir.display(), "embedded PostgreSQL started");
@@ -262,8 +232,11 @@ impl Cluster {
             .append(true)
             .open(&conf)
             .map_err(io("open postgresql.conf"))?;
-        writeln!(f, "\n# Set by dyngate at every start (port, socket directory).\ninclude_if_exists = 'dyngate.conf'")
-            .map_err(io("write postgresql.conf"))?;
+        writeln!(
+            f,
+            "\n# Set by dyngate at every start (port, socket directory).\ninclude_if_exists = 'dyngate.conf'"
+        )
+        .map_err(io("write postgresql.conf"))?;
         write_private(pw_file, &password)?;
         tracing::info!(
             superuser = SUPERUSER,
@@ -319,9 +292,7 @@ impl Cluster {
     /// Stops the cluster (fast shutdown: open sessions are closed, then a clean checkpoint).
     pub async fn stop(&self) -> Result<(), EmbeddedError> {
         let mut cmd = Command::new(self.bin_dir.join("pg_ctl"));
-        cmd.arg("-D")
-            .arg(&self.pgdata)
-            .args(["-m", "fast", "-w", "stop"]);
+        cmd.arg("-D").arg(&self.pgdata).args(["-m", "fast", "-w", "stop"]);
         let out = run(cmd, self.run_as, "pg_ctl stop").await?;
         if !out.status.success() {
             return Err(EmbeddedError::Command {
@@ -342,8 +313,7 @@ fn write_private(path: &Path, text: &str) -> Result<(), EmbeddedError> {
         .mode(0o600)
         .open(path)
         .map_err(io(format!("write {}", path.display())))?;
-    f.write_all(text.as_bytes())
-        .map_err(io(format!("write {}", path.display())))
+    f.write_all(text.as_bytes()).map_err(io(format!("write {}", path.display())))
 }
 
 fn lock_dir(data_dir: &Path) -> Result<fs::File, EmbeddedError> {
@@ -361,16 +331,10 @@ fn lock_dir(data_dir: &Path) -> Result<fs::File, EmbeddedError> {
 }
 
 fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-async fn run(
-    mut cmd: Command,
-    run_as: Option<(u32, u32)>,
-    what: &str,
-) -> Result<Output, EmbeddedError> {
+async fn run(mut cmd: Command, run_as: Option<(u32, u32)>, what: &str) -> Result<Output, EmbeddedError> {
     if let Some((uid, gid)) = run_as {
         cmd.uid(uid).gid(gid);
     }

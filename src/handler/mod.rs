@@ -22,12 +22,7 @@ pub struct Handler {}
 
 impl Handler {
     /// Handles one intercepted statement; returns the reply messages (without ReadyForQuery).
-    pub async fn handle(
-        &self,
-        kind: StatementKind,
-        sql: &str,
-        session: &SessionInfo,
-    ) -> Result<Vec<Message>, PgError> {
+    pub async fn handle(&self, kind: StatementKind, sql: &str, session: &SessionInfo) -> Result<Vec<Message>, PgError> {
         tracing::debug!(?kind, user = %session.user, len = sql.len(), "intercepted statement");
         use StatementKind::*;
         let what = match kind {

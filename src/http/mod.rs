@@ -43,8 +43,7 @@ impl Health {
     async fn backend_ok(&self) -> bool {
         let mut guard = self.client.lock().await;
         if guard.as_ref().is_none_or(|c| c.is_closed()) {
-            match tokio::time::timeout(Duration::from_secs(3), self.backend.connect_service()).await
-            {
+            match tokio::time::timeout(Duration::from_secs(3), self.backend.connect_service()).await {
                 Ok(Ok(c)) => *guard = Some(c),
                 Ok(Err(e)) => {
                     tracing::warn!(error = %e, "health check: cannot connect to the backing PostgreSQL");
@@ -64,20 +63,14 @@ impl Health {
 }
 
 pub fn router(health: Arc<Health>) -> Router {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .with_state(health)
+    Router::new().route("/healthz", get(healthz)).with_state(health)
 }
 
 async fn healthz(State(h): State<Arc<Health>>) -> (StatusCode, Json<Value>) {
     let backend = h.backend_ok().await;
     let version = h.catalog_version.load(Ordering::Acquire);
     let ok = backend && version > 0;
-    let status = if ok {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
+    let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     let body = json!({
         "status": if ok { "ok" } else { "unavailable" },
         "backend": if backend { "reachable" } else { "unreachable" },

@@ -57,8 +57,7 @@ fn classify_one(stmt: &str) -> Option<StatementKind> {
 }
 
 fn contains_ascii_ci(hay: &[u8], needle: &[u8]) -> bool {
-    hay.windows(needle.len())
-        .any(|w| w.eq_ignore_ascii_case(needle))
+    hay.windows(needle.len()).any(|w| w.eq_ignore_ascii_case(needle))
 }
 
 /// The first `n` words of a statement, upper-cased, skipping whitespace and comments. Stops at the
@@ -130,9 +129,7 @@ pub fn split_statements(sql: &str) -> Vec<&str> {
     while i < b.len() {
         match b[i] {
             b'\'' => {
-                let escapes = i > 0
-                    && (b[i - 1] == b'E' || b[i - 1] == b'e')
-                    && !is_ident_byte(b, i.wrapping_sub(2));
+                let escapes = i > 0 && (b[i - 1] == b'E' || b[i - 1] == b'e') && !is_ident_byte(b, i.wrapping_sub(2));
                 i = skip_quoted(b, i, b'\'', escapes);
             }
             b'"' => i = skip_quoted(b, i, b'"', false),
@@ -229,10 +226,7 @@ mod tests {
             ("select 1", Route::Forward),
             ("SELECT 'create dynamic table x'", Route::Forward),
             ("create table dynamic (a int)", Route::Forward),
-            (
-                "CREATE DYNAMIC TABLE t AS SELECT 1",
-                Route::Intercept(CreateDynamicTable),
-            ),
+            ("CREATE DYNAMIC TABLE t AS SELECT 1", Route::Intercept(CreateDynamicTable)),
             (
                 "  /* hi */ create\n dynamic -- c\n table t as select 1",
                 Route::Intercept(CreateDynamicTable),
@@ -241,38 +235,14 @@ mod tests {
                 "create or replace dynamic table t as select 1",
                 Route::Intercept(CreateDynamicTable),
             ),
-            (
-                "ALTER DYNAMIC TABLE t SUSPEND",
-                Route::Intercept(AlterDynamicTable),
-            ),
-            (
-                "drop dynamic table if exists t",
-                Route::Intercept(DropDynamicTable),
-            ),
-            (
-                "REFRESH DYNAMIC TABLE t",
-                Route::Intercept(RefreshDynamicTable),
-            ),
-            (
-                "show dynamic tables like 'a%'",
-                Route::Intercept(ShowDynamicTables),
-            ),
-            (
-                "SHOW CREATE DYNAMIC TABLE t",
-                Route::Intercept(ShowCreateDynamicTable),
-            ),
-            (
-                "describe dynamic table t",
-                Route::Intercept(DescribeDynamicTable),
-            ),
-            (
-                "DESC DYNAMIC TABLE t",
-                Route::Intercept(DescribeDynamicTable),
-            ),
-            (
-                "select 1; drop dynamic table t",
-                Route::Intercept(DropDynamicTable),
-            ),
+            ("ALTER DYNAMIC TABLE t SUSPEND", Route::Intercept(AlterDynamicTable)),
+            ("drop dynamic table if exists t", Route::Intercept(DropDynamicTable)),
+            ("REFRESH DYNAMIC TABLE t", Route::Intercept(RefreshDynamicTable)),
+            ("show dynamic tables like 'a%'", Route::Intercept(ShowDynamicTables)),
+            ("SHOW CREATE DYNAMIC TABLE t", Route::Intercept(ShowCreateDynamicTable)),
+            ("describe dynamic table t", Route::Intercept(DescribeDynamicTable)),
+            ("DESC DYNAMIC TABLE t", Route::Intercept(DescribeDynamicTable)),
+            ("select 1; drop dynamic table t", Route::Intercept(DropDynamicTable)),
             ("select $$; drop dynamic table t$$", Route::Forward),
             ("select 'a;'; select \"dynamic;\"", Route::Forward),
             ("SHOW dynamic_something", Route::Forward),
@@ -294,16 +264,10 @@ mod tests {
             ("select 'it''s;' ; x", &["select 'it''s;' ", " x"]),
             ("do $f$ begin; end $f$; x", &["do $f$ begin; end $f$", " x"]),
             ("select $1; x", &["select $1", " x"]),
-            (
-                "select 1 /* ; /* ; */ ; */ ; x",
-                &["select 1 /* ; /* ; */ ; */ ", " x"],
-            ),
+            ("select 1 /* ; /* ; */ ; */ ; x", &["select 1 /* ; /* ; */ ; */ ", " x"]),
             (
                 "create rule r as on insert to t do (select 1; select 2); x",
-                &[
-                    "create rule r as on insert to t do (select 1; select 2)",
-                    " x",
-                ],
+                &["create rule r as on insert to t do (select 1; select 2)", " x"],
             ),
             ("select 'unterminated; x", &["select 'unterminated; x"]),
         ];

@@ -59,10 +59,7 @@ impl CancelRegistry {
     }
 
     pub fn unregister(&self, pid: u32) {
-        self.map
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&pid);
+        self.map.lock().unwrap_or_else(|p| p.into_inner()).remove(&pid);
     }
 
     /// The backend key for a client's cancel request, if the pid and secret match a live session.

@@ -138,9 +138,7 @@ pub fn parse_startup(packet: &Bytes) -> Result<StartupPacket, FrameError> {
             }
             Ok(StartupPacket::Startup { version: v, params })
         }
-        _ => Err(FrameError::Malformed(
-            "startup packet (unsupported protocol version)",
-        )),
+        _ => Err(FrameError::Malformed("startup packet (unsupported protocol version)")),
     }
 }
 
@@ -255,10 +253,7 @@ pub fn parse_text(msg: &Message) -> Option<(&str, &str)> {
     let n1 = body.iter().position(|&b| b == 0)?;
     let rest = &body[n1 + 1..];
     let n2 = rest.iter().position(|&b| b == 0)?;
-    Some((
-        std::str::from_utf8(&body[..n1]).ok()?,
-        std::str::from_utf8(&rest[..n2]).ok()?,
-    ))
+    Some((std::str::from_utf8(&body[..n1]).ok()?, std::str::from_utf8(&rest[..n2]).ok()?))
 }
 
 /// The fields of an ErrorResponse or NoticeResponse body, as (code, value) pairs.
@@ -302,11 +297,7 @@ mod tests {
             let mut buf = BytesMut::new();
             buf.put_u8(b'Q');
             buf.put_i32(len);
-            assert_eq!(
-                split_message(&mut buf),
-                Err(FrameError::BadLength(len as i64)),
-                "len {len}"
-            );
+            assert_eq!(split_message(&mut buf), Err(FrameError::BadLength(len as i64)), "len {len}");
         }
     }
 
@@ -329,10 +320,7 @@ mod tests {
             parse_startup(&p),
             Ok(StartupPacket::Startup {
                 version: 196608,
-                params: vec![
-                    ("user".into(), "alice".into()),
-                    ("database".into(), "db".into())
-                ]
+                params: vec![("user".into(), "alice".into()), ("database".into(), "db".into())]
             })
         );
 
@@ -370,9 +358,7 @@ mod tests {
 
     #[test]
     fn error_response_round_trips_fields() {
-        let e = PgError::error("0A000", "nope")
-            .with_hint("try later")
-            .with_detail("d");
+        let e = PgError::error("0A000", "nope").with_hint("try later").with_detail("d");
         let m = e.to_message();
         assert_eq!(m.tag(), b'E');
         let f = error_fields(&m);

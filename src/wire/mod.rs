@@ -43,12 +43,7 @@ pub struct Gateway {
 }
 
 /// Accepts clients until shutdown, then drains sessions for up to `grace`.
-pub async fn serve(
-    listener: TcpListener,
-    gw: Arc<Gateway>,
-    mut phase: watch::Receiver<Phase>,
-    grace: Duration,
-) {
+pub async fn serve(listener: TcpListener, gw: Arc<Gateway>, mut phase: watch::Receiver<Phase>, grace: Duration) {
     let mut sessions = JoinSet::new();
     loop {
         tokio::select! {
@@ -73,10 +68,7 @@ pub async fn serve(
     if open > 0 {
         tracing::info!(sessions = open, grace = ?grace, "waiting for running statements to finish");
     }
-    let drained = tokio::time::timeout(grace, async {
-        while sessions.join_next().await.is_some() {}
-    })
-    .await;
+    let drained = tokio::time::timeout(grace, async { while sessions.join_next().await.is_some() {} }).await;
     if drained.is_err() {
         tracing::warn!(
             sessions = sessions.len(),
@@ -89,11 +81,7 @@ pub async fn serve(
     }
 }
 
-async fn handle_connection(
-    tcp: tokio::net::TcpStream,
-    gw: Arc<Gateway>,
-    phase: watch::Receiver<Phase>,
-) {
+async fn handle_connection(tcp: tokio::net::TcpStream, gw: Arc<Gateway>, phase: watch::Receiver<Phase>) {
     // A client gets as long as PostgreSQL's default authentication_timeout to log in.
     let started = tokio::time::timeout(Duration::from_secs(60), async {
         let Some(mut req) = startup::accept(tcp, &gw).await? else {
@@ -116,10 +104,7 @@ async fn handle_connection(
         }
     };
     let user = req.param("user").unwrap_or_default().to_string();
-    let database = req
-        .param("database")
-        .map(str::to_string)
-        .unwrap_or_else(|| user.clone());
+    let database = req.param("database").map(str::to_string).unwrap_or_else(|| user.clone());
     tracing::debug!(%user, %database, tls = req.tls, "session started");
     let info = SessionInfo { user, database };
     session::run(gw, req.client, opened.backend, opened.key, info, phase).await;

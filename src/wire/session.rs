@@ -23,9 +23,7 @@ use tokio::sync::{Mutex, Notify, watch};
 use crate::handler::SessionInfo;
 use crate::sql::{Route, classify};
 use crate::wire::cancel::{BackendKey, send_cancel};
-use crate::wire::codec::{
-    FrameError, Message, PgError, query_text, ready_for_query, split_message,
-};
+use crate::wire::codec::{FrameError, Message, PgError, query_text, ready_for_query, split_message};
 use crate::wire::conn::Framed;
 use crate::wire::startup::ClientStream;
 use crate::wire::{Gateway, Phase};
@@ -81,16 +79,10 @@ pub async fn run(
     info: SessionInfo,
     shutdown: watch::Receiver<Phase>,
 ) {
-    let Framed {
-        stream: cs,
-        rbuf: crbuf,
-    } = client;
+    let Framed { stream: cs, rbuf: crbuf } = client;
     let (cr, cw) = tokio::io::split(cs);
     let cw: ClientWriter = Arc::new(Mutex::new(cw));
-    let Framed {
-        stream: bs,
-        rbuf: brbuf,
-    } = backend;
+    let Framed { stream: bs, rbuf: brbuf } = backend;
     let (br, bw) = bs.into_split();
     let state = Arc::new(State {
         owed: AtomicU32::new(0),
@@ -144,12 +136,7 @@ async fn client_to_backend(
                 Err(e) => return violation(&cw, e).await,
             };
             // Once draining, an idle session is closed rather than given new work.
-            if draining
-                && msg.tag() != b'X'
-                && out.is_empty()
-                && state.is_idle()
-                && !state.copy_in.load(Ordering::Acquire)
-            {
+            if draining && msg.tag() != b'X' && out.is_empty() && state.is_idle() && !state.copy_in.load(Ordering::Acquire) {
                 return close_for_shutdown(&cw).await;
             }
             match msg.tag() {
@@ -168,14 +155,10 @@ async fn client_to_backend(
                             let sql = query_text(&msg).unwrap_or_default();
                             let mut reply = BytesMut::new();
                             match gw.handler.handle(kind, sql, info).await {
-                                Ok(msgs) => {
-                                    msgs.iter().for_each(|m| reply.extend_from_slice(m.raw()))
-                                }
+                                Ok(msgs) => msgs.iter().for_each(|m| reply.extend_from_slice(m.raw())),
                                 Err(e) => reply.extend_from_slice(e.to_message().raw()),
                             }
-                            reply.extend_from_slice(
-                                ready_for_query(state.tx_status.load(Ordering::Acquire)).raw(),
-                            );
+                            reply.extend_from_slice(ready_for_query(state.tx_status.load(Ordering::Acquire)).raw());
                             if write_client(&cw, &reply).await.is_err() {
                                 return ClientEnd::Closed;
                             }
@@ -239,22 +222,13 @@ async fn violation(cw: &ClientWriter, e: FrameError) -> ClientEnd {
 }
 
 async fn close_for_shutdown(cw: &ClientWriter) -> ClientEnd {
-    let err = PgError::fatal(
-        "57P01",
-        "terminating connection due to administrator command",
-    )
-    .with_detail("The gateway is shutting down.");
+    let err = PgError::fatal("57P01", "terminating connection due to administrator command").with_detail("The gateway is shutting down.");
     let _ = write_client(cw, err.to_message().raw()).await;
     ClientEnd::Shutdown
 }
 
 /// Relays everything the backend sends, tracking ReadyForQuery and COPY from the tags.
-async fn backend_to_client(
-    mut br: OwnedReadHalf,
-    mut buf: BytesMut,
-    cw: ClientWriter,
-    state: &State,
-) -> std::io::Result<()> {
+async fn backend_to_client(mut br: OwnedReadHalf, mut buf: BytesMut, cw: ClientWriter, state: &State) -> std::io::Result<()> {
     loop {
         let mut end = 0;
         let mut became_idle = false;
@@ -273,15 +247,11 @@ async fn backend_to_client(
             }
             match buf[end] {
                 b'Z' => {
-                    state
-                        .tx_status
-                        .store(buf.get(end + 5).copied().unwrap_or(b'I'), Ordering::Release);
+                    state.tx_status.store(buf.get(end + 5).copied().unwrap_or(b'I'), Ordering::Release);
                     state.copy_in.store(false, Ordering::Release);
                     let prev = state
                         .owed
-                        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                            Some(n.saturating_sub(1))
-                        });
+                        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| Some(n.saturating_sub(1)));
                     if prev.unwrap_or(0) <= 1 {
                         became_idle = true;
                     }

@@ -34,10 +34,7 @@ pub struct StartupRequest {
 
 impl StartupRequest {
     pub fn param(&self, key: &str) -> Option<&str> {
-        self.params
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
+        self.params.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
     }
 }
 
@@ -53,8 +50,7 @@ pub struct Opened {
 pub async fn accept(tcp: TcpStream, gw: &Gateway) -> Result<Option<StartupRequest>, ReadError> {
     let mut tls = false;
     let direct = gw.tls.is_some() && is_direct_tls(&tcp).await;
-    let mut conn: Framed<ClientStream> = if let Some(acceptor) = gw.tls.as_ref().filter(|_| direct)
-    {
+    let mut conn: Framed<ClientStream> = if let Some(acceptor) = gw.tls.as_ref().filter(|_| direct) {
         // PostgreSQL 17's direct TLS: the first bytes are a TLS ClientHello, not an SSLRequest.
         let s = acceptor.accept(tcp).await?;
         if s.get_ref().1.alpn_protocol() != Some(b"postgresql") {
@@ -70,11 +66,7 @@ pub async fn accept(tcp: TcpStream, gw: &Gateway) -> Result<Option<StartupReques
             Ok(p) => p,
             Err(ReadError::Frame(e)) => {
                 let _ = conn
-                    .write(
-                        PgError::fatal("08P01", format!("invalid startup packet: {e}"))
-                            .to_message()
-                            .raw(),
-                    )
+                    .write(PgError::fatal("08P01", format!("invalid startup packet: {e}")).to_message().raw())
                     .await;
                 return Ok(None);
             }
@@ -84,11 +76,7 @@ pub async fn accept(tcp: TcpStream, gw: &Gateway) -> Result<Option<StartupReques
             Ok(p) => p,
             Err(e) => {
                 let _ = conn
-                    .write(
-                        PgError::fatal("08P01", format!("invalid startup packet: {e}"))
-                            .to_message()
-                            .raw(),
-                    )
+                    .write(PgError::fatal("08P01", format!("invalid startup packet: {e}")).to_message().raw())
                     .await;
                 return Ok(None);
             }
@@ -119,16 +107,12 @@ pub async fn accept(tcp: TcpStream, gw: &Gateway) -> Result<Option<StartupReques
             }
             StartupPacket::Startup { params, .. } => {
                 if gw.require_tls && !tls {
-                    let e = PgError::fatal("28000", "this gateway accepts only TLS connections")
-                        .with_hint("Connect with sslmode=require.");
+                    let e = PgError::fatal("28000", "this gateway accepts only TLS connections").with_hint("Connect with sslmode=require.");
                     let _ = conn.write(e.to_message().raw()).await;
                     return Ok(None);
                 }
                 if !params.iter().any(|(k, _)| k == "user") {
-                    let e = PgError::fatal(
-                        "28000",
-                        "no PostgreSQL user name specified in startup packet",
-                    );
+                    let e = PgError::fatal("28000", "no PostgreSQL user name specified in startup packet");
                     let _ = conn.write(e.to_message().raw()).await;
                     return Ok(None);
                 }
@@ -152,17 +136,13 @@ async fn is_direct_tls(tcp: &TcpStream) -> bool {
 
 /// Opens and authenticates the backend session for `req`, relaying the exchange. Returns `None`
 /// when the login failed or the client went away (the client has been told what the backend said).
-pub async fn open_backend(
-    req: &mut StartupRequest,
-    gw: &Gateway,
-) -> Result<Option<Opened>, ReadError> {
+pub async fn open_backend(req: &mut StartupRequest, gw: &Gateway) -> Result<Option<Opened>, ReadError> {
     let client = &mut req.client;
     let tcp = match gw.backend.connect_tcp().await {
         Ok(t) => t,
         Err(e) => {
             tracing::error!(error = %e, "cannot connect to the backing PostgreSQL");
-            let err = PgError::fatal("08001", "the gateway cannot reach its backing PostgreSQL")
-                .with_hint("See the gateway's log.");
+            let err = PgError::fatal("08001", "the gateway cannot reach its backing PostgreSQL").with_hint("See the gateway's log.");
             let _ = client.write(err.to_message().raw()).await;
             return Ok(None);
         }
@@ -185,8 +165,11 @@ pub async fn open_backend(
                         break;
                     }
                     Some(3) if !req.tls => {
-                        let e = PgError::fatal("28000", "the server asks for a cleartext password, which this gateway accepts only over TLS")
-                            .with_hint("Connect with sslmode=require.");
+                        let e = PgError::fatal(
+                            "28000",
+                            "the server asks for a cleartext password, which this gateway accepts only over TLS",
+                        )
+                        .with_hint("Connect with sslmode=require.");
                         client.write(e.to_message().raw()).await?;
                         return Ok(None);
                     }
@@ -228,11 +211,7 @@ pub async fn open_backend(
             }
             b'v' | b'N' => client.write(m.raw()).await?,
             _ => {
-                return protocol_violation(
-                    client,
-                    "unexpected message from the server during authentication",
-                )
-                .await;
+                return protocol_violation(client, "unexpected message from the server during authentication").await;
             }
         }
     }
@@ -252,8 +231,7 @@ pub async fn open_backend(
             b'K' => {
                 let body = m.body();
                 if body.len() < 8 {
-                    return protocol_violation(client, "malformed BackendKeyData from the server")
-                        .await;
+                    return protocol_violation(client, "malformed BackendKeyData from the server").await;
                 }
                 let backend_key = BackendKey {
                     pid: u32::from_be_bytes([body[0], body[1], body[2], body[3]]),
@@ -291,33 +269,20 @@ pub async fn open_backend(
 
 /// Relays the client's answer to an authentication request. `false` if the client went away or
 /// answered with something else.
-async fn relay_password(
-    client: &mut Framed<ClientStream>,
-    backend: &mut Framed<TcpStream>,
-) -> Result<bool, ReadError> {
+async fn relay_password(client: &mut Framed<ClientStream>, backend: &mut Framed<TcpStream>) -> Result<bool, ReadError> {
     let m = match client.read_message().await {
         Ok(m) => m,
         Err(ReadError::Closed) => return Ok(false),
         Err(ReadError::Frame(e)) => {
             let _ = client
-                .write(
-                    PgError::fatal("08P01", format!("invalid message: {e}"))
-                        .to_message()
-                        .raw(),
-                )
+                .write(PgError::fatal("08P01", format!("invalid message: {e}")).to_message().raw())
                 .await;
             return Ok(false);
         }
         Err(e) => return Err(e),
     };
     if m.tag() != b'p' {
-        let e = PgError::fatal(
-            "08P01",
-            format!(
-                "expected password response, got message type {}",
-                m.tag() as char
-            ),
-        );
+        let e = PgError::fatal("08P01", format!("expected password response, got message type {}", m.tag() as char));
         client.write(e.to_message().raw()).await?;
         return Ok(false);
     }
@@ -350,27 +315,16 @@ fn without_channel_binding(m: &Message) -> Option<Message> {
     any.then(|| Message::new(b'R', &body))
 }
 
-async fn backend_gone(
-    client: &mut Framed<ClientStream>,
-    e: ReadError,
-) -> Result<Option<Opened>, ReadError> {
+async fn backend_gone(client: &mut Framed<ClientStream>, e: ReadError) -> Result<Option<Opened>, ReadError> {
     tracing::warn!(error = %e, "the backing PostgreSQL closed the connection during start-up");
-    let err = PgError::fatal(
-        "08006",
-        "the backing PostgreSQL closed the connection during start-up",
-    );
+    let err = PgError::fatal("08006", "the backing PostgreSQL closed the connection during start-up");
     let _ = client.write(err.to_message().raw()).await;
     Ok(None)
 }
 
-async fn protocol_violation(
-    client: &mut Framed<ClientStream>,
-    what: &str,
-) -> Result<Option<Opened>, ReadError> {
+async fn protocol_violation(client: &mut Framed<ClientStream>, what: &str) -> Result<Option<Opened>, ReadError> {
     tracing::error!(what, "protocol violation by the backing PostgreSQL");
-    let _ = client
-        .write(PgError::fatal("08P01", what).to_message().raw())
-        .await;
+    let _ = client.write(PgError::fatal("08P01", what).to_message().raw()).await;
     Ok(None)
 }
 

@@ -26,12 +26,7 @@ pub fn pg() -> Pg {
         tokio_postgres::config::Host::Tcp(h) => h.clone(),
         _ => panic!("DYNGATE_TEST_PG must use TCP"),
     };
-    let password = String::from_utf8(
-        cfg.get_password()
-            .expect("password in DYNGATE_TEST_PG")
-            .to_vec(),
-    )
-    .unwrap();
+    let password = String::from_utf8(cfg.get_password().expect("password in DYNGATE_TEST_PG").to_vec()).unwrap();
     Pg {
         host,
         port: cfg.get_ports()[0],
@@ -43,11 +38,7 @@ pub fn pg() -> Pg {
 /// A name unique within the test run (for databases, roles, tables).
 pub fn unique(prefix: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
-    format!(
-        "{prefix}_{}_{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
+    format!("{prefix}_{}_{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
 }
 
 pub fn tmp_dir() -> PathBuf {
@@ -60,9 +51,7 @@ pub fn tmp_dir() -> PathBuf {
 }
 
 pub async fn connect(url: &str) -> tokio_postgres::Client {
-    try_connect(url)
-        .await
-        .unwrap_or_else(|e| panic!("connect {url}: {e}"))
+    try_connect(url).await.unwrap_or_else(|e| panic!("connect {url}: {e}"))
 }
 
 pub async fn try_connect(url: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
@@ -75,10 +64,7 @@ pub async fn try_connect(url: &str) -> Result<tokio_postgres::Client, tokio_post
 
 impl Pg {
     pub fn url_for(&self, user: &str, password: &str, db: &str) -> String {
-        format!(
-            "postgres://{user}:{password}@{}:{}/{db}",
-            self.host, self.port
-        )
+        format!("postgres://{user}:{password}@{}:{}/{db}", self.host, self.port)
     }
 
     /// A superuser connection straight to PostgreSQL.
@@ -89,11 +75,7 @@ impl Pg {
     /// Creates a database of its own for one test; returns its name.
     pub async fn fresh_db(&self) -> String {
         let name = unique("db");
-        self.admin()
-            .await
-            .batch_execute(&format!("CREATE DATABASE {name}"))
-            .await
-            .unwrap();
+        self.admin().await.batch_execute(&format!("CREATE DATABASE {name}")).await.unwrap();
         name
     }
 
@@ -128,10 +110,7 @@ impl Pg {
             if n == 0 {
                 return;
             }
-            assert!(
-                Instant::now() < deadline,
-                "{n} backend session(s) still connected to {db}"
-            );
+            assert!(Instant::now() < deadline, "{n} backend session(s) still connected to {db}");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -150,8 +129,7 @@ impl Dyngate {
     /// Starts `dyngate serve` with `args` plus loopback listeners on free ports, and waits until
     /// it is ready.
     pub fn start(args: &[String]) -> Dyngate {
-        Self::try_start(args)
-            .unwrap_or_else(|log| panic!("dyngate did not become ready; its log:\n{log}"))
+        Self::try_start(args).unwrap_or_else(|log| panic!("dyngate did not become ready; its log:\n{log}"))
     }
 
     /// Like [`start`](Self::start) but returns the log on failure.
@@ -190,15 +168,7 @@ impl Dyngate {
         loop {
             if let Ok(text) = std::fs::read_to_string(&ready) {
                 if let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) {
-                    let port = |k: &str| {
-                        v[k].as_str()
-                            .unwrap()
-                            .rsplit(':')
-                            .next()
-                            .unwrap()
-                            .parse()
-                            .unwrap()
-                    };
+                    let port = |k: &str| v[k].as_str().unwrap().rsplit(':').next().unwrap().parse().unwrap();
                     g.pg_port = port("pg");
                     g.http_port = port("http");
                     return Ok(g);
@@ -224,10 +194,7 @@ impl Dyngate {
     }
 
     pub fn url(&self, user: &str, password: &str, db: &str) -> String {
-        format!(
-            "postgres://{user}:{password}@127.0.0.1:{}/{db}",
-            self.pg_port
-        )
+        format!("postgres://{user}:{password}@127.0.0.1:{}/{db}", self.pg_port)
     }
 
     pub fn addr(&self) -> String {
@@ -256,8 +223,7 @@ impl Dyngate {
     /// Sends SIGTERM and waits for the process to exit.
     pub fn stop(&mut self) -> ExitStatus {
         self.signal(libc::SIGTERM);
-        self.wait(Duration::from_secs(30))
-            .expect("dyngate exits after SIGTERM")
+        self.wait(Duration::from_secs(30)).expect("dyngate exits after SIGTERM")
     }
 
     /// Waits up to `timeout` for the process to exit.
@@ -302,20 +268,10 @@ pub fn http_get(url: &str) -> std::io::Result<(u16, String)> {
         .unwrap_or((rest, "/".into()));
     let mut s = std::net::TcpStream::connect(host)?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-    )?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")?;
     let mut resp = String::new();
     s.read_to_string(&mut resp)?;
-    let status = resp
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = resp
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
+    let status = resp.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = resp.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
     Ok((status, body))
 }
