@@ -11,6 +11,7 @@ pub mod config;
 pub mod embedded;
 pub mod handler;
 pub mod http;
+pub mod manager;
 pub mod server;
 pub mod sql;
 pub mod wire;

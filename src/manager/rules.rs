@@ -1,0 +1,258 @@
+//! The pure rules of dynamic tables, as Flink's FLIP-435 fixes them and users expect them:
+//! freshness validation, refresh-mode derivation, the freshness-to-Quartz-cron table, and SQL
+//! quoting. No I/O here; every rule has a table of tests.
+
+use std::fmt;
+use std::time::Duration;
+
+/// A freshness unit. MONTH and YEAR are not: their length varies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unit {
+    Second,
+    Minute,
+    Hour,
+    Day,
+}
+
+impl Unit {
+    pub fn seconds(self) -> u64 {
+        match self {
+            Unit::Second => 1,
+            Unit::Minute => 60,
+            Unit::Hour => 3600,
+            Unit::Day => 86_400,
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            Unit::Second => "SECOND",
+            Unit::Minute => "MINUTE",
+            Unit::Hour => "HOUR",
+            Unit::Day => "DAY",
+        }
+    }
+}
+
+/// How fresh a dynamic table must be: a positive whole number of one unit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Freshness {
+    pub n: u32,
+    pub unit: Unit,
+}
+
+impl Freshness {
+    pub fn duration(self) -> Duration {
+        Duration::from_secs(self.n as u64 * self.unit.seconds())
+    }
+}
+
+impl fmt::Display for Freshness {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "INTERVAL '{}' {}", self.n, self.unit.name())
+    }
+}
+
+/// A rule broken by a freshness or mode; the texts follow Flink's, worded for dynamic tables.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RuleError {
+    #[error("Dynamic table freshness doesn't support negative value.")]
+    Negative,
+    #[error("Dynamic table freshness must be a positive whole number, got '{0}'.")]
+    NotPositiveInteger(String),
+    #[error("Dynamic table freshness only support SECOND, MINUTE, HOUR, DAY as the time unit.")]
+    BadUnit,
+    #[error("In full refresh mode, freshness must be less than {limit} when the time unit is {unit}.")]
+    FullTooLarge { limit: u32, unit: &'static str },
+    #[error("In full refresh mode, only freshness that are factors of {limit} are currently supported when the time unit is {unit}.")]
+    FullNotFactor { limit: u32, unit: &'static str },
+    #[error("In full refresh mode, freshness must be 1 when the time unit is DAY.")]
+    FullDayNotOne,
+}
+
+/// Validates `INTERVAL '<value>' <unit>` as written by the user.
+pub fn parse_freshness(value: &str, unit: &str) -> Result<Freshness, RuleError> {
+    let unit = match unit.trim().to_ascii_uppercase().trim_end_matches('S') {
+        "SECOND" => Unit::Second,
+        "MINUTE" => Unit::Minute,
+        "HOUR" => Unit::Hour,
+        "DAY" => Unit::Day,
+        _ => return Err(RuleError::BadUnit),
+    };
+    let v = value.trim();
+    if v.starts_with('-') {
+        return Err(RuleError::Negative);
+    }
+    match v.strip_prefix('+').unwrap_or(v).parse::<u32>() {
+        Ok(n) if n > 0 => Ok(Freshness { n, unit }),
+        _ => Err(RuleError::NotPositiveInteger(v.to_string())),
+    }
+}
+
+/// The mode a user asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogicalMode {
+    /// No REFRESH_MODE clause: derived from the freshness.
+    Automatic,
+    Continuous,
+    Full,
+}
+
+/// The mode actually used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefreshMode {
+    Continuous,
+    Full,
+}
+
+/// Flink's default threshold (`materialized-table.refresh-mode.freshness-threshold`).
+pub const DEFAULT_THRESHOLD: Duration = Duration::from_secs(30 * 60);
+
+/// An explicit mode wins; otherwise CONTINUOUS when the freshness is strictly below the threshold.
+pub fn derive_mode(freshness: Freshness, logical: LogicalMode, threshold: Duration) -> RefreshMode {
+    match logical {
+        LogicalMode::Continuous => RefreshMode::Continuous,
+        LogicalMode::Full => RefreshMode::Full,
+        LogicalMode::Automatic if freshness.duration() < threshold => RefreshMode::Continuous,
+        LogicalMode::Automatic => RefreshMode::Full,
+    }
+}
+
+/// Flink 2.2's default freshness when the clause is missing: 3 minutes for continuous, 1 hour for full.
+pub fn default_freshness(logical: LogicalMode) -> Freshness {
+    match logical {
+        LogicalMode::Full => Freshness { n: 1, unit: Unit::Hour },
+        _ => Freshness { n: 3, unit: Unit::Minute },
+    }
+}
+
+/// The Quartz cron (seconds first, 7 fields) that fires a FULL-mode table at its freshness.
+pub fn full_mode_cron(f: Freshness) -> Result<String, RuleError> {
+    let check = |limit: u32, unit: Unit| {
+        if f.n >= limit {
+            Err(RuleError::FullTooLarge { limit, unit: unit.name() })
+        } else if limit % f.n != 0 {
+            Err(RuleError::FullNotFactor { limit, unit: unit.name() })
+        } else {
+            Ok(())
+        }
+    };
+    match f.unit {
+        Unit::Second => check(60, Unit::Second).map(|_| format!("0/{} * * * * ? *", f.n)),
+        Unit::Minute => check(60, Unit::Minute).map(|_| format!("0 0/{} * * * ? *", f.n)),
+        Unit::Hour => check(24, Unit::Hour).map(|_| format!("0 0 0/{} * * ? *", f.n)),
+        Unit::Day if f.n == 1 => Ok("0 0 0 * * ? *".to_string()),
+        Unit::Day => Err(RuleError::FullDayNotOne),
+    }
+}
+
+/// Quotes an identifier for generated SQL, always (never relying on it being "simple").
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// Quotes a string literal for generated SQL (standard_conforming_strings on, as PostgreSQL's
+/// default; E'' is used when the text holds a backslash so the result is right either way).
+pub fn quote_literal(text: &str) -> String {
+    let body = text.replace('\'', "''");
+    if text.contains('\\') {
+        format!("E'{}'", body.replace('\\', "\\\\"))
+    } else {
+        format!("'{body}'")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use Unit::*;
+
+    fn f(n: u32, unit: Unit) -> Freshness {
+        Freshness { n, unit }
+    }
+
+    #[test]
+    fn freshness_parsing() {
+        let cases: &[(&str, &str, Result<Freshness, RuleError>)] = &[
+            ("3", "MINUTE", Ok(f(3, Minute))),
+            ("3", "minutes", Ok(f(3, Minute))),
+            ("1", "DAY", Ok(f(1, Day))),
+            ("45", "second", Ok(f(45, Second))),
+            ("-1", "MINUTE", Err(RuleError::Negative)),
+            ("0", "MINUTE", Err(RuleError::NotPositiveInteger("0".into()))),
+            ("1.5", "HOUR", Err(RuleError::NotPositiveInteger("1.5".into()))),
+            ("1", "MONTH", Err(RuleError::BadUnit)),
+            ("1", "YEAR", Err(RuleError::BadUnit)),
+        ];
+        for (v, u, want) in cases {
+            assert_eq!(&parse_freshness(v, u), want, "{v} {u}");
+        }
+    }
+
+    #[test]
+    fn mode_derivation() {
+        let t = DEFAULT_THRESHOLD;
+        let cases = [
+            (f(3, Minute), LogicalMode::Automatic, RefreshMode::Continuous),
+            (f(29, Minute), LogicalMode::Automatic, RefreshMode::Continuous),
+            (f(30, Minute), LogicalMode::Automatic, RefreshMode::Full), // strictly less-than
+            (f(1, Hour), LogicalMode::Automatic, RefreshMode::Full),
+            (f(1, Hour), LogicalMode::Continuous, RefreshMode::Continuous),
+            (f(1, Second), LogicalMode::Full, RefreshMode::Full),
+            (f(1799, Second), LogicalMode::Automatic, RefreshMode::Continuous),
+        ];
+        for (fr, logical, want) in cases {
+            assert_eq!(derive_mode(fr, logical, t), want, "{fr} {logical:?}");
+        }
+        assert_eq!(
+            derive_mode(f(10, Minute), LogicalMode::Automatic, Duration::from_secs(300)),
+            RefreshMode::Full
+        );
+    }
+
+    #[test]
+    fn cron_table() {
+        let ok = [
+            (f(1, Second), "0/1 * * * * ? *"),
+            (f(30, Second), "0/30 * * * * ? *"),
+            (f(1, Minute), "0 0/1 * * * ? *"),
+            (f(15, Minute), "0 0/15 * * * ? *"),
+            (f(1, Hour), "0 0 0/1 * * ? *"),
+            (f(8, Hour), "0 0 0/8 * * ? *"),
+            (f(12, Hour), "0 0 0/12 * * ? *"),
+            (f(1, Day), "0 0 0 * * ? *"),
+        ];
+        for (fr, cron) in ok {
+            assert_eq!(full_mode_cron(fr).as_deref(), Ok(cron), "{fr}");
+        }
+        for n in [1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30] {
+            assert!(full_mode_cron(f(n, Minute)).is_ok(), "{n} minutes");
+        }
+        let bad = [
+            (f(60, Second), RuleError::FullTooLarge { limit: 60, unit: "SECOND" }),
+            (f(7, Minute), RuleError::FullNotFactor { limit: 60, unit: "MINUTE" }),
+            (f(45, Minute), RuleError::FullNotFactor { limit: 60, unit: "MINUTE" }),
+            (f(24, Hour), RuleError::FullTooLarge { limit: 24, unit: "HOUR" }),
+            (f(5, Hour), RuleError::FullNotFactor { limit: 24, unit: "HOUR" }),
+            (f(2, Day), RuleError::FullDayNotOne),
+        ];
+        for (fr, err) in bad {
+            assert_eq!(full_mode_cron(fr), Err(err), "{fr}");
+        }
+        assert_eq!(
+            RuleError::FullNotFactor { limit: 60, unit: "MINUTE" }.to_string(),
+            "In full refresh mode, only freshness that are factors of 60 are currently supported when the time unit is MINUTE."
+        );
+    }
+
+    #[test]
+    fn quoting() {
+        let idents = [("t", "\"t\""), ("My Table", "\"My Table\""), ("a\"b", "\"a\"\"b\""), ("", "\"\"")];
+        for (i, q) in idents {
+            assert_eq!(quote_ident(i), q);
+        }
+        let lits = [("x", "'x'"), ("it's", "'it''s'"), ("a\\b", "E'a\\\\b'"), ("'\\", "E'''\\\\'")];
+        for (l, q) in lits {
+            assert_eq!(quote_literal(l), q);
+        }
+    }
+}
