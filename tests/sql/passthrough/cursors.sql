@@ -1,0 +1,91 @@
+-- Cursors: DECLARE / FETCH / MOVE / CLOSE and their command tags.
+
+CREATE TABLE c (n int PRIMARY KEY, word text);
+
+INSERT INTO c SELECT g, 'word ' || g FROM generate_series(1, 20) g;
+
+BEGIN;
+
+DECLARE cur CURSOR FOR SELECT n, word FROM c ORDER BY n;
+
+FETCH 3 FROM cur;
+
+FETCH NEXT FROM cur;
+
+MOVE 2 IN cur;
+
+FETCH FORWARD 2 FROM cur;
+
+FETCH BACKWARD 1 FROM cur;
+
+ROLLBACK;
+
+BEGIN;
+
+DECLARE cur NO SCROLL CURSOR FOR SELECT n FROM c ORDER BY n;
+
+FETCH ALL FROM cur;
+
+FETCH cur;
+
+MOVE ALL IN cur;
+
+CLOSE cur;
+
+FETCH cur;
+
+ROLLBACK;
+
+BEGIN;
+
+DECLARE s SCROLL CURSOR FOR SELECT n, word FROM c ORDER BY n;
+
+FETCH LAST FROM s;
+
+FETCH ABSOLUTE 2 FROM s;
+
+FETCH PRIOR FROM s;
+
+FETCH RELATIVE 5 FROM s;
+
+FETCH BACKWARD 3 FROM s;
+
+FETCH ABSOLUTE -1 FROM s;
+
+MOVE ABSOLUTE 0 IN s;
+
+FETCH 2 FROM s;
+
+DECLARE b BINARY CURSOR FOR SELECT n, word, n::float8 / 3 AS f, ARRAY[n] AS arr FROM c WHERE n <= 3 ORDER BY n;
+
+FETCH ALL FROM b;
+
+SELECT name, statement, is_holdable, is_binary, is_scrollable FROM pg_cursors ORDER BY name;
+
+CLOSE ALL;
+
+COMMIT;
+
+DECLARE outside CURSOR FOR SELECT 1;
+
+DECLARE held CURSOR WITH HOLD FOR SELECT n FROM c WHERE n % 5 = 0 ORDER BY n;
+
+FETCH 2 FROM held;
+
+FETCH ALL FROM held;
+
+CLOSE held;
+
+CLOSE held;
+
+BEGIN;
+
+DECLARE upd CURSOR FOR SELECT n FROM c WHERE n <= 2 ORDER BY n FOR UPDATE;
+
+FETCH 1 FROM upd;
+
+UPDATE c SET word = 'updated' WHERE CURRENT OF upd;
+
+COMMIT;
+
+SELECT * FROM c WHERE n <= 2 ORDER BY n;
