@@ -1,12 +1,15 @@
-//! Cancel keys: the gateway hands each client its own (pid, secret) and maps it to the backend
-//! session's key, so a client's CancelRequest (Ctrl-C in psql) cancels the right backend query
-//! without ever revealing the backend's key.
+//! Cancel keys: the gateway hands each client the backend's real pid (applications use it to find
+//! their session in pg_stat_activity and to recognise their own notifications) with a secret of
+//! the gateway's own, mapped to the backend's secret, so a client's CancelRequest (Ctrl-C in psql)
+//! cancels the right backend query without the backend's secret ever leaving the gateway.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+use std::time::Duration;
+
 use bytes::Bytes;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::backend::Backend;
 use crate::wire::codec::cancel_request;
@@ -24,7 +27,7 @@ struct Entry {
     backend: BackendKey,
 }
 
-/// All live sessions' keys, by the pid the gateway gave the client.
+/// All live sessions' keys, by backend pid.
 #[derive(Debug, Default)]
 pub struct CancelRegistry {
     map: Mutex<HashMap<u32, Entry>>,
@@ -36,26 +39,19 @@ fn secrets_equal(a: &[u8], b: &[u8]) -> bool {
 }
 
 impl CancelRegistry {
-    /// Registers a session; returns the key to give its client (a secret as long as the backend's).
+    /// Registers a session; returns the key to give its client: the backend's pid (unique on the
+    /// one backing server) and a fresh secret as long as the backend's.
     pub fn register(&self, backend: BackendKey) -> (u32, Bytes) {
-        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        loop {
-            let mut raw = vec![0u8; 4 + backend.secret.len()];
-            getrandom::fill(&mut raw).expect("the OS random source is available");
-            let pid = u32::from_be_bytes([raw[0], raw[1], raw[2], raw[3]]) & 0x7fff_ffff;
-            if pid == 0 || map.contains_key(&pid) {
-                continue;
-            }
-            let secret = Bytes::copy_from_slice(&raw[4..]);
-            map.insert(
-                pid,
-                Entry {
-                    secret: secret.clone(),
-                    backend,
-                },
-            );
-            return (pid, secret);
-        }
+        let mut raw = vec![0u8; backend.secret.len()];
+        getrandom::fill(&mut raw).expect("the OS random source is available");
+        let secret = Bytes::from(raw);
+        let pid = backend.pid;
+        let entry = Entry {
+            secret: secret.clone(),
+            backend,
+        };
+        self.map.lock().unwrap_or_else(|p| p.into_inner()).insert(pid, entry);
+        (pid, secret)
     }
 
     pub fn unregister(&self, pid: u32) {
@@ -81,17 +77,24 @@ impl CancelRegistry {
     }
 }
 
-/// Sends a CancelRequest for `key` to the backend. Best effort, as in PostgreSQL itself.
+/// Sends a CancelRequest for `key` to the backend and waits until the backend has closed the
+/// cancel connection, which PostgreSQL does only after signalling the backend process. Clients
+/// (libpq, pgJDBC) take the close of their own cancel connection as the promise that the cancel
+/// cannot hit a later statement, so the gateway must not close theirs any earlier. Best effort, as
+/// in PostgreSQL itself.
 pub async fn send_cancel(backend: &Backend, key: &BackendKey) {
-    match backend.connect_tcp().await {
-        Ok(mut s) => {
-            if let Err(e) = s.write_all(&cancel_request(key.pid, &key.secret)).await {
-                tracing::debug!(error = %e, "sending cancel request to backend");
-            }
-            let _ = s.shutdown().await;
-        }
-        Err(e) => tracing::warn!(error = %e, "cannot reach the backend to cancel a query"),
+    let mut s = match backend.connect_tcp().await {
+        Ok(s) => s,
+        Err(e) => return tracing::warn!(error = %e, "cannot reach the backend to cancel a query"),
+    };
+    if let Err(e) = s.write_all(&cancel_request(key.pid, &key.secret)).await {
+        return tracing::debug!(error = %e, "sending cancel request to backend");
     }
+    let mut sink = [0u8; 64];
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        while matches!(s.read(&mut sink).await, Ok(n) if n > 0) {}
+    })
+    .await;
 }
 
 #[cfg(test)]
@@ -105,7 +108,9 @@ mod tests {
             pid: 42,
             secret: Bytes::from_static(&[9, 9, 9, 9]),
         });
+        assert_eq!(pid, 42, "the client sees the backend's real pid");
         assert_eq!(secret.len(), 4);
+        assert_ne!(&secret[..], &[9, 9, 9, 9], "but not the backend's secret");
         assert_eq!(r.lookup(pid, &secret).map(|k| k.pid), Some(42));
         let mut wrong = secret.to_vec();
         wrong[0] ^= 1;

@@ -74,9 +74,12 @@ pub async fn serve(listener: TcpListener, gw: Arc<Gateway>, mut phase: watch::Re
             sessions = sessions.len(),
             "shutdown grace period over: cancelling running statements"
         );
+        let mut cancels = JoinSet::new();
         for key in gw.cancels.all() {
-            cancel::send_cancel(&gw.backend, &key).await;
+            let gw = gw.clone();
+            cancels.spawn(async move { cancel::send_cancel(&gw.backend, &key).await });
         }
+        cancels.join_all().await;
         sessions.shutdown().await;
     }
 }
