@@ -6,81 +6,10 @@ mod common;
 
 use std::time::Duration;
 
+use common::raw::Raw;
 use common::*;
-use dyngate::wire::codec::{Message, error_fields, split_message};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-
-/// A raw protocol connection, for sending what no well-behaved driver would.
-struct Raw {
-    s: TcpStream,
-    buf: bytes::BytesMut,
-}
-
-impl Raw {
-    async fn connect(addr: &str) -> Raw {
-        Raw {
-            s: TcpStream::connect(addr).await.unwrap(),
-            buf: bytes::BytesMut::new(),
-        }
-    }
-
-    /// Start-up as a role that needs no password (a member of trust_users, see scripts/pg-temp).
-    async fn login(addr: &str, user: &str, db: &str) -> Raw {
-        let mut r = Raw::connect(addr).await;
-        let mut body = Vec::new();
-        body.extend_from_slice(&196608u32.to_be_bytes());
-        for (k, v) in [("user", user), ("database", db)] {
-            body.extend_from_slice(k.as_bytes());
-            body.push(0);
-            body.extend_from_slice(v.as_bytes());
-            body.push(0);
-        }
-        body.push(0);
-        let mut pkt = ((body.len() + 4) as u32).to_be_bytes().to_vec();
-        pkt.extend_from_slice(&body);
-        r.s.write_all(&pkt).await.unwrap();
-        r.until_ready().await;
-        r
-    }
-
-    /// Next message, or None when the server closed the connection.
-    async fn next(&mut self) -> Option<Message> {
-        loop {
-            if let Some(m) = split_message(&mut self.buf).unwrap() {
-                return Some(m);
-            }
-            let n = tokio::time::timeout(Duration::from_secs(20), self.s.read_buf(&mut self.buf))
-                .await
-                .ok()?
-                .ok()?;
-            if n == 0 {
-                return None;
-            }
-        }
-    }
-
-    async fn until_ready(&mut self) -> Vec<Message> {
-        let mut out = Vec::new();
-        while let Some(m) = self.next().await {
-            let done = m.tag() == b'Z';
-            out.push(m);
-            if done {
-                return out;
-            }
-        }
-        panic!("connection closed before ReadyForQuery: {out:?}");
-    }
-
-    async fn send(&mut self, m: &Message) {
-        self.s.write_all(m.raw()).await.unwrap();
-    }
-
-    async fn query(&mut self, sql: &str) -> Vec<Message> {
-        self.send(&Message::new(b'Q', format!("{sql}\0").as_bytes())).await;
-        self.until_ready().await
-    }
-}
+use dyngate::wire::codec::{Message, error_fields};
+use tokio::io::AsyncWriteExt;
 
 fn sqlstate(m: &Message) -> Option<String> {
     (m.tag() == b'E')

@@ -5,7 +5,9 @@
 
 mod common;
 
+use common::raw::Raw;
 use common::*;
+use dyngate::wire::codec::Message;
 
 #[tokio::test]
 async fn dynamic_table_statements_are_intercepted_and_the_session_goes_on() {
@@ -100,4 +102,60 @@ async fn json_logs_and_settings_from_environment_and_file() {
     ] {
         assert!(help.contains(flag), "--help mentions {flag}");
     }
+}
+
+/// libpq sends Parse/Bind/Describe/Execute("COPY ... FROM STDIN")/Sync in one write; PostgreSQL
+/// ignores that Sync during the COPY. The gateway must not wait for a reply that never comes: a
+/// statement it answers itself afterwards is answered, and shutdown finds the session idle.
+#[tokio::test]
+async fn extended_copy_with_early_sync_leaves_the_session_idle() {
+    let pg = pg();
+    let db = pg.fresh_db().await;
+    let role = unique("trusted");
+    let admin = connect(&pg.url_for("postgres", &pg.password, &db)).await;
+    admin
+        .batch_execute(&format!(
+            "CREATE ROLE {role} LOGIN IN ROLE trust_users; CREATE TABLE t (x int); GRANT ALL ON t TO {role}"
+        ))
+        .await
+        .unwrap();
+    let mut gw = Dyngate::with_backend(&pg, &["--shutdown-timeout", "20s"]);
+    let mut r = Raw::login(&gw.addr(), &role, &db).await;
+    for m in [
+        Message::new(b'P', b"\0COPY t FROM STDIN\0\0\0"),
+        Message::new(b'B', b"\0\0\0\0\0\0\0\0"),
+        Message::new(b'D', b"P\0"),
+        Message::new(b'E', b"\0\0\0\0\0"),
+        Message::new(b'S', b""),
+    ] {
+        r.send(&m).await;
+    }
+    let mut tags = Vec::new();
+    while let Some(m) = r.next().await {
+        tags.push(m.tag());
+        if m.tag() == b'G' {
+            break;
+        }
+    }
+    assert_eq!(tags, b"12nG", "ParseComplete, BindComplete, NoData, CopyInResponse");
+    r.send(&Message::new(b'd', b"1\n2\n")).await;
+    r.send(&Message::new(b'c', b"")).await;
+    r.send(&Message::new(b'S', b"")).await;
+    let tags: Vec<u8> = r.until_ready().await.iter().map(|m| m.tag()).collect();
+    assert_eq!(tags, b"CZ", "CommandComplete and one ReadyForQuery");
+
+    let reply = tokio::time::timeout(std::time::Duration::from_secs(5), r.query("SHOW DYNAMIC TABLES"))
+        .await
+        .expect("the gateway answers its own statement: it does not wait for a second ReadyForQuery");
+    assert_eq!(reply.iter().map(|m| m.tag()).collect::<Vec<_>>(), b"EZ");
+
+    let t0 = std::time::Instant::now();
+    gw.signal(libc::SIGTERM);
+    assert!(gw.wait(std::time::Duration::from_secs(15)).expect("exits").success());
+    assert!(
+        t0.elapsed() < std::time::Duration::from_secs(5),
+        "the idle session was closed at once"
+    );
+    let n: i64 = admin.query_one("SELECT count(*) FROM t", &[]).await.unwrap().get(0);
+    assert_eq!(n, 2);
 }

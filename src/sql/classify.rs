@@ -29,11 +29,13 @@ pub enum Route {
 
 /// Classifies one SQL text (possibly several statements, as a simple Query may carry). The text is
 /// intercepted if any of its statements is dyngate's; the first such statement names the kind.
-pub fn classify(sql: &str) -> Route {
+/// `standard_strings` is the session's `standard_conforming_strings`: when off, a backslash
+/// escapes the next character in every string literal, not only in `E''` ones.
+pub fn classify(sql: &str, standard_strings: bool) -> Route {
     if !contains_ascii_ci(sql.as_bytes(), b"dynamic") {
         return Route::Forward;
     }
-    split_statements(sql)
+    split_statements(sql, standard_strings)
         .into_iter()
         .find_map(|s| classify_one(s).map(Route::Intercept))
         .unwrap_or(Route::Forward)
@@ -120,7 +122,7 @@ fn skip_block_comment(b: &[u8], mut i: usize) -> usize {
 /// Splits SQL text at top-level semicolons, honouring quoted identifiers, string literals
 /// (standard, `E''` escapes), dollar quotes and comments. Empty statements are dropped; each piece
 /// is returned without its semicolon.
-pub fn split_statements(sql: &str) -> Vec<&str> {
+pub fn split_statements(sql: &str, standard_strings: bool) -> Vec<&str> {
     let b = sql.as_bytes();
     let mut out = Vec::new();
     let mut start = 0;
@@ -129,7 +131,8 @@ pub fn split_statements(sql: &str) -> Vec<&str> {
     while i < b.len() {
         match b[i] {
             b'\'' => {
-                let escapes = i > 0 && (b[i - 1] == b'E' || b[i - 1] == b'e') && !is_ident_byte(b, i.wrapping_sub(2));
+                let e_string = i > 0 && (b[i - 1] == b'E' || b[i - 1] == b'e') && !is_ident_byte(b, i.wrapping_sub(2));
+                let escapes = e_string || !standard_strings;
                 i = skip_quoted(b, i, b'\'', escapes);
             }
             b'"' => i = skip_quoted(b, i, b'"', false),
@@ -249,7 +252,7 @@ mod tests {
             ("", Route::Forward),
         ];
         for (sql, want) in cases {
-            assert_eq!(classify(sql), *want, "{sql:?}");
+            assert_eq!(classify(sql, true), *want, "{sql:?}");
         }
     }
 
@@ -272,7 +275,17 @@ mod tests {
             ("select 'unterminated; x", &["select 'unterminated; x"]),
         ];
         for (sql, want) in cases {
-            assert_eq!(split_statements(sql), *want, "{sql:?}");
+            assert_eq!(split_statements(sql, true), *want, "{sql:?}");
         }
+    }
+
+    #[test]
+    fn backslashes_follow_standard_conforming_strings() {
+        // One string literal when standard_conforming_strings is off; three statements when on.
+        let sql = "SELECT 'a\\'; CREATE DYNAMIC TABLE x AS SELECT 1; SELECT \\'b'";
+        assert_eq!(split_statements(sql, false), [sql]);
+        assert_eq!(classify(sql, false), Route::Forward);
+        assert_eq!(split_statements(sql, true).len(), 3);
+        assert_eq!(classify(sql, true), Route::Intercept(CreateDynamicTable));
     }
 }

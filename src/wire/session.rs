@@ -25,17 +25,22 @@ use crate::sql::{Route, classify};
 use crate::wire::cancel::{BackendKey, send_cancel};
 use crate::wire::codec::{FrameError, Message, PgError, query_text, ready_for_query, split_message};
 use crate::wire::conn::Framed;
+use crate::wire::pending::Pending;
 use crate::wire::startup::ClientStream;
 use crate::wire::{Gateway, Phase};
 
 /// What both directions know of the session.
 struct State {
-    /// ReadyForQuery messages the backend still owes (one per Query, Sync and FunctionCall sent).
+    /// The ReadyForQuery replies the backend still owes.
+    pending: std::sync::Mutex<Pending>,
+    /// `pending.owed()`, readable without the lock.
     owed: AtomicU32,
     /// The transaction status of the last ReadyForQuery: `I`, `T` or `E`.
     tx_status: AtomicU8,
     /// The backend is in COPY FROM STDIN.
     copy_in: AtomicBool,
+    /// The session's standard_conforming_strings, as the backend last reported it.
+    standard_strings: AtomicBool,
     /// Signalled when `owed` drops to zero.
     idle: Notify,
 }
@@ -43,6 +48,15 @@ struct State {
 impl State {
     fn is_idle(&self) -> bool {
         self.owed.load(Ordering::Acquire) == 0
+    }
+
+    /// Updates the reply accounting; returns the number of replies owed afterwards.
+    fn track(&self, f: impl FnOnce(&mut Pending)) -> u32 {
+        let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut p);
+        let owed = p.owed();
+        self.owed.store(owed, Ordering::Release);
+        owed
     }
 
     async fn wait_idle(&self) {
@@ -77,6 +91,7 @@ pub async fn run(
     backend: Framed<TcpStream>,
     key: Option<(u32, BackendKey)>,
     info: SessionInfo,
+    standard_strings: bool,
     shutdown: watch::Receiver<Phase>,
 ) {
     let Framed { stream: cs, rbuf: crbuf } = client;
@@ -85,9 +100,11 @@ pub async fn run(
     let Framed { stream: bs, rbuf: brbuf } = backend;
     let (br, bw) = bs.into_split();
     let state = Arc::new(State {
+        pending: std::sync::Mutex::new(Pending::default()),
         owed: AtomicU32::new(0),
         tx_status: AtomicU8::new(b'I'),
         copy_in: AtomicBool::new(false),
+        standard_strings: AtomicBool::new(standard_strings),
         idle: Notify::new(),
     });
 
@@ -141,16 +158,18 @@ async fn client_to_backend(
             }
             match msg.tag() {
                 b'Q' => {
-                    let route = query_text(&msg).map(classify).unwrap_or(Route::Forward);
+                    let standard = state.standard_strings.load(Ordering::Acquire);
+                    let route = query_text(&msg).map(|q| classify(q, standard)).unwrap_or(Route::Forward);
                     match route {
                         Route::Forward => {
-                            state.owed.fetch_add(1, Ordering::AcqRel);
+                            state.track(Pending::sent_query);
                             out.extend_from_slice(msg.raw());
                         }
                         Route::Intercept(kind) => {
                             if flush(&mut bw, &mut out).await.is_err() {
                                 return ClientEnd::Closed;
                             }
+                            tracing::debug!(owed = state.owed.load(Ordering::Acquire), "waiting for the backend to be idle");
                             state.wait_idle().await;
                             let sql = query_text(&msg).unwrap_or_default();
                             let mut reply = BytesMut::new();
@@ -165,8 +184,16 @@ async fn client_to_backend(
                         }
                     }
                 }
-                b'S' | b'F' => {
-                    state.owed.fetch_add(1, Ordering::AcqRel);
+                b'S' => {
+                    state.track(Pending::sent_sync);
+                    out.extend_from_slice(msg.raw());
+                }
+                b'F' => {
+                    state.track(Pending::sent_query);
+                    out.extend_from_slice(msg.raw());
+                }
+                b'c' | b'f' => {
+                    state.track(Pending::sent_copy_end);
                     out.extend_from_slice(msg.raw());
                 }
                 b'X' => {
@@ -249,14 +276,22 @@ async fn backend_to_client(mut br: OwnedReadHalf, mut buf: BytesMut, cw: ClientW
                 b'Z' => {
                     state.tx_status.store(buf.get(end + 5).copied().unwrap_or(b'I'), Ordering::Release);
                     state.copy_in.store(false, Ordering::Release);
-                    let prev = state
-                        .owed
-                        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| Some(n.saturating_sub(1)));
-                    if prev.unwrap_or(0) <= 1 {
+                    if state.track(|p| {
+                        p.ready();
+                    }) == 0
+                    {
                         became_idle = true;
                     }
                 }
-                b'G' | b'W' => state.copy_in.store(true, Ordering::Release),
+                b'G' => {
+                    state.copy_in.store(true, Ordering::Release);
+                    state.track(Pending::copy_in_started);
+                }
+                b'S' => {
+                    if let Some(v) = parameter_value(&buf[end + 5..end + total], "standard_conforming_strings") {
+                        state.standard_strings.store(v == "on", Ordering::Release);
+                    }
+                }
                 _ => {}
             }
             end += total;
@@ -274,9 +309,30 @@ async fn backend_to_client(mut br: OwnedReadHalf, mut buf: BytesMut, cw: ClientW
     }
 }
 
+/// The value in a ParameterStatus body if it reports `name`.
+pub fn parameter_value<'a>(body: &'a [u8], name: &str) -> Option<&'a str> {
+    let mut parts = body.split(|&b| b == 0);
+    (parts.next()? == name.as_bytes())
+        .then(|| parts.next().and_then(|v| std::str::from_utf8(v).ok()))
+        .flatten()
+}
+
 /// A message the gateway sends on its own, kept here so handlers need not know framing.
 pub fn command_complete(tag: &str) -> Message {
     let mut b = tag.as_bytes().to_vec();
     b.push(0);
     Message::new(b'C', &b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parameter_value;
+
+    #[test]
+    fn parameter_status_values() {
+        let body = b"standard_conforming_strings\0off\0";
+        assert_eq!(parameter_value(body, "standard_conforming_strings"), Some("off"));
+        assert_eq!(parameter_value(body, "TimeZone"), None);
+        assert_eq!(parameter_value(b"standard_conforming_strings", "standard_conforming_strings"), None);
+    }
 }

@@ -17,6 +17,7 @@ use crate::wire::Gateway;
 use crate::wire::cancel::{BackendKey, send_cancel};
 use crate::wire::codec::{Message, PgError, StartupPacket, parse_startup, take_cstr};
 use crate::wire::conn::{Framed, ReadError};
+use crate::wire::session::parameter_value;
 
 /// The client side of a session: plain TCP or TLS.
 pub trait ClientIo: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -43,6 +44,8 @@ pub struct Opened {
     pub backend: Framed<TcpStream>,
     /// The backend's cancel key and the key the client got instead.
     pub key: Option<(u32, BackendKey)>,
+    /// standard_conforming_strings as the backend reported it at start-up.
+    pub standard_strings: bool,
 }
 
 /// Reads the client's start-up packets. Returns `None` when the connection was a cancel request or
@@ -219,6 +222,7 @@ pub async fn open_backend(req: &mut StartupRequest, gw: &Gateway) -> Result<Opti
     // After AuthenticationOk: parameters, the cancel key, ReadyForQuery.
     let mut out = BytesMut::new();
     let mut key = None;
+    let mut standard_strings = true;
     loop {
         let m = match backend.read_message().await {
             Ok(m) => m,
@@ -252,7 +256,11 @@ pub async fn open_backend(req: &mut StartupRequest, gw: &Gateway) -> Result<Opti
                     }
                     return Err(e.into());
                 }
-                return Ok(Some(Opened { backend, key }));
+                return Ok(Some(Opened {
+                    backend,
+                    key,
+                    standard_strings,
+                }));
             }
             b'E' => {
                 out.extend_from_slice(m.raw());
@@ -261,6 +269,12 @@ pub async fn open_backend(req: &mut StartupRequest, gw: &Gateway) -> Result<Opti
                     gw.cancels.unregister(*pid);
                 }
                 return Ok(None);
+            }
+            b'S' => {
+                if let Some(v) = parameter_value(m.body(), "standard_conforming_strings") {
+                    standard_strings = v == "on";
+                }
+                out.extend_from_slice(m.raw());
             }
             _ => out.extend_from_slice(m.raw()),
         }

@@ -2,6 +2,8 @@
 //! and dyngate processes started from the built binary on ports chosen at run time.
 #![allow(dead_code)]
 
+pub mod raw;
+
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
