@@ -20,13 +20,25 @@ async fn dynamic_table_statements_are_intercepted_and_the_session_goes_on() {
         "CREATE DYNAMIC TABLE d FRESHNESS = INTERVAL '1' MINUTE AS SELECT x FROM t",
         "alter dynamic table d suspend",
         "/* c */ SHOW DYNAMIC TABLES",
-        "SELECT 1; DROP DYNAMIC TABLE d",
     ] {
         let err = c.simple_query(sql).await.unwrap_err();
         let e = err.as_db_error().unwrap_or_else(|| panic!("{sql}: {err:?}"));
         assert_eq!(e.code().code(), "0A000", "{sql}");
         assert!(e.message().contains("DYNAMIC TABLE"), "{}", e.message());
-        // Nothing reached PostgreSQL: the multi-statement text did not run its SELECT either.
+    }
+    // A query string mixing dyngate's and PostgreSQL's statements is refused as a whole: nothing
+    // of it reaches PostgreSQL.
+    let err = c.simple_query("INSERT INTO t VALUES (2); DROP DYNAMIC TABLE d").await.unwrap_err();
+    let e = err.as_db_error().unwrap();
+    assert_eq!(e.code().code(), "0A000");
+    assert!(e.message().contains("cannot be combined"), "{}", e.message());
+    // Malformed statements get 42601, a bad freshness 22023.
+    for (sql, code) in [
+        ("CREATE DYNAMIC TABLE d FRESHNESS = INTERVAL '1' MONTH AS SELECT 1", "22023"),
+        ("ALTER DYNAMIC TABLE d EXPLODE", "42601"),
+    ] {
+        let err = c.simple_query(sql).await.unwrap_err();
+        assert_eq!(err.as_db_error().map(|e| e.code().code()), Some(code), "{sql}");
     }
     // Look-alikes are PostgreSQL's: a table named dynamic, a string mentioning the statement.
     c.batch_execute("CREATE TABLE dynamic (a int)").await.unwrap();
@@ -43,7 +55,7 @@ async fn dynamic_table_statements_are_intercepted_and_the_session_goes_on() {
     c.batch_execute("BEGIN").await.unwrap();
     assert!(c.simple_query("REFRESH DYNAMIC TABLE d").await.is_err());
     let n: i64 = c.query_one("SELECT count(*) FROM t", &[]).await.unwrap().get(0);
-    assert_eq!(n, 1);
+    assert_eq!(n, 1, "the refused INSERT never ran");
     c.batch_execute("COMMIT").await.unwrap();
 }
 

@@ -5,5 +5,6 @@
 //! statement classified as [`Route::Forward`] goes to PostgreSQL as the client sent it.
 
 pub mod classify;
+pub mod dynamic;
 
 pub use classify::{Route, StatementKind, classify, split_statements};

@@ -21,7 +21,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{Mutex, Notify, watch};
 
 use crate::handler::SessionInfo;
-use crate::sql::{Route, classify};
+use crate::sql::{Route, classify, split_statements};
 use crate::wire::cancel::{BackendKey, send_cancel};
 use crate::wire::codec::{FrameError, Message, PgError, query_text, ready_for_query, split_message};
 use crate::wire::conn::Framed;
@@ -172,8 +172,9 @@ async fn client_to_backend(
                             tracing::debug!(owed = state.owed.load(Ordering::Acquire), "waiting for the backend to be idle");
                             state.wait_idle().await;
                             let sql = query_text(&msg).unwrap_or_default();
+                            let statements = split_statements(sql, standard);
                             let mut reply = BytesMut::new();
-                            match gw.handler.handle(kind, sql, info).await {
+                            match gw.handler.handle(kind, &statements, info).await {
                                 Ok(msgs) => msgs.iter().for_each(|m| reply.extend_from_slice(m.raw())),
                                 Err(e) => reply.extend_from_slice(e.to_message().raw()),
                             }
