@@ -17,16 +17,6 @@ fn sqlstate(m: &Message) -> Option<String> {
         .flatten()
 }
 
-async fn trusted_role(pg: &Pg) -> String {
-    let role = unique("trusted");
-    pg.admin()
-        .await
-        .batch_execute(&format!("CREATE ROLE {role} LOGIN IN ROLE trust_users"))
-        .await
-        .unwrap();
-    role
-}
-
 /// The gateway answers a well-behaved client normally.
 async fn assert_serves(gw: &Dyngate, pg: &Pg, db: &str) {
     let c = connect(&gw.url("postgres", &pg.password, db)).await;
@@ -54,7 +44,7 @@ async fn malformed_startup_packets_are_refused() {
 async fn malformed_message_after_login_closes_only_that_session() {
     let pg = pg();
     let db = pg.fresh_db().await;
-    let role = trusted_role(&pg).await;
+    let role = pg.fresh_trusted_role("").await;
     let gw = Dyngate::with_backend(&pg, &[]);
     let other = connect(&gw.url("postgres", &pg.password, &db)).await;
 
@@ -85,7 +75,7 @@ async fn malformed_message_after_login_closes_only_that_session() {
 async fn client_vanishing_mid_query_leaves_no_backend() {
     let pg = pg();
     let db = pg.fresh_db().await;
-    let role = trusted_role(&pg).await;
+    let role = pg.fresh_trusted_role("").await;
     let gw = Dyngate::with_backend(&pg, &[]);
     let mut r = Raw::login(&gw.addr(), &role, &db).await;
     r.send(&Message::new(b'Q', b"SELECT pg_sleep(120)\0")).await;
@@ -115,7 +105,7 @@ async fn client_vanishing_mid_query_leaves_no_backend() {
 async fn client_vanishing_mid_copy_leaves_no_backend_and_no_rows() {
     let pg = pg();
     let db = pg.fresh_db().await;
-    let role = trusted_role(&pg).await;
+    let role = pg.fresh_trusted_role("").await;
     let admin = connect(&pg.url_for("postgres", &pg.password, &db)).await;
     admin
         .batch_execute(&format!("CREATE TABLE t (x int); GRANT ALL ON t TO {role}"))

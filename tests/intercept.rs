@@ -123,12 +123,10 @@ async fn json_logs_and_settings_from_environment_and_file() {
 async fn extended_copy_with_early_sync_leaves_the_session_idle() {
     let pg = pg();
     let db = pg.fresh_db().await;
-    let role = unique("trusted");
+    let role = pg.fresh_trusted_role("").await;
     let admin = connect(&pg.url_for("postgres", &pg.password, &db)).await;
     admin
-        .batch_execute(&format!(
-            "CREATE ROLE {role} LOGIN IN ROLE trust_users; CREATE TABLE t (x int); GRANT ALL ON t TO {role}"
-        ))
+        .batch_execute(&format!("CREATE TABLE t (x int); GRANT ALL ON t TO {role}"))
         .await
         .unwrap();
     let mut gw = Dyngate::with_backend(&pg, &["--shutdown-timeout", "20s"]);

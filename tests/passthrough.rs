@@ -566,19 +566,6 @@ fn compare(direct: &Stream, gateway: &Stream) -> Option<String> {
 // ---------------------------------------------------------------------------------------------
 // Two sessions in lockstep.
 
-/// A role that logs in without a password (scripts/pg-temp trusts members of `trust_users` on
-/// 127.0.0.1), so the raw client needs no SCRAM. Superuser, so cases may create types, functions
-/// and schemas in the fresh databases.
-async fn trust_role(pg: &Pg) -> String {
-    let role = unique("pt");
-    pg.admin()
-        .await
-        .batch_execute(&format!("CREATE ROLE {role} LOGIN SUPERUSER IN ROLE trust_users"))
-        .await
-        .unwrap();
-    role
-}
-
 /// One session straight to PostgreSQL and one through the gateway, each on a fresh database of its
 /// own, driven with the same messages.
 struct Pair {
@@ -880,7 +867,7 @@ async fn run_case_file(name: &str) {
     assert!(!cases.is_empty(), "{rel} has no statements");
     let pg = pg();
     let gw = Dyngate::with_backend(&pg, &[]);
-    let role = trust_role(&pg).await;
+    let role = pg.fresh_trusted_role("SUPERUSER").await;
     let mut mismatches = Vec::new();
     for mode in Mode::ALL {
         let mut pair = Pair::open(&pg, &gw, &role, format!("{rel} [{}]", mode.name())).await;
@@ -1035,7 +1022,7 @@ fn ready_for_query() -> Message {
 async fn setup(what: &str) -> (Dyngate, Pair) {
     let pg = pg();
     let gw = Dyngate::with_backend(&pg, &[]);
-    let role = trust_role(&pg).await;
+    let role = pg.fresh_trusted_role("SUPERUSER").await;
     let pair = Pair::open(&pg, &gw, &role, what).await;
     (gw, pair)
 }

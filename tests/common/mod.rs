@@ -92,6 +92,19 @@ impl Pg {
         name
     }
 
+    /// Creates a login role that needs no password (scripts/pg-temp trusts members of
+    /// `trust_users` on 127.0.0.1), for raw protocol clients that do not speak SCRAM. `attributes`
+    /// are extra role attributes such as `SUPERUSER`.
+    pub async fn fresh_trusted_role(&self, attributes: &str) -> String {
+        let name = unique("trusted");
+        self.admin()
+            .await
+            .batch_execute(&format!("CREATE ROLE {name} LOGIN {attributes} IN ROLE trust_users"))
+            .await
+            .unwrap();
+        name
+    }
+
     /// Client backends connected to `db` (from pg_stat_activity), excluding the asking session.
     pub async fn backends_in(&self, db: &str) -> i64 {
         let c = self.admin().await;
