@@ -169,3 +169,100 @@ async fn extended_copy_with_early_sync_leaves_the_session_idle() {
     let n: i64 = admin.query_one("SELECT count(*) FROM t", &[]).await.unwrap().get(0);
     assert_eq!(n, 2);
 }
+
+fn code(e: &tokio_postgres::Error) -> Option<&str> {
+    e.as_db_error().map(|d| d.code().code())
+}
+
+/// Drivers that prepare everything (pgJDBC, tokio-postgres, psycopg with prepare) send dyngate's
+/// statements through Parse/Bind/Describe/Execute: they are answered in that protocol too, in
+/// order with the backend's replies in a pipeline.
+#[tokio::test]
+async fn extended_protocol_statements_are_intercepted_in_order() {
+    let pg = pg();
+    let db = pg.fresh_db().await;
+    let gw = Dyngate::with_backend(&pg, &[]);
+    let c = connect(&gw.url("postgres", &pg.password, &db)).await;
+    // Parse succeeds (the statement is well formed) and Describe answers: no parameters.
+    let st = c.prepare("SHOW DYNAMIC TABLES").await.unwrap();
+    assert!(st.params().is_empty());
+    // Execute answers with the handler's result.
+    let err = c.query(&st, &[]).await.unwrap_err();
+    assert_eq!(code(&err), Some("0A000"), "{err:?}");
+    // A malformed statement fails at Parse.
+    let err = c.prepare("ALTER DYNAMIC TABLE t EXPLODE").await.unwrap_err();
+    assert_eq!(code(&err), Some("42601"));
+    // Pipelined with PostgreSQL's own statements: replies stay in order.
+    let (a, b, d) = tokio::join!(
+        c.query_one("SELECT 1::int", &[]),
+        c.query("REFRESH DYNAMIC TABLE t", &[]),
+        c.query_one("SELECT 2::int", &[])
+    );
+    assert_eq!(a.unwrap().get::<_, i32>(0), 1);
+    assert_eq!(code(&b.unwrap_err()), Some("0A000"));
+    assert_eq!(d.unwrap().get::<_, i32>(0), 2);
+    assert_eq!(c.query_one("SELECT 3::int", &[]).await.unwrap().get::<_, i32>(0), 3);
+}
+
+/// Within one batch (messages up to a Sync), an error makes PostgreSQL skip the rest of the batch:
+/// the gateway skips its own messages after a backend error, and forwards nothing after an error
+/// of its own.
+#[tokio::test]
+async fn an_error_skips_the_rest_of_the_batch_on_both_sides() {
+    let pg = pg();
+    let db = pg.fresh_db().await;
+    let role = pg.fresh_trusted_role("").await;
+    let admin = connect(&pg.url_for("postgres", &pg.password, &db)).await;
+    admin
+        .batch_execute(&format!("CREATE TABLE t (x int); GRANT ALL ON t TO {role}"))
+        .await
+        .unwrap();
+    let gw = Dyngate::with_backend(&pg, &[]);
+    let mut r = Raw::login(&gw.addr(), &role, &db).await;
+    let parse = |sql: &str| Message::new(b'P', format!("\0{sql}\0\0\0").as_bytes());
+    let bind = Message::new(b'B', b"\0\0\0\0\0\0\0\0");
+    let exec = Message::new(b'E', b"\0\0\0\0\0");
+    let sync = Message::new(b'S', b"");
+    let tags = |msgs: Vec<Message>| msgs.iter().map(|m| m.tag()).collect::<Vec<u8>>();
+
+    // A backend error first: dyngate's Parse/Bind/Execute after it get no reply.
+    for m in [
+        parse("SELEC 1"),
+        bind.clone(),
+        exec.clone(),
+        parse("SHOW DYNAMIC TABLES"),
+        bind.clone(),
+        exec.clone(),
+        sync.clone(),
+    ] {
+        r.send(&m).await;
+    }
+    assert_eq!(tags(r.until_ready().await), b"EZ");
+
+    // dyngate's error first: the INSERT after it never reaches PostgreSQL.
+    for m in [
+        parse("ALTER DYNAMIC TABLE t EXPLODE"),
+        parse("INSERT INTO t VALUES (1)"),
+        bind.clone(),
+        exec.clone(),
+        sync.clone(),
+    ] {
+        r.send(&m).await;
+    }
+    let reply = r.until_ready().await;
+    assert_eq!(tags(reply), b"EZ");
+    // Both kinds in one batch, all well formed: every reply, in order.
+    for m in [
+        parse("INSERT INTO t VALUES (2)"),
+        bind.clone(),
+        exec.clone(),
+        parse("SHOW DYNAMIC TABLES"),
+        bind.clone(),
+        sync.clone(),
+    ] {
+        r.send(&m).await;
+    }
+    assert_eq!(tags(r.until_ready().await), b"12C12Z");
+    let n: i64 = admin.query_one("SELECT count(*) FROM t", &[]).await.unwrap().get(0);
+    assert_eq!(n, 1, "only the INSERT of the last batch ran");
+}

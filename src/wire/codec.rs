@@ -240,6 +240,51 @@ pub fn ready_for_query(status: u8) -> Message {
     Message::new(b'Z', &[status])
 }
 
+/// RowDescription for text-format columns given as (name, type OID).
+pub fn row_description<'a>(columns: impl ExactSizeIterator<Item = (&'a str, u32)>) -> Message {
+    let mut b = BytesMut::new();
+    b.put_u16(columns.len() as u16);
+    for (name, oid) in columns {
+        b.put_slice(name.as_bytes());
+        b.put_u8(0);
+        b.put_u32(0); // not a table column
+        b.put_u16(0);
+        b.put_u32(oid);
+        b.put_i16(-1); // type size: variable, as for text
+        b.put_i32(-1); // no type modifier
+        b.put_u16(0); // text format
+    }
+    Message::new(b'T', &b)
+}
+
+/// DataRow of text values (`None` is NULL).
+pub fn data_row(values: &[Option<String>]) -> Message {
+    let mut b = BytesMut::new();
+    b.put_u16(values.len() as u16);
+    for v in values {
+        match v {
+            Some(v) => {
+                b.put_u32(v.len() as u32);
+                b.put_slice(v.as_bytes());
+            }
+            None => b.put_i32(-1),
+        }
+    }
+    Message::new(b'D', &b)
+}
+
+/// CommandComplete with the given tag.
+pub fn command_complete(tag: &str) -> Message {
+    let mut b = tag.as_bytes().to_vec();
+    b.push(0);
+    Message::new(b'C', &b)
+}
+
+/// ParameterDescription for a statement without parameters.
+pub fn no_parameters() -> Message {
+    Message::new(b't', &[0, 0])
+}
+
 /// Reads the SQL text of a simple Query ('Q') message.
 pub fn query_text(msg: &Message) -> Option<&str> {
     let body = msg.body();
@@ -254,6 +299,14 @@ pub fn parse_text(msg: &Message) -> Option<(&str, &str)> {
     let rest = &body[n1 + 1..];
     let n2 = rest.iter().position(|&b| b == 0)?;
     Some((std::str::from_utf8(&body[..n1]).ok()?, std::str::from_utf8(&rest[..n2]).ok()?))
+}
+
+/// The first NUL-terminated name of a Bind (portal), Describe or Close body after `skip` bytes,
+/// and for Bind the statement name after it.
+pub fn names(body: &[u8], skip: usize) -> Option<(&str, &[u8])> {
+    let rest = body.get(skip..)?;
+    let end = rest.iter().position(|&b| b == 0)?;
+    Some((std::str::from_utf8(&rest[..end]).ok()?, &rest[end + 1..]))
 }
 
 /// The fields of an ErrorResponse or NoticeResponse body, as (code, value) pairs.
@@ -367,6 +420,23 @@ mod tests {
         assert!(f.contains(&(b'H', "try later".into())));
         assert!(f.contains(&(b'D', "d".into())));
         assert!(f.contains(&(b'S', "ERROR".into())));
+    }
+
+    #[test]
+    fn reply_encoding() {
+        let t = row_description([("name", 25u32), ("n", 20)].into_iter());
+        assert_eq!(t.tag(), b'T');
+        assert_eq!(&t.body()[..2], &[0, 2]);
+        assert_eq!(&t.body()[2..7], b"name\0");
+        let d = data_row(&[Some("ab".into()), None]);
+        assert_eq!(d.body(), &[0, 2, 0, 0, 0, 2, b'a', b'b', 0xff, 0xff, 0xff, 0xff]);
+        assert_eq!(command_complete("SHOW").raw().as_ref(), b"C\0\0\0\x09SHOW\0");
+        let b = Message::new(b'B', b"portal\0stmt\0rest");
+        let (portal, rest) = names(b.body(), 0).unwrap();
+        assert_eq!(portal, "portal");
+        assert_eq!(names(rest, 0).unwrap().0, "stmt");
+        let d = Message::new(b'D', b"Sname\0");
+        assert_eq!(names(d.body(), 1).unwrap().0, "name");
     }
 
     #[test]

@@ -1,15 +1,21 @@
 //! One client session after start-up: two relay directions over one dedicated backend connection.
 //!
 //! Client to backend: whole messages are forwarded as they arrived, batched into one write per
-//! read. Simple Query and Parse texts pass through the classifier first; a statement dyngate owns
-//! is answered by the [`Handler`](crate::handler::Handler) once every reply the backend still owes
-//! has reached the client, so replies stay in order. Backend to client: bytes are relayed
-//! unchanged; only message tags are read, to track ReadyForQuery (replies owed, transaction
-//! status) and COPY.
+//! read. Simple Query and Parse texts pass through the classifier first. A statement dyngate owns
+//! is answered by the [`Handler`](crate::handler::Handler) in either protocol: in the extended
+//! one, its Parse, Bind, Describe, Execute and Close are kept and answered here (a prepared
+//! statement of dyngate's lives in the gateway, not in PostgreSQL). Each of dyngate's own replies
+//! is written only once the backend has answered everything forwarded before it (a Flush is sent
+//! to make it do so), and an error in a batch makes the rest of the batch skipped up to Sync, on
+//! both sides, as PostgreSQL does.
+//!
+//! Backend to client: bytes are relayed unchanged; only message tags are read, to account for the
+//! replies owed ([`Pending`]), the transaction status, COPY, and standard_conforming_strings.
 //!
 //! The two directions run concurrently so that neither side can stall the other (a client that
 //! pipelines many queries while the backend writes large results would otherwise deadlock).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, Ordering};
 use std::time::Duration;
@@ -20,10 +26,13 @@ use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{Mutex, Notify, watch};
 
-use crate::handler::SessionInfo;
+use crate::handler::{Prepared, Reply, SessionInfo};
 use crate::sql::{Route, classify, split_statements};
 use crate::wire::cancel::{BackendKey, send_cancel};
-use crate::wire::codec::{FrameError, Message, PgError, query_text, ready_for_query, split_message};
+use crate::wire::codec::{
+    FrameError, Message, PgError, command_complete, data_row, names, no_parameters, parse_text, query_text, ready_for_query,
+    row_description, split_message,
+};
 use crate::wire::conn::Framed;
 use crate::wire::pending::Pending;
 use crate::wire::startup::ClientStream;
@@ -31,32 +40,37 @@ use crate::wire::{Gateway, Phase};
 
 /// What both directions know of the session.
 struct State {
-    /// The ReadyForQuery replies the backend still owes.
+    /// The replies the backend still owes.
     pending: std::sync::Mutex<Pending>,
-    /// `pending.owed()`, readable without the lock.
-    owed: AtomicU32,
+    /// `pending.unanswered()`, readable without the lock.
+    unanswered: AtomicU32,
     /// The transaction status of the last ReadyForQuery: `I`, `T` or `E`.
     tx_status: AtomicU8,
     /// The backend is in COPY FROM STDIN.
     copy_in: AtomicBool,
     /// The session's standard_conforming_strings, as the backend last reported it.
     standard_strings: AtomicBool,
-    /// Signalled when `owed` drops to zero.
+    /// Signalled when `unanswered` drops to zero.
     idle: Notify,
 }
 
 impl State {
+    /// Nothing forwarded is still unanswered.
     fn is_idle(&self) -> bool {
-        self.owed.load(Ordering::Acquire) == 0
+        self.unanswered.load(Ordering::Acquire) == 0
     }
 
-    /// Updates the reply accounting; returns the number of replies owed afterwards.
+    fn lock(&self) -> std::sync::MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Updates the reply accounting; returns the number of messages unanswered afterwards.
     fn track(&self, f: impl FnOnce(&mut Pending)) -> u32 {
-        let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let mut p = self.lock();
         f(&mut p);
-        let owed = p.owed();
-        self.owed.store(owed, Ordering::Release);
-        owed
+        let n = p.unanswered();
+        self.unanswered.store(n, Ordering::Release);
+        n
     }
 
     async fn wait_idle(&self) {
@@ -101,17 +115,29 @@ pub async fn run(
     let (br, bw) = bs.into_split();
     let state = Arc::new(State {
         pending: std::sync::Mutex::new(Pending::default()),
-        owed: AtomicU32::new(0),
+        unanswered: AtomicU32::new(0),
         tx_status: AtomicU8::new(b'I'),
         copy_in: AtomicBool::new(false),
         standard_strings: AtomicBool::new(standard_strings),
         idle: Notify::new(),
     });
 
-    let up = client_to_backend(&gw, cr, crbuf, bw, cw.clone(), &state, &info, shutdown);
+    let up = Up {
+        gw: &gw,
+        state: &state,
+        info: &info,
+        cw: cw.clone(),
+        bw,
+        out: BytesMut::with_capacity(8192),
+        statements: HashMap::new(),
+        portals: HashMap::new(),
+        batch_forwarded: false,
+        batch_local: false,
+        skipping: false,
+    };
     let down = backend_to_client(br, brbuf, cw.clone(), &state);
     tokio::select! {
-        end = up => match end {
+        end = up.run(cr, crbuf, shutdown) => match end {
             ClientEnd::Closed => tracing::debug!("client closed the session"),
             ClientEnd::Violation => tracing::info!("client broke the protocol; session closed"),
             ClientEnd::Shutdown => tracing::debug!("idle session closed for shutdown"),
@@ -132,101 +158,352 @@ pub async fn run(
     let _ = cw.lock().await.shutdown().await;
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn client_to_backend(
-    gw: &Gateway,
-    mut cr: ReadHalf<ClientStream>,
-    mut buf: BytesMut,
-    mut bw: OwnedWriteHalf,
+/// A Flush message: makes the backend send what it has buffered for the extended protocol.
+const FLUSH: &[u8] = &[b'H', 0, 0, 0, 4];
+
+/// The client-to-backend direction.
+struct Up<'a> {
+    gw: &'a Gateway,
+    state: &'a State,
+    info: &'a SessionInfo,
     cw: ClientWriter,
-    state: &State,
-    info: &SessionInfo,
-    mut shutdown: watch::Receiver<Phase>,
-) -> ClientEnd {
-    let mut out = BytesMut::with_capacity(8192);
-    let mut draining = *shutdown.borrow() != Phase::Running;
-    loop {
+    bw: OwnedWriteHalf,
+    /// Messages to forward, written once per read from the client.
+    out: BytesMut,
+    /// dyngate's own prepared statements and portals, by name.
+    statements: HashMap<String, Prepared>,
+    portals: HashMap<String, Prepared>,
+    /// Something of the current extended batch went to the backend: its Sync must too.
+    batch_forwarded: bool,
+    /// The current extended batch has messages of dyngate's own. A Sync is answered by the
+    /// gateway only for a batch that has some and nothing forwarded (a Sync after CopyDone, for
+    /// one, belongs to the backend).
+    batch_local: bool,
+    /// One of dyngate's own messages failed: skip to the next Sync, as PostgreSQL does.
+    skipping: bool,
+}
+
+impl Up<'_> {
+    async fn run(mut self, mut cr: ReadHalf<ClientStream>, mut buf: BytesMut, mut shutdown: watch::Receiver<Phase>) -> ClientEnd {
+        let mut draining = *shutdown.borrow() != Phase::Running;
         loop {
-            let msg = match split_message(&mut buf) {
-                Ok(Some(m)) => m,
-                Ok(None) => break,
-                Err(e) => return violation(&cw, e).await,
-            };
-            // Once draining, an idle session is closed rather than given new work.
-            if draining && msg.tag() != b'X' && out.is_empty() && state.is_idle() && !state.copy_in.load(Ordering::Acquire) {
-                return close_for_shutdown(&cw).await;
+            loop {
+                let msg = match split_message(&mut buf) {
+                    Ok(Some(m)) => m,
+                    Ok(None) => break,
+                    Err(e) => return violation(&self.cw, e).await,
+                };
+                // Once draining, an idle session is closed rather than given new work.
+                if draining
+                    && msg.tag() != b'X'
+                    && self.out.is_empty()
+                    && self.state.is_idle()
+                    && !self.state.copy_in.load(Ordering::Acquire)
+                {
+                    return close_for_shutdown(&self.cw).await;
+                }
+                match self.message(msg).await {
+                    Ok(None) => {}
+                    Ok(Some(end)) => return end,
+                    Err(_) => return ClientEnd::Closed,
+                }
             }
-            match msg.tag() {
-                b'Q' => {
-                    let standard = state.standard_strings.load(Ordering::Acquire);
-                    let route = query_text(&msg).map(|q| classify(q, standard)).unwrap_or(Route::Forward);
-                    match route {
-                        Route::Forward => {
-                            state.track(Pending::sent_query);
-                            out.extend_from_slice(msg.raw());
-                        }
-                        Route::Intercept(kind) => {
-                            if flush(&mut bw, &mut out).await.is_err() {
-                                return ClientEnd::Closed;
-                            }
-                            tracing::debug!(owed = state.owed.load(Ordering::Acquire), "waiting for the backend to be idle");
-                            state.wait_idle().await;
-                            let sql = query_text(&msg).unwrap_or_default();
-                            let statements = split_statements(sql, standard);
-                            let mut reply = BytesMut::new();
-                            match gw.handler.handle(kind, &statements, info).await {
-                                Ok(msgs) => msgs.iter().for_each(|m| reply.extend_from_slice(m.raw())),
-                                Err(e) => reply.extend_from_slice(e.to_message().raw()),
-                            }
-                            reply.extend_from_slice(ready_for_query(state.tx_status.load(Ordering::Acquire)).raw());
-                            if write_client(&cw, &reply).await.is_err() {
-                                return ClientEnd::Closed;
-                            }
-                        }
+            if flush(&mut self.bw, &mut self.out).await.is_err() {
+                return ClientEnd::Closed;
+            }
+            tokio::select! {
+                r = cr.read_buf(&mut buf) => match r {
+                    Ok(0) | Err(_) => return ClientEnd::Closed,
+                    Ok(_) => {}
+                },
+                _ = shutdown.changed(), if !draining => {
+                    draining = true;
+                    if self.state.is_idle() && !self.state.copy_in.load(Ordering::Acquire) {
+                        return close_for_shutdown(&self.cw).await;
                     }
                 }
-                b'S' => {
-                    state.track(Pending::sent_sync);
-                    out.extend_from_slice(msg.raw());
-                }
-                b'F' => {
-                    state.track(Pending::sent_query);
-                    out.extend_from_slice(msg.raw());
-                }
-                b'c' | b'f' => {
-                    state.track(Pending::sent_copy_end);
-                    out.extend_from_slice(msg.raw());
-                }
-                b'X' => {
-                    out.extend_from_slice(msg.raw());
-                    let _ = flush(&mut bw, &mut out).await;
-                    return ClientEnd::Closed;
-                }
-                _ => out.extend_from_slice(msg.raw()),
-            }
-        }
-        if flush(&mut bw, &mut out).await.is_err() {
-            return ClientEnd::Closed;
-        }
-        tokio::select! {
-            r = cr.read_buf(&mut buf) => match r {
-                Ok(0) | Err(_) => return ClientEnd::Closed,
-                Ok(_) => {}
-            },
-            _ = shutdown.changed(), if !draining => {
-                draining = true;
-                if state.is_idle() && !state.copy_in.load(Ordering::Acquire) {
-                    return close_for_shutdown(&cw).await;
-                }
-            }
-            // While draining, close as soon as the running statement has finished.
-            _ = tokio::time::sleep(Duration::from_millis(50)), if draining => {
-                if state.is_idle() && !state.copy_in.load(Ordering::Acquire) {
-                    return close_for_shutdown(&cw).await;
+                // While draining, close as soon as the running statement has finished.
+                _ = tokio::time::sleep(Duration::from_millis(50)), if draining => {
+                    if self.state.is_idle() && !self.state.copy_in.load(Ordering::Acquire) {
+                        return close_for_shutdown(&self.cw).await;
+                    }
                 }
             }
         }
     }
+
+    fn forward(&mut self, msg: &Message) {
+        self.out.extend_from_slice(msg.raw());
+    }
+
+    fn forward_extended(&mut self, msg: &Message) {
+        self.state.track(|p| p.sent_extended(msg.tag()));
+        self.batch_forwarded = true;
+        self.forward(msg);
+    }
+
+    /// Handles one client message; `Some` ends the session.
+    async fn message(&mut self, msg: Message) -> std::io::Result<Option<ClientEnd>> {
+        if self.skipping && msg.tag() != b'S' {
+            return Ok(None);
+        }
+        let standard = self.state.standard_strings.load(Ordering::Acquire);
+        match msg.tag() {
+            b'Q' => {
+                let sql = query_text(&msg).unwrap_or_default();
+                if classify(sql, standard) == Route::Forward {
+                    self.state.track(Pending::sent_query);
+                    self.forward(&msg);
+                    return Ok(None);
+                }
+                if !self.settle().await? {
+                    return Ok(Some(ClientEnd::Violation));
+                }
+                let statements = split_statements(sql, standard);
+                let mut reply = BytesMut::new();
+                match self.gw.handler.prepare(&statements) {
+                    Ok(p) => match self.gw.handler.execute(&p, self.info).await {
+                        Ok(r) => encode(&r, true, &mut reply),
+                        Err(e) => reply.extend_from_slice(e.to_message().raw()),
+                    },
+                    Err(e) => reply.extend_from_slice(e.to_message().raw()),
+                }
+                reply.extend_from_slice(ready_for_query(self.state.tx_status.load(Ordering::Acquire)).raw());
+                write_client(&self.cw, &reply).await?;
+            }
+            b'P' => {
+                let Some((name, sql)) = parse_text(&msg) else {
+                    self.forward_extended(&msg);
+                    return Ok(None);
+                };
+                if classify(sql, standard) == Route::Forward {
+                    self.statements.remove(name);
+                    self.forward_extended(&msg);
+                    return Ok(None);
+                }
+                let name = name.to_string();
+                let statements = split_statements(sql, standard);
+                self.batch_local = true;
+                if !self.settle().await? {
+                    return Ok(Some(ClientEnd::Violation));
+                }
+                if self.skipping {
+                    return Ok(None);
+                }
+                let prepared = if statements.len() > 1 {
+                    Err(PgError::error("42601", "cannot insert multiple commands into a prepared statement"))
+                } else if !name.is_empty() && self.statements.contains_key(&name) {
+                    Err(PgError::error("42P05", format!("prepared statement \"{name}\" already exists")))
+                } else {
+                    self.gw.handler.prepare(&statements)
+                };
+                match prepared {
+                    Ok(p) => {
+                        self.statements.insert(name, p);
+                        self.local_reply(&[Message::new(b'1', b"")]).await?;
+                    }
+                    Err(e) => self.local_error(e).await?,
+                }
+            }
+            b'B' => {
+                let Some((portal, rest)) = names(msg.body(), 0) else {
+                    self.forward_extended(&msg);
+                    return Ok(None);
+                };
+                let stmt = names(rest, 0).map(|(s, _)| s).unwrap_or_default();
+                let Some(prepared) = self.statements.get(stmt).cloned() else {
+                    self.portals.remove(portal);
+                    self.forward_extended(&msg);
+                    return Ok(None);
+                };
+                let portal = portal.to_string();
+                let params = bind_parameter_count(rest);
+                self.batch_local = true;
+                if !self.settle().await? {
+                    return Ok(Some(ClientEnd::Violation));
+                }
+                if self.skipping {
+                    return Ok(None);
+                }
+                if params != Some(0) {
+                    let n = params.map_or("an unreadable number of".to_string(), |n| n.to_string());
+                    return self
+                        .local_error(PgError::error(
+                            "08P01",
+                            format!("bind message supplies {n} parameters, but prepared statement \"{stmt}\" requires 0"),
+                        ))
+                        .await
+                        .map(|_| None);
+                }
+                self.portals.insert(portal, prepared);
+                self.local_reply(&[Message::new(b'2', b"")]).await?;
+            }
+            b'D' => {
+                let kind = msg.body().first().copied();
+                let name = names(msg.body(), 1).map(|(n, _)| n).unwrap_or_default();
+                let local = match kind {
+                    Some(b'S') => self.statements.get(name),
+                    _ => self.portals.get(name),
+                };
+                let Some(prepared) = local else {
+                    self.forward_extended(&msg);
+                    return Ok(None);
+                };
+                let shape = match prepared.columns() {
+                    Some(cols) => row_description(cols.iter().map(|c| (c.name, c.type_oid))),
+                    None => Message::new(b'n', b""),
+                };
+                self.batch_local = true;
+                if !self.settle().await? {
+                    return Ok(Some(ClientEnd::Violation));
+                }
+                if self.skipping {
+                    return Ok(None);
+                }
+                if kind == Some(b'S') {
+                    self.local_reply(&[no_parameters(), shape]).await?;
+                } else {
+                    self.local_reply(&[shape]).await?;
+                }
+            }
+            b'E' => {
+                let portal = names(msg.body(), 0).map(|(n, _)| n).unwrap_or_default();
+                let Some(prepared) = self.portals.get(portal).cloned() else {
+                    self.forward_extended(&msg);
+                    return Ok(None);
+                };
+                self.batch_local = true;
+                if !self.settle().await? {
+                    return Ok(Some(ClientEnd::Violation));
+                }
+                if self.skipping {
+                    return Ok(None);
+                }
+                match self.gw.handler.execute(&prepared, self.info).await {
+                    Ok(r) => {
+                        let mut reply = BytesMut::new();
+                        encode(&r, false, &mut reply);
+                        write_client(&self.cw, &reply).await?;
+                    }
+                    Err(e) => self.local_error(e).await?,
+                }
+            }
+            b'C' => {
+                let kind = msg.body().first().copied();
+                let name = names(msg.body(), 1).map(|(n, _)| n).unwrap_or_default();
+                let removed = match kind {
+                    Some(b'S') => self.statements.remove(name).is_some(),
+                    _ => self.portals.remove(name).is_some(),
+                };
+                if !removed {
+                    self.forward_extended(&msg);
+                    return Ok(None);
+                }
+                self.batch_local = true;
+                if !self.settle().await? {
+                    return Ok(Some(ClientEnd::Violation));
+                }
+                if self.skipping {
+                    return Ok(None);
+                }
+                self.local_reply(&[Message::new(b'3', b"")]).await?;
+            }
+            b'S' => {
+                self.skipping = false;
+                let forwarded = std::mem::take(&mut self.batch_forwarded);
+                if forwarded || !self.batch_local {
+                    self.state.track(Pending::sent_sync);
+                    self.forward(&msg);
+                } else {
+                    // A batch of dyngate's own messages only: the Sync is answered here, after
+                    // whatever the backend still owes from earlier batches.
+                    if !self.settle().await? {
+                        return Ok(Some(ClientEnd::Violation));
+                    }
+                    write_client(&self.cw, ready_for_query(self.state.tx_status.load(Ordering::Acquire)).raw()).await?;
+                }
+                self.batch_local = false;
+            }
+            b'F' => {
+                self.state.track(Pending::sent_query);
+                self.forward(&msg);
+            }
+            b'c' | b'f' => {
+                self.state.track(Pending::sent_copy_end);
+                self.forward(&msg);
+            }
+            b'X' => {
+                self.forward(&msg);
+                let _ = flush(&mut self.bw, &mut self.out).await;
+                return Ok(Some(ClientEnd::Closed));
+            }
+            _ => self.forward(&msg),
+        }
+        Ok(None)
+    }
+
+    /// Waits until the backend has answered everything forwarded so far, so that a reply of
+    /// dyngate's own comes after them. Returns false (after telling the client) when the client
+    /// sent one of dyngate's statements in the middle of a COPY, which PostgreSQL refuses too.
+    /// If a forwarded message of the current batch failed, the batch is skipped from here on.
+    async fn settle(&mut self) -> std::io::Result<bool> {
+        if self.state.copy_in.load(Ordering::Acquire) {
+            let e = PgError::fatal("08P01", "unexpected message type during COPY from stdin");
+            write_client(&self.cw, e.to_message().raw()).await?;
+            return Ok(false);
+        }
+        if !self.state.is_idle() {
+            self.out.extend_from_slice(FLUSH);
+        }
+        flush(&mut self.bw, &mut self.out).await?;
+        self.state.wait_idle().await;
+        if self.batch_forwarded && self.state.lock().batch_failed() {
+            self.skipping = true;
+        }
+        Ok(true)
+    }
+
+    async fn local_reply(&mut self, msgs: &[Message]) -> std::io::Result<()> {
+        if self.skipping {
+            return Ok(());
+        }
+        let mut b = BytesMut::new();
+        msgs.iter().for_each(|m| b.extend_from_slice(m.raw()));
+        write_client(&self.cw, &b).await
+    }
+
+    /// Reports an error in one of dyngate's extended-protocol messages; the rest of the batch is
+    /// skipped up to Sync.
+    async fn local_error(&mut self, e: PgError) -> std::io::Result<()> {
+        if self.skipping {
+            return Ok(());
+        }
+        self.skipping = true;
+        write_client(&self.cw, e.to_message().raw()).await
+    }
+}
+
+/// The number of parameter values in a Bind body after its portal name (`rest` starts at the
+/// statement name).
+fn bind_parameter_count(rest: &[u8]) -> Option<u16> {
+    let (_, after) = names(rest, 0)?;
+    let nformats = u16::from_be_bytes([*after.first()?, *after.get(1)?]) as usize;
+    let at = 2 + 2 * nformats;
+    Some(u16::from_be_bytes([*after.get(at)?, *after.get(at + 1)?]))
+}
+
+/// Encodes a handler's reply: RowDescription (simple protocol only: in the extended one it answers
+/// Describe), the rows, and the command tag.
+fn encode(r: &Reply, with_description: bool, out: &mut BytesMut) {
+    if with_description {
+        if let Some(cols) = &r.columns {
+            out.extend_from_slice(row_description(cols.iter().map(|c| (c.name, c.type_oid))).raw());
+        }
+    }
+    for row in &r.rows {
+        out.extend_from_slice(data_row(row).raw());
+    }
+    out.extend_from_slice(command_complete(&r.tag).raw());
 }
 
 async fn flush(bw: &mut OwnedWriteHalf, out: &mut BytesMut) -> std::io::Result<()> {
@@ -255,7 +532,7 @@ async fn close_for_shutdown(cw: &ClientWriter) -> ClientEnd {
     ClientEnd::Shutdown
 }
 
-/// Relays everything the backend sends, tracking ReadyForQuery and COPY from the tags.
+/// Relays everything the backend sends, accounting for replies from the tags.
 async fn backend_to_client(mut br: OwnedReadHalf, mut buf: BytesMut, cw: ClientWriter, state: &State) -> std::io::Result<()> {
     loop {
         let mut end = 0;
@@ -273,20 +550,27 @@ async fn backend_to_client(mut br: OwnedReadHalf, mut buf: BytesMut, cw: ClientW
                 buf.reserve(total - (buf.len() - end));
                 break;
             }
-            match buf[end] {
+            let tag = buf[end];
+            match tag {
                 b'Z' => {
                     state.tx_status.store(buf.get(end + 5).copied().unwrap_or(b'I'), Ordering::Release);
                     state.copy_in.store(false, Ordering::Release);
-                    if state.track(|p| {
-                        p.ready();
-                    }) == 0
-                    {
-                        became_idle = true;
-                    }
+                    became_idle |= state.track(|p| {
+                        p.received(tag);
+                    }) == 0;
                 }
                 b'G' => {
                     state.copy_in.store(true, Ordering::Release);
-                    state.track(Pending::copy_in_started);
+                    state.track(|p| {
+                        p.received(tag);
+                    });
+                }
+                // Replies that complete an extended-protocol message, and errors (DataRow, the
+                // bulk of the traffic, is not among them).
+                b'E' | b'1' | b'2' | b'3' | b'T' | b'n' | b'C' | b'I' | b's' => {
+                    became_idle |= state.track(|p| {
+                        p.received(tag);
+                    }) == 0;
                 }
                 b'S' => {
                     if let Some(v) = parameter_value(&buf[end + 5..end + total], "standard_conforming_strings") {
@@ -316,13 +600,6 @@ pub fn parameter_value<'a>(body: &'a [u8], name: &str) -> Option<&'a str> {
     (parts.next()? == name.as_bytes())
         .then(|| parts.next().and_then(|v| std::str::from_utf8(v).ok()))
         .flatten()
-}
-
-/// A message the gateway sends on its own, kept here so handlers need not know framing.
-pub fn command_complete(tag: &str) -> Message {
-    let mut b = tag.as_bytes().to_vec();
-    b.push(0);
-    Message::new(b'C', &b)
 }
 
 #[cfg(test)]
