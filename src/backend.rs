@@ -4,6 +4,8 @@
 //! Client sessions always use TCP so that PostgreSQL checks the client's password itself; only the
 //! service account may use the embedded cluster's private Unix socket.
 
+use std::ops::{Deref, DerefMut};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::net::TcpStream;
@@ -60,6 +62,76 @@ impl Backend {
             }
         });
         Ok(client)
+    }
+}
+
+/// A small pool of service-account connections for catalog and refresh work. Connections are
+/// opened on demand, returned on drop, and discarded when broken.
+#[derive(Clone)]
+pub struct ServicePool {
+    backend: Arc<Backend>,
+    idle: Arc<Mutex<Vec<tokio_postgres::Client>>>,
+    max_idle: usize,
+}
+
+/// A pooled connection; goes back to the pool when dropped.
+pub struct Pooled {
+    client: Option<tokio_postgres::Client>,
+    idle: Arc<Mutex<Vec<tokio_postgres::Client>>>,
+    max_idle: usize,
+}
+
+impl ServicePool {
+    pub fn new(backend: Backend, max_idle: usize) -> ServicePool {
+        ServicePool {
+            backend: Arc::new(backend),
+            idle: Arc::default(),
+            max_idle,
+        }
+    }
+
+    pub fn backend(&self) -> &Backend {
+        &self.backend
+    }
+
+    pub async fn get(&self) -> Result<Pooled, tokio_postgres::Error> {
+        let reused = {
+            let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+            std::iter::from_fn(|| idle.pop()).find(|c| !c.is_closed())
+        };
+        let client = match reused {
+            Some(c) => c,
+            None => self.backend.connect_service().await?,
+        };
+        Ok(Pooled {
+            client: Some(client),
+            idle: self.idle.clone(),
+            max_idle: self.max_idle,
+        })
+    }
+}
+
+impl Deref for Pooled {
+    type Target = tokio_postgres::Client;
+    fn deref(&self) -> &Self::Target {
+        self.client.as_ref().expect("present until drop")
+    }
+}
+
+impl DerefMut for Pooled {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        self.client.as_mut().expect("present until drop")
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        if let Some(c) = self.client.take() {
+            let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+            if !c.is_closed() && idle.len() < self.max_idle {
+                idle.push(c);
+            }
+        }
     }
 }
 

@@ -83,6 +83,11 @@ pub struct ServeArgs {
     #[arg(long, env = "DYNGATE_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
     pub shutdown_timeout: Duration,
 
+    /// Freshness below which a dynamic table without REFRESH_MODE is refreshed CONTINUOUS (at or
+    /// above it: FULL, on a schedule). Flink's materialized-table.refresh-mode.freshness-threshold.
+    #[arg(long, env = "DYNGATE_FRESHNESS_THRESHOLD", default_value = "30m", value_parser = parse_duration, value_name = "DURATION")]
+    pub freshness_threshold: Duration,
+
     /// Log format.
     #[arg(long, env = "DYNGATE_LOG_FORMAT", default_value = "human", value_enum)]
     pub log_format: LogFormat,

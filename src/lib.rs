@@ -9,6 +9,7 @@ pub mod backend;
 pub mod catalog;
 pub mod config;
 pub mod embedded;
+pub mod engine;
 pub mod handler;
 pub mod http;
 pub mod manager;

@@ -7,12 +7,13 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::backend::Backend;
+use crate::backend::{Backend, ServicePool};
 use crate::catalog::{self, MigrateError};
 use crate::config::ServeArgs;
 use crate::embedded::{self, Cluster};
 use crate::handler::Handler;
 use crate::http::{self, Health};
+use crate::manager::Manager;
 use crate::wire::{self, Gateway, Phase, cancel::CancelRegistry};
 
 /// A start-up failure, reported to the operator (these go to the terminal, not to SQL clients).
@@ -95,12 +96,24 @@ async fn serve(args: &ServeArgs, tls: Option<tokio_rustls::TlsAcceptor>, cluster
         })
     };
 
+    // The catalog, and with it the dynamic tables, live in the service account's database.
+    let database = backend
+        .service
+        .get_dbname()
+        .or(backend.service.get_user())
+        .unwrap_or("postgres")
+        .to_string();
+    let manager = Arc::new(Manager::new(
+        ServicePool::new(backend.clone(), 8),
+        database,
+        args.freshness_threshold,
+    ));
     let gw = Arc::new(Gateway {
         backend: backend.clone(),
         tls,
         require_tls: args.require_tls,
         cancels: CancelRegistry::default(),
-        handler: Handler::default(),
+        handler: Handler::new(manager),
     });
     let wire_task = tokio::spawn(wire::serve(pg_listener, gw, phase_rx.clone(), args.shutdown_timeout));
 

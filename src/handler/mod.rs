@@ -1,14 +1,18 @@
 //! Handlers for the statements dyngate answers itself, one per statement kind, dispatched from one
 //! `match`. The wire layer calls [`Handler::prepare`] when a statement arrives (a simple Query or a
 //! Parse) and [`Handler::execute`] when it is to run, and encodes the typed [`Reply`] for whichever
-//! protocol the client speaks; handlers know nothing of sockets or framing.
+//! protocol the client speaks; handlers know nothing of sockets or framing, and the work itself is
+//! the [`Manager`]'s.
 //!
-//! The dynamic-table statements are recognised, routed here and parsed already (a malformed one
-//! gets 42601, a bad freshness 22023); their implementations arrive with the dynamic-table
-//! lifecycle. Until then a well-formed one answers SQLSTATE 0A000 (feature_not_supported) rather
-//! than reaching PostgreSQL as a confusing syntax error.
+//! Inside an explicit transaction block, the statements that change something (CREATE, ALTER,
+//! DROP, REFRESH) are refused with 25001: their work happens outside the client's backend session
+//! and cannot roll back with it. SHOW and DESCRIBE work anywhere.
 
-use crate::sql::dynamic::{self, DtStatement, ParseError};
+use std::sync::Arc;
+
+use crate::manager::create::Created;
+use crate::manager::{Manager, ManagerError, Requester};
+use crate::sql::dynamic::{self, AlterAction, DtStatement, ParseError};
 use crate::wire::codec::PgError;
 
 /// Who is asking: the identity PostgreSQL authenticated for this session.
@@ -27,37 +31,76 @@ pub struct Column {
 
 pub const TEXT: u32 = 25;
 pub const INT8: u32 = 20;
-pub const TIMESTAMPTZ: u32 = 1184;
 pub const BOOL: u32 = 16;
 
+const fn col(name: &'static str, type_oid: u32) -> Column {
+    Column { name, type_oid }
+}
+
+const SHOW_COLUMNS: [Column; 10] = [
+    col("schema_name", TEXT),
+    col("table_name", TEXT),
+    col("freshness", TEXT),
+    col("refresh_mode", TEXT),
+    col("status", TEXT),
+    col("engine", TEXT),
+    col("owner", TEXT),
+    // Times as text (PostgreSQL's output format): readable by every client in either format.
+    col("last_refresh_at", TEXT),
+    col("lag", TEXT),
+    col("freshness_met", BOOL),
+];
+const DESCRIBE_COLUMNS: [Column; 2] = [col("property", TEXT), col("value", TEXT)];
+const SHOW_CREATE_COLUMNS: [Column; 1] = [col("create_statement", TEXT)];
+const REFRESH_COLUMNS: [Column; 3] = [col("job_id", TEXT), col("state", TEXT), col("rows_written", INT8)];
+
 /// What a statement returns.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Reply {
     /// The result columns, or `None` for a statement that returns no rows.
     pub columns: Option<Vec<Column>>,
     pub rows: Vec<Vec<Option<String>>>,
     /// The command tag, e.g. `CREATE DYNAMIC TABLE`.
     pub tag: String,
+    /// Notices to send before the result (e.g. "already exists, skipping").
+    pub notices: Vec<String>,
 }
 
 /// A parsed statement, ready to execute (kept by the wire layer for a prepared statement).
 #[derive(Debug, Clone)]
 pub struct Prepared {
     pub statement: DtStatement,
+    /// The text as the client sent it.
+    pub text: String,
 }
 
 impl Prepared {
     /// The result shape, known before execution (for Describe).
     pub fn columns(&self) -> Option<Vec<Column>> {
-        None
+        match &self.statement {
+            DtStatement::Show { .. } => Some(SHOW_COLUMNS.to_vec()),
+            DtStatement::Describe { .. } => Some(DESCRIBE_COLUMNS.to_vec()),
+            DtStatement::ShowCreate { .. } => Some(SHOW_CREATE_COLUMNS.to_vec()),
+            DtStatement::Refresh { .. }
+            | DtStatement::Alter {
+                action: AlterAction::Refresh { .. },
+                ..
+            } => Some(REFRESH_COLUMNS.to_vec()),
+            _ => None,
+        }
     }
 }
 
 /// Answers intercepted statements.
-#[derive(Debug, Default)]
-pub struct Handler {}
+pub struct Handler {
+    manager: Arc<Manager>,
+}
 
 impl Handler {
+    pub fn new(manager: Arc<Manager>) -> Handler {
+        Handler { manager }
+    }
+
     /// Parses an intercepted query string (already split into its statements).
     pub fn prepare(&self, statements: &[&str]) -> Result<Prepared, PgError> {
         let [sql] = statements else {
@@ -70,28 +113,129 @@ impl Handler {
             .with_hint("Send it as a query of its own."));
         };
         let statement = dynamic::parse(sql).map_err(parse_error)?;
-        Ok(Prepared { statement })
+        Ok(Prepared {
+            statement,
+            text: sql.trim().to_string(),
+        })
     }
 
     /// Runs a prepared statement for `session`.
-    pub async fn execute(&self, prepared: &Prepared, session: &SessionInfo) -> Result<Reply, PgError> {
-        tracing::debug!(user = %session.user, statement = ?prepared.statement, "dyngate statement");
-        let what = match prepared.statement {
-            DtStatement::Create(_) => "CREATE DYNAMIC TABLE",
-            DtStatement::Alter { .. } => "ALTER DYNAMIC TABLE",
-            DtStatement::Drop { .. } => "DROP DYNAMIC TABLE",
-            DtStatement::Refresh { .. } => "REFRESH DYNAMIC TABLE",
-            DtStatement::Show { .. } => "SHOW DYNAMIC TABLES",
-            DtStatement::ShowCreate { .. } => "SHOW CREATE DYNAMIC TABLE",
-            DtStatement::Describe { .. } => "DESCRIBE DYNAMIC TABLE",
+    pub async fn execute(&self, p: &Prepared, session: &SessionInfo, in_transaction: bool) -> Result<Reply, PgError> {
+        let who = Requester {
+            user: &session.user,
+            database: &session.database,
+            in_transaction,
         };
-        Err(PgError::error(
-            "0A000",
-            format!("{what} is not supported by this version of dyngate"),
-        ))
+        let m = &self.manager;
+        let reply = match &p.statement {
+            DtStatement::Create(c) => match m.create(&who, c, &p.text).await.map_err(manager_error)? {
+                Created::Created { .. } => done("CREATE DYNAMIC TABLE"),
+                Created::AlreadyExisted(name) => Reply {
+                    notices: vec![format!("dynamic table {name} already exists, skipping")],
+                    ..done("CREATE DYNAMIC TABLE")
+                },
+            },
+            DtStatement::Drop { if_exists, name } => {
+                if m.drop_table(&who, name, *if_exists).await.map_err(manager_error)? {
+                    done("DROP DYNAMIC TABLE")
+                } else {
+                    Reply {
+                        notices: vec![format!("dynamic table {} does not exist, skipping", name.name)],
+                        ..done("DROP DYNAMIC TABLE")
+                    }
+                }
+            }
+            DtStatement::Refresh { name, partition }
+            | DtStatement::Alter {
+                name,
+                action: AlterAction::Refresh { partition },
+            } => {
+                let r = m.refresh_manual(&who, name, partition).await.map_err(manager_error)?;
+                Reply {
+                    columns: p.columns(),
+                    rows: vec![vec![Some(r.job_id), Some(r.state.to_string()), Some(r.rows.to_string())]],
+                    ..done("REFRESH DYNAMIC TABLE")
+                }
+            }
+            DtStatement::Alter { .. } => {
+                return Err(PgError::error(
+                    "0A000",
+                    "this ALTER DYNAMIC TABLE action is not supported by this version of dyngate",
+                ));
+            }
+            DtStatement::Show { like } => {
+                let rows = m.show(&who, like.as_deref()).await.map_err(manager_error)?;
+                let rows: Vec<Vec<Option<String>>> = rows
+                    .into_iter()
+                    .map(|l| {
+                        vec![
+                            Some(l.schema),
+                            Some(l.name),
+                            Some(l.freshness),
+                            Some(l.refresh_mode),
+                            Some(l.status),
+                            Some(l.engine),
+                            Some(l.owner),
+                            l.last_refresh_at,
+                            l.lag,
+                            Some(if l.freshness_met { "t" } else { "f" }.to_string()),
+                        ]
+                    })
+                    .collect();
+                Reply {
+                    columns: p.columns(),
+                    tag: format!("SHOW {}", rows.len()),
+                    rows,
+                    ..Reply::default()
+                }
+            }
+            DtStatement::Describe { name } => {
+                let rows = m.describe(&who, name).await.map_err(manager_error)?;
+                let rows: Vec<Vec<Option<String>>> = rows.into_iter().map(|(k, v)| vec![Some(k), v]).collect();
+                Reply {
+                    columns: p.columns(),
+                    tag: format!("DESCRIBE {}", rows.len()),
+                    rows,
+                    ..Reply::default()
+                }
+            }
+            DtStatement::ShowCreate { name } => {
+                let text = m.show_create(&who, name).await.map_err(manager_error)?;
+                Reply {
+                    columns: p.columns(),
+                    rows: vec![vec![Some(text)]],
+                    tag: "SHOW 1".into(),
+                    ..Reply::default()
+                }
+            }
+        };
+        Ok(reply)
+    }
+}
+
+fn done(tag: &str) -> Reply {
+    Reply {
+        tag: tag.to_string(),
+        ..Reply::default()
     }
 }
 
 fn parse_error(e: ParseError) -> PgError {
     PgError::error(e.sqlstate(), e.to_string())
+}
+
+fn manager_error(e: ManagerError) -> PgError {
+    let code = e.sqlstate().to_string();
+    match e {
+        ManagerError::Postgres { message, detail, hint, .. } => {
+            let mut err = PgError::error(code, message);
+            err.detail = detail;
+            err.hint = hint;
+            err
+        }
+        ManagerError::InTransaction(_) => {
+            PgError::error(code, e.to_string()).with_hint("Run it outside BEGIN ... COMMIT; SHOW and DESCRIBE work inside.")
+        }
+        e => PgError::error(code, e.to_string()),
+    }
 }

@@ -1,6 +1,123 @@
-//! The dynamic-table manager: the operations behind each statement (create, alter, refresh,
-//! suspend, resume, drop), independent of how they were asked for (pgwire or HTTP).
+//! The dynamic-table manager: the operations behind each statement (create, refresh, drop, show,
+//! describe; alter, suspend and resume to come), independent of how they were asked for (pgwire
+//! now, HTTP with the refresh endpoint). It knows nothing of the wire protocol.
 //!
-//! So far it holds the pure rules ([`rules`]); the operations arrive with the lifecycle.
+//! Every operation runs on a service-account connection but takes the requester's role (or, for a
+//! refresh, the table owner's) for the SQL that touches user data, so PostgreSQL's privileges
+//! apply: nobody reads through a dynamic table what they could not read directly. Catalog writes
+//! happen in the same transaction, so a failed statement changes nothing.
 
+pub mod catalog;
+pub mod create;
+pub mod drop;
+pub mod error;
+pub mod refresh;
 pub mod rules;
+pub mod show;
+
+use std::time::Duration;
+
+use tokio_postgres::{Client, Transaction};
+
+use crate::backend::ServicePool;
+use crate::sql::dynamic::TableName;
+pub use error::ManagerError;
+use rules::quote_ident;
+
+/// Who asks, as the session authenticated them.
+#[derive(Debug, Clone, Copy)]
+pub struct Requester<'a> {
+    pub user: &'a str,
+    pub database: &'a str,
+    /// The session is inside an explicit transaction block.
+    pub in_transaction: bool,
+}
+
+/// The manager of one catalog.
+pub struct Manager {
+    pool: ServicePool,
+    /// The database holding the catalog; dynamic tables live there.
+    database: String,
+    /// Freshness below which AUTOMATIC mode derives CONTINUOUS.
+    threshold: Duration,
+}
+
+impl Manager {
+    pub fn new(pool: ServicePool, database: String, threshold: Duration) -> Manager {
+        Manager { pool, database, threshold }
+    }
+
+    fn check_database(&self, who: &Requester<'_>) -> Result<(), ManagerError> {
+        if who.database != self.database {
+            return Err(ManagerError::WrongDatabase {
+                expected: self.database.clone(),
+                actual: who.database.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Resolves an unqualified name to the requester's current schema.
+    async fn resolve(&self, client: &mut Client, who: &Requester<'_>, name: &TableName) -> Result<QualifiedName, ManagerError> {
+        if let Some(schema) = &name.schema {
+            return Ok(QualifiedName {
+                schema: schema.clone(),
+                name: name.name.clone(),
+            });
+        }
+        let tx = begin_as(client, who.user).await?;
+        let schema: Option<String> = tx.query_one("SELECT current_schema()::text", &[]).await?.get(0);
+        tx.rollback().await?;
+        let schema = schema.ok_or_else(|| ManagerError::Postgres {
+            code: "3F000".into(),
+            message: "no schema has been selected to create in".into(),
+            detail: None,
+            hint: None,
+        })?;
+        Ok(QualifiedName {
+            schema,
+            name: name.name.clone(),
+        })
+    }
+}
+
+/// A schema-qualified table name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QualifiedName {
+    pub schema: String,
+    pub name: String,
+}
+
+impl QualifiedName {
+    /// For generated SQL: both parts always quoted.
+    pub fn quoted(&self) -> String {
+        format!("{}.{}", quote_ident(&self.schema), quote_ident(&self.name))
+    }
+}
+
+impl std::fmt::Display for QualifiedName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.schema, self.name)
+    }
+}
+
+/// Starts a transaction that runs as `role` until `RESET ROLE` (the gateway's service account
+/// takes the requester's or owner's identity for everything that touches user data).
+async fn begin_as<'c>(client: &'c mut Client, role: &str) -> Result<Transaction<'c>, ManagerError> {
+    let tx = client.transaction().await?;
+    set_role(&tx, role).await?;
+    Ok(tx)
+}
+
+/// Takes `role`'s identity for the rest of the transaction (or until `RESET ROLE`).
+async fn set_role(tx: &Transaction<'_>, role: &str) -> Result<(), ManagerError> {
+    tx.batch_execute(&format!("SET LOCAL ROLE {}", quote_ident(role))).await?;
+    Ok(())
+}
+
+/// A random job id for a refresh.
+fn new_job_id() -> String {
+    let mut b = [0u8; 8];
+    getrandom::fill(&mut b).expect("the OS random source is available");
+    format!("dyngate-{}", b.iter().map(|x| format!("{x:02x}")).collect::<String>())
+}

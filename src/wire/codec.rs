@@ -181,26 +181,26 @@ impl Severity {
 pub struct PgError {
     pub severity: Severity,
     /// Five-character SQLSTATE.
-    pub code: &'static str,
+    pub code: std::borrow::Cow<'static, str>,
     pub message: String,
     pub detail: Option<String>,
     pub hint: Option<String>,
 }
 
 impl PgError {
-    pub fn new(severity: Severity, code: &'static str, message: impl Into<String>) -> PgError {
+    pub fn new(severity: Severity, code: impl Into<std::borrow::Cow<'static, str>>, message: impl Into<String>) -> PgError {
         PgError {
             severity,
-            code,
+            code: code.into(),
             message: message.into(),
             detail: None,
             hint: None,
         }
     }
-    pub fn error(code: &'static str, message: impl Into<String>) -> PgError {
+    pub fn error(code: impl Into<std::borrow::Cow<'static, str>>, message: impl Into<String>) -> PgError {
         PgError::new(Severity::Error, code, message)
     }
-    pub fn fatal(code: &'static str, message: impl Into<String>) -> PgError {
+    pub fn fatal(code: impl Into<std::borrow::Cow<'static, str>>, message: impl Into<String>) -> PgError {
         PgError::new(Severity::Fatal, code, message)
     }
     pub fn with_hint(mut self, hint: impl Into<String>) -> PgError {
@@ -222,7 +222,7 @@ impl PgError {
         };
         field(b'S', self.severity.as_str());
         field(b'V', self.severity.as_str());
-        field(b'C', self.code);
+        field(b'C', &self.code);
         field(b'M', &self.message);
         if let Some(d) = &self.detail {
             field(b'D', d);
@@ -240,11 +240,11 @@ pub fn ready_for_query(status: u8) -> Message {
     Message::new(b'Z', &[status])
 }
 
-/// RowDescription for text-format columns given as (name, type OID).
-pub fn row_description<'a>(columns: impl ExactSizeIterator<Item = (&'a str, u32)>) -> Message {
+/// RowDescription for columns given as (name, type OID, format code).
+pub fn row_description<'a>(columns: impl ExactSizeIterator<Item = (&'a str, u32, i16)>) -> Message {
     let mut b = BytesMut::new();
     b.put_u16(columns.len() as u16);
-    for (name, oid) in columns {
+    for (name, oid, format) in columns {
         b.put_slice(name.as_bytes());
         b.put_u8(0);
         b.put_u32(0); // not a table column
@@ -252,20 +252,20 @@ pub fn row_description<'a>(columns: impl ExactSizeIterator<Item = (&'a str, u32)
         b.put_u32(oid);
         b.put_i16(-1); // type size: variable, as for text
         b.put_i32(-1); // no type modifier
-        b.put_u16(0); // text format
+        b.put_i16(format);
     }
     Message::new(b'T', &b)
 }
 
-/// DataRow of text values (`None` is NULL).
-pub fn data_row(values: &[Option<String>]) -> Message {
+/// DataRow of encoded values (`None` is NULL).
+pub fn data_row(values: impl ExactSizeIterator<Item = Option<Vec<u8>>>) -> Message {
     let mut b = BytesMut::new();
     b.put_u16(values.len() as u16);
     for v in values {
         match v {
             Some(v) => {
                 b.put_u32(v.len() as u32);
-                b.put_slice(v.as_bytes());
+                b.put_slice(&v);
             }
             None => b.put_i32(-1),
         }
@@ -278,6 +278,18 @@ pub fn command_complete(tag: &str) -> Message {
     let mut b = tag.as_bytes().to_vec();
     b.push(0);
     Message::new(b'C', &b)
+}
+
+/// A NoticeResponse with severity NOTICE (SQLSTATE 00000).
+pub fn notice(message: &str) -> Message {
+    let mut b = BytesMut::new();
+    for (t, v) in [(b'S', "NOTICE"), (b'V', "NOTICE"), (b'C', "00000"), (b'M', message)] {
+        b.put_u8(t);
+        b.put_slice(v.as_bytes());
+        b.put_u8(0);
+    }
+    b.put_u8(0);
+    Message::new(b'N', &b)
 }
 
 /// ParameterDescription for a statement without parameters.
@@ -424,11 +436,11 @@ mod tests {
 
     #[test]
     fn reply_encoding() {
-        let t = row_description([("name", 25u32), ("n", 20)].into_iter());
+        let t = row_description([("name", 25u32, 0i16), ("n", 20, 1)].into_iter());
         assert_eq!(t.tag(), b'T');
         assert_eq!(&t.body()[..2], &[0, 2]);
         assert_eq!(&t.body()[2..7], b"name\0");
-        let d = data_row(&[Some("ab".into()), None]);
+        let d = data_row([Some(b"ab".to_vec()), None].into_iter());
         assert_eq!(d.body(), &[0, 2, 0, 0, 0, 2, b'a', b'b', 0xff, 0xff, 0xff, 0xff]);
         assert_eq!(command_complete("SHOW").raw().as_ref(), b"C\0\0\0\x09SHOW\0");
         let b = Message::new(b'B', b"portal\0stmt\0rest");

@@ -26,11 +26,11 @@ use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{Mutex, Notify, watch};
 
-use crate::handler::{Prepared, Reply, SessionInfo};
+use crate::handler::{BOOL, INT8, Prepared, Reply, SessionInfo, TEXT};
 use crate::sql::{Route, classify, split_statements};
 use crate::wire::cancel::{BackendKey, send_cancel};
 use crate::wire::codec::{
-    FrameError, Message, PgError, command_complete, data_row, names, no_parameters, parse_text, query_text, ready_for_query,
+    FrameError, Message, PgError, command_complete, data_row, names, no_parameters, notice, parse_text, query_text, ready_for_query,
     row_description, split_message,
 };
 use crate::wire::conn::Framed;
@@ -172,7 +172,7 @@ struct Up<'a> {
     out: BytesMut,
     /// dyngate's own prepared statements and portals, by name.
     statements: HashMap<String, Prepared>,
-    portals: HashMap<String, Prepared>,
+    portals: HashMap<String, (Prepared, Vec<i16>)>,
     /// Something of the current extended batch went to the backend: its Sync must too.
     batch_forwarded: bool,
     /// The current extended batch has messages of dyngate's own. A Sync is answered by the
@@ -232,6 +232,11 @@ impl Up<'_> {
         }
     }
 
+    /// The session is inside an explicit transaction block (as of the last ReadyForQuery).
+    fn in_transaction(&self) -> bool {
+        self.state.tx_status.load(Ordering::Acquire) != b'I'
+    }
+
     fn forward(&mut self, msg: &Message) {
         self.out.extend_from_slice(msg.raw());
     }
@@ -262,8 +267,8 @@ impl Up<'_> {
                 let statements = split_statements(sql, standard);
                 let mut reply = BytesMut::new();
                 match self.gw.handler.prepare(&statements) {
-                    Ok(p) => match self.gw.handler.execute(&p, self.info).await {
-                        Ok(r) => encode(&r, true, &mut reply),
+                    Ok(p) => match self.gw.handler.execute(&p, self.info, self.in_transaction()).await {
+                        Ok(r) => encode(&r, None, &mut reply),
                         Err(e) => reply.extend_from_slice(e.to_message().raw()),
                     },
                     Err(e) => reply.extend_from_slice(e.to_message().raw()),
@@ -311,6 +316,7 @@ impl Up<'_> {
                     return Ok(None);
                 };
                 let stmt = names(rest, 0).map(|(s, _)| s).unwrap_or_default();
+                let formats = bind_result_formats(rest).unwrap_or_default();
                 let Some(prepared) = self.statements.get(stmt).cloned() else {
                     self.portals.remove(portal);
                     self.forward_extended(&msg);
@@ -335,7 +341,7 @@ impl Up<'_> {
                         .await
                         .map(|_| None);
                 }
-                self.portals.insert(portal, prepared);
+                self.portals.insert(portal, (prepared, formats));
                 self.local_reply(&[Message::new(b'2', b"")]).await?;
             }
             b'D' => {
@@ -343,14 +349,18 @@ impl Up<'_> {
                 let name = names(msg.body(), 1).map(|(n, _)| n).unwrap_or_default();
                 let local = match kind {
                     Some(b'S') => self.statements.get(name),
-                    _ => self.portals.get(name),
+                    _ => self.portals.get(name).map(|(p, _)| p),
                 };
                 let Some(prepared) = local else {
                     self.forward_extended(&msg);
                     return Ok(None);
                 };
+                let formats = match kind {
+                    Some(b'S') => Vec::new(),
+                    _ => self.portals.get(name).map(|(_, f)| f.clone()).unwrap_or_default(),
+                };
                 let shape = match prepared.columns() {
-                    Some(cols) => row_description(cols.iter().map(|c| (c.name, c.type_oid))),
+                    Some(cols) => row_description(cols.iter().enumerate().map(|(i, c)| (c.name, c.type_oid, format_of(&formats, i)))),
                     None => Message::new(b'n', b""),
                 };
                 self.batch_local = true;
@@ -368,7 +378,7 @@ impl Up<'_> {
             }
             b'E' => {
                 let portal = names(msg.body(), 0).map(|(n, _)| n).unwrap_or_default();
-                let Some(prepared) = self.portals.get(portal).cloned() else {
+                let Some((prepared, formats)) = self.portals.get(portal).cloned() else {
                     self.forward_extended(&msg);
                     return Ok(None);
                 };
@@ -379,10 +389,10 @@ impl Up<'_> {
                 if self.skipping {
                     return Ok(None);
                 }
-                match self.gw.handler.execute(&prepared, self.info).await {
+                match self.gw.handler.execute(&prepared, self.info, self.in_transaction()).await {
                     Ok(r) => {
                         let mut reply = BytesMut::new();
-                        encode(&r, false, &mut reply);
+                        encode(&r, Some(&formats), &mut reply);
                         write_client(&self.cw, &reply).await?;
                     }
                     Err(e) => self.local_error(e).await?,
@@ -492,18 +502,75 @@ fn bind_parameter_count(rest: &[u8]) -> Option<u16> {
     Some(u16::from_be_bytes([*after.get(at)?, *after.get(at + 1)?]))
 }
 
-/// Encodes a handler's reply: RowDescription (simple protocol only: in the extended one it answers
-/// Describe), the rows, and the command tag.
-fn encode(r: &Reply, with_description: bool, out: &mut BytesMut) {
-    if with_description {
-        if let Some(cols) = &r.columns {
-            out.extend_from_slice(row_description(cols.iter().map(|c| (c.name, c.type_oid))).raw());
+/// The result format codes of a Bind body (`rest` starts at the statement name): one per column,
+/// one for all, or none (all text).
+fn bind_result_formats(rest: &[u8]) -> Option<Vec<i16>> {
+    let (_, after) = names(rest, 0)?;
+    let get = |at: usize| Some(i16::from_be_bytes([*after.get(at)?, *after.get(at + 1)?]));
+    let nformats = get(0)? as usize;
+    let mut at = 2 + 2 * nformats;
+    let nparams = get(at)? as usize;
+    at += 2;
+    for _ in 0..nparams {
+        let len = i32::from_be_bytes([*after.get(at)?, *after.get(at + 1)?, *after.get(at + 2)?, *after.get(at + 3)?]);
+        at += 4 + len.max(0) as usize;
+    }
+    let nresults = get(at)? as usize;
+    (0..nresults).map(|i| get(at + 2 + 2 * i)).collect()
+}
+
+/// The format of result column `i` under Bind's format codes.
+fn format_of(formats: &[i16], i: usize) -> i16 {
+    match formats {
+        [] => 0,
+        [f] => *f,
+        fs => fs.get(i).copied().unwrap_or(0),
+    }
+}
+
+/// Encodes a handler's reply. Simple protocol (`formats` None): RowDescription, rows in text,
+/// the command tag. Extended protocol: the rows in the formats Bind asked for (RowDescription
+/// answered Describe already), the command tag.
+fn encode(r: &Reply, formats: Option<&[i16]>, out: &mut BytesMut) {
+    for n in &r.notices {
+        out.extend_from_slice(notice(n).raw());
+    }
+    let cols = r.columns.as_deref().unwrap_or_default();
+    match formats {
+        None => {
+            if !cols.is_empty() {
+                out.extend_from_slice(row_description(cols.iter().map(|c| (c.name, c.type_oid, 0))).raw());
+            }
+            for row in &r.rows {
+                out.extend_from_slice(data_row(row.iter().map(|v| v.as_deref().map(|s| s.as_bytes().to_vec()))).raw());
+            }
+        }
+        Some(formats) => {
+            for row in &r.rows {
+                let values = row.iter().enumerate().map(|(i, v)| {
+                    let oid = cols.get(i).map_or(TEXT, |c| c.type_oid);
+                    v.as_deref().map(|s| {
+                        if format_of(formats, i) == 1 {
+                            binary_value(oid, s)
+                        } else {
+                            s.as_bytes().to_vec()
+                        }
+                    })
+                });
+                out.extend_from_slice(data_row(values).raw());
+            }
         }
     }
-    for row in &r.rows {
-        out.extend_from_slice(data_row(row).raw());
-    }
     out.extend_from_slice(command_complete(&r.tag).raw());
+}
+
+/// The binary form of a value of one of the types handlers return (text, int8, bool).
+fn binary_value(oid: u32, text: &str) -> Vec<u8> {
+    match oid {
+        INT8 => text.parse::<i64>().unwrap_or_default().to_be_bytes().to_vec(),
+        BOOL => vec![u8::from(text == "t" || text == "true")],
+        _ => text.as_bytes().to_vec(),
+    }
 }
 
 async fn flush(bw: &mut OwnedWriteHalf, out: &mut BytesMut) -> std::io::Result<()> {
@@ -605,6 +672,20 @@ pub fn parameter_value<'a>(body: &'a [u8], name: &str) -> Option<&'a str> {
 #[cfg(test)]
 mod tests {
     use super::parameter_value;
+
+    #[test]
+    fn bind_formats() {
+        // Statement "s", one parameter format (text), one parameter "ab", two result formats.
+        let rest = b"s\0\0\x01\0\0\0\x01\0\0\0\x02ab\0\x02\0\x01\0\0";
+        assert_eq!(super::bind_result_formats(rest), Some(vec![1, 0]));
+        assert_eq!(super::bind_result_formats(b"s\0\0\0\0\0\0\0"), Some(vec![]));
+        assert_eq!(super::bind_result_formats(b"s\0\0"), None);
+        assert_eq!(super::format_of(&[1], 5), 1);
+        assert_eq!(super::format_of(&[], 0), 0);
+        assert_eq!(super::format_of(&[0, 1], 1), 1);
+        assert_eq!(super::binary_value(super::INT8, "3"), 3i64.to_be_bytes());
+        assert_eq!(super::binary_value(super::BOOL, "t"), [1]);
+    }
 
     #[test]
     fn parameter_status_values() {

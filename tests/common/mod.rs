@@ -208,6 +208,14 @@ impl Dyngate {
         Self::start(&args)
     }
 
+    /// Starts dyngate whose service account (and so whose catalog) is in database `db`: the
+    /// database where its dynamic tables live.
+    pub fn for_db(pg: &Pg, db: &str, extra: &[&str]) -> Dyngate {
+        let mut args = vec!["--postgres".to_string(), pg.url_for("postgres", &pg.password, db)];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        Self::start(&args)
+    }
+
     pub fn url(&self, user: &str, password: &str, db: &str) -> String {
         format!("postgres://{user}:{password}@127.0.0.1:{}/{db}", self.pg_port)
     }

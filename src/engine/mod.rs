@@ -1,0 +1,36 @@
+//! Engines: what does the refreshing. PostgreSQL itself is the embedded default
+//! ([`postgres`]); Apache Flink (through its SQL Gateway) joins later behind the same operations.
+//!
+//! An engine turns a dynamic table's definition into its content: the first fill at creation and
+//! each refresh. Refreshes report what they did ([`RefreshAction`]) so that an incremental
+//! refresh can later report INCREMENTAL or NO_DATA instead of FULL.
+
+pub mod postgres;
+
+/// What a refresh did, as recorded in the history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefreshAction {
+    /// Nothing changed in the sources.
+    NoData,
+    /// Recomputed from scratch.
+    Full,
+    /// Applied only what changed.
+    Incremental,
+}
+
+impl RefreshAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RefreshAction::NoData => "NO_DATA",
+            RefreshAction::Full => "FULL",
+            RefreshAction::Incremental => "INCREMENTAL",
+        }
+    }
+}
+
+/// The result of filling or refreshing a table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refreshed {
+    pub action: RefreshAction,
+    pub rows: u64,
+}

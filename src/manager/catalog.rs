@@ -1,0 +1,178 @@
+//! Typed reads and writes of the catalog tables (`dyngate.dynamic_table`, `dyngate.refresh`).
+//! Plain functions over a connection or transaction; the operations decide the transactions.
+
+use tokio_postgres::GenericClient;
+
+use crate::manager::QualifiedName;
+
+/// A dynamic table's catalog row.
+#[derive(Debug, Clone)]
+pub struct DtRow {
+    pub id: i64,
+    pub name: QualifiedName,
+    pub definition: String,
+    pub query: String,
+    pub columns: Option<String>,
+    pub comment: Option<String>,
+    pub options: serde_json::Value,
+    pub freshness_n: i32,
+    pub freshness_unit: String,
+    pub logical_mode: String,
+    pub refresh_mode: String,
+    pub status: String,
+    pub engine: String,
+    pub scheduler: Option<String>,
+    pub owner: String,
+    pub created_at: String,
+    pub altered_at: String,
+}
+
+const COLUMNS: &str = "id, schema_name, table_name, definition, query, columns, comment, options::text, freshness_n, freshness_unit, \
+     logical_mode, refresh_mode, status, engine, scheduler, owner_role, created_at::text, altered_at::text";
+
+fn row(r: &tokio_postgres::Row) -> DtRow {
+    DtRow {
+        id: r.get(0),
+        name: QualifiedName {
+            schema: r.get(1),
+            name: r.get(2),
+        },
+        definition: r.get(3),
+        query: r.get(4),
+        columns: r.get(5),
+        comment: r.get(6),
+        options: serde_json::from_str(r.get::<_, &str>(7)).unwrap_or_default(),
+        freshness_n: r.get(8),
+        freshness_unit: r.get(9),
+        logical_mode: r.get(10),
+        refresh_mode: r.get(11),
+        status: r.get(12),
+        engine: r.get(13),
+        scheduler: r.get(14),
+        owner: r.get(15),
+        created_at: r.get(16),
+        altered_at: r.get(17),
+    }
+}
+
+/// The catalog row of `name`, if it is a dynamic table.
+pub async fn load(c: &impl GenericClient, name: &QualifiedName) -> Result<Option<DtRow>, tokio_postgres::Error> {
+    let sql = format!("SELECT {COLUMNS} FROM dyngate.dynamic_table WHERE schema_name = $1 AND table_name = $2");
+    Ok(c.query_opt(&sql, &[&name.schema, &name.name]).await?.as_ref().map(row))
+}
+
+/// Whether a relation (table, view, ...) of that name exists at all.
+pub async fn relation_exists(c: &impl GenericClient, name: &QualifiedName) -> Result<bool, tokio_postgres::Error> {
+    let r = c.query_one("SELECT to_regclass($1) IS NOT NULL", &[&name.quoted()]).await?;
+    Ok(r.get(0))
+}
+
+/// The values of a new catalog row.
+pub struct NewDt<'a> {
+    pub name: &'a QualifiedName,
+    pub definition: &'a str,
+    pub query: &'a str,
+    pub columns: Option<&'a str>,
+    pub comment: Option<&'a str>,
+    pub options: serde_json::Value,
+    pub freshness_n: i32,
+    pub freshness_unit: &'a str,
+    pub freshness_seconds: i64,
+    pub logical_mode: &'a str,
+    pub refresh_mode: &'a str,
+    pub status: &'a str,
+    pub scheduler: Option<&'a str>,
+    pub owner: &'a str,
+}
+
+pub async fn insert(c: &impl GenericClient, d: &NewDt<'_>) -> Result<i64, tokio_postgres::Error> {
+    let r = c
+        .query_one(
+            "INSERT INTO dyngate.dynamic_table (schema_name, table_name, definition, query, columns, comment, options, freshness_n, \
+             freshness_unit, freshness, logical_mode, refresh_mode, status, scheduler, owner_role)
+             VALUES ($1, $2, $3, $4, $5, $6, $7::text::jsonb, $8, $9, make_interval(secs => $10::bigint), $11, $12, $13, $14, $15)
+             RETURNING id",
+            &[
+                &d.name.schema,
+                &d.name.name,
+                &d.definition,
+                &d.query,
+                &d.columns,
+                &d.comment,
+                &d.options.to_string(),
+                &d.freshness_n,
+                &d.freshness_unit,
+                &d.freshness_seconds,
+                &d.logical_mode,
+                &d.refresh_mode,
+                &d.status,
+                &d.scheduler,
+                &d.owner,
+            ],
+        )
+        .await?;
+    Ok(r.get(0))
+}
+
+pub async fn delete(c: &impl GenericClient, id: i64) -> Result<(), tokio_postgres::Error> {
+    c.execute("DELETE FROM dyngate.dynamic_table WHERE id = $1", &[&id]).await?;
+    Ok(())
+}
+
+/// Records a refresh that has started (state EXECUTING); returns its id.
+pub async fn refresh_started(c: &impl GenericClient, dt: &DtRow, job_id: &str, trigger: &str) -> Result<i64, tokio_postgres::Error> {
+    let r = c
+        .query_one(
+            "INSERT INTO dyngate.refresh (dynamic_table_id, schema_name, table_name, job_id, trigger, state, started_at)
+             VALUES ($1, $2, $3, $4, $5, 'EXECUTING', clock_timestamp()) RETURNING id",
+            &[&dt.id, &dt.name.schema, &dt.name.name, &job_id, &trigger],
+        )
+        .await?;
+    Ok(r.get(0))
+}
+
+/// Records a finished refresh: SUCCEEDED with its action, data time and rows, or FAILED with the
+/// error.
+pub async fn refresh_finished(
+    c: &impl GenericClient,
+    id: i64,
+    outcome: Result<(&str, &str, i64), (&str, &str)>,
+) -> Result<(), tokio_postgres::Error> {
+    match outcome {
+        Ok((action, data_time, rows)) => {
+            c.execute(
+                "UPDATE dyngate.refresh SET state = 'SUCCEEDED', action = $2, data_time = $3::text::timestamptz, rows_written = $4,
+                        ended_at = clock_timestamp() WHERE id = $1",
+                &[&id, &action, &data_time, &rows],
+            )
+            .await?
+        }
+        Err((code, message)) => {
+            c.execute(
+                "UPDATE dyngate.refresh SET state = 'FAILED', error_code = $2, error_message = $3, ended_at = clock_timestamp()
+                  WHERE id = $1",
+                &[&id, &code, &message],
+            )
+            .await?
+        }
+    };
+    Ok(())
+}
+
+/// Records the first fill, inside the creating transaction.
+pub async fn creation_refresh(
+    c: &impl GenericClient,
+    dt_id: i64,
+    name: &QualifiedName,
+    job_id: &str,
+    rows: i64,
+) -> Result<(), tokio_postgres::Error> {
+    c.execute(
+        "INSERT INTO dyngate.refresh (dynamic_table_id, schema_name, table_name, job_id, trigger, state, action, data_time,
+                                      started_at, ended_at, rows_written)
+         VALUES ($1, $2, $3, $4, 'CREATION', 'SUCCEEDED', 'FULL', now(), now(), clock_timestamp(), $5)",
+        &[&dt_id, &name.schema, &name.name, &job_id, &rows],
+    )
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,116 @@
+//! CREATE DYNAMIC TABLE: validate the freshness and mode, create and fill the table as the
+//! requester, and record it, all in one transaction: if the first fill fails, nothing remains
+//! (no table, no catalog row).
+
+use crate::engine;
+use crate::manager::catalog::{self, NewDt};
+use crate::manager::rules::{self, LogicalMode, RefreshMode, quote_literal};
+use crate::manager::{Manager, ManagerError, Requester, new_job_id, set_role};
+use crate::sql::dynamic::CreateDt;
+
+/// What CREATE did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Created {
+    /// Created and filled with this many rows.
+    Created { rows: u64 },
+    /// IF NOT EXISTS, and it existed.
+    AlreadyExisted(String),
+}
+
+pub fn mode_name(m: LogicalMode) -> &'static str {
+    match m {
+        LogicalMode::Automatic => "AUTOMATIC",
+        LogicalMode::Continuous => "CONTINUOUS",
+        LogicalMode::Full => "FULL",
+    }
+}
+
+pub fn refresh_mode_name(m: RefreshMode) -> &'static str {
+    match m {
+        RefreshMode::Continuous => "CONTINUOUS",
+        RefreshMode::Full => "FULL",
+    }
+}
+
+impl Manager {
+    pub async fn create(&self, who: &Requester<'_>, c: &CreateDt, definition: &str) -> Result<Created, ManagerError> {
+        self.check_database(who)?;
+        if who.in_transaction {
+            return Err(ManagerError::InTransaction("CREATE DYNAMIC TABLE"));
+        }
+        if c.or_replace {
+            return Err(ManagerError::Unsupported(
+                "CREATE OR REPLACE DYNAMIC TABLE is not supported yet; drop the table first".into(),
+            ));
+        }
+        if !c.partitioned_by.is_empty() {
+            return Err(ManagerError::Unsupported(
+                "PARTITIONED BY is not supported yet by the PostgreSQL engine".into(),
+            ));
+        }
+        if let Some((_, engine)) = c.options.iter().find(|(k, _)| k == "engine") {
+            if engine != "postgres" {
+                return Err(ManagerError::Unsupported(format!(
+                    "engine '{engine}' is not available yet (only 'postgres' is)"
+                )));
+            }
+        }
+        let freshness = c.freshness.unwrap_or_else(|| rules::default_freshness(c.mode));
+        let mode = rules::derive_mode(freshness, c.mode, self.threshold);
+        if mode == RefreshMode::Full {
+            rules::full_mode_cron(freshness)?;
+        }
+
+        let mut client = self.pool.get().await?;
+        let name = self.resolve(&mut client, who, &c.name).await?;
+        let tx = client.transaction().await?;
+        if catalog::load(&tx, &name).await?.is_some() {
+            return if c.if_not_exists {
+                Ok(Created::AlreadyExisted(name.to_string()))
+            } else {
+                Err(ManagerError::Exists(name.to_string()))
+            };
+        }
+        if catalog::relation_exists(&tx, &name).await? {
+            return Err(ManagerError::RelationExists(name.to_string()));
+        }
+        set_role(&tx, who.user).await?;
+        let filled = engine::postgres::create(&tx, &name.quoted(), c.columns.as_deref(), &c.query).await?;
+        if let Some(comment) = &c.comment {
+            tx.batch_execute(&format!("COMMENT ON TABLE {} IS {}", name.quoted(), quote_literal(comment)))
+                .await?;
+        }
+        // The catalog is the service account's.
+        tx.batch_execute("RESET ROLE").await?;
+        let options = serde_json::Value::Object(
+            c.options
+                .iter()
+                .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+                .collect(),
+        );
+        let id = catalog::insert(
+            &tx,
+            &NewDt {
+                name: &name,
+                definition,
+                query: &c.query,
+                columns: c.columns.as_deref(),
+                comment: c.comment.as_deref(),
+                options,
+                freshness_n: freshness.n as i32,
+                freshness_unit: freshness.unit.name(),
+                freshness_seconds: freshness.duration().as_secs() as i64,
+                logical_mode: mode_name(c.mode),
+                refresh_mode: refresh_mode_name(mode),
+                status: "ACTIVATED",
+                scheduler: (mode == RefreshMode::Full).then_some("embedded"),
+                owner: who.user,
+            },
+        )
+        .await?;
+        catalog::creation_refresh(&tx, id, &name, &new_job_id(), filled.rows as i64).await?;
+        tx.commit().await?;
+        tracing::info!(table = %name, owner = who.user, mode = refresh_mode_name(mode), rows = filled.rows, "dynamic table created");
+        Ok(Created::Created { rows: filled.rows })
+    }
+}

@@ -1,0 +1,42 @@
+//! DROP DYNAMIC TABLE: drop the table as the requester (PostgreSQL checks ownership) and its
+//! catalog row in one transaction, after any running refresh of it has finished.
+
+use crate::manager::catalog;
+use crate::manager::{Manager, ManagerError, Requester, set_role};
+use crate::sql::dynamic::TableName;
+
+/// Key space of the per-table advisory locks that serialize refreshes and drops.
+pub const TABLE_LOCK_SPACE: i32 = 0x6479_6e67; // "dyng"
+
+impl Manager {
+    /// Returns false when the table did not exist and IF EXISTS was given.
+    pub async fn drop_table(&self, who: &Requester<'_>, name: &TableName, if_exists: bool) -> Result<bool, ManagerError> {
+        self.check_database(who)?;
+        if who.in_transaction {
+            return Err(ManagerError::InTransaction("DROP DYNAMIC TABLE"));
+        }
+        let mut client = self.pool.get().await?;
+        let name = self.resolve(&mut client, who, name).await?;
+        let tx = client.transaction().await?;
+        let Some(dt) = catalog::load(&tx, &name).await? else {
+            if catalog::relation_exists(&tx, &name).await? {
+                return Err(ManagerError::NotDynamic(name.to_string()));
+            }
+            return if if_exists {
+                Ok(false)
+            } else {
+                Err(ManagerError::NotFound(name.to_string()))
+            };
+        };
+        tx.execute("SELECT pg_advisory_xact_lock($1, $2)", &[&TABLE_LOCK_SPACE, &(dt.id as i32)])
+            .await?;
+        // As the requester: PostgreSQL checks that they own the table.
+        set_role(&tx, who.user).await?;
+        tx.batch_execute(&format!("DROP TABLE {}", name.quoted())).await?;
+        tx.batch_execute("RESET ROLE").await?;
+        catalog::delete(&tx, dt.id).await?;
+        tx.commit().await?;
+        tracing::info!(table = %name, by = who.user, "dynamic table dropped");
+        Ok(true)
+    }
+}

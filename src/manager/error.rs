@@ -1,0 +1,136 @@
+//! The manager's errors and their one mapping to SQLSTATE (the HTTP mapping joins it with the
+//! refresh endpoint). Errors PostgreSQL raised while running the user's own query pass through
+//! with PostgreSQL's fields; failures of the gateway's own machinery are logged in full and reach
+//! the client as a short message without addresses or credentials.
+
+use crate::manager::rules::RuleError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ManagerError {
+    /// 42P01, worded as Flink's "Materialized table with identifier %s does not exist."
+    #[error("Dynamic table with identifier {0} does not exist.")]
+    NotFound(String),
+    /// 42P07.
+    #[error("Dynamic table {0} already exists.")]
+    Exists(String),
+    /// 42P07: a plain table or view has the name.
+    #[error("relation {0} already exists and is not a dynamic table")]
+    RelationExists(String),
+    /// 42809, Flink's "Table %s is not a materialized table, does not support materialized table
+    /// related operation."
+    #[error("Table {0} is not a dynamic table, does not support dynamic table related operation.")]
+    NotDynamic(String),
+    /// 22023: freshness and mode rules.
+    #[error("{0}")]
+    Rule(#[from] RuleError),
+    /// 25001: work that cannot be part of the client's transaction.
+    #[error("{0} cannot run inside a transaction block")]
+    InTransaction(&'static str),
+    /// 0A000: dynamic tables live in the gateway's catalog database only.
+    #[error("dynamic tables live in database \"{expected}\"; this session is connected to \"{actual}\"")]
+    WrongDatabase { expected: String, actual: String },
+    /// 42501: the requester may not operate this table.
+    #[error("must be a member of role \"{owner}\" to {action} dynamic table {table}")]
+    NotOwner {
+        owner: String,
+        action: &'static str,
+        table: String,
+    },
+    /// 0A000: accepted syntax, not (yet) supported.
+    #[error("{0}")]
+    Unsupported(String),
+    /// An error PostgreSQL raised (the user's query, a privilege check, ...), with its fields.
+    #[error("{message}")]
+    Postgres {
+        code: String,
+        message: String,
+        detail: Option<String>,
+        hint: Option<String>,
+    },
+    /// The gateway's own machinery failed (the catalog connection, ...). Details are logged.
+    #[error("internal error in the dynamic-table catalog; see the gateway's log")]
+    Internal,
+}
+
+impl ManagerError {
+    pub fn sqlstate(&self) -> &str {
+        match self {
+            ManagerError::NotFound(_) => "42P01",
+            ManagerError::Exists(_) | ManagerError::RelationExists(_) => "42P07",
+            ManagerError::NotDynamic(_) => "42809",
+            ManagerError::Rule(_) => "22023",
+            ManagerError::InTransaction(_) => "25001",
+            ManagerError::WrongDatabase { .. } | ManagerError::Unsupported(_) => "0A000",
+            ManagerError::NotOwner { .. } => "42501",
+            ManagerError::Postgres { code, .. } => code,
+            ManagerError::Internal => "XX000",
+        }
+    }
+}
+
+impl From<tokio_postgres::Error> for ManagerError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        match e.as_db_error() {
+            Some(db) => ManagerError::Postgres {
+                code: db.code().code().to_string(),
+                message: db.message().to_string(),
+                detail: db.detail().map(str::to_string),
+                hint: db.hint().map(str::to_string),
+            },
+            None => {
+                tracing::error!(error = %e, "catalog connection failed");
+                ManagerError::Internal
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlstates() {
+        let cases: Vec<(ManagerError, &str)> = vec![
+            (ManagerError::NotFound("t".into()), "42P01"),
+            (ManagerError::Exists("t".into()), "42P07"),
+            (ManagerError::RelationExists("t".into()), "42P07"),
+            (ManagerError::NotDynamic("t".into()), "42809"),
+            (ManagerError::Rule(RuleError::FullDayNotOne), "22023"),
+            (ManagerError::InTransaction("CREATE DYNAMIC TABLE"), "25001"),
+            (
+                ManagerError::WrongDatabase {
+                    expected: "a".into(),
+                    actual: "b".into(),
+                },
+                "0A000",
+            ),
+            (
+                ManagerError::NotOwner {
+                    owner: "o".into(),
+                    action: "drop",
+                    table: "t".into(),
+                },
+                "42501",
+            ),
+            (ManagerError::Unsupported("x".into()), "0A000"),
+            (
+                ManagerError::Postgres {
+                    code: "42P01".into(),
+                    message: "m".into(),
+                    detail: None,
+                    hint: None,
+                },
+                "42P01",
+            ),
+            (ManagerError::Internal, "XX000"),
+        ];
+        for (e, code) in cases {
+            assert_eq!(e.sqlstate(), code, "{e}");
+        }
+        assert_eq!(
+            ManagerError::NotFound("public.t".into()).to_string(),
+            "Dynamic table with identifier public.t does not exist."
+        );
+    }
+}
