@@ -25,6 +25,9 @@ CREATE TABLE dyngate.dynamic_table (
     scheduler        text,
     scheduler_handle jsonb,
     owner_role       text        NOT NULL,
+    -- The last schedule slot a gateway claimed for this table: claiming is a compare-and-set on
+    -- this column, so two gateways sharing the catalog never fire the same slot.
+    last_slot        timestamptz,
     created_at       timestamptz NOT NULL DEFAULT now(),
     altered_at       timestamptz NOT NULL DEFAULT now(),
     UNIQUE (schema_name, table_name)

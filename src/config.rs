@@ -88,6 +88,19 @@ pub struct ServeArgs {
     #[arg(long, env = "DYNGATE_FRESHNESS_THRESHOLD", default_value = "30m", value_parser = parse_duration, value_name = "DURATION")]
     pub freshness_threshold: Duration,
 
+    /// Schedule slots missed while no gateway was running (downtime): `run-once` refreshes once for
+    /// all of them, `skip` records them as SKIPPED and waits for the next slot.
+    #[arg(long, env = "DYNGATE_MISSED_REFRESHES", default_value = "run-once", value_enum)]
+    pub missed_refreshes: crate::manager::scheduler::MissedRefreshes,
+
+    /// Refreshes this gateway runs at once (scheduled ones beyond it wait for a slot).
+    #[arg(long, env = "DYNGATE_REFRESH_CONCURRENCY", default_value = "4", value_name = "N")]
+    pub refresh_concurrency: usize,
+
+    /// How often the refresh loop looks for due refreshes (bounds how late a refresh can start).
+    #[arg(long, env = "DYNGATE_SCHEDULER_TICK", default_value = "200ms", value_parser = parse_duration, value_name = "DURATION")]
+    pub scheduler_tick: Duration,
+
     /// Log format.
     #[arg(long, env = "DYNGATE_LOG_FORMAT", default_value = "human", value_enum)]
     pub log_format: LogFormat,

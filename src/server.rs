@@ -14,6 +14,7 @@ use crate::embedded::{self, Cluster};
 use crate::handler::Handler;
 use crate::http::{self, Health};
 use crate::manager::Manager;
+use crate::manager::scheduler::LoopConfig;
 use crate::wire::{self, Gateway, Phase, cancel::CancelRegistry};
 
 /// A start-up failure, reported to the operator (these go to the terminal, not to SQL clients).
@@ -113,7 +114,7 @@ async fn serve(args: &ServeArgs, tls: Option<tokio_rustls::TlsAcceptor>, cluster
         tls,
         require_tls: args.require_tls,
         cancels: CancelRegistry::default(),
-        handler: Handler::new(manager),
+        handler: Handler::new(manager.clone()),
     });
     let wire_task = tokio::spawn(wire::serve(pg_listener, gw, phase_rx.clone(), args.shutdown_timeout));
 
@@ -128,8 +129,17 @@ async fn serve(args: &ServeArgs, tls: Option<tokio_rustls::TlsAcceptor>, cluster
                 let body = serde_json::json!({"pg": pg_addr.to_string(), "http": http_addr.to_string()});
                 std::fs::write(path, body.to_string()).map_err(ServeError::ReadyFile)?;
             }
+            let (stop_tx, stop_rx) = watch::channel(false);
+            let config = LoopConfig {
+                tick: args.scheduler_tick,
+                missed: args.missed_refreshes,
+                concurrency: args.refresh_concurrency,
+            };
+            let refresh_loop = tokio::spawn(manager.clone().run_refresh_loop(config, stop_rx));
             tracing::info!(catalog_version = version, "dyngate is ready");
             shutdown_signal().await;
+            let _ = stop_tx.send(true);
+            let _ = refresh_loop.await;
             Ok(())
         }
         Some(Err(e)) => Err(e.into()),

@@ -89,8 +89,9 @@ pub async fn insert(c: &impl GenericClient, d: &NewDt<'_>) -> Result<i64, tokio_
     let r = c
         .query_one(
             "INSERT INTO dyngate.dynamic_table (schema_name, table_name, definition, query, columns, comment, options, freshness_n, \
-             freshness_unit, freshness, logical_mode, refresh_mode, status, scheduler, owner_role)
-             VALUES ($1, $2, $3, $4, $5, $6, $7::text::jsonb, $8, $9, make_interval(secs => $10::bigint), $11, $12, $13, $14, $15)
+             freshness_unit, freshness, logical_mode, refresh_mode, status, scheduler, owner_role, last_slot)
+             VALUES ($1, $2, $3, $4, $5, $6, $7::text::jsonb, $8, $9, make_interval(secs => $10::bigint), $11, $12, $13, $14, $15,
+                     to_timestamp(floor(extract(epoch FROM now()) / $10::bigint) * $10::bigint))
              RETURNING id",
             &[
                 &d.name.schema,
@@ -119,16 +120,56 @@ pub async fn delete(c: &impl GenericClient, id: i64) -> Result<(), tokio_postgre
     Ok(())
 }
 
-/// Records a refresh that has started (state EXECUTING); returns its id.
-pub async fn refresh_started(c: &impl GenericClient, dt: &DtRow, job_id: &str, trigger: &str) -> Result<i64, tokio_postgres::Error> {
+/// Records a refresh that has started (state EXECUTING), or one that did not run (SKIPPED, with
+/// the reason); returns its id. `schedule_time` is in seconds since the epoch.
+pub async fn refresh_started(
+    c: &impl GenericClient,
+    dt: &DtRow,
+    job_id: &str,
+    trigger: &str,
+    schedule_time: Option<i64>,
+    skipped: Option<&str>,
+) -> Result<i64, tokio_postgres::Error> {
+    let state = if skipped.is_some() { "SKIPPED" } else { "EXECUTING" };
     let r = c
         .query_one(
-            "INSERT INTO dyngate.refresh (dynamic_table_id, schema_name, table_name, job_id, trigger, state, started_at)
-             VALUES ($1, $2, $3, $4, $5, 'EXECUTING', clock_timestamp()) RETURNING id",
-            &[&dt.id, &dt.name.schema, &dt.name.name, &job_id, &trigger],
+            "INSERT INTO dyngate.refresh (dynamic_table_id, schema_name, table_name, job_id, trigger, state, schedule_time, started_at,
+                                          ended_at, error_message)
+             VALUES ($1, $2, $3, $4, $5, $6, to_timestamp($7::bigint), clock_timestamp(),
+                     CASE WHEN $8::text IS NULL THEN NULL ELSE clock_timestamp() END, $8) RETURNING id",
+            &[
+                &dt.id,
+                &dt.name.schema,
+                &dt.name.name,
+                &job_id,
+                &trigger,
+                &state,
+                &schedule_time,
+                &skipped,
+            ],
         )
         .await?;
     Ok(r.get(0))
+}
+
+/// Loads a dynamic table by id (the scheduler's view: it may have been dropped meanwhile).
+pub async fn load_by_id(c: &impl GenericClient, id: i64) -> Result<Option<DtRow>, tokio_postgres::Error> {
+    let sql = format!("SELECT {COLUMNS} FROM dyngate.dynamic_table WHERE id = $1");
+    Ok(c.query_opt(&sql, &[&id]).await?.as_ref().map(row))
+}
+
+/// Marks as CANCELLED the refreshes recorded as EXECUTING whose connection is gone (the gateway
+/// running them was killed): a running refresh's connection carries its job id as
+/// application_name. Returns how many were marked.
+pub async fn cancel_orphaned_refreshes(c: &impl GenericClient) -> Result<u64, tokio_postgres::Error> {
+    c.execute(
+        "UPDATE dyngate.refresh r SET state = 'CANCELLED', ended_at = clock_timestamp(),
+                error_message = 'the gateway running this refresh stopped before it finished'
+          WHERE r.state = 'EXECUTING'
+            AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.application_name = 'dyngate:' || r.job_id)",
+        &[],
+    )
+    .await
 }
 
 /// Records a finished refresh: SUCCEEDED with its action, data time and rows, or FAILED with the

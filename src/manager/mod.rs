@@ -13,6 +13,7 @@ pub mod drop;
 pub mod error;
 pub mod refresh;
 pub mod rules;
+pub mod scheduler;
 pub mod show;
 
 use std::time::Duration;

@@ -145,6 +145,16 @@ pub fn full_mode_cron(f: Freshness) -> Result<String, RuleError> {
     }
 }
 
+/// The schedule slot `now` falls in, as seconds since the Unix epoch: the latest fire time at or
+/// before `now`. FULL mode fires on its Quartz cron (derived from the freshness, in UTC), whose
+/// fire times are multiples of the period counted from midnight (every cron in the table divides
+/// its unit's range evenly, so midnight-aligned multiples are epoch-aligned too); CONTINUOUS
+/// refreshes every freshness period, on the same grid.
+pub fn slot(now_secs: u64, f: Freshness) -> u64 {
+    let period = f.n as u64 * f.unit.seconds();
+    now_secs - now_secs % period
+}
+
 /// Quotes an identifier for generated SQL, always (never relying on it being "simple").
 pub fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
@@ -242,6 +252,24 @@ mod tests {
             RuleError::FullNotFactor { limit: 60, unit: "MINUTE" }.to_string(),
             "In full refresh mode, only freshness that are factors of 60 are currently supported when the time unit is MINUTE."
         );
+    }
+
+    #[test]
+    fn slots() {
+        // 2024-01-02 00:00:00 UTC = 1704153600.
+        let midnight = 1_704_153_600;
+        let cases = [
+            (midnight + 7, f(5, Second), midnight + 5),
+            (midnight + 59, f(30, Second), midnight + 30),
+            (midnight + 14 * 60 + 59, f(15, Minute), midnight),
+            (midnight + 15 * 60, f(15, Minute), midnight + 15 * 60),
+            (midnight + 5 * 3600 + 1, f(4, Hour), midnight + 4 * 3600),
+            (midnight + 23 * 3600, f(1, Day), midnight),
+            (midnight + 100, f(7, Minute), midnight - (midnight % 420)),
+        ];
+        for (now, fr, want) in cases {
+            assert_eq!(slot(now, fr), want, "{fr} at {now}");
+        }
     }
 
     #[test]

@@ -1,0 +1,138 @@
+//! The refresh loop of the PostgreSQL engine and the embedded workflow scheduler, in one task per
+//! gateway: every tick it finds the ACTIVATED tables whose current schedule slot has not been
+//! claimed yet, claims each slot with a compare-and-set on the catalog (so two gateways sharing a
+//! catalog never fire the same slot), and runs the refresh.
+//!
+//! FULL tables fire on the Quartz cron derived from their freshness (the embedded scheduler);
+//! CONTINUOUS tables are refreshed every freshness period (the engine keeping them fresh). The
+//! schedules are the catalog rows themselves, so they survive restarts; slots missed while no
+//! gateway ran are coalesced into one run (or skipped, with --missed-refreshes skip).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Semaphore, watch};
+
+use crate::manager::catalog;
+use crate::manager::refresh::Trigger;
+use crate::manager::rules::{self, Freshness, Unit};
+use crate::manager::{Manager, ManagerError};
+
+/// What to do with schedule slots missed while no gateway was running.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum MissedRefreshes {
+    /// One refresh for all the missed slots.
+    RunOnce,
+    /// No refresh: record the missed slot as SKIPPED and wait for the next one.
+    Skip,
+}
+
+/// Settings of the refresh loop.
+#[derive(Debug, Clone, Copy)]
+pub struct LoopConfig {
+    pub tick: Duration,
+    pub missed: MissedRefreshes,
+    /// Refreshes running at once on this gateway.
+    pub concurrency: usize,
+}
+
+fn unit(name: &str) -> Option<Unit> {
+    Some(match name {
+        "SECOND" => Unit::Second,
+        "MINUTE" => Unit::Minute,
+        "HOUR" => Unit::Hour,
+        "DAY" => Unit::Day,
+        _ => return None,
+    })
+}
+
+impl Manager {
+    /// Runs until `stop` changes.
+    pub async fn run_refresh_loop(self: Arc<Self>, config: LoopConfig, mut stop: watch::Receiver<bool>) {
+        let permits = Arc::new(Semaphore::new(config.concurrency.max(1)));
+        let mut ticker = tokio::time::interval(config.tick);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let mut ticks: u64 = 0;
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = stop.changed() => break,
+            }
+            // Now and then (and at start), close the history rows of refreshes a killed gateway
+            // left EXECUTING.
+            if ticks % 50 == 0 {
+                if let Err(e) = self.cancel_orphans().await {
+                    tracing::warn!(error = %e, "checking for orphaned refreshes");
+                }
+            }
+            ticks += 1;
+            if let Err(e) = self.fire_due(&config, &permits).await {
+                tracing::warn!(error = %e, "refresh loop");
+            }
+        }
+        // Let running refreshes finish (they hold all permits when done).
+        let _ = permits.acquire_many(config.concurrency.max(1) as u32).await;
+    }
+
+    async fn cancel_orphans(&self) -> Result<(), ManagerError> {
+        let client = self.pool.get().await?;
+        let n = catalog::cancel_orphaned_refreshes(&*client).await?;
+        if n > 0 {
+            tracing::warn!(refreshes = n, "marked refreshes left EXECUTING by a stopped gateway as CANCELLED");
+        }
+        Ok(())
+    }
+
+    async fn fire_due(self: &Arc<Self>, config: &LoopConfig, permits: &Arc<Semaphore>) -> Result<(), ManagerError> {
+        let client = self.pool.get().await?;
+        // The database's clock, so that every gateway sharing the catalog agrees on the slots.
+        let rows = client
+            .query(
+                "SELECT id, freshness_n, freshness_unit, extract(epoch FROM last_slot)::bigint,
+                        floor(extract(epoch FROM clock_timestamp()))::bigint
+                   FROM dyngate.dynamic_table WHERE status = 'ACTIVATED'",
+                &[],
+            )
+            .await?;
+        for r in rows {
+            let (id, n, u, last, now): (i64, i32, String, Option<i64>, i64) = (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4));
+            let Some(unit) = unit(&u) else { continue };
+            let f = Freshness { n: n as u32, unit };
+            let slot = rules::slot(now as u64, f) as i64;
+            if last.is_some_and(|l| l >= slot) {
+                continue;
+            }
+            let claimed = client
+                .execute(
+                    "UPDATE dyngate.dynamic_table SET last_slot = to_timestamp($2::bigint)
+                      WHERE id = $1 AND status = 'ACTIVATED' AND (last_slot IS NULL OR last_slot < to_timestamp($2::bigint))",
+                    &[&id, &slot],
+                )
+                .await?;
+            if claimed == 0 {
+                continue; // another gateway fired it
+            }
+            let period = f.duration().as_secs() as i64;
+            let missed = last.is_some_and(|l| slot - l > period);
+            let Some(dt) = catalog::load_by_id(&*client, id).await? else {
+                continue;
+            };
+            if missed && config.missed == MissedRefreshes::Skip {
+                let reason = "schedule slots were missed while no gateway was running (--missed-refreshes skip)";
+                catalog::refresh_started(&*client, &dt, &super::new_job_id(), "SCHEDULED", Some(slot), Some(reason)).await?;
+                continue;
+            }
+            let me = self.clone();
+            let Ok(permit) = permits.clone().acquire_owned().await else {
+                return Ok(());
+            };
+            tokio::spawn(async move {
+                let _permit = permit;
+                if let Err(e) = me.run_refresh(&dt, Trigger::Scheduled { slot }).await {
+                    tracing::debug!(table = %dt.name, error = %e, "scheduled refresh failed");
+                }
+            });
+        }
+        Ok(())
+    }
+}
