@@ -157,11 +157,21 @@ impl Handler {
                     ..done("REFRESH DYNAMIC TABLE")
                 }
             }
-            DtStatement::Alter { .. } => {
-                return Err(PgError::error(
-                    "0A000",
-                    "this ALTER DYNAMIC TABLE action is not supported by this version of dyngate",
-                ));
+            DtStatement::Alter { name, action } => {
+                let altered = match action {
+                    AlterAction::Suspend => m.suspend(&who, name).await,
+                    AlterAction::Resume { options } => m.resume(&who, name, options).await,
+                    AlterAction::SetFreshness(f) => m.set_freshness(&who, name, *f).await,
+                    AlterAction::Set(options) => m.set_options(&who, name, options, &[]).await,
+                    AlterAction::Reset(keys) => m.set_options(&who, name, &[], keys).await,
+                    AlterAction::AsQuery { .. } => Err(ManagerError::Unsupported("ALTER DYNAMIC TABLE ... AS is not supported yet".into())),
+                    AlterAction::Refresh { .. } => unreachable!("handled with REFRESH above"),
+                }
+                .map_err(manager_error)?;
+                Reply {
+                    notices: altered.notices,
+                    ..done("ALTER DYNAMIC TABLE")
+                }
             }
             DtStatement::Show { like } => {
                 let rows = m.show(&who, like.as_deref()).await.map_err(manager_error)?;

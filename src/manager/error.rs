@@ -36,6 +36,9 @@ pub enum ManagerError {
         action: &'static str,
         table: String,
     },
+    /// 55000 (object_not_in_prerequisite_state): e.g. suspending a suspended table.
+    #[error("{0}")]
+    WrongState(String),
     /// 0A000: accepted syntax, not (yet) supported.
     #[error("{0}")]
     Unsupported(String),
@@ -62,6 +65,7 @@ impl ManagerError {
             ManagerError::InTransaction(_) => "25001",
             ManagerError::WrongDatabase { .. } | ManagerError::Unsupported(_) => "0A000",
             ManagerError::NotOwner { .. } => "42501",
+            ManagerError::WrongState(_) => "55000",
             ManagerError::Postgres { code, .. } => code,
             ManagerError::Internal => "XX000",
         }
@@ -114,6 +118,7 @@ mod tests {
                 "42501",
             ),
             (ManagerError::Unsupported("x".into()), "0A000"),
+            (ManagerError::WrongState("x".into()), "55000"),
             (
                 ManagerError::Postgres {
                     code: "42P01".into(),

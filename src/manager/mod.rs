@@ -7,6 +7,7 @@
 //! apply: nobody reads through a dynamic table what they could not read directly. Catalog writes
 //! happen in the same transaction, so a failed statement changes nothing.
 
+pub mod alter;
 pub mod catalog;
 pub mod create;
 pub mod drop;
