@@ -39,7 +39,8 @@ CREATE TABLE dyngate.refresh (
     dynamic_table_id bigint      REFERENCES dyngate.dynamic_table (id) ON DELETE SET NULL,
     schema_name      text        NOT NULL,
     table_name       text        NOT NULL,
-    job_id           text        NOT NULL UNIQUE,
+    -- One id per refresh; a refresh endpoint call covering several tables gives them one id.
+    job_id           text        NOT NULL,
     trigger          text        NOT NULL CHECK (trigger IN ('CREATION', 'SCHEDULED', 'MANUAL', 'API')),
     state            text        NOT NULL CHECK (state IN ('SCHEDULED', 'EXECUTING', 'SUCCEEDED', 'FAILED', 'SKIPPED', 'CANCELLED')),
     action           text        CHECK (action IN ('NO_DATA', 'FULL', 'INCREMENTAL')),
@@ -55,6 +56,11 @@ CREATE TABLE dyngate.refresh (
     scheduler_run_id text
 );
 CREATE INDEX refresh_by_table ON dyngate.refresh (dynamic_table_id, id DESC);
+CREATE INDEX refresh_by_job ON dyngate.refresh (job_id);
+-- The refresh endpoint is idempotent per (table, scheduleTime): a retried scheduler task finds the
+-- refresh the first call started (unless that one failed, when a retry refreshes again).
+CREATE UNIQUE INDEX refresh_api_once ON dyngate.refresh (dynamic_table_id, schedule_time)
+    WHERE trigger = 'API' AND state NOT IN ('FAILED', 'CANCELLED');
 
 -- What users query: every dynamic table with its current lag (now minus the data time of the last
 -- successful refresh) and whether the freshness target is met.

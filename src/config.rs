@@ -101,6 +101,11 @@ pub struct ServeArgs {
     #[arg(long, env = "DYNGATE_SCHEDULER_TICK", default_value = "200ms", value_parser = parse_duration, value_name = "DURATION")]
     pub scheduler_tick: Duration,
 
+    /// Bearer token required by the HTTP API's /v3 routes (schedulers send `Authorization: Bearer
+    /// <token>`). Without it the API is open to whoever reaches --http-listen.
+    #[arg(long, env = "DYNGATE_HTTP_TOKEN", value_name = "TOKEN", hide_env_values = true)]
+    pub http_token: Option<String>,
+
     /// Log format.
     #[arg(long, env = "DYNGATE_LOG_FORMAT", default_value = "human", value_enum)]
     pub log_format: LogFormat,

@@ -12,7 +12,7 @@ use crate::catalog::{self, MigrateError};
 use crate::config::ServeArgs;
 use crate::embedded::{self, Cluster};
 use crate::handler::Handler;
-use crate::http::{self, Health};
+use crate::http::{self, AppState, Health};
 use crate::manager::Manager;
 use crate::manager::scheduler::LoopConfig;
 use crate::wire::{self, Gateway, Phase, cancel::CancelRegistry};
@@ -82,21 +82,6 @@ async fn serve(args: &ServeArgs, tls: Option<tokio_rustls::TlsAcceptor>, cluster
     tracing::info!(addr = %pg_addr, tls = tls.is_some(), "listening for PostgreSQL clients");
     tracing::info!(addr = %http_addr, "listening for HTTP");
 
-    let (phase_tx, phase_rx) = watch::channel(Phase::Running);
-    let health = Health::new(backend.clone());
-    let http_task = {
-        let mut phase = phase_rx.clone();
-        let app = http::router(health.clone());
-        tokio::spawn(async move {
-            let stop = async move {
-                let _ = phase.changed().await;
-            };
-            if let Err(e) = axum::serve(http_listener, app).with_graceful_shutdown(stop).await {
-                tracing::error!(error = %e, "HTTP listener failed");
-            }
-        })
-    };
-
     // The catalog, and with it the dynamic tables, live in the service account's database.
     let database = backend
         .service
@@ -109,6 +94,27 @@ async fn serve(args: &ServeArgs, tls: Option<tokio_rustls::TlsAcceptor>, cluster
         database,
         args.freshness_threshold,
     ));
+
+    let (phase_tx, phase_rx) = watch::channel(Phase::Running);
+    let health = Health::new(backend.clone());
+    let http_task = {
+        let mut phase = phase_rx.clone();
+        let state = Arc::new(AppState {
+            health: health.clone(),
+            manager: manager.clone(),
+            token: args.http_token.clone(),
+        });
+        let app = http::router(state);
+        tokio::spawn(async move {
+            let stop = async move {
+                let _ = phase.changed().await;
+            };
+            if let Err(e) = axum::serve(http_listener, app).with_graceful_shutdown(stop).await {
+                tracing::error!(error = %e, "HTTP listener failed");
+            }
+        })
+    };
+
     let gw = Arc::new(Gateway {
         backend: backend.clone(),
         tls,

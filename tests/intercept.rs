@@ -204,11 +204,12 @@ async fn extended_protocol_statements_are_intercepted_in_order() {
     let err = c.prepare("ALTER DYNAMIC TABLE t EXPLODE").await.unwrap_err();
     assert_eq!(code(&err), Some("42601"));
     // Pipelined with PostgreSQL's own statements: replies stay in order.
-    let (a, b, d) = tokio::join!(
-        c.execute("INSERT INTO src VALUES (39)", &[]),
-        c.query_one("REFRESH DYNAMIC TABLE t", &[]),
-        c.query_one("SELECT s::int FROM t", &[])
-    );
+    // Prepared first, so that each execution is one burst sent in join! order (a statement still
+    // to be prepared would make its own round trip and could be overtaken).
+    let insert = c.prepare("INSERT INTO src VALUES (39)").await.unwrap();
+    let refresh = c.prepare("REFRESH DYNAMIC TABLE t").await.unwrap();
+    let select = c.prepare("SELECT s::int FROM t").await.unwrap();
+    let (a, b, d) = tokio::join!(c.execute(&insert, &[]), c.query_one(&refresh, &[]), c.query_one(&select, &[]));
     assert_eq!(a.unwrap(), 1);
     assert_eq!(b.unwrap().get::<_, i64>("rows_written"), 1);
     assert_eq!(

@@ -1,8 +1,11 @@
-//! The HTTP side listener. For now: `GET /healthz`, 200 when the backing PostgreSQL answers and the
-//! catalog migrations are applied, 503 (with the reason) otherwise. The refresh endpoint joins it
-//! with the dynamic-table lifecycle.
+//! The HTTP side listener: `GET /healthz` (200 when the backing PostgreSQL answers and the catalog
+//! migrations are applied, 503 with the reason otherwise), the dynamic-table API under `/v3`
+//! ([`api`]), and its OpenAPI document at `/openapi.json`.
 //!
 //! Client-facing bodies never carry connection strings or passwords; details go to the log.
+
+pub mod api;
+pub mod time;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI32, Ordering};
@@ -12,11 +15,12 @@ use axum::Json;
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::get;
+use axum::routing::{get, post};
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
 use crate::backend::Backend;
+use crate::manager::Manager;
 
 /// What the health check looks at.
 pub struct Health {
@@ -52,9 +56,7 @@ impl Health {
                 Err(_) => return false,
             }
         }
-        let Some(c) = guard.as_ref() else {
-            return false;
-        };
+        let Some(c) = guard.as_ref() else { return false };
         matches!(
             tokio::time::timeout(Duration::from_secs(3), c.simple_query("SELECT 1")).await,
             Ok(Ok(_))
@@ -62,11 +64,27 @@ impl Health {
     }
 }
 
-pub fn router(health: Arc<Health>) -> Router {
-    Router::new().route("/healthz", get(healthz)).with_state(health)
+/// What the HTTP handlers share.
+pub struct AppState {
+    pub health: Arc<Health>,
+    pub manager: Arc<Manager>,
+    /// The bearer token the `/v3` routes require, if any.
+    pub token: Option<String>,
 }
 
-async fn healthz(State(h): State<Arc<Health>>) -> (StatusCode, Json<Value>) {
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/openapi.json", get(openapi))
+        .route("/v3/dynamic-tables/refresh", post(api::refresh))
+        .route("/v3/dynamic-tables", get(api::list))
+        .route("/v3/dynamic-tables/{name}", get(api::one))
+        .route("/v3/jobs/{job_id}", get(api::job))
+        .with_state(state)
+}
+
+async fn healthz(State(s): State<Arc<AppState>>) -> (StatusCode, Json<Value>) {
+    let h = &s.health;
     let backend = h.backend_ok().await;
     let version = h.catalog_version.load(Ordering::Acquire);
     let ok = backend && version > 0;
@@ -77,4 +95,8 @@ async fn healthz(State(h): State<Arc<Health>>) -> (StatusCode, Json<Value>) {
         "catalog": if version > 0 { json!({"applied": true, "version": version}) } else { json!({"applied": false}) },
     });
     (status, Json(body))
+}
+
+async fn openapi() -> ([(&'static str, &'static str); 1], &'static str) {
+    ([("content-type", "application/json")], include_str!("openapi.json"))
 }

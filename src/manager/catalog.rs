@@ -217,3 +217,86 @@ pub async fn creation_refresh(
     .await?;
     Ok(())
 }
+
+/// The outcome of claiming a refresh endpoint call's refresh of one table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApiClaim {
+    /// Recorded as SCHEDULED under this history id.
+    New(i64),
+    /// An earlier call for the same table and schedule time started it: its job id.
+    Existing(String),
+}
+
+/// Claims the API refresh of `dt` for `schedule_time` (seconds since the epoch), once.
+pub async fn api_claim(c: &impl GenericClient, dt: &DtRow, job_id: &str, schedule_time: i64) -> Result<ApiClaim, tokio_postgres::Error> {
+    let inserted = c
+        .query_opt(
+            "INSERT INTO dyngate.refresh (dynamic_table_id, schema_name, table_name, job_id, trigger, state, schedule_time)
+             VALUES ($1, $2, $3, $4, 'API', 'SCHEDULED', to_timestamp($5::bigint))
+             ON CONFLICT (dynamic_table_id, schedule_time) WHERE trigger = 'API' AND state NOT IN ('FAILED', 'CANCELLED') DO NOTHING
+             RETURNING id",
+            &[&dt.id, &dt.name.schema, &dt.name.name, &job_id, &schedule_time],
+        )
+        .await?;
+    if let Some(r) = inserted {
+        return Ok(ApiClaim::New(r.get(0)));
+    }
+    let r = c
+        .query_one(
+            "SELECT job_id FROM dyngate.refresh WHERE dynamic_table_id = $1 AND schedule_time = to_timestamp($2::bigint)
+                AND trigger = 'API' AND state NOT IN ('FAILED', 'CANCELLED')",
+            &[&dt.id, &schedule_time],
+        )
+        .await?;
+    Ok(ApiClaim::Existing(r.get(0)))
+}
+
+/// A claimed refresh starts running.
+pub async fn refresh_executing(c: &impl GenericClient, id: i64) -> Result<(), tokio_postgres::Error> {
+    c.execute(
+        "UPDATE dyngate.refresh SET state = 'EXECUTING', started_at = clock_timestamp() WHERE id = $1",
+        &[&id],
+    )
+    .await?;
+    Ok(())
+}
+
+/// One table's refresh within a job, for GET /v3/jobs/{id}.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobPart {
+    pub table: String,
+    pub trigger: String,
+    pub state: String,
+    pub schedule_time: Option<String>,
+    pub started_at: Option<String>,
+    pub ended_at: Option<String>,
+    pub rows_written: Option<i64>,
+    pub error_code: Option<String>,
+    pub error_message: Option<String>,
+}
+
+pub async fn job(c: &impl GenericClient, job_id: &str) -> Result<Vec<JobPart>, tokio_postgres::Error> {
+    let rows = c
+        .query(
+            "SELECT schema_name || '.' || table_name, trigger, state, schedule_time::text, started_at::text, ended_at::text, rows_written,
+                    error_code, error_message
+               FROM dyngate.refresh WHERE job_id = $1 ORDER BY id",
+            &[&job_id],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| JobPart {
+            table: r.get(0),
+            trigger: r.get(1),
+            state: r.get(2),
+            schedule_time: r.get(3),
+            started_at: r.get(4),
+            ended_at: r.get(5),
+            rows_written: r.get(6),
+            error_code: r.get(7),
+            error_message: r.get(8),
+        })
+        .collect())
+}

@@ -56,6 +56,21 @@ pub enum ManagerError {
 }
 
 impl ManagerError {
+    /// The HTTP status of this error on the API.
+    pub fn http_status(&self) -> u16 {
+        match self {
+            ManagerError::NotFound(_) => 404,
+            ManagerError::WrongState(_) | ManagerError::Exists(_) | ManagerError::RelationExists(_) => 409,
+            ManagerError::NotOwner { .. } => 403,
+            ManagerError::Rule(_) | ManagerError::NotDynamic(_) | ManagerError::InTransaction(_) | ManagerError::WrongDatabase { .. } => {
+                400
+            }
+            ManagerError::Unsupported(_) => 501,
+            ManagerError::Postgres { .. } => 422,
+            ManagerError::Internal => 500,
+        }
+    }
+
     pub fn sqlstate(&self) -> &str {
         match self {
             ManagerError::NotFound(_) => "42P01",
@@ -132,6 +147,24 @@ mod tests {
         ];
         for (e, code) in cases {
             assert_eq!(e.sqlstate(), code, "{e}");
+        }
+        let http = [
+            (ManagerError::NotFound("t".into()), 404),
+            (ManagerError::WrongState("x".into()), 409),
+            (
+                ManagerError::NotOwner {
+                    owner: "o".into(),
+                    action: "drop",
+                    table: "t".into(),
+                },
+                403,
+            ),
+            (ManagerError::Rule(RuleError::FullDayNotOne), 400),
+            (ManagerError::Unsupported("x".into()), 501),
+            (ManagerError::Internal, 500),
+        ];
+        for (e, status) in http {
+            assert_eq!(e.http_status(), status, "{e}");
         }
         assert_eq!(
             ManagerError::NotFound("public.t".into()).to_string(),

@@ -8,6 +8,7 @@
 //! happen in the same transaction, so a failed statement changes nothing.
 
 pub mod alter;
+pub mod api;
 pub mod catalog;
 pub mod create;
 pub mod drop;

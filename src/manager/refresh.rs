@@ -25,6 +25,9 @@ pub enum Trigger {
     Manual,
     /// A schedule slot (seconds since the epoch): skipped if a refresh is running.
     Scheduled { slot: i64 },
+    /// The refresh endpoint, for a schedule time, already claimed as this history row: waits
+    /// for the running refresh.
+    Api { schedule_time: i64, claimed: i64 },
 }
 
 impl Trigger {
@@ -32,12 +35,14 @@ impl Trigger {
         match self {
             Trigger::Manual => "MANUAL",
             Trigger::Scheduled { .. } => "SCHEDULED",
+            Trigger::Api { .. } => "API",
         }
     }
     fn schedule_time(self) -> Option<i64> {
         match self {
             Trigger::Manual => None,
             Trigger::Scheduled { slot } => Some(slot),
+            Trigger::Api { schedule_time, .. } => Some(schedule_time),
         }
     }
 }
@@ -73,13 +78,12 @@ impl Manager {
                 table: name.to_string(),
             });
         }
-        self.run_refresh(&dt, Trigger::Manual).await
+        self.run_refresh(&dt, Trigger::Manual, new_job_id()).await
     }
 
     /// Runs one refresh of `dt` and records it. A failure of the refresh itself is recorded and
     /// returned as the error PostgreSQL gave.
-    pub(crate) async fn run_refresh(&self, dt: &DtRow, trigger: Trigger) -> Result<RefreshRecord, ManagerError> {
-        let job_id = new_job_id();
+    pub(crate) async fn run_refresh(&self, dt: &DtRow, trigger: Trigger, job_id: String) -> Result<RefreshRecord, ManagerError> {
         // Two connections: the history is written outside the refresh's transaction, so that
         // EXECUTING is visible while it runs and FAILED survives its rollback.
         let history = self.pool.get().await?;
@@ -90,7 +94,7 @@ impl Manager {
         tx.batch_execute(&format!("SET LOCAL application_name = 'dyngate:{job_id}'"))
             .await?;
         let locked: bool = match trigger {
-            Trigger::Manual => {
+            Trigger::Manual | Trigger::Api { .. } => {
                 tx.execute("SELECT pg_advisory_xact_lock($1, $2)", &[&TABLE_LOCK_SPACE, &(dt.id as i32)])
                     .await?;
                 true
@@ -111,7 +115,13 @@ impl Manager {
                 rows: 0,
             });
         }
-        let hist_id = catalog::refresh_started(&*history, dt, &job_id, trigger.name(), trigger.schedule_time(), None).await?;
+        let hist_id = match trigger {
+            Trigger::Api { claimed, .. } => {
+                catalog::refresh_executing(&*history, claimed).await?;
+                claimed
+            }
+            _ => catalog::refresh_started(&*history, dt, &job_id, trigger.name(), trigger.schedule_time(), None).await?,
+        };
         let result = async {
             let data_time: String = tx.query_one("SELECT now()::text", &[]).await?.get(0);
             let done = engine::postgres::full_refresh(&tx, &dt.name.quoted(), &dt.query).await?;

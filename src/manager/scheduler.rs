@@ -128,7 +128,7 @@ impl Manager {
             };
             tokio::spawn(async move {
                 let _permit = permit;
-                if let Err(e) = me.run_refresh(&dt, Trigger::Scheduled { slot }).await {
+                if let Err(e) = me.run_refresh(&dt, Trigger::Scheduled { slot }, super::new_job_id()).await {
                     tracing::debug!(table = %dt.name, error = %e, "scheduled refresh failed");
                 }
             });

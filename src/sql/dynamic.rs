@@ -101,6 +101,16 @@ pub fn parse(sql: &str) -> Result<DtStatement, ParseError> {
     Ok(stmt)
 }
 
+/// Parses a table name as SQL would (`a.b`, `"Mixed Case"`), e.g. for the HTTP API.
+pub fn parse_table_name(text: &str) -> Result<TableName, ParseError> {
+    let dialect = PostgreSqlDialect {};
+    let mut p = Parser::new(&dialect).try_with_sql(text)?;
+    let mut s = P { p: &mut p, sql: text };
+    let name = s.table_name()?;
+    s.end()?;
+    Ok(name)
+}
+
 struct P<'a, 'b> {
     p: &'a mut Parser<'b>,
     sql: &'a str,

@@ -280,9 +280,9 @@ impl Drop for Dyngate {
     }
 }
 
-/// A minimal HTTP/1.1 GET on loopback: (status, body). Enough for /healthz without an HTTP client
-/// dependency.
-pub fn http_get(url: &str) -> std::io::Result<(u16, String)> {
+/// A minimal HTTP/1.1 request on loopback: (status, body). Enough for the gateway's API without an
+/// HTTP client dependency.
+pub fn http(method: &str, url: &str, headers: &[(&str, &str)], body: &str) -> std::io::Result<(u16, String)> {
     use std::io::{Read, Write};
     let rest = url.strip_prefix("http://").expect("http URL");
     let (host, path) = rest
@@ -290,11 +290,28 @@ pub fn http_get(url: &str) -> std::io::Result<(u16, String)> {
         .map(|(h, p)| (h, format!("/{p}")))
         .unwrap_or((rest, "/".into()));
     let mut s = std::net::TcpStream::connect(host)?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    if !body.is_empty() {
+        req.push_str("Content-Type: application/json\r\n");
+    }
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    s.write_all(req.as_bytes())?;
     let mut resp = String::new();
     s.read_to_string(&mut resp)?;
     let status = resp.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
     let body = resp.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
     Ok((status, body))
+}
+
+/// A minimal HTTP/1.1 GET on loopback: (status, body).
+pub fn http_get(url: &str) -> std::io::Result<(u16, String)> {
+    http("GET", url, &[], "")
 }

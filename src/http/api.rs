@@ -1,0 +1,238 @@
+//! The dynamic-table HTTP API (`/v3/...`), as workflow schedulers call it:
+//!
+//! - `POST /v3/dynamic-tables/refresh` `{"tables": [...], "scheduleTime": "...", "configuration":
+//!   {...}, "wait": false}` -> 200 `{"jobId": "...", "clusterInfo": {...}}`. Also DolphinScheduler's
+//!   flat form (`"tables": "a,b"`, `"configuration": "{}"`). Idempotent per (table,
+//!   scheduleTime): a repeated call answers the first call's jobId and refreshes nothing. By
+//!   default the call returns once the refreshes are recorded (state SCHEDULED/EXECUTING; follow
+//!   them with `GET /v3/jobs/{jobId}`); with `"wait": true` it returns when they have finished,
+//!   200 if all succeeded, 500 with each table's outcome otherwise.
+//! - `GET /v3/dynamic-tables`, `GET /v3/dynamic-tables/{name}`, `GET /v3/jobs/{jobId}`.
+//!
+//! Errors are JSON `{"error": "...", "sqlstate": "..."}` with the status of
+//! [`ManagerError::http_status`]. A bearer token (`--http-token`) protects these routes when set.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use crate::http::AppState;
+use crate::http::time::parse_schedule_time;
+use crate::manager::ManagerError;
+use crate::sql::dynamic::{TableName, parse_table_name};
+
+/// A parsed refresh request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefreshBody {
+    pub tables: Vec<TableName>,
+    pub schedule_time: i64,
+    pub wait: bool,
+}
+
+/// Reads a refresh request body; the error says what is wrong with it.
+pub fn parse_refresh_body(body: &[u8]) -> Result<RefreshBody, String> {
+    let v: Value = serde_json::from_slice(body).map_err(|e| format!("the body is not JSON: {e}"))?;
+    let obj = v.as_object().ok_or("the body must be a JSON object")?;
+    let names: Vec<String> = match obj.get("tables") {
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|t| t.as_str().map(str::to_string).ok_or("tables must be strings"))
+            .collect::<Result<_, _>>()?,
+        Some(Value::String(s)) => s.split(',').map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).collect(),
+        _ => return Err("tables is required: a list of table names, or a comma-separated string".into()),
+    };
+    if names.is_empty() {
+        return Err("tables is empty".into());
+    }
+    let tables = names
+        .iter()
+        .map(|n| parse_table_name(n).map_err(|e| format!("invalid table name '{n}': {e}")))
+        .collect::<Result<_, _>>()?;
+    let schedule_time = match obj.get("scheduleTime") {
+        Some(Value::String(s)) => parse_schedule_time(s)?,
+        _ => return Err("scheduleTime is required (e.g. \"2024-01-02 00:00:00\")".into()),
+    };
+    match obj.get("configuration") {
+        None | Some(Value::Null) | Some(Value::Object(_)) => {}
+        Some(Value::String(s)) if s.trim().is_empty() => {}
+        Some(Value::String(s)) => {
+            if !serde_json::from_str::<Value>(s).map(|c| c.is_object()).unwrap_or(false) {
+                return Err("configuration must be a JSON object (or a string holding one)".into());
+            }
+        }
+        Some(_) => return Err("configuration must be a JSON object (or a string holding one)".into()),
+    }
+    let wait = match obj.get("wait") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return Err("wait must be true or false".into()),
+    };
+    Ok(RefreshBody {
+        tables,
+        schedule_time,
+        wait,
+    })
+}
+
+fn error(status: StatusCode, message: impl Into<String>, sqlstate: Option<&str>) -> Response {
+    let mut body = json!({"error": message.into()});
+    if let Some(s) = sqlstate {
+        body["sqlstate"] = json!(s);
+    }
+    (status, Json(body)).into_response()
+}
+
+fn manager_error(e: ManagerError) -> Response {
+    let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    error(status, e.to_string(), Some(e.sqlstate()))
+}
+
+/// Checks the bearer token, when one is configured (compared in constant time).
+pub fn authorized(state: &AppState, headers: &HeaderMap) -> Result<(), Response> {
+    let Some(token) = &state.token else { return Ok(()) };
+    let given = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    let same = given.len() == token.len() && given.bytes().zip(token.bytes()).fold(0u8, |a, (x, y)| a | (x ^ y)) == 0;
+    if same {
+        Ok(())
+    } else {
+        let mut r = error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token", None);
+        r.headers_mut()
+            .insert("www-authenticate", "Bearer".parse().expect("static header value"));
+        Err(r)
+    }
+}
+
+pub async fn refresh(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Err(r) = authorized(&state, &headers) {
+        return r;
+    }
+    let req = match parse_refresh_body(&body) {
+        Ok(r) => r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e, None),
+    };
+    let job = match state.manager.refresh_api(&req.tables, req.schedule_time, req.wait).await {
+        Ok(j) => j,
+        Err(e) => return manager_error(e),
+    };
+    let mut body = json!({
+        "jobId": job.job_id,
+        "clusterInfo": {"execution.target": "postgres", "engine": "postgres"},
+    });
+    if job.repeated {
+        body["repeated"] = json!(true);
+    }
+    let mut status = StatusCode::OK;
+    if let Some(results) = job.results {
+        if results.iter().any(|(_, state, _, _)| *state != "SUCCEEDED") {
+            status = StatusCode::INTERNAL_SERVER_ERROR;
+            body["error"] = json!("a refresh failed");
+        }
+        body["results"] = results
+            .into_iter()
+            .map(|(table, state, rows, err)| json!({"table": table, "state": state, "rowsWritten": rows, "error": err}))
+            .collect();
+    }
+    (status, Json(body)).into_response()
+}
+
+pub async fn list(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    if let Err(r) = authorized(&state, &headers) {
+        return r;
+    }
+    match state.manager.list_json(None).await {
+        Ok(rows) => Json(json!({"dynamicTables": rows})).into_response(),
+        Err(e) => manager_error(e),
+    }
+}
+
+pub async fn one(State(state): State<Arc<AppState>>, headers: HeaderMap, Path(name): Path<String>) -> Response {
+    if let Err(r) = authorized(&state, &headers) {
+        return r;
+    }
+    let name = match parse_table_name(&name) {
+        Ok(n) => n,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("invalid table name: {e}"), None),
+    };
+    match state.manager.list_json(Some(&name)).await {
+        Ok(mut rows) if !rows.is_empty() => Json(rows.remove(0)).into_response(),
+        Ok(_) => {
+            let q = format!("{}.{}", name.schema.as_deref().unwrap_or("public"), name.name);
+            manager_error(ManagerError::NotFound(q))
+        }
+        Err(e) => manager_error(e),
+    }
+}
+
+pub async fn job(State(state): State<Arc<AppState>>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    if let Err(r) = authorized(&state, &headers) {
+        return r;
+    }
+    match state.manager.job(&id).await {
+        Ok(parts) if parts.is_empty() => error(StatusCode::NOT_FOUND, format!("no job {id}"), None),
+        Ok(parts) => Json(json!({"jobId": id, "refreshes": parts})).into_response(),
+        Err(e) => manager_error(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refresh_bodies() {
+        let t = |s: &str| TableName {
+            schema: None,
+            name: s.into(),
+        };
+        let ok = parse_refresh_body(br#"{"tables":["a","s.B"],"scheduleTime":"2024-01-02 00:00:00","configuration":{}}"#).unwrap();
+        assert_eq!(
+            ok.tables,
+            [
+                t("a"),
+                TableName {
+                    schema: Some("s".into()),
+                    name: "b".into()
+                }
+            ]
+        );
+        assert_eq!(ok.schedule_time, 1_704_153_600);
+        assert!(!ok.wait);
+        // DolphinScheduler's flat form.
+        let ok = parse_refresh_body(br#"{"tables":"a, b","scheduleTime":"2024-01-02T00:00:00+00:00","configuration":"{}","wait":true}"#)
+            .unwrap();
+        assert_eq!(ok.tables, [t("a"), t("b")]);
+        assert!(ok.wait);
+        let bad: &[(&[u8], &str)] = &[
+            (b"nope", "not JSON"),
+            (b"[]", "JSON object"),
+            (br#"{"scheduleTime":"2024-01-02 00:00:00"}"#, "tables is required"),
+            (br#"{"tables":[],"scheduleTime":"2024-01-02 00:00:00"}"#, "tables is empty"),
+            (br#"{"tables":[1],"scheduleTime":"2024-01-02 00:00:00"}"#, "strings"),
+            (br#"{"tables":["a"]}"#, "scheduleTime is required"),
+            (br#"{"tables":["a"],"scheduleTime":"soon"}"#, "not a time"),
+            (br#"{"tables":["a"],"scheduleTime":"$[yyyy-MM-dd]"}"#, "placeholder"),
+            (
+                br#"{"tables":["a"],"scheduleTime":"2024-01-02 00:00:00","configuration":"{x"}"#,
+                "configuration",
+            ),
+            (br#"{"tables":["a"],"scheduleTime":"2024-01-02 00:00:00","wait":"yes"}"#, "wait"),
+            (
+                br#"{"tables":["a b c"],"scheduleTime":"2024-01-02 00:00:00"}"#,
+                "invalid table name",
+            ),
+        ];
+        for (body, text) in bad {
+            let e = parse_refresh_body(body).unwrap_err();
+            assert!(e.contains(text), "{}: {e}", String::from_utf8_lossy(body));
+        }
+    }
+}

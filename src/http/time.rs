@@ -1,0 +1,139 @@
+//! Schedule times as schedulers send them, to seconds since the Unix epoch: `yyyy-MM-dd HH:mm:ss`
+//! (taken as UTC, the gateway's schedule time zone), ISO-8601 with `Z` or an offset (Airflow), and
+//! Java's `Date.toString()` (`Tue Jan 02 00:00:00 UTC 2024`, from a DolphinScheduler task).
+//! Fractions of a second are dropped. Pure functions.
+
+/// Parses a schedule time; the error names what is wrong.
+pub fn parse_schedule_time(s: &str) -> Result<i64, String> {
+    let s = s.trim();
+    if s.contains("$[") || s.contains("${") {
+        return Err(format!("scheduleTime '{s}' holds an unresolved scheduler placeholder"));
+    }
+    if let Some(t) = java_date(s) {
+        return Ok(t);
+    }
+    let bad = || format!("scheduleTime '{s}' is not a time (expected yyyy-MM-dd HH:mm:ss or ISO-8601, e.g. 2024-01-02T00:00:00+00:00)");
+    if s.len() < 19 {
+        return Err(bad());
+    }
+    let (date, rest) = s.split_at(10);
+    let sep = rest.as_bytes()[0];
+    if sep != b' ' && sep != b'T' {
+        return Err(bad());
+    }
+    let time = &rest[1..9];
+    let mut tail = &rest[9..];
+    if let Some(frac) = tail.strip_prefix('.') {
+        tail = frac.trim_start_matches(|c: char| c.is_ascii_digit());
+    }
+    let offset = match tail.trim() {
+        "" | "Z" | "z" | "UTC" | "+00" => 0,
+        o => offset_seconds(o).ok_or_else(bad)?,
+    };
+    let (y, mo, d) = ymd(date).ok_or_else(bad)?;
+    let (h, mi, se) = hms(time).ok_or_else(bad)?;
+    Ok(days_from_civil(y, mo, d) * 86_400 + h * 3600 + mi * 60 + se - offset)
+}
+
+fn num(s: &str) -> Option<i64> {
+    (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| s.parse().ok())
+        .flatten()
+}
+
+fn ymd(d: &str) -> Option<(i64, i64, i64)> {
+    let mut p = d.split('-');
+    let (y, m, dd) = (num(p.next()?)?, num(p.next()?)?, num(p.next()?)?);
+    ((1..=12).contains(&m) && (1..=31).contains(&dd) && p.next().is_none()).then_some((y, m, dd))
+}
+
+fn hms(t: &str) -> Option<(i64, i64, i64)> {
+    let mut p = t.split(':');
+    let (h, m, s) = (num(p.next()?)?, num(p.next()?)?, num(p.next()?)?);
+    (h < 24 && m < 60 && s < 61 && p.next().is_none()).then_some((h, m, s))
+}
+
+/// `+08:00`, `-0530`, `+08`: seconds east of UTC.
+fn offset_seconds(o: &str) -> Option<i64> {
+    let sign = match o.as_bytes().first()? {
+        b'+' => 1,
+        b'-' => -1,
+        _ => return None,
+    };
+    let digits: String = o[1..].chars().filter(|c| *c != ':').collect();
+    let (h, m) = match digits.len() {
+        2 => (num(&digits)?, 0),
+        4 => (num(&digits[..2])?, num(&digits[2..])?),
+        _ => return None,
+    };
+    Some(sign * (h * 3600 + m * 60))
+}
+
+/// `EEE MMM dd HH:mm:ss zzz yyyy` with zone UTC or GMT.
+fn java_date(s: &str) -> Option<i64> {
+    let parts: Vec<&str> = s.split_whitespace().collect();
+    let [_, mon, day, time, zone, year] = parts.as_slice() else {
+        return None;
+    };
+    if !matches!(*zone, "UTC" | "GMT") {
+        return None;
+    }
+    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    let m = MONTHS.iter().position(|x| x == mon)? as i64 + 1;
+    let (h, mi, se) = hms(time)?;
+    Some(days_from_civil(num(year)?, m, num(day)?) * 86_400 + h * 3600 + mi * 60 + se)
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = if y >= 0 { y } else { y - 399 } / 400;
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shapes() {
+        // 2024-01-02 00:00:00 UTC.
+        let t = 1_704_153_600;
+        let ok = [
+            ("2024-01-02 00:00:00", t),
+            ("2024-01-02T00:00:00", t),
+            ("2024-01-02T00:00:00Z", t),
+            ("2024-01-02T00:00:00.123456+00:00", t),
+            ("2024-01-02T08:00:00+08:00", t),
+            ("2024-01-01T19:00:00-0500", t),
+            ("2024-01-02 00:00:00 UTC", t),
+            ("Tue Jan 02 00:00:00 UTC 2024", t),
+            ("1970-01-01 00:00:00", 0),
+            ("2024-02-29 12:30:15", 1_709_209_815),
+        ];
+        for (s, want) in ok {
+            assert_eq!(parse_schedule_time(s), Ok(want), "{s}");
+        }
+        let bad = [
+            "",
+            "yesterday",
+            "2024-13-01 00:00:00",
+            "2024-01-02 25:00:00",
+            "2024/01/02 00:00:00",
+            "2024-01-02T00:00:00+8",
+        ];
+        for s in bad {
+            assert!(parse_schedule_time(s).is_err(), "{s}");
+        }
+        let e = parse_schedule_time("$[yyyy-MM-dd HH:mm:ss]").unwrap_err();
+        assert!(e.contains("placeholder"), "{e}");
+        assert!(
+            parse_schedule_time("Tue Jan 02 00:00:00 CST 2024").is_err(),
+            "only UTC/GMT zones are unambiguous"
+        );
+    }
+}

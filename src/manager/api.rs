@@ -1,0 +1,133 @@
+//! The operations behind the HTTP API: refreshing tables for a scheduler's run (idempotent per
+//! table and schedule time), listing tables, reading a job. Refreshes run as each table's owner,
+//! as scheduled ones do.
+
+use std::sync::Arc;
+
+use crate::manager::catalog::{self, ApiClaim, DtRow, JobPart};
+use crate::manager::refresh::Trigger;
+use crate::manager::{Manager, ManagerError, QualifiedName, new_job_id};
+use crate::sql::dynamic::TableName;
+
+/// What a refresh endpoint call started (or found started).
+#[derive(Debug, Clone)]
+pub struct ApiJob {
+    pub job_id: String,
+    /// Every table had been refreshed for this schedule time by an earlier call.
+    pub repeated: bool,
+    /// With `wait`: each table's outcome (state, rows, error).
+    pub results: Option<Vec<(String, &'static str, i64, Option<String>)>>,
+}
+
+impl Manager {
+    fn qualify(name: &TableName) -> QualifiedName {
+        QualifiedName {
+            schema: name.schema.clone().unwrap_or_else(|| "public".into()),
+            name: name.name.clone(),
+        }
+    }
+
+    /// Refreshes `tables` for `schedule_time` (seconds since the epoch). All tables are checked
+    /// before anything runs: an unknown or suspended one refreshes none.
+    pub async fn refresh_api(self: &Arc<Self>, tables: &[TableName], schedule_time: i64, wait: bool) -> Result<ApiJob, ManagerError> {
+        let client = self.pool.get().await?;
+        let mut dts: Vec<DtRow> = Vec::new();
+        for t in tables {
+            let name = Self::qualify(t);
+            let Some(dt) = catalog::load(&*client, &name).await? else {
+                return Err(ManagerError::NotFound(name.to_string()));
+            };
+            if dt.status == "SUSPENDED" {
+                return Err(ManagerError::WrongState(format!("Dynamic table {name} is suspended.")));
+            }
+            dts.push(dt);
+        }
+        let job_id = new_job_id();
+        let mut claimed = Vec::new();
+        let mut earlier = None;
+        for dt in dts {
+            match catalog::api_claim(&*client, &dt, &job_id, schedule_time).await? {
+                ApiClaim::New(id) => claimed.push((dt, id)),
+                ApiClaim::Existing(j) => {
+                    earlier.get_or_insert(j);
+                }
+            }
+        }
+        if claimed.is_empty() {
+            let job_id = earlier.unwrap_or(job_id);
+            return Ok(ApiJob {
+                job_id,
+                repeated: true,
+                results: None,
+            });
+        }
+        if !wait {
+            for (dt, id) in claimed {
+                let me = self.clone();
+                let job = job_id.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = me
+                        .run_refresh(
+                            &dt,
+                            Trigger::Api {
+                                schedule_time,
+                                claimed: id,
+                            },
+                            job,
+                        )
+                        .await
+                    {
+                        tracing::debug!(table = %dt.name, error = %e, "API refresh failed");
+                    }
+                });
+            }
+            return Ok(ApiJob {
+                job_id,
+                repeated: false,
+                results: None,
+            });
+        }
+        let mut results = Vec::new();
+        for (dt, id) in claimed {
+            let r = self
+                .run_refresh(
+                    &dt,
+                    Trigger::Api {
+                        schedule_time,
+                        claimed: id,
+                    },
+                    job_id.clone(),
+                )
+                .await;
+            results.push(match r {
+                Ok(rec) => (dt.name.to_string(), rec.state, rec.rows, None),
+                Err(e) => (dt.name.to_string(), "FAILED", 0, Some(e.to_string())),
+            });
+        }
+        Ok(ApiJob {
+            job_id,
+            repeated: false,
+            results: Some(results),
+        })
+    }
+
+    /// The refreshes of one job; empty when there is no such job.
+    pub async fn job(&self, job_id: &str) -> Result<Vec<JobPart>, ManagerError> {
+        let client = self.pool.get().await?;
+        Ok(catalog::job(&*client, job_id).await?)
+    }
+
+    /// Rows of the `dyngate.dynamic_tables` view, as JSON objects (all tables, or one).
+    pub async fn list_json(&self, one: Option<&TableName>) -> Result<Vec<serde_json::Value>, ManagerError> {
+        let client = self.pool.get().await?;
+        let q = one.map(Self::qualify);
+        let rows = client
+            .query(
+                "SELECT to_jsonb(t)::text FROM dyngate.dynamic_tables t
+                  WHERE $1::text IS NULL OR (schema_name = $1 AND table_name = $2) ORDER BY schema_name, table_name",
+                &[&q.as_ref().map(|q| q.schema.as_str()), &q.as_ref().map(|q| q.name.as_str())],
+            )
+            .await?;
+        Ok(rows.iter().filter_map(|r| serde_json::from_str(r.get::<_, &str>(0)).ok()).collect())
+    }
+}
