@@ -50,10 +50,10 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
         }
     };
     let result = serve(&args, tls, cluster.as_ref()).await;
-    if let Some(c) = &cluster {
-        if let Err(e) = c.stop().await {
-            tracing::error!(error = %e, "stopping the embedded PostgreSQL");
-        }
+    if let Some(c) = &cluster
+        && let Err(e) = c.stop().await
+    {
+        tracing::error!(error = %e, "stopping the embedded PostgreSQL");
     }
     result
 }

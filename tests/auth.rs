@@ -38,10 +38,7 @@ async fn md5_and_trust_are_relayed() {
         c.query_one("SELECT current_user::text", &[]).await.unwrap().get::<_, String>(0),
         md5
     );
-    let err = try_connect(&gw.url(&md5, "nope", &db))
-        .await
-        .err()
-        .expect("wrong md5 password fails");
+    let err = try_connect(&gw.url(&md5, "nope", &db)).await.expect_err("wrong md5 password fails");
     assert_eq!(err.as_db_error().map(|e| e.code().code()), Some("28P01"));
     let c = connect(&format!("postgres://{trusted}@127.0.0.1:{}/{db}", gw.pg_port)).await;
     assert_eq!(
@@ -57,7 +54,7 @@ async fn wrong_password_is_28p01_and_leaves_no_backend_session() {
     let role = pg.fresh_role("right").await;
     let gw = Dyngate::with_backend(&pg, &[]);
     for _ in 0..5 {
-        let err = try_connect(&gw.url(&role, "wrong", &db)).await.err().expect("login must fail");
+        let err = try_connect(&gw.url(&role, "wrong", &db)).await.expect_err("login must fail");
         let code = err.as_db_error().map(|e| e.code().code().to_string());
         assert_eq!(code.as_deref(), Some("28P01"), "{err:?}");
     }

@@ -455,10 +455,10 @@ async fn join_in_order<F: Future>(futs: impl IntoIterator<Item = F>) -> Vec<F::O
     let mut out: Vec<Option<F::Output>> = futs.iter().map(|_| None).collect();
     std::future::poll_fn(|cx| {
         for (f, o) in futs.iter_mut().zip(out.iter_mut()) {
-            if o.is_none() {
-                if let Poll::Ready(v) = f.as_mut().poll(cx) {
-                    *o = Some(v);
-                }
+            if o.is_none()
+                && let Poll::Ready(v) = f.as_mut().poll(cx)
+            {
+                *o = Some(v);
             }
         }
         if out.iter().all(Option::is_some) {

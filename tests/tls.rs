@@ -68,10 +68,7 @@ async fn psql_sslmode_require_and_require_tls() {
     let base = format!("host=127.0.0.1 port={} user={role} dbname={db}", gw.pg_port);
     let out = psql(&format!("{base} sslmode=require"), "pw", "SELECT 'over tls'");
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "over tls");
-    let err = try_connect(&gw.url(&role, "pw", &db))
-        .await
-        .err()
-        .expect("plain connection refused");
+    let err = try_connect(&gw.url(&role, "pw", &db)).await.expect_err("plain connection refused");
     assert_eq!(err.as_db_error().map(|e| e.code().code()), Some("28000"), "{err:?}");
     let out = psql(&format!("{base} sslmode=disable"), "pw", "SELECT 1");
     assert!(!out.status.success());

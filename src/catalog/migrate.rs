@@ -26,7 +26,7 @@ macro_rules! migrations {
 pub const MIGRATIONS: &[Migration] = migrations![(1, "catalog")];
 
 /// Arbitrary but fixed key of the advisory lock that serializes migrations ("dyngate" in ASCII).
-const LOCK_KEY: i64 = 0x6479_6e67_6174_65;
+const LOCK_KEY: i64 = 0x0064_796e_6761_7465;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MigrateError {

@@ -132,13 +132,13 @@ pub async fn refresh(State(state): State<Arc<AppState>>, headers: HeaderMap, bod
     }
     let mut status = StatusCode::OK;
     if let Some(results) = job.results {
-        if results.iter().any(|(_, state, _, _)| *state != "SUCCEEDED") {
+        if results.iter().any(|r| r.state != "SUCCEEDED") {
             status = StatusCode::INTERNAL_SERVER_ERROR;
             body["error"] = json!("a refresh failed");
         }
         body["results"] = results
             .into_iter()
-            .map(|(table, state, rows, err)| json!({"table": table, "state": state, "rowsWritten": rows, "error": err}))
+            .map(|r| json!({"table": r.table, "state": r.state, "rowsWritten": r.rows, "error": r.error}))
             .collect();
     }
     (status, Json(body)).into_response()

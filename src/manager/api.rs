@@ -15,8 +15,17 @@ pub struct ApiJob {
     pub job_id: String,
     /// Every table had been refreshed for this schedule time by an earlier call.
     pub repeated: bool,
-    /// With `wait`: each table's outcome (state, rows, error).
-    pub results: Option<Vec<(String, &'static str, i64, Option<String>)>>,
+    /// With `wait`: each table's outcome.
+    pub results: Option<Vec<TableOutcome>>,
+}
+
+/// How one table's refresh ended.
+#[derive(Debug, Clone)]
+pub struct TableOutcome {
+    pub table: String,
+    pub state: &'static str,
+    pub rows: i64,
+    pub error: Option<String>,
 }
 
 impl Manager {
@@ -100,8 +109,18 @@ impl Manager {
                 )
                 .await;
             results.push(match r {
-                Ok(rec) => (dt.name.to_string(), rec.state, rec.rows, None),
-                Err(e) => (dt.name.to_string(), "FAILED", 0, Some(e.to_string())),
+                Ok(rec) => TableOutcome {
+                    table: dt.name.to_string(),
+                    state: rec.state,
+                    rows: rec.rows,
+                    error: None,
+                },
+                Err(e) => TableOutcome {
+                    table: dt.name.to_string(),
+                    state: "FAILED",
+                    rows: 0,
+                    error: Some(e.to_string()),
+                },
             });
         }
         Ok(ApiJob {

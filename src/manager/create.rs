@@ -48,12 +48,12 @@ impl Manager {
                 "PARTITIONED BY is not supported yet by the PostgreSQL engine".into(),
             ));
         }
-        if let Some((_, engine)) = c.options.iter().find(|(k, _)| k == "engine") {
-            if engine != "postgres" {
-                return Err(ManagerError::Unsupported(format!(
-                    "engine '{engine}' is not available yet (only 'postgres' is)"
-                )));
-            }
+        if let Some((_, engine)) = c.options.iter().find(|(k, _)| k == "engine")
+            && engine != "postgres"
+        {
+            return Err(ManagerError::Unsupported(format!(
+                "engine '{engine}' is not available yet (only 'postgres' is)"
+            )));
         }
         let freshness = c.freshness.unwrap_or_else(|| rules::default_freshness(c.mode));
         let mode = rules::derive_mode(freshness, c.mode, self.threshold);

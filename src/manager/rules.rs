@@ -130,7 +130,7 @@ pub fn full_mode_cron(f: Freshness) -> Result<String, RuleError> {
     let check = |limit: u32, unit: Unit| {
         if f.n >= limit {
             Err(RuleError::FullTooLarge { limit, unit: unit.name() })
-        } else if limit % f.n != 0 {
+        } else if !limit.is_multiple_of(f.n) {
             Err(RuleError::FullNotFactor { limit, unit: unit.name() })
         } else {
             Ok(())

@@ -60,10 +60,10 @@ impl Manager {
             }
             // Now and then (and at start), close the history rows of refreshes a killed gateway
             // left EXECUTING.
-            if ticks % 50 == 0 {
-                if let Err(e) = self.cancel_orphans().await {
-                    tracing::warn!(error = %e, "checking for orphaned refreshes");
-                }
+            if ticks.is_multiple_of(50)
+                && let Err(e) = self.cancel_orphans().await
+            {
+                tracing::warn!(error = %e, "checking for orphaned refreshes");
             }
             ticks += 1;
             if let Err(e) = self.fire_due(&config, &permits).await {

@@ -146,10 +146,10 @@ impl Pending {
                 }
             }
             t => {
-                if let Some(Entry::Ext(c)) = self.front() {
-                    if c.contains(&t) {
-                        self.pop_front();
-                    }
+                if let Some(Entry::Ext(c)) = self.front()
+                    && c.contains(&t)
+                {
+                    self.pop_front();
                 }
             }
         }

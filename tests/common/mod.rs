@@ -181,13 +181,13 @@ impl Dyngate {
         };
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            if let Ok(text) = std::fs::read_to_string(&ready) {
-                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) {
-                    let port = |k: &str| v[k].as_str().unwrap().rsplit(':').next().unwrap().parse().unwrap();
-                    g.pg_port = port("pg");
-                    g.http_port = port("http");
-                    return Ok(g);
-                }
+            if let Ok(text) = std::fs::read_to_string(&ready)
+                && let Ok(v) = serde_json::from_str::<serde_json::Value>(&text)
+            {
+                let port = |k: &str| v[k].as_str().unwrap().rsplit(':').next().unwrap().parse().unwrap();
+                g.pg_port = port("pg");
+                g.http_port = port("http");
+                return Ok(g);
             }
             if let Some(status) = g.child.as_mut().unwrap().try_wait().unwrap() {
                 let log = g.log();
@@ -270,11 +270,11 @@ impl Drop for Dyngate {
     fn drop(&mut self) {
         if self.child.is_some() {
             self.signal(libc::SIGTERM);
-            if self.wait(Duration::from_secs(15)).is_none() {
-                if let Some(mut c) = self.child.take() {
-                    let _ = c.kill();
-                    let _ = c.wait();
-                }
+            if self.wait(Duration::from_secs(15)).is_none()
+                && let Some(mut c) = self.child.take()
+            {
+                let _ = c.kill();
+                let _ = c.wait();
             }
         }
     }
