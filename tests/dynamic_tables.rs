@@ -442,3 +442,53 @@ async fn dynamic_tables_live_in_the_gateways_database() {
         "{err:?}"
     );
 }
+
+/// The gateway's service session is a superuser's. A query that tries to take that identity back
+/// (`set_config('role', ...)`, as SET ROLE allows whenever the session user is a superuser) must
+/// fail, at creation and at refresh.
+#[tokio::test]
+async fn a_query_cannot_take_the_service_accounts_identity() {
+    let (pg, db, gw, c) = setup().await;
+    let mallory = pg.fresh_role("pw").await;
+    c.batch_execute(&format!("GRANT CREATE ON SCHEMA public TO {mallory}"))
+        .await
+        .unwrap();
+    let m = connect(&gw.url(&mallory, "pw", &db)).await;
+    m.batch_execute(&format!(
+        "CREATE FUNCTION escalate() RETURNS int LANGUAGE plpgsql AS $$
+         BEGIN PERFORM set_config('role', 'postgres', true); EXECUTE 'ALTER ROLE {mallory} SUPERUSER'; RETURN 1; END $$"
+    ))
+    .await
+    .unwrap();
+    let err = m
+        .batch_execute("CREATE DYNAMIC TABLE x AS SELECT escalate() AS one")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&err), Some("42501"), "{err:?}");
+    let err = m
+        .batch_execute("CREATE DYNAMIC TABLE y AS SELECT set_config('session_authorization', 'postgres', true) AS s")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&err), Some("42501"), "{err:?}");
+
+    // At refresh: a harmless function at creation, replaced by the escalating one afterwards.
+    m.batch_execute("CREATE FUNCTION later() RETURNS int LANGUAGE sql AS 'SELECT 1'")
+        .await
+        .unwrap();
+    m.batch_execute("CREATE DYNAMIC TABLE z AS SELECT later() AS one").await.unwrap();
+    m.batch_execute("CREATE OR REPLACE FUNCTION later() RETURNS int LANGUAGE plpgsql AS $$ BEGIN RETURN escalate(); END $$")
+        .await
+        .unwrap();
+    let err = m.query("REFRESH DYNAMIC TABLE z", &[]).await.unwrap_err();
+    assert_eq!(code(&err), Some("42501"), "{err:?}");
+
+    let su: bool = c
+        .query_one("SELECT rolsuper FROM pg_roles WHERE rolname = $1", &[&mallory])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!su, "still not a superuser");
+    // And the helper that runs user SQL is not callable by others.
+    let err = m.query("SELECT dyngate.run_as_10('SELECT 1')", &[]).await.unwrap_err();
+    assert!(matches!(code(&err), Some("42501") | Some("42883")), "{err:?}");
+}

@@ -1,6 +1,11 @@
 //! The PostgreSQL engine: a dynamic table is an ordinary table in the backing database, filled
-//! and refreshed by SQL run inside a transaction of the caller's (which has already taken the
-//! owner's role, so the refresh reads only what the owner may read).
+//! and refreshed by SQL run inside a transaction of the caller's.
+//!
+//! User SQL (the query, the declared columns) runs with the privileges of the role it belongs to
+//! (the creator, then the owner) through a SECURITY DEFINER function owned by that role
+//! ([`run_as`]). `SET ROLE` alone would not do: the gateway's service session is a superuser's,
+//! and a query could call `set_config('role', ...)` to become it again; inside a
+//! security-definer function PostgreSQL refuses any change of role or session authorization.
 //!
 //! A FULL refresh replaces the content in one transaction with DELETE and INSERT: readers keep
 //! seeing the old rows until it commits (MVCC), never an empty or partial table, and are not
@@ -9,17 +14,54 @@
 use tokio_postgres::Transaction;
 
 use crate::engine::{RefreshAction, Refreshed};
+use crate::manager::rules::quote_ident;
 
-/// Creates the table and fills it for the first time. `target` is the quoted, schema-qualified
-/// name; `columns` the declared column list, if any (else the query's columns are used).
-pub async fn create(tx: &Transaction<'_>, target: &str, columns: Option<&str>, query: &str) -> Result<Refreshed, tokio_postgres::Error> {
+/// Key space of the advisory locks that serialize creating the per-role functions.
+const RUNNER_LOCK_SPACE: i32 = 0x6479_6e72; // "dynr"
+
+/// Runs one statement of `role`'s with `role`'s privileges; returns the rows it processed.
+pub async fn run_as(tx: &Transaction<'_>, role: &str, sql: &str) -> Result<u64, tokio_postgres::Error> {
+    let oid: u32 = tx.query_one("SELECT oid FROM pg_roles WHERE rolname = $1", &[&role]).await?.get(0);
+    let function = format!("dyngate.run_as_{oid}");
+    let signature = format!("{function}(text)");
+    if !function_exists(tx, &signature).await? {
+        tx.execute("SELECT pg_advisory_xact_lock($1, $2)", &[&RUNNER_LOCK_SPACE, &(oid as i32)])
+            .await?;
+        if !function_exists(tx, &signature).await? {
+            tx.batch_execute(&format!(
+                "CREATE FUNCTION {function}(sql text) RETURNS bigint LANGUAGE plpgsql SECURITY DEFINER AS $dyngate$
+                 DECLARE n bigint; BEGIN EXECUTE sql; GET DIAGNOSTICS n = ROW_COUNT; RETURN n; END $dyngate$;
+                 ALTER FUNCTION {signature} OWNER TO {owner};
+                 REVOKE ALL ON FUNCTION {signature} FROM PUBLIC;
+                 COMMENT ON FUNCTION {signature} IS 'dyngate: runs dynamic-table SQL with this role''s privileges';",
+                owner = quote_ident(role)
+            ))
+            .await?;
+        }
+    }
+    let n: i64 = tx.query_one(&format!("SELECT {function}($1)"), &[&sql]).await?.get(0);
+    Ok(n as u64)
+}
+
+async fn function_exists(tx: &Transaction<'_>, signature: &str) -> Result<bool, tokio_postgres::Error> {
+    Ok(tx.query_one("SELECT to_regprocedure($1) IS NOT NULL", &[&signature]).await?.get(0))
+}
+
+/// Creates the table as `role` and fills it for the first time. `target` is the quoted,
+/// schema-qualified name; `columns` the declared column list, if any (else the query's columns).
+pub async fn create(
+    tx: &Transaction<'_>,
+    role: &str,
+    target: &str,
+    columns: Option<&str>,
+    query: &str,
+) -> Result<Refreshed, tokio_postgres::Error> {
     let rows = match columns {
         Some(cols) => {
-            tx.batch_execute(&format!("CREATE TABLE {target} ({cols})")).await?;
-            tx.execute(&format!("INSERT INTO {target} SELECT * FROM ({query}) AS dyngate_query"), &[])
-                .await?
+            run_as(tx, role, &format!("CREATE TABLE {target} ({cols})")).await?;
+            run_as(tx, role, &format!("INSERT INTO {target} SELECT * FROM ({query}) AS dyngate_query")).await?
         }
-        None => tx.execute(&format!("CREATE TABLE {target} AS {query}"), &[]).await?,
+        None => run_as(tx, role, &format!("CREATE TABLE {target} AS {query}")).await?,
     };
     Ok(Refreshed {
         action: RefreshAction::Full,
@@ -27,12 +69,10 @@ pub async fn create(tx: &Transaction<'_>, target: &str, columns: Option<&str>, q
     })
 }
 
-/// Replaces the whole content with the query's current result.
-pub async fn full_refresh(tx: &Transaction<'_>, target: &str, query: &str) -> Result<Refreshed, tokio_postgres::Error> {
-    tx.execute(&format!("DELETE FROM {target}"), &[]).await?;
-    let rows = tx
-        .execute(&format!("INSERT INTO {target} SELECT * FROM ({query}) AS dyngate_query"), &[])
-        .await?;
+/// Replaces the whole content with the query's current result, as `owner`.
+pub async fn full_refresh(tx: &Transaction<'_>, owner: &str, target: &str, query: &str) -> Result<Refreshed, tokio_postgres::Error> {
+    run_as(tx, owner, &format!("DELETE FROM {target}")).await?;
+    let rows = run_as(tx, owner, &format!("INSERT INTO {target} SELECT * FROM ({query}) AS dyngate_query")).await?;
     Ok(Refreshed {
         action: RefreshAction::Full,
         rows,

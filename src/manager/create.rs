@@ -5,7 +5,7 @@
 use crate::engine;
 use crate::manager::catalog::{self, NewDt};
 use crate::manager::rules::{self, LogicalMode, RefreshMode, quote_literal};
-use crate::manager::{Manager, ManagerError, Requester, new_job_id, set_role};
+use crate::manager::{Manager, ManagerError, Requester, new_job_id};
 use crate::sql::dynamic::CreateDt;
 
 /// What CREATE did.
@@ -74,14 +74,12 @@ impl Manager {
         if catalog::relation_exists(&tx, &name).await? {
             return Err(ManagerError::RelationExists(name.to_string()));
         }
-        set_role(&tx, who.user).await?;
-        let filled = engine::postgres::create(&tx, &name.quoted(), c.columns.as_deref(), &c.query).await?;
+        // User SQL runs with the requester's privileges (see engine::postgres::run_as).
+        let filled = engine::postgres::create(&tx, who.user, &name.quoted(), c.columns.as_deref(), &c.query).await?;
         if let Some(comment) = &c.comment {
-            tx.batch_execute(&format!("COMMENT ON TABLE {} IS {}", name.quoted(), quote_literal(comment)))
-                .await?;
+            let sql = format!("COMMENT ON TABLE {} IS {}", name.quoted(), quote_literal(comment));
+            engine::postgres::run_as(&tx, who.user, &sql).await?;
         }
-        // The catalog is the service account's.
-        tx.batch_execute("RESET ROLE").await?;
         let options = serde_json::Value::Object(
             c.options
                 .iter()

@@ -1,5 +1,5 @@
 //! One refresh of one dynamic table, however it was asked for (manual now; scheduled by the
-//! refresh loop; through the HTTP endpoint later): run as the table's owner under a per-table
+//! refresh loop; through the HTTP endpoint): run with the table owner's privileges under a per-table
 //! lock, so two refreshes of one table never run at once, and recorded in the history as
 //! EXECUTING, then SUCCEEDED (with the data time and rows) or FAILED (with PostgreSQL's error).
 //! A scheduled refresh that finds the previous one still running is recorded as SKIPPED.
@@ -7,7 +7,7 @@
 use crate::engine;
 use crate::manager::catalog::{self, DtRow};
 use crate::manager::drop::TABLE_LOCK_SPACE;
-use crate::manager::{Manager, ManagerError, Requester, begin_as, new_job_id};
+use crate::manager::{Manager, ManagerError, Requester, new_job_id};
 use crate::sql::dynamic::{Options, TableName};
 
 /// A refresh, as the history records it.
@@ -88,7 +88,7 @@ impl Manager {
         // EXECUTING is visible while it runs and FAILED survives its rollback.
         let history = self.pool.get().await?;
         let mut client = self.pool.get().await?;
-        let tx = begin_as(&mut client, &dt.owner).await?;
+        let tx = client.transaction().await?;
         // The job id marks the connection, so a refresh orphaned by a killed gateway can be told
         // from one still running (see catalog::cancel_orphaned_refreshes).
         tx.batch_execute(&format!("SET LOCAL application_name = 'dyngate:{job_id}'"))
@@ -124,7 +124,7 @@ impl Manager {
         };
         let result = async {
             let data_time: String = tx.query_one("SELECT now()::text", &[]).await?.get(0);
-            let done = engine::postgres::full_refresh(&tx, &dt.name.quoted(), &dt.query).await?;
+            let done = engine::postgres::full_refresh(&tx, &dt.owner, &dt.name.quoted(), &dt.query).await?;
             tx.commit().await?;
             Ok::<_, ManagerError>((done, data_time))
         }
