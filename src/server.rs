@@ -33,6 +33,8 @@ pub enum ServeError {
     },
     #[error(transparent)]
     Catalog(#[from] MigrateError),
+    #[error("cannot start the session threads: {0}")]
+    Runtime(std::io::Error),
     #[error("cannot write the ready file: {0}")]
     ReadyFile(std::io::Error),
 }
@@ -122,7 +124,20 @@ async fn serve(args: &ServeArgs, tls: Option<tokio_rustls::TlsAcceptor>, cluster
         cancels: CancelRegistry::default(),
         handler: Handler::new(manager.clone()),
     });
-    let wire_task = tokio::spawn(wire::serve(pg_listener, gw, phase_rx.clone(), args.shutdown_timeout));
+    let threads = if args.session_threads == 0 {
+        wire::loops::default_threads()
+    } else {
+        args.session_threads
+    };
+    let loops = wire::loops::SessionLoops::start(threads).map_err(ServeError::Runtime)?;
+    let wire_task = {
+        let phase = phase_rx.clone();
+        let grace = args.shutdown_timeout;
+        tokio::spawn(async move {
+            wire::serve(pg_listener, gw, phase, grace, &loops).await;
+            loops
+        })
+    };
 
     let migrated = tokio::select! {
         r = migrate_with_retry(&backend) => Some(r),
@@ -154,7 +169,9 @@ async fn serve(args: &ServeArgs, tls: Option<tokio_rustls::TlsAcceptor>, cluster
 
     tracing::info!("shutting down: no new connections");
     let _ = phase_tx.send(Phase::Draining);
-    let _ = wire_task.await;
+    if let Ok(loops) = wire_task.await {
+        tokio::task::spawn_blocking(move || loops.stop()).await.ok();
+    }
     let _ = http_task.await;
     outcome
 }

@@ -8,6 +8,7 @@
 pub mod cancel;
 pub mod codec;
 pub mod conn;
+pub mod loops;
 pub mod pending;
 pub mod session;
 pub mod startup;
@@ -44,7 +45,13 @@ pub struct Gateway {
 }
 
 /// Accepts clients until shutdown, then drains sessions for up to `grace`.
-pub async fn serve(listener: TcpListener, gw: Arc<Gateway>, mut phase: watch::Receiver<Phase>, grace: Duration) {
+pub async fn serve(
+    listener: TcpListener,
+    gw: Arc<Gateway>,
+    mut phase: watch::Receiver<Phase>,
+    grace: Duration,
+    loops: &loops::SessionLoops,
+) {
     let mut sessions = JoinSet::new();
     loop {
         tokio::select! {
@@ -53,7 +60,16 @@ pub async fn serve(listener: TcpListener, gw: Arc<Gateway>, mut phase: watch::Re
                     let _ = tcp.set_nodelay(true);
                     let gw = gw.clone();
                     let phase = phase.clone();
-                    sessions.spawn(handle_connection(tcp, gw, phase).instrument(tracing::info_span!("session", %peer)));
+                    // The socket moves to the session's own loop (a tokio socket belongs to the
+                    // runtime that registered it).
+                    let Ok(std_tcp) = tcp.into_std() else { continue };
+                    let session = async move {
+                        match tokio::net::TcpStream::from_std(std_tcp) {
+                            Ok(tcp) => handle_connection(tcp, gw, phase).await,
+                            Err(e) => tracing::warn!(error = %e, "cannot register a client socket"),
+                        }
+                    };
+                    sessions.spawn_on(session.instrument(tracing::info_span!("session", %peer)), loops.next());
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");
