@@ -1,8 +1,9 @@
-//! DROP DYNAMIC TABLE: drop the table as the requester (PostgreSQL checks ownership) and its
+//! DROP DYNAMIC TABLE: drop the table with the requester's privileges (PostgreSQL checks ownership) and its
 //! catalog row in one transaction, after any running refresh of it has finished.
 
+use crate::engine;
 use crate::manager::catalog;
-use crate::manager::{Manager, ManagerError, Requester, set_role};
+use crate::manager::{Manager, ManagerError, Requester};
 use crate::sql::dynamic::TableName;
 
 /// Key space of the per-table advisory locks that serialize refreshes and drops.
@@ -31,9 +32,7 @@ impl Manager {
         tx.execute("SELECT pg_advisory_xact_lock($1, $2)", &[&TABLE_LOCK_SPACE, &(dt.id as i32)])
             .await?;
         // As the requester: PostgreSQL checks that they own the table.
-        set_role(&tx, who.user).await?;
-        tx.batch_execute(&format!("DROP TABLE {}", name.quoted())).await?;
-        tx.batch_execute("RESET ROLE").await?;
+        engine::postgres::run_as(&tx, who.user, &format!("DROP TABLE {}", name.quoted())).await?;
         catalog::delete(&tx, dt.id).await?;
         tx.commit().await?;
         tracing::info!(table = %name, by = who.user, "dynamic table dropped");

@@ -2,9 +2,9 @@
 //! describe; alter, suspend and resume to come), independent of how they were asked for (pgwire
 //! now, HTTP with the refresh endpoint). It knows nothing of the wire protocol.
 //!
-//! Every operation runs on a service-account connection but takes the requester's role (or, for a
-//! refresh, the table owner's) for the SQL that touches user data, so PostgreSQL's privileges
-//! apply: nobody reads through a dynamic table what they could not read directly. Catalog writes
+//! Every operation runs on a service-account connection but executes the SQL that touches user
+//! data with the requester's privileges (or, for a refresh, the table owner's), so PostgreSQL's
+//! privileges apply: nobody reads through a dynamic table what they could not read directly. Catalog writes
 //! happen in the same transaction, so a failed statement changes nothing.
 
 pub mod alter;
@@ -104,8 +104,10 @@ impl std::fmt::Display for QualifiedName {
     }
 }
 
-/// Starts a transaction that runs as `role` until `RESET ROLE` (the gateway's service account
-/// takes the requester's or owner's identity for everything that touches user data).
+/// Starts a transaction that runs as `role` until `RESET ROLE`: only for SQL of the gateway's own
+/// that reads the role's settings (its current schema). User SQL never runs this way, since a
+/// superuser session's SET ROLE can be undone from SQL; it goes through
+/// [`engine::postgres::run_as`](crate::engine::postgres::run_as).
 async fn begin_as<'c>(client: &'c mut Client, role: &str) -> Result<Transaction<'c>, ManagerError> {
     let tx = client.transaction().await?;
     set_role(&tx, role).await?;
