@@ -7,7 +7,7 @@
 //! Unlike Flink, SET FRESHNESS works, re-deriving the mode (CONTINUOUS or FULL) and the schedule
 //! without recreating the table.
 
-use crate::manager::catalog::{self, DtRow};
+use crate::manager::catalog::DtRow;
 use crate::manager::create::refresh_mode_name;
 use crate::manager::rules::{self, Freshness, LogicalMode, RefreshMode};
 use crate::manager::{Manager, ManagerError, Requester};
@@ -27,24 +27,8 @@ impl Manager {
             return Err(ManagerError::InTransaction("ALTER DYNAMIC TABLE"));
         }
         let mut client = self.pool.get().await?;
-        let name = self.resolve(&mut client, who, name).await?;
-        let Some(dt) = catalog::load(&*client, &name).await? else {
-            if catalog::relation_exists(&*client, &name).await? {
-                return Err(ManagerError::NotDynamic(name.to_string()));
-            }
-            return Err(ManagerError::NotFound(name.to_string()));
-        };
-        let member: bool = client
-            .query_one("SELECT pg_has_role($1, $2, 'MEMBER')", &[&who.user, &dt.owner])
-            .await?
-            .get(0);
-        if !member {
-            return Err(ManagerError::NotOwner {
-                owner: dt.owner.clone(),
-                action,
-                table: name.to_string(),
-            });
-        }
+        let dt = self.load_existing(&mut client, who, name).await?;
+        Self::require_member(&client, who, &dt, action).await?;
         Ok(dt)
     }
 

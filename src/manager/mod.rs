@@ -24,6 +24,7 @@ use tokio_postgres::{Client, Transaction};
 
 use crate::backend::ServicePool;
 use crate::sql::dynamic::TableName;
+use catalog::DtRow;
 pub use error::ManagerError;
 use rules::quote_ident;
 
@@ -81,6 +82,35 @@ impl Manager {
             schema,
             name: name.name.clone(),
         })
+    }
+}
+
+impl Manager {
+    /// Resolves `name` for `who` and loads its catalog row: 42P01 when there is no such
+    /// relation, 42809 when it is not a dynamic table.
+    async fn load_existing(&self, client: &mut Client, who: &Requester<'_>, name: &TableName) -> Result<DtRow, ManagerError> {
+        let name = self.resolve(client, who, name).await?;
+        match catalog::load(&*client, &name).await? {
+            Some(dt) => Ok(dt),
+            None if catalog::relation_exists(&*client, &name).await? => Err(ManagerError::NotDynamic(name.to_string())),
+            None => Err(ManagerError::NotFound(name.to_string())),
+        }
+    }
+
+    /// Operating a table (refresh, suspend, alter) takes membership in its owner's role.
+    async fn require_member(client: &Client, who: &Requester<'_>, dt: &DtRow, action: &'static str) -> Result<(), ManagerError> {
+        let member: bool = client
+            .query_one("SELECT pg_has_role($1, $2, 'MEMBER')", &[&who.user, &dt.owner])
+            .await?
+            .get(0);
+        if !member {
+            return Err(ManagerError::NotOwner {
+                owner: dt.owner.clone(),
+                action,
+                table: dt.name.to_string(),
+            });
+        }
+        Ok(())
     }
 }
 

@@ -60,24 +60,8 @@ impl Manager {
             ));
         }
         let mut client = self.pool.get().await?;
-        let name = self.resolve(&mut client, who, name).await?;
-        let Some(dt) = catalog::load(&*client, &name).await? else {
-            if catalog::relation_exists(&*client, &name).await? {
-                return Err(ManagerError::NotDynamic(name.to_string()));
-            }
-            return Err(ManagerError::NotFound(name.to_string()));
-        };
-        let member: bool = client
-            .query_one("SELECT pg_has_role($1, $2, 'MEMBER')", &[&who.user, &dt.owner])
-            .await?
-            .get(0);
-        if !member {
-            return Err(ManagerError::NotOwner {
-                owner: dt.owner.clone(),
-                action: "refresh",
-                table: name.to_string(),
-            });
-        }
+        let dt = self.load_existing(&mut client, who, name).await?;
+        Self::require_member(&client, who, &dt, "refresh").await?;
         self.run_refresh(&dt, Trigger::Manual, new_job_id()).await
     }
 

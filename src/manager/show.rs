@@ -2,7 +2,7 @@
 //! the catalog, allowed inside a transaction block. A table is listed only to those who may read
 //! it.
 
-use crate::manager::catalog::{self, DtRow};
+use crate::manager::catalog::DtRow;
 use crate::manager::rules::{quote_ident, quote_literal};
 use crate::manager::{Manager, ManagerError, QualifiedName, Requester};
 use crate::sql::dynamic::TableName;
@@ -59,13 +59,8 @@ impl Manager {
     async fn visible(&self, who: &Requester<'_>, name: &TableName) -> Result<DtRow, ManagerError> {
         self.check_database(who)?;
         let mut client = self.pool.get().await?;
-        let name = self.resolve(&mut client, who, name).await?;
-        let Some(dt) = catalog::load(&*client, &name).await? else {
-            if catalog::relation_exists(&*client, &name).await? {
-                return Err(ManagerError::NotDynamic(name.to_string()));
-            }
-            return Err(ManagerError::NotFound(name.to_string()));
-        };
+        let dt = self.load_existing(&mut client, who, name).await?;
+        let name = &dt.name;
         let readable: bool = client
             .query_one("SELECT has_table_privilege($1, $2, 'SELECT')", &[&who.user, &name.quoted()])
             .await?
