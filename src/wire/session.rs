@@ -288,12 +288,10 @@ impl Up<'_> {
                 }
                 let name = name.to_string();
                 let statements = split_statements(sql, standard);
-                self.batch_local = true;
-                if !self.settle().await? {
-                    return Ok(Some(ClientEnd::Violation));
-                }
-                if self.skipping {
-                    return Ok(None);
+                match self.local_turn().await? {
+                    Turn::Go => {}
+                    Turn::Skip => return Ok(None),
+                    Turn::End => return Ok(Some(ClientEnd::Violation)),
                 }
                 let prepared = if statements.len() > 1 {
                     Err(PgError::error("42601", "cannot insert multiple commands into a prepared statement"))
@@ -324,12 +322,10 @@ impl Up<'_> {
                 };
                 let portal = portal.to_string();
                 let params = bind_parameter_count(rest);
-                self.batch_local = true;
-                if !self.settle().await? {
-                    return Ok(Some(ClientEnd::Violation));
-                }
-                if self.skipping {
-                    return Ok(None);
+                match self.local_turn().await? {
+                    Turn::Go => {}
+                    Turn::Skip => return Ok(None),
+                    Turn::End => return Ok(Some(ClientEnd::Violation)),
                 }
                 if params != Some(0) {
                     let n = params.map_or("an unreadable number of".to_string(), |n| n.to_string());
@@ -363,12 +359,10 @@ impl Up<'_> {
                     Some(cols) => row_description(cols.iter().enumerate().map(|(i, c)| (c.name, c.type_oid, format_of(&formats, i)))),
                     None => Message::new(b'n', b""),
                 };
-                self.batch_local = true;
-                if !self.settle().await? {
-                    return Ok(Some(ClientEnd::Violation));
-                }
-                if self.skipping {
-                    return Ok(None);
+                match self.local_turn().await? {
+                    Turn::Go => {}
+                    Turn::Skip => return Ok(None),
+                    Turn::End => return Ok(Some(ClientEnd::Violation)),
                 }
                 if kind == Some(b'S') {
                     self.local_reply(&[no_parameters(), shape]).await?;
@@ -382,12 +376,10 @@ impl Up<'_> {
                     self.forward_extended(&msg);
                     return Ok(None);
                 };
-                self.batch_local = true;
-                if !self.settle().await? {
-                    return Ok(Some(ClientEnd::Violation));
-                }
-                if self.skipping {
-                    return Ok(None);
+                match self.local_turn().await? {
+                    Turn::Go => {}
+                    Turn::Skip => return Ok(None),
+                    Turn::End => return Ok(Some(ClientEnd::Violation)),
                 }
                 match self.gw.handler.execute(&prepared, self.info, self.in_transaction()).await {
                     Ok(r) => {
@@ -409,12 +401,10 @@ impl Up<'_> {
                     self.forward_extended(&msg);
                     return Ok(None);
                 }
-                self.batch_local = true;
-                if !self.settle().await? {
-                    return Ok(Some(ClientEnd::Violation));
-                }
-                if self.skipping {
-                    return Ok(None);
+                match self.local_turn().await? {
+                    Turn::Go => {}
+                    Turn::Skip => return Ok(None),
+                    Turn::End => return Ok(Some(ClientEnd::Violation)),
                 }
                 self.local_reply(&[Message::new(b'3', b"")]).await?;
             }
@@ -450,6 +440,16 @@ impl Up<'_> {
             _ => self.forward(&msg),
         }
         Ok(None)
+    }
+
+    /// Before answering one of dyngate's own extended-protocol messages: marks the batch as
+    /// having one and settles (see [`settle`](Self::settle)).
+    async fn local_turn(&mut self) -> std::io::Result<Turn> {
+        self.batch_local = true;
+        if !self.settle().await? {
+            return Ok(Turn::End);
+        }
+        Ok(if self.skipping { Turn::Skip } else { Turn::Go })
     }
 
     /// Waits until the backend has answered everything forwarded so far, so that a reply of
@@ -491,6 +491,15 @@ impl Up<'_> {
         self.skipping = true;
         write_client(&self.cw, e.to_message().raw()).await
     }
+}
+
+/// Whether one of dyngate's own extended-protocol messages is to be answered.
+enum Turn {
+    Go,
+    /// The batch failed: skipped, as PostgreSQL skips to Sync.
+    Skip,
+    /// The session ends (the client has been told why).
+    End,
 }
 
 /// The number of parameter values in a Bind body after its portal name (`rest` starts at the
