@@ -47,6 +47,46 @@ async fn function_exists(tx: &Transaction<'_>, signature: &str) -> Result<bool, 
     Ok(tx.query_one("SELECT to_regprocedure($1) IS NOT NULL", &[&signature]).await?.get(0))
 }
 
+/// A dynamic table's query bound to what it reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bound {
+    /// The view in schema `dyngate` that holds the query (unquoted name).
+    pub view: String,
+    /// The query with every name schema-qualified, as PostgreSQL prints the view back.
+    pub resolved: String,
+}
+
+/// Binds `query` to the objects it names under `search_path` (the requester's, already
+/// expanded): creates the view `dyngate.<view>` holding it, so PostgreSQL records what the
+/// dynamic table reads (and refuses to drop it), and returns the query with all names resolved.
+///
+/// The view is created by the service account but never selected from (no one else has any
+/// privilege on it); creating a view runs nothing of the query. It goes through the extended
+/// protocol, which takes exactly one statement.
+pub async fn bind_query(tx: &Transaction<'_>, search_path: &str, view: &str, query: &str) -> Result<Bound, tokio_postgres::Error> {
+    tx.execute("SELECT set_config('search_path', $1, true)", &[&search_path]).await?;
+    tx.execute(&format!("CREATE VIEW dyngate.{} AS {query}", quote_ident(view)), &[])
+        .await?;
+    // Printed with only pg_catalog visible, every other name comes out schema-qualified.
+    tx.execute("SELECT set_config('search_path', 'pg_catalog', true)", &[]).await?;
+    let def: String = tx
+        .query_one("SELECT pg_get_viewdef(format('dyngate.%I', $1::text)::regclass, true)", &[&view])
+        .await?
+        .get(0);
+    tx.execute("SELECT set_config('search_path', $1, true)", &[&search_path]).await?;
+    Ok(Bound {
+        view: view.to_string(),
+        resolved: def.trim().trim_end_matches(';').trim().to_string(),
+    })
+}
+
+/// Drops a view made by [`bind_query`].
+pub async fn unbind_query(tx: &Transaction<'_>, view: &str) -> Result<(), tokio_postgres::Error> {
+    tx.execute(&format!("DROP VIEW IF EXISTS dyngate.{}", quote_ident(view)), &[])
+        .await?;
+    Ok(())
+}
+
 /// Creates the table as `role` and fills it for the first time. `target` is the quoted,
 /// schema-qualified name; `columns` the declared column list, if any (else the query's columns).
 pub async fn create(

@@ -25,10 +25,24 @@ pub struct DtRow {
     pub owner: String,
     pub created_at: String,
     pub altered_at: String,
+    /// The query with names resolved (None for tables created before catalog version 2).
+    pub resolved_query: Option<String>,
+    /// The view in schema dyngate that holds the query (see engine::postgres::bind_query).
+    pub query_view: Option<String>,
+    pub time_zone: String,
+    pub partitioned_by: Vec<String>,
+}
+
+impl DtRow {
+    /// The query a refresh runs: the resolved one when there is one.
+    pub fn refresh_query(&self) -> &str {
+        self.resolved_query.as_deref().unwrap_or(&self.query)
+    }
 }
 
 const COLUMNS: &str = "id, schema_name, table_name, definition, query, columns, comment, options::text, freshness_n, freshness_unit, \
-     logical_mode, refresh_mode, status, engine, scheduler, owner_role, created_at::text, altered_at::text";
+     logical_mode, refresh_mode, status, engine, scheduler, owner_role, created_at::text, altered_at::text, resolved_query, query_view, \
+     time_zone, partitioned_by";
 
 fn row(r: &tokio_postgres::Row) -> DtRow {
     DtRow {
@@ -52,6 +66,10 @@ fn row(r: &tokio_postgres::Row) -> DtRow {
         owner: r.get(15),
         created_at: r.get(16),
         altered_at: r.get(17),
+        resolved_query: r.get(18),
+        query_view: r.get(19),
+        time_zone: r.get(20),
+        partitioned_by: r.get(21),
     }
 }
 
@@ -113,6 +131,34 @@ pub async fn insert(c: &impl GenericClient, d: &NewDt<'_>) -> Result<i64, tokio_
         )
         .await?;
     Ok(r.get(0))
+}
+
+/// The dynamic tables whose query reads `name` (through their query views' dependencies).
+pub async fn readers(c: &impl GenericClient, name: &QualifiedName) -> Result<Vec<String>, tokio_postgres::Error> {
+    let rows = c
+        .query(
+            "SELECT DISTINCT t.schema_name || '.' || t.table_name
+               FROM pg_depend d
+               JOIN pg_rewrite r ON r.oid = d.objid
+               JOIN pg_class v ON v.oid = r.ev_class AND v.relnamespace = 'dyngate'::regnamespace
+               JOIN dyngate.dynamic_table t ON t.query_view = v.relname
+              WHERE d.classid = 'pg_rewrite'::regclass AND d.refclassid = 'pg_class'::regclass
+                AND d.refobjid = to_regclass($1) AND t.schema_name || '.' || t.table_name <> $2
+              ORDER BY 1",
+            &[&name.quoted(), &name.to_string()],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// Records the query's binding (engine::postgres::bind_query).
+pub async fn set_binding(c: &impl GenericClient, id: i64, view: &str, resolved: &str) -> Result<(), tokio_postgres::Error> {
+    c.execute(
+        "UPDATE dyngate.dynamic_table SET query_view = $2, resolved_query = $3 WHERE id = $1",
+        &[&id, &view, &resolved],
+    )
+    .await?;
+    Ok(())
 }
 
 pub async fn delete(c: &impl GenericClient, id: i64) -> Result<(), tokio_postgres::Error> {

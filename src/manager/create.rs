@@ -5,8 +5,9 @@
 use crate::engine;
 use crate::manager::catalog::{self, NewDt};
 use crate::manager::rules::{self, LogicalMode, RefreshMode, quote_literal};
-use crate::manager::{Manager, ManagerError, Requester, new_job_id};
+use crate::manager::{Manager, ManagerError, QualifiedName, Requester, new_job_id};
 use crate::sql::dynamic::CreateDt;
+use tokio_postgres::Transaction;
 
 /// What CREATE did.
 #[derive(Debug, PartialEq, Eq)]
@@ -33,6 +34,29 @@ pub fn refresh_mode_name(m: RefreshMode) -> &'static str {
 }
 
 impl Manager {
+    /// Binds the query of table `id` to what it reads (engine::postgres::bind_query) and records
+    /// the binding.
+    pub(crate) async fn bind(
+        &self,
+        tx: &Transaction<'_>,
+        search_path: &str,
+        name: &QualifiedName,
+        id: i64,
+        query: &str,
+    ) -> Result<engine::postgres::Bound, ManagerError> {
+        let mut view = rules::query_view_name(&name.schema, &name.name, id);
+        let taken = QualifiedName {
+            schema: "dyngate".into(),
+            name: view.clone(),
+        };
+        if catalog::relation_exists(tx, &taken).await? {
+            view = format!("dt_{id}");
+        }
+        let bound = engine::postgres::bind_query(tx, search_path, &view, query).await?;
+        catalog::set_binding(tx, id, &bound.view, &bound.resolved).await?;
+        Ok(bound)
+    }
+
     pub async fn create(&self, who: &Requester<'_>, c: &CreateDt, definition: &str) -> Result<Created, ManagerError> {
         self.check_database(who)?;
         if who.in_transaction {
@@ -63,6 +87,7 @@ impl Manager {
 
         let mut client = self.pool.get().await?;
         let name = self.resolve(&mut client, who, &c.name).await?;
+        let search_path = self.search_path_of(&mut client, who).await?;
         let tx = client.transaction().await?;
         if catalog::load(&tx, &name).await?.is_some() {
             return if c.if_not_exists {
@@ -73,12 +98,6 @@ impl Manager {
         }
         if catalog::relation_exists(&tx, &name).await? {
             return Err(ManagerError::RelationExists(name.to_string()));
-        }
-        // User SQL runs with the requester's privileges (see engine::postgres::run_as).
-        let filled = engine::postgres::create(&tx, who.user, &name.quoted(), c.columns.as_deref(), &c.query).await?;
-        if let Some(comment) = &c.comment {
-            let sql = format!("COMMENT ON TABLE {} IS {}", name.quoted(), quote_literal(comment));
-            engine::postgres::run_as(&tx, who.user, &sql).await?;
         }
         let options = serde_json::Value::Object(
             c.options
@@ -106,6 +125,13 @@ impl Manager {
             },
         )
         .await?;
+        let bound = self.bind(&tx, &search_path, &name, id, &c.query).await?;
+        // User SQL runs with the requester's privileges (see engine::postgres::run_as).
+        let filled = engine::postgres::create(&tx, who.user, &name.quoted(), c.columns.as_deref(), &bound.resolved).await?;
+        if let Some(comment) = &c.comment {
+            let sql = format!("COMMENT ON TABLE {} IS {}", name.quoted(), quote_literal(comment));
+            engine::postgres::run_as(&tx, who.user, &sql).await?;
+        }
         catalog::creation_refresh(&tx, id, &name, &new_job_id(), filled.rows as i64).await?;
         tx.commit().await?;
         tracing::info!(table = %name, owner = who.user, mode = refresh_mode_name(mode), rows = filled.rows, "dynamic table created");

@@ -17,7 +17,7 @@ impl Manager {
             return Err(ManagerError::InTransaction("DROP DYNAMIC TABLE"));
         }
         let mut client = self.pool.get().await?;
-        let name = self.resolve(&mut client, who, name).await?;
+        let name = self.resolve_existing(&mut client, who, name).await?;
         let tx = client.transaction().await?;
         let Some(dt) = catalog::load(&tx, &name).await? else {
             if catalog::relation_exists(&tx, &name).await? {
@@ -31,8 +31,21 @@ impl Manager {
         };
         tx.execute("SELECT pg_advisory_xact_lock($1, $2)", &[&TABLE_LOCK_SPACE, &(dt.id as i32)])
             .await?;
+        let readers = catalog::readers(&tx, &name).await?;
+        if !readers.is_empty() {
+            return Err(ManagerError::ReadBy {
+                table: name.to_string(),
+                readers,
+            });
+        }
+        // Tells the guard against plain DROP TABLE (sql/V2) that this drop is the gateway's.
+        tx.execute("SELECT set_config('dyngate.dropping', $1, true)", &[&dt.id.to_string()])
+            .await?;
         // As the requester: PostgreSQL checks that they own the table.
         engine::postgres::run_as(&tx, who.user, &format!("DROP TABLE {}", name.quoted())).await?;
+        if let Some(view) = &dt.query_view {
+            engine::postgres::unbind_query(&tx, view).await?;
+        }
         catalog::delete(&tx, dt.id).await?;
         tx.commit().await?;
         tracing::info!(table = %name, by = who.user, "dynamic table dropped");

@@ -39,6 +39,15 @@ pub enum ManagerError {
     /// 55000 (object_not_in_prerequisite_state): e.g. suspending a suspended table.
     #[error("{0}")]
     WrongState(String),
+    /// 2BP01: other dynamic tables read this one.
+    #[error("cannot drop dynamic table {table} because {} {} {} it",
+        if readers.len() == 1 { "dynamic table" } else { "dynamic tables" },
+        readers.join(", "),
+        if readers.len() == 1 { "reads" } else { "read" })]
+    ReadBy { table: String, readers: Vec<String> },
+    /// 42P16: a definition that cannot replace the current one (ALTER ... AS).
+    #[error("{0}")]
+    InvalidDefinition(String),
     /// 0A000: accepted syntax, not (yet) supported.
     #[error("{0}")]
     Unsupported(String),
@@ -62,9 +71,12 @@ impl ManagerError {
             ManagerError::NotFound(_) => 404,
             ManagerError::WrongState(_) | ManagerError::Exists(_) | ManagerError::RelationExists(_) => 409,
             ManagerError::NotOwner { .. } => 403,
-            ManagerError::Rule(_) | ManagerError::NotDynamic(_) | ManagerError::InTransaction(_) | ManagerError::WrongDatabase { .. } => {
-                400
-            }
+            ManagerError::Rule(_)
+            | ManagerError::NotDynamic(_)
+            | ManagerError::InTransaction(_)
+            | ManagerError::WrongDatabase { .. }
+            | ManagerError::InvalidDefinition(_) => 400,
+            ManagerError::ReadBy { .. } => 409,
             ManagerError::Unsupported(_) => 501,
             ManagerError::Postgres { .. } => 422,
             ManagerError::Internal => 500,
@@ -81,6 +93,8 @@ impl ManagerError {
             ManagerError::WrongDatabase { .. } | ManagerError::Unsupported(_) => "0A000",
             ManagerError::NotOwner { .. } => "42501",
             ManagerError::WrongState(_) => "55000",
+            ManagerError::ReadBy { .. } => "2BP01",
+            ManagerError::InvalidDefinition(_) => "42P16",
             ManagerError::Postgres { code, .. } => code,
             ManagerError::Internal => "XX000",
         }
@@ -135,6 +149,14 @@ mod tests {
             (ManagerError::Unsupported("x".into()), "0A000"),
             (ManagerError::WrongState("x".into()), "55000"),
             (
+                ManagerError::ReadBy {
+                    table: "t".into(),
+                    readers: vec!["u".into()],
+                },
+                "2BP01",
+            ),
+            (ManagerError::InvalidDefinition("x".into()), "42P16"),
+            (
                 ManagerError::Postgres {
                     code: "42P01".into(),
                     message: "m".into(),
@@ -166,6 +188,14 @@ mod tests {
         for (e, status) in http {
             assert_eq!(e.http_status(), status, "{e}");
         }
+        assert_eq!(
+            ManagerError::ReadBy {
+                table: "public.a".into(),
+                readers: vec!["public.b".into(), "public.c".into()]
+            }
+            .to_string(),
+            "cannot drop dynamic table public.a because dynamic tables public.b, public.c read it"
+        );
         assert_eq!(
             ManagerError::NotFound("public.t".into()).to_string(),
             "Dynamic table with identifier public.t does not exist."

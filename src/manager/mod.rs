@@ -26,7 +26,7 @@ use crate::backend::ServicePool;
 use crate::sql::dynamic::TableName;
 use catalog::DtRow;
 pub use error::ManagerError;
-use rules::quote_ident;
+use rules::{quote_ident, quote_literal};
 
 /// Who asks, as the session authenticated them.
 #[derive(Debug, Clone, Copy)]
@@ -61,8 +61,34 @@ impl Manager {
         Ok(())
     }
 
-    /// Resolves an unqualified name to the requester's current schema.
+    /// Resolves an unqualified name to the requester's current schema (where CREATE puts it).
     async fn resolve(&self, client: &mut Client, who: &Requester<'_>, name: &TableName) -> Result<QualifiedName, ManagerError> {
+        self.resolve_in(client, who, name, "SELECT current_schema()::text").await
+    }
+
+    /// Resolves an unqualified name as PostgreSQL finds a relation: in the first schema of the
+    /// requester's search_path that has one of that name (else the current schema, for the
+    /// "does not exist" message).
+    async fn resolve_existing(&self, client: &mut Client, who: &Requester<'_>, name: &TableName) -> Result<QualifiedName, ManagerError> {
+        let sql = format!(
+            "SELECT coalesce((SELECT relnamespace::regnamespace::text FROM pg_class WHERE oid = to_regclass({})), current_schema()::text)",
+            quote_literal(&quote_ident(&name.name))
+        );
+        let mut q = self.resolve_in(client, who, name, &sql).await?;
+        // regnamespace prints a name quoted when it needs quotes.
+        if q.schema.starts_with('"') {
+            q.schema = q.schema[1..q.schema.len() - 1].replace("\"\"", "\"");
+        }
+        Ok(q)
+    }
+
+    async fn resolve_in(
+        &self,
+        client: &mut Client,
+        who: &Requester<'_>,
+        name: &TableName,
+        sql: &str,
+    ) -> Result<QualifiedName, ManagerError> {
         if let Some(schema) = &name.schema {
             return Ok(QualifiedName {
                 schema: schema.clone(),
@@ -70,7 +96,7 @@ impl Manager {
             });
         }
         let tx = begin_as(client, who.user).await?;
-        let schema: Option<String> = tx.query_one("SELECT current_schema()::text", &[]).await?.get(0);
+        let schema: Option<String> = tx.query_one(sql, &[]).await?.get(0);
         tx.rollback().await?;
         let schema = schema.ok_or_else(|| ManagerError::Postgres {
             code: "3F000".into(),
@@ -86,10 +112,25 @@ impl Manager {
 }
 
 impl Manager {
+    /// The requester's search_path, expanded (`$user` replaced, missing schemas left out) and
+    /// quoted, for binding a query to what the requester's session would see.
+    async fn search_path_of(&self, client: &mut Client, who: &Requester<'_>) -> Result<String, ManagerError> {
+        let tx = begin_as(client, who.user).await?;
+        let path: String = tx
+            .query_one(
+                "SELECT coalesce(string_agg(quote_ident(s), ', ' ORDER BY n), '') FROM unnest(current_schemas(false)) WITH ORDINALITY AS u(s, n)",
+                &[],
+            )
+            .await?
+            .get(0);
+        tx.rollback().await?;
+        Ok(path)
+    }
+
     /// Resolves `name` for `who` and loads its catalog row: 42P01 when there is no such
     /// relation, 42809 when it is not a dynamic table.
     async fn load_existing(&self, client: &mut Client, who: &Requester<'_>, name: &TableName) -> Result<DtRow, ManagerError> {
-        let name = self.resolve(client, who, name).await?;
+        let name = self.resolve_existing(client, who, name).await?;
         match catalog::load(&*client, &name).await? {
             Some(dt) => Ok(dt),
             None if catalog::relation_exists(&*client, &name).await? => Err(ManagerError::NotDynamic(name.to_string())),

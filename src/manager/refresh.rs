@@ -108,7 +108,7 @@ impl Manager {
         };
         let result = async {
             let data_time: String = tx.query_one("SELECT now()::text", &[]).await?.get(0);
-            let done = engine::postgres::full_refresh(&tx, &dt.owner, &dt.name.quoted(), &dt.query).await?;
+            let done = engine::postgres::full_refresh(&tx, &dt.owner, &dt.name.quoted(), dt.refresh_query()).await?;
             tx.commit().await?;
             Ok::<_, ManagerError>((done, data_time))
         }

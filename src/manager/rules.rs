@@ -156,6 +156,14 @@ pub fn slot(now_secs: u64, f: Freshness) -> u64 {
 }
 
 /// Quotes an identifier for generated SQL, always (never relying on it being "simple").
+/// The name of the view holding a dynamic table's query in schema dyngate: `schema.table`, so
+/// that PostgreSQL's "view dyngate.\"public.t\" depends on table orders" names the dynamic table;
+/// `dt_<id>` when that would not fit PostgreSQL's 63-byte identifiers.
+pub fn query_view_name(schema: &str, table: &str, id: i64) -> String {
+    let name = format!("{schema}.{table}");
+    if name.len() <= 63 { name } else { format!("dt_{id}") }
+}
+
 pub fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
@@ -269,6 +277,20 @@ mod tests {
         ];
         for (now, fr, want) in cases {
             assert_eq!(slot(now, fr), want, "{fr} at {now}");
+        }
+    }
+
+    #[test]
+    fn query_view_names() {
+        let long = "x".repeat(70);
+        let cases = [
+            ("public", "daily", 7, "public.daily".to_string()),
+            ("s", &long[..61], 8, format!("s.{}", &long[..61])),
+            ("s", &long[..], 9, "dt_9".to_string()),
+            ("a\"b", "c", 1, "a\"b.c".to_string()),
+        ];
+        for (schema, table, id, want) in cases {
+            assert_eq!(query_view_name(schema, table, id), want);
         }
     }
 

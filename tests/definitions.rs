@@ -1,0 +1,153 @@
+//! What a dynamic table's definition binds to, and what plain DDL may do to it: the query's names
+//! are resolved once, at CREATE (a table created later earlier in the search_path changes
+//! nothing); plain DROP TABLE of a dynamic table, of a table it reads (with or without CASCADE),
+//! of a column it reads, or of a schema holding one is refused with a clear error and changes
+//! nothing; a dynamic table read by another cannot be dropped first.
+
+mod common;
+
+use common::*;
+use tokio_postgres::Client;
+
+fn code(e: &tokio_postgres::Error) -> Option<&str> {
+    e.as_db_error().map(|d| d.code().code())
+}
+
+fn message(e: &tokio_postgres::Error) -> String {
+    e.as_db_error().map(|d| d.message().to_string()).unwrap_or_else(|| e.to_string())
+}
+
+async fn setup() -> (Pg, String, Dyngate, Client) {
+    let pg = pg();
+    let db = pg.fresh_db().await;
+    let gw = Dyngate::for_db(&pg, &db, &[]);
+    let c = connect(&gw.url("postgres", &pg.password, &db)).await;
+    c.batch_execute(
+        "CREATE TABLE orders (id int PRIMARY KEY, day date NOT NULL, amount numeric NOT NULL);
+         INSERT INTO orders SELECT g, date '2024-01-01' + g % 3, g FROM generate_series(1, 30) g;",
+    )
+    .await
+    .unwrap();
+    c.batch_execute(
+        "CREATE DYNAMIC TABLE daily FRESHNESS = INTERVAL '1' HOUR AS SELECT day, sum(amount) AS total FROM orders GROUP BY day",
+    )
+    .await
+    .unwrap();
+    (pg, db, gw, c)
+}
+
+async fn count(c: &Client, sql: &str) -> i64 {
+    c.query_one(sql, &[]).await.unwrap().get(0)
+}
+
+/// Everything a refused DDL statement must have left alone.
+async fn intact(c: &Client) {
+    assert_eq!(count(c, "SELECT count(*) FROM orders").await, 30, "orders kept");
+    assert_eq!(count(c, "SELECT count(*) FROM daily").await, 3, "daily kept");
+    assert_eq!(
+        count(c, "SELECT count(*) FROM dyngate.dynamic_tables WHERE table_name = 'daily'").await,
+        1,
+        "catalog row kept"
+    );
+    c.query_one("REFRESH DYNAMIC TABLE daily", &[]).await.expect("still refreshes");
+}
+
+#[tokio::test]
+async fn plain_ddl_cannot_pull_a_dynamic_table_apart() {
+    let (_pg, _db, _gw, c) = setup().await;
+
+    let e = c.batch_execute("DROP TABLE daily").await.unwrap_err();
+    assert_eq!(code(&e), Some("42809"), "{e:?}");
+    assert_eq!(message(&e), "\"public.daily\" is a dynamic table");
+    assert!(e.as_db_error().unwrap().hint().unwrap().contains("DROP DYNAMIC TABLE"), "{e:?}");
+    intact(&c).await;
+
+    // PostgreSQL's own dependency check, through the view that holds the query.
+    let e = c.batch_execute("DROP TABLE orders").await.unwrap_err();
+    assert_eq!(code(&e), Some("2BP01"), "{e:?}");
+    intact(&c).await;
+
+    let e = c.batch_execute("DROP TABLE orders CASCADE").await.unwrap_err();
+    assert_eq!(code(&e), Some("2BP01"), "{e:?}");
+    assert_eq!(
+        message(&e),
+        "cannot drop table public.orders because dynamic table public.daily reads it"
+    );
+    intact(&c).await;
+
+    let e = c.batch_execute("ALTER TABLE orders DROP COLUMN amount").await.unwrap_err();
+    assert_eq!(code(&e), Some("2BP01"), "{e:?}");
+    let e = c.batch_execute("ALTER TABLE orders DROP COLUMN amount CASCADE").await.unwrap_err();
+    assert_eq!(code(&e), Some("2BP01"), "{e:?}");
+    intact(&c).await;
+    // A column the query does not read may go.
+    c.batch_execute("ALTER TABLE orders ADD COLUMN note text; ALTER TABLE orders DROP COLUMN note")
+        .await
+        .unwrap();
+
+    c.batch_execute("CREATE SCHEMA mart").await.unwrap();
+    c.batch_execute("CREATE DYNAMIC TABLE mart.d2 FRESHNESS = INTERVAL '1' HOUR AS SELECT * FROM orders")
+        .await
+        .unwrap();
+    let e = c.batch_execute("DROP SCHEMA mart CASCADE").await.unwrap_err();
+    assert_eq!(code(&e), Some("2BP01"), "{e:?}");
+    assert_eq!(message(&e), "cannot drop schema mart because dynamic table mart.d2 is in it");
+    assert_eq!(count(&c, "SELECT count(*) FROM mart.d2").await, 30);
+
+    // The gateway's own DROP works, and leaves no view behind.
+    c.batch_execute("DROP DYNAMIC TABLE mart.d2").await.unwrap();
+    c.batch_execute("DROP SCHEMA mart").await.unwrap();
+    c.batch_execute("DROP DYNAMIC TABLE daily").await.unwrap();
+    assert_eq!(
+        count(&c, "SELECT count(*) FROM pg_class WHERE relnamespace = 'dyngate'::regnamespace AND relkind = 'v' AND relname NOT IN ('dynamic_tables', 'refresh_history')").await,
+        0
+    );
+    c.batch_execute("DROP TABLE orders").await.expect("nothing reads orders any more");
+}
+
+#[tokio::test]
+async fn a_dynamic_table_read_by_another_is_dropped_last() {
+    let (_pg, _db, _gw, c) = setup().await;
+    c.batch_execute("CREATE DYNAMIC TABLE top_day FRESHNESS = INTERVAL '1' HOUR AS SELECT day FROM daily ORDER BY total DESC LIMIT 1")
+        .await
+        .unwrap();
+    let e = c.batch_execute("DROP DYNAMIC TABLE daily").await.unwrap_err();
+    assert_eq!(code(&e), Some("2BP01"), "{e:?}");
+    assert_eq!(
+        message(&e),
+        "cannot drop dynamic table public.daily because dynamic table public.top_day reads it"
+    );
+    intact(&c).await;
+    c.batch_execute("DROP DYNAMIC TABLE top_day").await.unwrap();
+    c.batch_execute("DROP DYNAMIC TABLE daily").await.unwrap();
+}
+
+#[tokio::test]
+async fn names_are_resolved_once_at_create() {
+    let (_pg, _db, _gw, c) = setup().await;
+    let resolved: String = c
+        .query_one("SELECT resolved_query FROM dyngate.dynamic_tables WHERE table_name = 'daily'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(resolved.contains("public.orders"), "{resolved}");
+    let described = c.simple_query("DESCRIBE DYNAMIC TABLE daily").await.unwrap();
+    let has_resolved = described.iter().any(|m| match m {
+        tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0) == Some("resolved_query") && r.get(1) == Some(resolved.as_str()),
+        _ => false,
+    });
+    assert!(has_resolved, "DESCRIBE shows the resolved query");
+
+    // A table of the same name, created later in a schema searched first ("$user", the
+    // owner's own schema, comes before public), changes nothing.
+    c.batch_execute("CREATE SCHEMA postgres; CREATE TABLE postgres.orders (id int, day date, amount numeric)")
+        .await
+        .unwrap();
+    assert_eq!(
+        count(&c, "SELECT count(*) FROM orders").await,
+        0,
+        "the shadow is what plain SQL sees now"
+    );
+    c.query_one("REFRESH DYNAMIC TABLE daily", &[]).await.unwrap();
+    assert_eq!(count(&c, "SELECT count(*) FROM public.daily").await, 3, "still reads public.orders");
+}
