@@ -151,3 +151,81 @@ async fn names_are_resolved_once_at_create() {
     c.query_one("REFRESH DYNAMIC TABLE daily", &[]).await.unwrap();
     assert_eq!(count(&c, "SELECT count(*) FROM public.daily").await, 3, "still reads public.orders");
 }
+
+async fn columns(c: &Client, table: &str) -> Vec<String> {
+    c.query(
+        "SELECT attname || ' ' || format_type(atttypid, atttypmod) FROM pg_attribute
+          WHERE attrelid = $1::text::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+        &[&table],
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| r.get(0))
+    .collect()
+}
+
+async fn catalog_query(c: &Client) -> String {
+    c.query_one("SELECT query FROM dyngate.dynamic_tables WHERE table_name = 'daily'", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test]
+async fn alter_as_may_only_append_columns() {
+    let (_pg, _db, _gw, c) = setup().await;
+    let before = catalog_query(&c).await;
+    let refused = [
+        "SELECT day FROM orders GROUP BY day",
+        "SELECT day, sum(amount) AS sum FROM orders GROUP BY day",
+        "SELECT day, count(*) AS total FROM orders GROUP BY day",
+        "SELECT sum(amount) AS total, day FROM orders GROUP BY day",
+    ];
+    for q in refused {
+        let e = c.batch_execute(&format!("ALTER DYNAMIC TABLE daily AS {q}")).await.unwrap_err();
+        assert_eq!(code(&e), Some("42P16"), "{q}: {e:?}");
+        assert!(message(&e).contains("may only append columns"), "{}", message(&e));
+        assert_eq!(catalog_query(&c).await, before, "{q}: catalog unchanged");
+        assert_eq!(columns(&c, "daily").await, ["day date", "total numeric"], "{q}");
+    }
+    // A new query that fails when run leaves everything as it was too.
+    let e = c
+        .batch_execute(
+            "ALTER DYNAMIC TABLE daily AS SELECT day, sum(amount) AS total, 1 / (count(*) - count(*)) AS boom FROM orders GROUP BY day",
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), Some("22012"), "{e:?}");
+    assert_eq!(catalog_query(&c).await, before);
+    assert_eq!(columns(&c, "daily").await, ["day date", "total numeric"]);
+    intact(&c).await;
+
+    // Appending works: the column is added and filled at once, the catalog shows the new query.
+    c.batch_execute("CREATE TABLE days_off (day date PRIMARY KEY)").await.unwrap();
+    let q = "SELECT day, sum(amount) AS total, count(*) AS n FROM orders WHERE day NOT IN (SELECT day FROM days_off) GROUP BY day";
+    c.batch_execute(&format!("ALTER DYNAMIC TABLE daily AS {q}")).await.unwrap();
+    assert_eq!(columns(&c, "daily").await, ["day date", "total numeric", "n bigint"]);
+    assert_eq!(count(&c, "SELECT sum(n)::bigint FROM daily").await, 30);
+    assert_eq!(catalog_query(&c).await, q);
+    let shown: String = c.query_one("SHOW CREATE DYNAMIC TABLE daily", &[]).await.unwrap().get(0);
+    assert!(shown.ends_with(q), "{shown}");
+    // Dependencies follow the new query.
+    let e = c.batch_execute("DROP TABLE days_off").await.unwrap_err();
+    assert_eq!(code(&e), Some("2BP01"), "{e:?}");
+    c.batch_execute("INSERT INTO days_off VALUES ('2024-01-01')").await.unwrap();
+    c.query_one("REFRESH DYNAMIC TABLE daily", &[]).await.unwrap();
+    assert_eq!(count(&c, "SELECT count(*) FROM daily").await, 2, "refreshes run the new query");
+
+    // On a suspended table the new column stays empty until the table refreshes again.
+    c.batch_execute("ALTER DYNAMIC TABLE daily SUSPEND").await.unwrap();
+    let q2 = format!(
+        "{} , max(amount) AS biggest FROM orders WHERE day NOT IN (SELECT day FROM days_off) GROUP BY day",
+        "SELECT day, sum(amount) AS total, count(*) AS n"
+    );
+    c.batch_execute(&format!("ALTER DYNAMIC TABLE daily AS {q2}")).await.unwrap();
+    assert_eq!(count(&c, "SELECT count(biggest) FROM daily").await, 0);
+    c.batch_execute("ALTER DYNAMIC TABLE daily RESUME").await.unwrap();
+    c.query_one("REFRESH DYNAMIC TABLE daily", &[]).await.unwrap();
+    assert_eq!(count(&c, "SELECT count(biggest) FROM daily").await, 2);
+}

@@ -164,7 +164,7 @@ impl Handler {
                     AlterAction::SetFreshness(f) => m.set_freshness(&who, name, *f).await,
                     AlterAction::Set(options) => m.set_options(&who, name, options, &[]).await,
                     AlterAction::Reset(keys) => m.set_options(&who, name, &[], keys).await,
-                    AlterAction::AsQuery { .. } => Err(ManagerError::Unsupported("ALTER DYNAMIC TABLE ... AS is not supported yet".into())),
+                    AlterAction::AsQuery { query } => m.alter_query(&who, name, query).await,
                     AlterAction::Refresh { .. } => unreachable!("handled with REFRESH above"),
                 }
                 .map_err(manager_error)?;

@@ -1,5 +1,5 @@
 //! ALTER DYNAMIC TABLE: SUSPEND, RESUME, SET FRESHNESS, SET (...), RESET (...). (REFRESH is
-//! [`refresh`](super::refresh); AS arrives with column checks.) Each change is one catalog
+//! [`refresh`](super::refresh); AS is [`alter_query`](super::alter_query).) Each change is one catalog
 //! update, by a member of the owner's role, and takes effect at the refresh loop's next tick: the
 //! schedules are the catalog rows.
 //!
@@ -21,7 +21,7 @@ pub struct Altered {
 
 impl Manager {
     /// Loads a dynamic table for a change by `who`, who must be a member of the owner's role.
-    async fn for_change(&self, who: &Requester<'_>, name: &TableName, action: &'static str) -> Result<DtRow, ManagerError> {
+    pub(crate) async fn for_change(&self, who: &Requester<'_>, name: &TableName, action: &'static str) -> Result<DtRow, ManagerError> {
         self.check_database(who)?;
         if who.in_transaction {
             return Err(ManagerError::InTransaction("ALTER DYNAMIC TABLE"));

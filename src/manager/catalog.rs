@@ -151,6 +151,28 @@ pub async fn readers(c: &impl GenericClient, name: &QualifiedName) -> Result<Vec
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
+/// The columns of a relation (`name` quoted), in order: name and type.
+pub async fn columns_of(c: &impl GenericClient, name: &str) -> Result<Vec<(String, String)>, tokio_postgres::Error> {
+    let rows = c
+        .query(
+            "SELECT attname::text, format_type(atttypid, atttypmod) FROM pg_attribute
+              WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+            &[&name],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
+/// Replaces a table's query (ALTER ... AS); the binding is recorded by [`set_binding`].
+pub async fn set_query(c: &impl GenericClient, id: i64, query: &str) -> Result<(), tokio_postgres::Error> {
+    c.execute(
+        "UPDATE dyngate.dynamic_table SET query = $2, altered_at = now() WHERE id = $1",
+        &[&id, &query],
+    )
+    .await?;
+    Ok(())
+}
+
 /// Records the query's binding (engine::postgres::bind_query).
 pub async fn set_binding(c: &impl GenericClient, id: i64, view: &str, resolved: &str) -> Result<(), tokio_postgres::Error> {
     c.execute(

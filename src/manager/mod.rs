@@ -8,6 +8,7 @@
 //! happen in the same transaction, so a failed statement changes nothing.
 
 pub mod alter;
+pub mod alter_query;
 pub mod api;
 pub mod catalog;
 pub mod create;

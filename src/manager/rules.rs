@@ -156,6 +156,36 @@ pub fn slot(now_secs: u64, f: Freshness) -> u64 {
 }
 
 /// Quotes an identifier for generated SQL, always (never relying on it being "simple").
+/// A result column: name and type as PostgreSQL prints it (`format_type`).
+pub type Column = (String, String);
+
+/// ALTER DYNAMIC TABLE ... AS may only append columns: the new query must give the current
+/// columns first, in order, with the same names and types, and may add more at the end (added to
+/// the table as nullable columns). Returns the columns to add, or why the new query cannot
+/// replace the current one.
+pub fn appended_columns(current: &[Column], new: &[Column]) -> Result<Vec<Column>, String> {
+    for (i, (name, ty)) in current.iter().enumerate() {
+        let Some((new_name, new_ty)) = new.get(i) else {
+            return Err(format!(
+                "the new query has no column \"{name}\" (position {}); ALTER DYNAMIC TABLE ... AS may only append columns",
+                i + 1
+            ));
+        };
+        if new_name != name {
+            return Err(format!(
+                "column {} would be renamed from \"{name}\" to \"{new_name}\"; ALTER DYNAMIC TABLE ... AS may only append columns",
+                i + 1
+            ));
+        }
+        if new_ty != ty {
+            return Err(format!(
+                "column \"{name}\" would change type from {ty} to {new_ty}; ALTER DYNAMIC TABLE ... AS may only append columns"
+            ));
+        }
+    }
+    Ok(new[current.len()..].to_vec())
+}
+
 /// The name of the view holding a dynamic table's query in schema dyngate: `schema.table`, so
 /// that PostgreSQL's "view dyngate.\"public.t\" depends on table orders" names the dynamic table;
 /// `dt_<id>` when that would not fit PostgreSQL's 63-byte identifiers.
@@ -277,6 +307,41 @@ mod tests {
         ];
         for (now, fr, want) in cases {
             assert_eq!(slot(now, fr), want, "{fr} at {now}");
+        }
+    }
+
+    #[test]
+    fn appending_columns() {
+        fn cols(list: &[(&str, &str)]) -> Vec<Column> {
+            list.iter().map(|(n, t)| (n.to_string(), t.to_string())).collect()
+        }
+        let cur = cols(&[("day", "date"), ("total", "numeric")]);
+        let cases: Vec<(Vec<Column>, Result<Vec<Column>, &str>)> = vec![
+            (cur.clone(), Ok(vec![])),
+            (
+                cols(&[("day", "date"), ("total", "numeric"), ("n", "bigint")]),
+                Ok(cols(&[("n", "bigint")])),
+            ),
+            (cols(&[("day", "date")]), Err("the new query has no column \"total\" (position 2)")),
+            (
+                cols(&[("day", "date"), ("sum", "numeric")]),
+                Err("column 2 would be renamed from \"total\" to \"sum\""),
+            ),
+            (
+                cols(&[("day", "date"), ("total", "bigint"), ("n", "bigint")]),
+                Err("column \"total\" would change type from numeric to bigint"),
+            ),
+            (
+                cols(&[("total", "numeric"), ("day", "date")]),
+                Err("column 1 would be renamed from \"day\" to \"total\""),
+            ),
+        ];
+        for (new, want) in cases {
+            match (appended_columns(&cur, &new), want) {
+                (Ok(got), Ok(want)) => assert_eq!(got, want),
+                (Err(got), Err(want)) => assert!(got.starts_with(want), "{got}"),
+                (got, want) => panic!("{new:?}: got {got:?}, want {want:?}"),
+            }
         }
     }
 

@@ -1,0 +1,83 @@
+//! ALTER DYNAMIC TABLE ... AS: a new query for an existing dynamic table, which may only append
+//! columns ([`rules::appended_columns`]); anything else is refused and leaves the table as it was.
+//!
+//! One transaction does it all, under the table's refresh lock: bind the new query, compare its
+//! columns with the current query's, add the new columns to the table (nullable), record the
+//! query, and (for an ACTIVATED table) refresh with it, so the content always matches the
+//! definition. Flink instead changes only the catalog and leaves the new columns empty until the
+//! next run; a failing new query would then surface only later. If the refresh fails, the whole
+//! ALTER is undone and the user gets PostgreSQL's error.
+
+use crate::engine;
+use crate::manager::alter::Altered;
+use crate::manager::catalog;
+use crate::manager::drop::TABLE_LOCK_SPACE;
+use crate::manager::rules::{self, quote_ident};
+use crate::manager::{Manager, ManagerError, Requester, new_job_id};
+use crate::sql::dynamic::TableName;
+
+impl Manager {
+    pub async fn alter_query(&self, who: &Requester<'_>, name: &TableName, query: &str) -> Result<Altered, ManagerError> {
+        let dt = self.for_change(who, name, "alter").await?;
+        let mut client = self.pool.get().await?;
+        let search_path = self.search_path_of(&mut client, who).await?;
+        let tx = client.transaction().await?;
+        tx.execute("SELECT pg_advisory_xact_lock($1, $2)", &[&TABLE_LOCK_SPACE, &(dt.id as i32)])
+            .await?;
+        // Reloaded under the lock: a concurrent ALTER may have changed it.
+        let Some(dt) = catalog::load_by_id(&tx, dt.id).await? else {
+            return Err(ManagerError::NotFound(dt.name.to_string()));
+        };
+        let staged = format!("dt_{}_new", dt.id);
+        let bound = engine::postgres::bind_query(&tx, &search_path, &staged, query).await?;
+        // Compared with the current query's columns (its view); tables from before catalog
+        // version 2 have none, and are compared with the table's own columns.
+        let current = match &dt.query_view {
+            Some(v) => catalog::columns_of(&tx, &format!("dyngate.{}", quote_ident(v))).await?,
+            None => catalog::columns_of(&tx, &dt.name.quoted()).await?,
+        };
+        let proposed = catalog::columns_of(&tx, &format!("dyngate.{}", quote_ident(&staged))).await?;
+        let added = rules::appended_columns(&current, &proposed).map_err(|why| ManagerError::InvalidDefinition(format!("{why}.")))?;
+
+        // Swap the views: the old one goes (telling the drop guard it is ours), the staged one
+        // takes its place.
+        tx.execute("SELECT set_config('dyngate.dropping', $1, true)", &[&dt.id.to_string()])
+            .await?;
+        if let Some(old) = &dt.query_view {
+            engine::postgres::unbind_query(&tx, old).await?;
+        }
+        let view = dt
+            .query_view
+            .clone()
+            .unwrap_or_else(|| rules::query_view_name(&dt.name.schema, &dt.name.name, dt.id));
+        tx.batch_execute(&format!(
+            "ALTER VIEW dyngate.{} RENAME TO {}",
+            quote_ident(&staged),
+            quote_ident(&view)
+        ))
+        .await?;
+        catalog::set_binding(&tx, dt.id, &view, &bound.resolved).await?;
+        catalog::set_query(&tx, dt.id, query).await?;
+        for (col, ty) in &added {
+            // `ty` is PostgreSQL's own format_type output.
+            let sql = format!("ALTER TABLE {} ADD COLUMN {} {ty}", dt.name.quoted(), quote_ident(col));
+            engine::postgres::run_as(&tx, &dt.owner, &sql).await?;
+        }
+        let mut notices = Vec::new();
+        if dt.status == "ACTIVATED" {
+            let job_id = new_job_id();
+            let hist = catalog::refresh_started(&tx, &dt, &job_id, "MANUAL", None, None).await?;
+            let data_time: String = tx.query_one("SELECT now()::text", &[]).await?.get(0);
+            let done = engine::postgres::full_refresh(&tx, &dt.owner, &dt.name.quoted(), &bound.resolved).await?;
+            catalog::refresh_finished(&tx, hist, Ok((done.action.as_str(), &data_time, done.rows as i64))).await?;
+        } else if !added.is_empty() {
+            notices.push(format!(
+                "dynamic table {} is suspended: the new columns stay empty until it is resumed and refreshed",
+                dt.name
+            ));
+        }
+        tx.commit().await?;
+        tracing::info!(table = %dt.name, by = who.user, added = added.len(), "dynamic table query replaced");
+        Ok(Altered { notices })
+    }
+}
