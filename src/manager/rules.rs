@@ -316,7 +316,8 @@ mod tests {
             list.iter().map(|(n, t)| (n.to_string(), t.to_string())).collect()
         }
         let cur = cols(&[("day", "date"), ("total", "numeric")]);
-        let cases: Vec<(Vec<Column>, Result<Vec<Column>, &str>)> = vec![
+        type Case = (Vec<Column>, Result<Vec<Column>, &'static str>);
+        let cases: Vec<Case> = vec![
             (cur.clone(), Ok(vec![])),
             (
                 cols(&[("day", "date"), ("total", "numeric"), ("n", "bigint")]),
