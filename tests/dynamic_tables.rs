@@ -303,7 +303,12 @@ async fn describe_and_show_create() {
         create.starts_with("CREATE DYNAMIC TABLE \"public\".\"Daily Sales\" (day date PRIMARY KEY, total numeric)"),
         "{create}"
     );
-    assert!(create.contains("WITH ('k' = 'it''s')"), "{create}");
+    // The schedule's time zone is the session's (the test cluster's default: UTC here, GMT elsewhere).
+    let tz: String = c.query_one("SHOW TimeZone", &[]).await.unwrap().get(0);
+    assert!(
+        create.contains(&format!("WITH ('k' = 'it''s', 'schedule.time-zone' = '{tz}')")),
+        "{create}"
+    );
     c.batch_execute("DROP DYNAMIC TABLE \"Daily Sales\"").await.unwrap();
     c.batch_execute(&create).await.unwrap();
     let again: String = c.query_one("SHOW CREATE DYNAMIC TABLE \"Daily Sales\"", &[]).await.unwrap().get(0);

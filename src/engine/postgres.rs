@@ -14,7 +14,7 @@
 use tokio_postgres::Transaction;
 
 use crate::engine::{RefreshAction, Refreshed};
-use crate::manager::rules::quote_ident;
+use crate::manager::rules::{quote_ident, quote_literal};
 
 /// Key space of the advisory locks that serialize creating the per-role functions.
 const RUNNER_LOCK_SPACE: i32 = 0x6479_6e72; // "dynr"
@@ -103,6 +103,36 @@ pub async fn create(
         }
         None => run_as(tx, role, &format!("CREATE TABLE {target} AS {query}")).await?,
     };
+    Ok(Refreshed {
+        action: RefreshAction::Full,
+        rows,
+    })
+}
+
+/// Replaces one partition (the rows whose columns equal `spec`'s values) with the query's current
+/// rows of that partition, as `owner`; an empty spec replaces everything.
+pub async fn refresh_partition(
+    tx: &Transaction<'_>,
+    owner: &str,
+    target: &str,
+    query: &str,
+    spec: &[(String, String)],
+) -> Result<Refreshed, tokio_postgres::Error> {
+    if spec.is_empty() {
+        return full_refresh(tx, owner, target, query).await;
+    }
+    let filter: Vec<String> = spec
+        .iter()
+        .map(|(c, v)| format!("{} = {}", quote_ident(c), quote_literal(v)))
+        .collect();
+    let filter = filter.join(" AND ");
+    run_as(tx, owner, &format!("DELETE FROM {target} WHERE {filter}")).await?;
+    let rows = run_as(
+        tx,
+        owner,
+        &format!("INSERT INTO {target} SELECT * FROM ({query}) AS dyngate_query WHERE {filter}"),
+    )
+    .await?;
     Ok(Refreshed {
         action: RefreshAction::Full,
         rows,

@@ -120,11 +120,13 @@ impl Handler {
     }
 
     /// Runs a prepared statement for `session`.
-    pub async fn execute(&self, p: &Prepared, session: &SessionInfo, in_transaction: bool) -> Result<Reply, PgError> {
+    /// `time_zone` is the session's TimeZone setting now.
+    pub async fn execute(&self, p: &Prepared, session: &SessionInfo, in_transaction: bool, time_zone: &str) -> Result<Reply, PgError> {
         let who = Requester {
             user: &session.user,
             database: &session.database,
             in_transaction,
+            time_zone,
         };
         let m = &self.manager;
         let reply = match &p.statement {

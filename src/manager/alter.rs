@@ -8,7 +8,7 @@
 //! without recreating the table.
 
 use crate::manager::catalog::DtRow;
-use crate::manager::create::refresh_mode_name;
+use crate::manager::create::{TIME_ZONE_OPTION, check_time_zone, refresh_mode_name};
 use crate::manager::rules::{self, Freshness, LogicalMode, RefreshMode};
 use crate::manager::{Manager, ManagerError, Requester};
 use crate::sql::dynamic::{Options, TableName};
@@ -40,7 +40,7 @@ impl Manager {
             .execute(
                 "UPDATE dyngate.dynamic_table
                     SET status = $3, altered_at = now(),
-                        last_slot = to_timestamp(floor(extract(epoch FROM now()) / extract(epoch FROM freshness)) * extract(epoch FROM freshness))
+                        last_slot = now()
                   WHERE id = $1 AND status = $2",
                 &[&dt.id, &from, &to],
             )
@@ -99,7 +99,7 @@ impl Manager {
                 "UPDATE dyngate.dynamic_table
                     SET freshness_n = $2, freshness_unit = $3, freshness = make_interval(secs => $4::bigint), refresh_mode = $5,
                         scheduler = $6, altered_at = now(),
-                        last_slot = to_timestamp(floor(extract(epoch FROM now()) / $4::bigint) * $4::bigint)
+                        last_slot = now()
                   WHERE id = $1",
                 &[
                     &dt.id,
@@ -155,13 +155,29 @@ impl Manager {
         for (k, v) in set {
             options.insert(k.clone(), serde_json::Value::String(v.clone()));
         }
-        let client = self.pool.get().await?;
-        client
-            .execute(
-                "UPDATE dyngate.dynamic_table SET options = $2::text::jsonb, altered_at = now() WHERE id = $1",
-                &[&dt.id, &serde_json::Value::Object(options).to_string()],
-            )
-            .await?;
+        let flat: Vec<(String, String)> = options
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+            .collect();
+        rules::partition_formatters(&flat, &dt.partitioned_by).map_err(ManagerError::InvalidOption)?;
+        // The schedule's time zone is a column of its own; RESET puts it back to UTC.
+        let time_zone = match options.get(TIME_ZONE_OPTION) {
+            Some(tz) => tz.as_str().unwrap_or_default().to_string(),
+            None if reset.iter().any(|k| k == TIME_ZONE_OPTION) => "UTC".to_string(),
+            None => dt.time_zone.clone(),
+        };
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        check_time_zone(&tx, &time_zone).await?;
+        tx.execute(
+            "UPDATE dyngate.dynamic_table
+                SET options = $2::text::jsonb, time_zone = $3, altered_at = now(),
+                    last_slot = CASE WHEN time_zone = $3 THEN last_slot ELSE now() END
+              WHERE id = $1",
+            &[&dt.id, &serde_json::Value::Object(options).to_string(), &time_zone],
+        )
+        .await?;
+        tx.commit().await?;
         Ok(Altered { notices: vec![] })
     }
 }

@@ -34,6 +34,17 @@ pub struct DtRow {
 }
 
 impl DtRow {
+    /// The freshness in seconds.
+    pub fn freshness_seconds(&self) -> i64 {
+        let unit = match self.freshness_unit.as_str() {
+            "SECOND" => 1,
+            "MINUTE" => 60,
+            "HOUR" => 3600,
+            _ => 86_400,
+        };
+        self.freshness_n as i64 * unit
+    }
+
     /// The query a refresh runs: the resolved one when there is one.
     pub fn refresh_query(&self) -> &str {
         self.resolved_query.as_deref().unwrap_or(&self.query)
@@ -101,15 +112,17 @@ pub struct NewDt<'a> {
     pub status: &'a str,
     pub scheduler: Option<&'a str>,
     pub owner: &'a str,
+    pub time_zone: &'a str,
+    pub partitioned_by: &'a [String],
 }
 
 pub async fn insert(c: &impl GenericClient, d: &NewDt<'_>) -> Result<i64, tokio_postgres::Error> {
     let r = c
         .query_one(
             "INSERT INTO dyngate.dynamic_table (schema_name, table_name, definition, query, columns, comment, options, freshness_n, \
-             freshness_unit, freshness, logical_mode, refresh_mode, status, scheduler, owner_role, last_slot)
+             freshness_unit, freshness, logical_mode, refresh_mode, status, scheduler, owner_role, time_zone, partitioned_by, last_slot)
              VALUES ($1, $2, $3, $4, $5, $6, $7::text::jsonb, $8, $9, make_interval(secs => $10::bigint), $11, $12, $13, $14, $15,
-                     to_timestamp(floor(extract(epoch FROM now()) / $10::bigint) * $10::bigint))
+                     $16, $17, now())
              RETURNING id",
             &[
                 &d.name.schema,
@@ -127,6 +140,8 @@ pub async fn insert(c: &impl GenericClient, d: &NewDt<'_>) -> Result<i64, tokio_
                 &d.status,
                 &d.scheduler,
                 &d.owner,
+                &d.time_zone,
+                &d.partitioned_by,
             ],
         )
         .await?;
@@ -317,6 +332,20 @@ pub async fn api_claim(c: &impl GenericClient, dt: &DtRow, job_id: &str, schedul
         )
         .await?;
     Ok(ApiClaim::Existing(r.get(0)))
+}
+
+/// Records which partition a refresh replaced.
+pub async fn set_refresh_partition(c: &impl GenericClient, id: i64, spec: &[(String, String)]) -> Result<(), tokio_postgres::Error> {
+    let json: serde_json::Map<String, serde_json::Value> = spec
+        .iter()
+        .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+        .collect();
+    c.execute(
+        "UPDATE dyngate.refresh SET partition_spec = $2::text::jsonb WHERE id = $1",
+        &[&id, &serde_json::Value::Object(json).to_string()],
+    )
+    .await?;
+    Ok(())
 }
 
 /// A claimed refresh starts running.

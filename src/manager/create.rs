@@ -4,7 +4,7 @@
 
 use crate::engine;
 use crate::manager::catalog::{self, NewDt};
-use crate::manager::rules::{self, LogicalMode, RefreshMode, quote_literal};
+use crate::manager::rules::{self, LogicalMode, RefreshMode, quote_ident, quote_literal};
 use crate::manager::{Manager, ManagerError, QualifiedName, Requester, new_job_id};
 use crate::sql::dynamic::CreateDt;
 use tokio_postgres::Transaction;
@@ -31,6 +31,39 @@ pub fn refresh_mode_name(m: RefreshMode) -> &'static str {
         RefreshMode::Continuous => "CONTINUOUS",
         RefreshMode::Full => "FULL",
     }
+}
+
+/// The option that sets the time zone of a table's schedule (default: the session's TimeZone).
+pub const TIME_ZONE_OPTION: &str = "schedule.time-zone";
+
+/// Refuses a time zone PostgreSQL does not know (22023, PostgreSQL's own message).
+pub(crate) async fn check_time_zone(tx: &Transaction<'_>, tz: &str) -> Result<(), ManagerError> {
+    tx.query_one("SELECT now() AT TIME ZONE $1", &[&tz]).await?;
+    Ok(())
+}
+
+/// The partition columns must be columns of the table; date-formatted ones must hold text.
+async fn check_partition_columns(
+    tx: &Transaction<'_>,
+    name: &QualifiedName,
+    partitioned_by: &[String],
+    formatters: &[(String, String)],
+) -> Result<(), ManagerError> {
+    let columns = catalog::columns_of(tx, &name.quoted()).await?;
+    for p in partitioned_by {
+        let Some((_, ty)) = columns.iter().find(|(c, _)| c == p) else {
+            return Err(ManagerError::InvalidDefinition(format!(
+                "partition column \"{p}\" is not a column of dynamic table {name}"
+            )));
+        };
+        let textual = ty == "text" || ty.starts_with("character");
+        if formatters.iter().any(|(c, _)| c == p) && !textual {
+            return Err(ManagerError::InvalidDefinition(format!(
+                "partition column \"{p}\" has a date formatter and must be of a string type, not {ty}"
+            )));
+        }
+    }
+    Ok(())
 }
 
 impl Manager {
@@ -67,11 +100,7 @@ impl Manager {
                 "CREATE OR REPLACE DYNAMIC TABLE is not supported yet; drop the table first".into(),
             ));
         }
-        if !c.partitioned_by.is_empty() {
-            return Err(ManagerError::Unsupported(
-                "PARTITIONED BY is not supported yet by the PostgreSQL engine".into(),
-            ));
-        }
+        let formatters = rules::partition_formatters(&c.options, &c.partitioned_by).map_err(ManagerError::InvalidOption)?;
         if let Some((_, engine)) = c.options.iter().find(|(k, _)| k == "engine")
             && engine != "postgres"
         {
@@ -99,6 +128,11 @@ impl Manager {
         if catalog::relation_exists(&tx, &name).await? {
             return Err(ManagerError::RelationExists(name.to_string()));
         }
+        let time_zone = match c.options.iter().find(|(k, _)| k == TIME_ZONE_OPTION) {
+            Some((_, tz)) => tz.as_str(),
+            None => who.time_zone,
+        };
+        check_time_zone(&tx, time_zone).await?;
         let options = serde_json::Value::Object(
             c.options
                 .iter()
@@ -122,12 +156,21 @@ impl Manager {
                 status: "ACTIVATED",
                 scheduler: (mode == RefreshMode::Full).then_some("embedded"),
                 owner: who.user,
+                time_zone,
+                partitioned_by: &c.partitioned_by,
             },
         )
         .await?;
         let bound = self.bind(&tx, &search_path, &name, id, &c.query).await?;
         // User SQL runs with the requester's privileges (see engine::postgres::run_as).
         let filled = engine::postgres::create(&tx, who.user, &name.quoted(), c.columns.as_deref(), &bound.resolved).await?;
+        if !c.partitioned_by.is_empty() {
+            check_partition_columns(&tx, &name, &c.partitioned_by, &formatters).await?;
+            // A partition's refresh deletes by the partition columns.
+            let cols: Vec<String> = c.partitioned_by.iter().map(|p| quote_ident(p)).collect();
+            let sql = format!("CREATE INDEX ON {} ({})", name.quoted(), cols.join(", "));
+            engine::postgres::run_as(&tx, who.user, &sql).await?;
+        }
         if let Some(comment) = &c.comment {
             let sql = format!("COMMENT ON TABLE {} IS {}", name.quoted(), quote_literal(comment));
             engine::postgres::run_as(&tx, who.user, &sql).await?;

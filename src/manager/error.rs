@@ -45,7 +45,10 @@ pub enum ManagerError {
         readers.join(", "),
         if readers.len() == 1 { "reads" } else { "read" })]
     ReadBy { table: String, readers: Vec<String> },
-    /// 42P16: a definition that cannot replace the current one (ALTER ... AS).
+    /// 22023: an option or partition spec that cannot be used.
+    #[error("{0}")]
+    InvalidOption(String),
+    /// 42P16: a definition that cannot be used (ALTER ... AS, partition columns).
     #[error("{0}")]
     InvalidDefinition(String),
     /// 0A000: accepted syntax, not (yet) supported.
@@ -75,7 +78,8 @@ impl ManagerError {
             | ManagerError::NotDynamic(_)
             | ManagerError::InTransaction(_)
             | ManagerError::WrongDatabase { .. }
-            | ManagerError::InvalidDefinition(_) => 400,
+            | ManagerError::InvalidDefinition(_)
+            | ManagerError::InvalidOption(_) => 400,
             ManagerError::ReadBy { .. } => 409,
             ManagerError::Unsupported(_) => 501,
             ManagerError::Postgres { .. } => 422,
@@ -88,7 +92,7 @@ impl ManagerError {
             ManagerError::NotFound(_) => "42P01",
             ManagerError::Exists(_) | ManagerError::RelationExists(_) => "42P07",
             ManagerError::NotDynamic(_) => "42809",
-            ManagerError::Rule(_) => "22023",
+            ManagerError::Rule(_) | ManagerError::InvalidOption(_) => "22023",
             ManagerError::InTransaction(_) => "25001",
             ManagerError::WrongDatabase { .. } | ManagerError::Unsupported(_) => "0A000",
             ManagerError::NotOwner { .. } => "42501",
@@ -156,6 +160,7 @@ mod tests {
                 "2BP01",
             ),
             (ManagerError::InvalidDefinition("x".into()), "42P16"),
+            (ManagerError::InvalidOption("x".into()), "22023"),
             (
                 ManagerError::Postgres {
                     code: "42P01".into(),

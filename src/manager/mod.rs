@@ -36,6 +36,8 @@ pub struct Requester<'a> {
     pub database: &'a str,
     /// The session is inside an explicit transaction block.
     pub in_transaction: bool,
+    /// The session's TimeZone: the default time zone of a new table's schedule.
+    pub time_zone: &'a str,
 }
 
 /// The manager of one catalog.

@@ -7,8 +7,10 @@
 use crate::engine;
 use crate::manager::catalog::{self, DtRow};
 use crate::manager::drop::TABLE_LOCK_SPACE;
+use crate::manager::rules;
 use crate::manager::{Manager, ManagerError, Requester, new_job_id};
 use crate::sql::dynamic::{Options, TableName};
+use tokio_postgres::Transaction;
 
 /// A refresh, as the history records it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,20 +56,57 @@ impl Manager {
         if who.in_transaction {
             return Err(ManagerError::InTransaction("REFRESH DYNAMIC TABLE"));
         }
-        if !partition.is_empty() {
-            return Err(ManagerError::Unsupported(
-                "REFRESH ... PARTITION is not supported yet by the PostgreSQL engine".into(),
-            ));
-        }
         let mut client = self.pool.get().await?;
         let dt = self.load_existing(&mut client, who, name).await?;
         Self::require_member(&client, who, &dt, "refresh").await?;
-        self.run_refresh(&dt, Trigger::Manual, new_job_id()).await
+        if !partition.is_empty() {
+            rules::check_partition_spec(partition, &dt.partitioned_by, &dt.name.to_string()).map_err(ManagerError::InvalidOption)?;
+        }
+        self.refresh_with(&dt, Trigger::Manual, new_job_id(), partition).await
+    }
+
+    /// The partition a refresh replaces: the one asked for, else, for a refresh with a schedule
+    /// time of a table with date-formatted partition columns, the one of the schedule time minus
+    /// the freshness, formatted in the table's time zone (Flink's rule); else the whole table.
+    async fn partition_of(&self, tx: &Transaction<'_>, dt: &DtRow, trigger: Trigger, explicit: &Options) -> Result<Options, ManagerError> {
+        if !explicit.is_empty() {
+            return Ok(explicit.clone());
+        }
+        let Some(at) = trigger.schedule_time() else {
+            return Ok(Vec::new());
+        };
+        let options: Options = dt
+            .options
+            .as_object()
+            .map(|o| {
+                o.iter()
+                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let formatters = rules::partition_formatters(&options, &dt.partitioned_by).map_err(ManagerError::InvalidOption)?;
+        let mut spec = Vec::new();
+        for (col, pattern) in formatters {
+            let value: String = tx
+                .query_one(
+                    "SELECT to_char((to_timestamp($1::bigint) - make_interval(secs => $2::bigint)) AT TIME ZONE $3, $4)",
+                    &[&at, &dt.freshness_seconds(), &dt.time_zone, &pattern],
+                )
+                .await?
+                .get(0);
+            spec.push((col, value));
+        }
+        Ok(spec)
     }
 
     /// Runs one refresh of `dt` and records it. A failure of the refresh itself is recorded and
     /// returned as the error PostgreSQL gave.
     pub(crate) async fn run_refresh(&self, dt: &DtRow, trigger: Trigger, job_id: String) -> Result<RefreshRecord, ManagerError> {
+        self.refresh_with(dt, trigger, job_id, &Vec::new()).await
+    }
+
+    /// [`run_refresh`](Self::run_refresh) of one partition, when `partition` names one.
+    async fn refresh_with(&self, dt: &DtRow, trigger: Trigger, job_id: String, partition: &Options) -> Result<RefreshRecord, ManagerError> {
         // Two connections: the history is written outside the refresh's transaction, so that
         // EXECUTING is visible while it runs and FAILED survives its rollback.
         let history = self.pool.get().await?;
@@ -108,7 +147,11 @@ impl Manager {
         };
         let result = async {
             let data_time: String = tx.query_one("SELECT now()::text", &[]).await?.get(0);
-            let done = engine::postgres::full_refresh(&tx, &dt.owner, &dt.name.quoted(), dt.refresh_query()).await?;
+            let spec = self.partition_of(&tx, dt, trigger, partition).await?;
+            if !spec.is_empty() {
+                catalog::set_refresh_partition(&*history, hist_id, &spec).await?;
+            }
+            let done = engine::postgres::refresh_partition(&tx, &dt.owner, &dt.name.quoted(), dt.refresh_query(), &spec).await?;
             tx.commit().await?;
             Ok::<_, ManagerError>((done, data_time))
         }

@@ -146,16 +146,133 @@ pub fn full_mode_cron(f: Freshness) -> Result<String, RuleError> {
 }
 
 /// The schedule slot `now` falls in, as seconds since the Unix epoch: the latest fire time at or
-/// before `now`. FULL mode fires on its Quartz cron (derived from the freshness, in UTC), whose
-/// fire times are multiples of the period counted from midnight (every cron in the table divides
-/// its unit's range evenly, so midnight-aligned multiples are epoch-aligned too); CONTINUOUS
+/// before `now`, for a schedule laid out in a time zone that is `utc_offset` seconds ahead of UTC
+/// at `now`. FULL mode fires on its Quartz cron (derived from the freshness), whose fire times are
+/// multiples of the period counted from local midnight (every cron in the table divides its unit's
+/// range evenly, so midnight-aligned multiples are aligned on the local epoch too); CONTINUOUS
 /// refreshes every freshness period, on the same grid.
-pub fn slot(now_secs: u64, f: Freshness) -> u64 {
-    let period = f.n as u64 * f.unit.seconds();
-    now_secs - now_secs % period
+pub fn slot(now: i64, f: Freshness, utc_offset: i64) -> i64 {
+    let period = f.duration().as_secs() as i64;
+    let local = now + utc_offset;
+    local - local.rem_euclid(period) - utc_offset
 }
 
 /// Quotes an identifier for generated SQL, always (never relying on it being "simple").
+/// Translates a Java date pattern (Flink's `partition.fields.<col>.date-formatter`, e.g.
+/// `yyyy-MM-dd`) into a PostgreSQL `to_char` pattern. Letters other than the year, month, day,
+/// hour, minute and second fields are refused; text in single quotes is literal.
+pub fn date_pattern_to_char(java: &str) -> Result<String, String> {
+    let chars: Vec<char> = java.chars().collect();
+    let mut out = String::new();
+    let mut literal = String::new();
+    let flush = |literal: &mut String, out: &mut String| {
+        if !literal.is_empty() {
+            out.push('"');
+            out.push_str(&literal.replace('\\', "\\\\").replace('"', "\\\""));
+            out.push('"');
+            literal.clear();
+        }
+    };
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        if c == '\'' {
+            // 'text' is literal; '' is a quote.
+            if chars.get(i + 1) == Some(&'\'') {
+                literal.push('\'');
+                i += 2;
+                continue;
+            }
+            let mut j = i + 1;
+            loop {
+                match chars.get(j) {
+                    None => return Err(format!("unterminated quote in date pattern '{java}'")),
+                    Some('\'') if chars.get(j + 1) == Some(&'\'') => {
+                        literal.push('\'');
+                        j += 2;
+                    }
+                    Some('\'') => break,
+                    Some(&ch) => {
+                        literal.push(ch);
+                        j += 1;
+                    }
+                }
+            }
+            i = j + 1;
+            continue;
+        }
+        if !c.is_ascii_alphabetic() {
+            literal.push(c);
+            i += 1;
+            continue;
+        }
+        let run = chars[i..].iter().take_while(|&&x| x == c).count();
+        let field = match (c, run) {
+            ('y', 2) => "YY",
+            ('y', _) | ('u', _) => "YYYY",
+            ('M', 1) => "FMMM",
+            ('M', 2) => "MM",
+            ('d', 1) => "FMDD",
+            ('d', 2) => "DD",
+            ('H', 1) => "FMHH24",
+            ('H', 2) => "HH24",
+            ('m', 1) => "FMMI",
+            ('m', 2) => "MI",
+            ('s', 1) => "FMSS",
+            ('s', 2) => "SS",
+            _ => {
+                return Err(format!(
+                    "date pattern '{java}': '{}' is not supported (use y, M, d, H, m and s)",
+                    c.to_string().repeat(run)
+                ));
+            }
+        };
+        flush(&mut literal, &mut out);
+        out.push_str(field);
+        i += run;
+    }
+    flush(&mut literal, &mut out);
+    Ok(out)
+}
+
+/// The date-formatted partition columns of a table: `(column, to_char pattern)` for each
+/// `partition.fields.<col>.date-formatter` option, each column being one of `partitioned_by`.
+pub fn partition_formatters(options: &[(String, String)], partitioned_by: &[String]) -> Result<Vec<(String, String)>, String> {
+    let mut out = Vec::new();
+    for (key, value) in options {
+        let Some(col) = key
+            .strip_prefix("partition.fields.")
+            .and_then(|k| k.strip_suffix(".date-formatter"))
+        else {
+            continue;
+        };
+        if !partitioned_by.iter().any(|p| p == col) {
+            return Err(format!("option '{key}' names \"{col}\", which is not a partition column"));
+        }
+        out.push((col.to_string(), date_pattern_to_char(value)?));
+    }
+    Ok(out)
+}
+
+/// Checks a REFRESH ... PARTITION spec: every key a partition column, each at most once.
+pub fn check_partition_spec(spec: &[(String, String)], partitioned_by: &[String], table: &str) -> Result<(), String> {
+    if partitioned_by.is_empty() {
+        return Err(format!("dynamic table {table} is not partitioned"));
+    }
+    for (i, (key, _)) in spec.iter().enumerate() {
+        if !partitioned_by.iter().any(|p| p == key) {
+            return Err(format!(
+                "\"{key}\" is not a partition column of dynamic table {table} (partitioned by {})",
+                partitioned_by.join(", ")
+            ));
+        }
+        if spec[..i].iter().any(|(k, _)| k == key) {
+            return Err(format!("partition column \"{key}\" is given twice"));
+        }
+    }
+    Ok(())
+}
+
 /// A result column: name and type as PostgreSQL prints it (`format_type`).
 pub type Column = (String, String);
 
@@ -306,7 +423,21 @@ mod tests {
             (midnight + 100, f(7, Minute), midnight - (midnight % 420)),
         ];
         for (now, fr, want) in cases {
-            assert_eq!(slot(now, fr), want, "{fr} at {now}");
+            assert_eq!(slot(now, fr, 0), want, "{fr} at {now}");
+        }
+        // Laid out in a time zone: a daily table in UTC+1 fires at 23:00 UTC, one in UTC-5 at
+        // 05:00 UTC; 8-hourly in UTC+5:30 at 18:30, 02:30 and 10:30 UTC.
+        let zoned = [
+            (midnight + 3600, f(1, Day), 3600, midnight - 3600),
+            (midnight - 3599, f(1, Day), 3600, midnight - 3600),
+            (midnight - 3601, f(1, Day), 3600, midnight - 3600 - 86_400),
+            (midnight + 6 * 3600, f(1, Day), -5 * 3600, midnight + 5 * 3600),
+            (midnight + 3 * 3600, f(8, Hour), 19_800, midnight + 9000),
+            (midnight + 2 * 3600, f(8, Hour), 19_800, midnight - 5 * 3600 - 1800),
+            (midnight + 61, f(1, Minute), 19_800, midnight + 60),
+        ];
+        for (now, fr, off, want) in zoned {
+            assert_eq!(slot(now, fr, off), want, "{fr} at {now} offset {off}");
         }
     }
 
@@ -343,6 +474,58 @@ mod tests {
                 (Err(got), Err(want)) => assert!(got.starts_with(want), "{got}"),
                 (got, want) => panic!("{new:?}: got {got:?}, want {want:?}"),
             }
+        }
+    }
+
+    #[test]
+    fn date_patterns() {
+        let ok = [
+            ("yyyy-MM-dd", r#"YYYY"-"MM"-"DD"#),
+            ("yyyyMMdd", "YYYYMMDD"),
+            ("yyyy-MM-dd HH:mm:ss", r#"YYYY"-"MM"-"DD" "HH24":"MI":"SS"#),
+            ("yyyy/M/d", r#"YYYY"/"FMMM"/"FMDD"#),
+            ("yy'T'HH", r#"YY"T"HH24"#),
+            ("yyyy''ss", r#"YYYY"'"SS"#),
+            ("yyyy'''s'", r#"YYYY"'s""#),
+            (r#"'a"b'dd"#, r#""a\"b"DD"#),
+        ];
+        for (java, pg) in ok {
+            assert_eq!(date_pattern_to_char(java).as_deref(), Ok(pg), "{java}");
+        }
+        for bad in ["yyyy-MM-dd EEE", "yyyy-MM-dd'T", "yyyy-MMM", "hh"] {
+            assert!(date_pattern_to_char(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn partition_options() {
+        let parts = ["ds".to_string(), "region".to_string()];
+        let opt = |k: &str, v: &str| (k.to_string(), v.to_string());
+        assert_eq!(
+            partition_formatters(&[opt("partition.fields.ds.date-formatter", "yyyy-MM-dd"), opt("x", "y")], &parts),
+            Ok(vec![("ds".to_string(), r#"YYYY"-"MM"-"DD"#.to_string())])
+        );
+        assert!(partition_formatters(&[opt("partition.fields.day.date-formatter", "yyyy")], &parts).is_err());
+        assert!(partition_formatters(&[opt("partition.fields.ds.date-formatter", "EEE")], &parts).is_err());
+
+        let spec = |list: &[(&str, &str)]| list.iter().map(|(k, v)| opt(k, v)).collect::<Vec<_>>();
+        assert_eq!(check_partition_spec(&spec(&[("ds", "2024-01-01")]), &parts, "t"), Ok(()));
+        assert_eq!(check_partition_spec(&spec(&[("region", "eu"), ("ds", "x")]), &parts, "t"), Ok(()));
+        let bad = [
+            (
+                spec(&[("day", "x")]),
+                &parts[..],
+                "\"day\" is not a partition column of dynamic table t (partitioned by ds, region)",
+            ),
+            (
+                spec(&[("ds", "a"), ("ds", "b")]),
+                &parts[..],
+                "partition column \"ds\" is given twice",
+            ),
+            (spec(&[("ds", "a")]), &[][..], "dynamic table t is not partitioned"),
+        ];
+        for (s, p, want) in bad {
+            assert_eq!(check_partition_spec(&s, p, "t"), Err(want.to_string()));
         }
     }
 

@@ -88,17 +88,18 @@ impl Manager {
         // The database's clock, so that every gateway sharing the catalog agrees on the slots.
         let rows = client
             .query(
-                "SELECT id, freshness_n, freshness_unit, extract(epoch FROM last_slot)::bigint,
-                        floor(extract(epoch FROM clock_timestamp()))::bigint
-                   FROM dyngate.dynamic_table WHERE status = 'ACTIVATED'",
+                "SELECT id, freshness_n, freshness_unit, floor(extract(epoch FROM last_slot))::bigint, floor(extract(epoch FROM now))::bigint,
+                        extract(epoch FROM (now AT TIME ZONE time_zone) - (now AT TIME ZONE 'UTC'))::bigint
+                   FROM dyngate.dynamic_table, clock_timestamp() AS now WHERE status = 'ACTIVATED'",
                 &[],
             )
             .await?;
         for r in rows {
-            let (id, n, u, last, now): (i64, i32, String, Option<i64>, i64) = (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4));
+            let (id, n, u, last, now, offset): (i64, i32, String, Option<i64>, i64, i64) =
+                (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5));
             let Some(unit) = unit(&u) else { continue };
             let f = Freshness { n: n as u32, unit };
-            let slot = rules::slot(now as u64, f) as i64;
+            let slot = rules::slot(now, f, offset);
             if last.is_some_and(|l| l >= slot) {
                 continue;
             }

@@ -3,6 +3,7 @@
 //! it.
 
 use crate::manager::catalog::DtRow;
+use crate::manager::create::TIME_ZONE_OPTION;
 use crate::manager::rules::{quote_ident, quote_literal};
 use crate::manager::{Manager, ManagerError, QualifiedName, Requester};
 use crate::sql::dynamic::TableName;
@@ -135,13 +136,19 @@ pub fn create_statement(dt: &DtRow) -> String {
     if let Some(c) = &dt.comment {
         s.push_str(&format!("\nCOMMENT {}", quote_literal(c)));
     }
-    if let Some(opts) = dt.options.as_object().filter(|o| !o.is_empty()) {
-        let list: Vec<String> = opts
-            .iter()
-            .map(|(k, v)| format!("{} = {}", quote_literal(k), quote_literal(v.as_str().unwrap_or_default())))
-            .collect();
-        s.push_str(&format!("\nWITH ({})", list.join(", ")));
+    if !dt.partitioned_by.is_empty() {
+        let cols: Vec<String> = dt.partitioned_by.iter().map(|c| quote_ident(c)).collect();
+        s.push_str(&format!("\nPARTITIONED BY ({})", cols.join(", ")));
     }
+    // The schedule's time zone is always spelled out: it may have come from the session.
+    let mut opts = dt.options.as_object().cloned().unwrap_or_default();
+    opts.entry(TIME_ZONE_OPTION)
+        .or_insert_with(|| serde_json::Value::String(dt.time_zone.clone()));
+    let list: Vec<String> = opts
+        .iter()
+        .map(|(k, v)| format!("{} = {}", quote_literal(k), quote_literal(v.as_str().unwrap_or_default())))
+        .collect();
+    s.push_str(&format!("\nWITH ({})", list.join(", ")));
     s.push_str(&format!("\nFRESHNESS = INTERVAL '{}' {}", dt.freshness_n, dt.freshness_unit));
     if dt.logical_mode != "AUTOMATIC" {
         s.push_str(&format!("\nREFRESH_MODE = {}", dt.logical_mode));

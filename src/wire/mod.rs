@@ -127,5 +127,14 @@ async fn handle_connection(tcp: tokio::net::TcpStream, gw: Arc<Gateway>, phase: 
     let database = req.param("database").map(str::to_string).unwrap_or_else(|| user.clone());
     tracing::debug!(%user, %database, tls = req.tls, "session started");
     let info = SessionInfo { user, database };
-    session::run(gw, req.client, opened.backend, opened.key, info, opened.standard_strings, phase).await;
+    session::run(
+        gw,
+        req.client,
+        opened.backend,
+        opened.key,
+        info,
+        (opened.standard_strings, opened.time_zone),
+        phase,
+    )
+    .await;
 }

@@ -50,6 +50,9 @@ struct State {
     copy_in: AtomicBool,
     /// The session's standard_conforming_strings, as the backend last reported it.
     standard_strings: AtomicBool,
+    /// The session's TimeZone, as the backend last reported it (the default time zone of the
+    /// schedules of dynamic tables created in this session).
+    time_zone: std::sync::Mutex<String>,
     /// Signalled when `unanswered` drops to zero.
     idle: Notify,
 }
@@ -105,7 +108,7 @@ pub async fn run(
     backend: Framed<TcpStream>,
     key: Option<(u32, BackendKey)>,
     info: SessionInfo,
-    standard_strings: bool,
+    (standard_strings, time_zone): (bool, String),
     shutdown: watch::Receiver<Phase>,
 ) {
     let Framed { stream: cs, rbuf: crbuf } = client;
@@ -119,6 +122,7 @@ pub async fn run(
         tx_status: AtomicU8::new(b'I'),
         copy_in: AtomicBool::new(false),
         standard_strings: AtomicBool::new(standard_strings),
+        time_zone: std::sync::Mutex::new(time_zone),
         idle: Notify::new(),
     });
 
@@ -233,6 +237,10 @@ impl Up<'_> {
     }
 
     /// The session is inside an explicit transaction block (as of the last ReadyForQuery).
+    fn time_zone(&self) -> String {
+        self.state.time_zone.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
     fn in_transaction(&self) -> bool {
         self.state.tx_status.load(Ordering::Acquire) != b'I'
     }
@@ -267,7 +275,12 @@ impl Up<'_> {
                 let statements = split_statements(sql, standard);
                 let mut reply = BytesMut::new();
                 match self.gw.handler.prepare(&statements) {
-                    Ok(p) => match self.gw.handler.execute(&p, self.info, self.in_transaction()).await {
+                    Ok(p) => match self
+                        .gw
+                        .handler
+                        .execute(&p, self.info, self.in_transaction(), &self.time_zone())
+                        .await
+                    {
                         Ok(r) => encode(&r, None, &mut reply),
                         Err(e) => reply.extend_from_slice(e.to_message().raw()),
                     },
@@ -381,7 +394,12 @@ impl Up<'_> {
                     Turn::Skip => return Ok(None),
                     Turn::End => return Ok(Some(ClientEnd::Violation)),
                 }
-                match self.gw.handler.execute(&prepared, self.info, self.in_transaction()).await {
+                match self
+                    .gw
+                    .handler
+                    .execute(&prepared, self.info, self.in_transaction(), &self.time_zone())
+                    .await
+                {
                     Ok(r) => {
                         let mut reply = BytesMut::new();
                         encode(&r, Some(&formats), &mut reply);
@@ -649,8 +667,12 @@ async fn backend_to_client(mut br: OwnedReadHalf, mut buf: BytesMut, cw: ClientW
                     }) == 0;
                 }
                 b'S' => {
-                    if let Some(v) = parameter_value(&buf[end + 5..end + total], "standard_conforming_strings") {
+                    let body = &buf[end + 5..end + total];
+                    if let Some(v) = parameter_value(body, "standard_conforming_strings") {
                         state.standard_strings.store(v == "on", Ordering::Release);
+                    }
+                    if let Some(v) = parameter_value(body, "TimeZone") {
+                        *state.time_zone.lock().unwrap_or_else(|e| e.into_inner()) = v.to_string();
                     }
                 }
                 _ => {}

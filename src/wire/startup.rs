@@ -46,6 +46,8 @@ pub struct Opened {
     pub key: Option<(u32, BackendKey)>,
     /// standard_conforming_strings as the backend reported it at start-up.
     pub standard_strings: bool,
+    /// The session's TimeZone as the backend reported it at start-up.
+    pub time_zone: String,
 }
 
 /// Reads the client's start-up packets. Returns `None` when the connection was a cancel request or
@@ -223,6 +225,7 @@ pub async fn open_backend(req: &mut StartupRequest, gw: &Gateway) -> Result<Opti
     let mut out = BytesMut::new();
     let mut key = None;
     let mut standard_strings = true;
+    let mut time_zone = String::from("UTC");
     loop {
         let m = match backend.read_message().await {
             Ok(m) => m,
@@ -260,6 +263,7 @@ pub async fn open_backend(req: &mut StartupRequest, gw: &Gateway) -> Result<Opti
                     backend,
                     key,
                     standard_strings,
+                    time_zone,
                 }));
             }
             b'E' => {
@@ -273,6 +277,9 @@ pub async fn open_backend(req: &mut StartupRequest, gw: &Gateway) -> Result<Opti
             b'S' => {
                 if let Some(v) = parameter_value(m.body(), "standard_conforming_strings") {
                     standard_strings = v == "on";
+                }
+                if let Some(v) = parameter_value(m.body(), "TimeZone") {
+                    time_zone = v.to_string();
                 }
                 out.extend_from_slice(m.raw());
             }
