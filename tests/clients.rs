@@ -344,6 +344,25 @@ async fn pgjdbc() {
     pg.assert_no_backends(&db).await;
 }
 
+#[tokio::test]
+async fn pgjdbc_dynamic_tables() {
+    let pg = pg();
+    let role = pg.fresh_role("jdbcdt").await;
+    let db = owned_db(&pg, &role).await;
+    let gw = Dyngate::for_db(&pg, &db, &[]);
+    let out = run(
+        Command::new("java")
+            .arg("-cp")
+            .arg(env_path("DYNGATE_TEST_JDBC_JAR"))
+            .arg(client_script("DynamicTablesJdbc.java"))
+            .arg(format!("jdbc:postgresql://{}/{db}", gw.addr()))
+            .args([&role, "jdbcdt"]),
+        Duration::from_secs(240),
+    )
+    .await;
+    assert_success("DynamicTablesJdbc.java", &out, &gw, "jdbc dynamic tables: all checks passed");
+}
+
 // ---------------------------------------------------------------------------------------------
 // tokio-postgres
 
