@@ -344,6 +344,38 @@ async fn pgjdbc() {
     pg.assert_no_backends(&db).await;
 }
 
+/// The README's session through psql (tests/clients/dynamic_tables.psql): what psql prints must
+/// be exactly tests/clients/dynamic_tables.psql.out, errors included.
+#[tokio::test]
+async fn psql_dynamic_tables_session() {
+    let pg = pg();
+    let role = pg.fresh_role("psqldt").await;
+    let db = owned_db(&pg, &role).await;
+    let gw = Dyngate::for_db(&pg, &db, &[]);
+    let out = run(
+        Command::new("psql")
+            .current_dir(client_script(""))
+            .env("PGPASSWORD", "psqldt")
+            .env("PGTZ", "UTC")
+            .args(["-X", "-v", "ON_ERROR_STOP=0", "-h", "127.0.0.1", "-p"])
+            .arg(gw.pg_port.to_string())
+            .args(["-U", &role, "-d", &db, "-f", "dynamic_tables.psql"]),
+        Duration::from_secs(60),
+    )
+    .await;
+    assert!(out.status.success(), "{out:?}");
+    let got = format!(
+        "{}--- stderr\n{}",
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap()
+    );
+    let want = std::fs::read_to_string(client_script("dynamic_tables.psql.out")).unwrap_or_default();
+    if std::env::var_os("DYNGATE_BLESS").is_some() {
+        std::fs::write(client_script("dynamic_tables.psql.out"), &got).unwrap();
+    }
+    assert_eq!(got, want, "psql's output differs from dynamic_tables.psql.out (DYNGATE_BLESS=1 rewrites it)");
+}
+
 #[tokio::test]
 async fn pgjdbc_dynamic_tables() {
     let pg = pg();
