@@ -241,6 +241,12 @@ pub async fn load_by_id(c: &impl GenericClient, id: i64) -> Result<Option<DtRow>
     Ok(c.query_opt(&sql, &[&id]).await?.as_ref().map(row))
 }
 
+/// Loads the dynamic tables with these ids (those that still exist), in id order.
+pub async fn load_many(c: &impl GenericClient, ids: &[i64]) -> Result<Vec<DtRow>, tokio_postgres::Error> {
+    let sql = format!("SELECT {COLUMNS} FROM dyngate.dynamic_table WHERE id = ANY($1) ORDER BY id");
+    Ok(c.query(&sql, &[&ids]).await?.iter().map(row).collect())
+}
+
 /// Marks as CANCELLED the refreshes recorded as EXECUTING whose connection is gone (the gateway
 /// running them was killed): a running refresh's connection carries its job id as
 /// application_name. Returns how many were marked.

@@ -94,6 +94,8 @@ impl Manager {
                 &[],
             )
             .await?;
+        // (id, slot, whether earlier slots were missed) of every table whose slot is due.
+        let mut due: Vec<(i64, i64, bool)> = Vec::new();
         for r in rows {
             let (id, n, u, last, now, offset): (i64, i32, String, Option<i64>, i64, i64) =
                 (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5));
@@ -103,23 +105,36 @@ impl Manager {
             if last.is_some_and(|l| l >= slot) {
                 continue;
             }
-            let claimed = client
-                .execute(
-                    "UPDATE dyngate.dynamic_table SET last_slot = to_timestamp($2::bigint)
-                      WHERE id = $1 AND status = 'ACTIVATED' AND (last_slot IS NULL OR last_slot < to_timestamp($2::bigint))",
-                    &[&id, &slot],
-                )
-                .await?;
-            if claimed == 0 {
-                continue; // another gateway fired it
-            }
             let period = f.duration().as_secs() as i64;
-            let missed = last.is_some_and(|l| slot - l > period);
-            let Some(dt) = catalog::load_by_id(&*client, id).await? else {
+            due.push((id, slot, last.is_some_and(|l| slot - l > period)));
+        }
+        if due.is_empty() {
+            return Ok(());
+        }
+        // One compare-and-set for all of them: what another gateway claimed first is left out.
+        let ids: Vec<i64> = due.iter().map(|d| d.0).collect();
+        let slots: Vec<i64> = due.iter().map(|d| d.1).collect();
+        let claimed: Vec<i64> = client
+            .query(
+                "UPDATE dyngate.dynamic_table t SET last_slot = to_timestamp(d.slot)
+                   FROM unnest($1::bigint[], $2::bigint[]) AS d(id, slot)
+                  WHERE t.id = d.id AND t.status = 'ACTIVATED' AND (t.last_slot IS NULL OR t.last_slot < to_timestamp(d.slot))
+                  RETURNING t.id",
+                &[&ids, &slots],
+            )
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let tables = catalog::load_many(&*client, &claimed).await?;
+        drop(client);
+        for dt in tables {
+            let Some(&(_, slot, missed)) = due.iter().find(|d| d.0 == dt.id) else {
                 continue;
             };
             if missed && config.missed == MissedRefreshes::Skip {
                 let reason = "schedule slots were missed while no gateway was running (--missed-refreshes skip)";
+                let client = self.pool.get().await?;
                 catalog::refresh_started(&*client, &dt, &super::new_job_id(), "SCHEDULED", Some(slot), Some(reason)).await?;
                 continue;
             }
