@@ -373,7 +373,10 @@ async fn psql_dynamic_tables_session() {
     if std::env::var_os("DYNGATE_BLESS").is_some() {
         std::fs::write(client_script("dynamic_tables.psql.out"), &got).unwrap();
     }
-    assert_eq!(got, want, "psql's output differs from dynamic_tables.psql.out (DYNGATE_BLESS=1 rewrites it)");
+    assert_eq!(
+        got, want,
+        "psql's output differs from dynamic_tables.psql.out (DYNGATE_BLESS=1 rewrites it)"
+    );
 }
 
 #[tokio::test]

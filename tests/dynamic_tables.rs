@@ -497,3 +497,38 @@ async fn a_query_cannot_take_the_service_accounts_identity() {
     let err = m.query("SELECT dyngate.run_as_10('SELECT 1')", &[]).await.unwrap_err();
     assert!(matches!(code(&err), Some("42501") | Some("42883")), "{err:?}");
 }
+
+#[tokio::test]
+async fn a_renamed_role_does_not_lend_its_identity_to_its_namesake() {
+    let (pg, db, gw, c) = setup().await;
+    let name = unique("lender");
+    c.batch_execute(&format!(
+        "CREATE ROLE {name} LOGIN PASSWORD 'pw'; GRANT CREATE ON SCHEMA public TO {name}; GRANT SELECT ON orders TO {name}"
+    ))
+    .await
+    .unwrap();
+    let first = connect(&gw.url(&name, "pw", &db)).await;
+    first
+        .batch_execute("CREATE DYNAMIC TABLE who_first AS SELECT current_user::text AS who, count(*) AS n FROM orders")
+        .await
+        .unwrap();
+    // Refreshed twice, so the gateway knows this role's runner by now.
+    for _ in 0..2 {
+        first.query_one("REFRESH DYNAMIC TABLE who_first", &[]).await.unwrap();
+    }
+    drop(first);
+    c.batch_execute(&format!(
+        "ALTER ROLE {name} RENAME TO {name}_old; CREATE ROLE {name} LOGIN PASSWORD 'pw';
+         GRANT CREATE ON SCHEMA public TO {name}; GRANT SELECT ON orders TO {name}"
+    ))
+    .await
+    .unwrap();
+    let second = connect(&gw.url(&name, "pw", &db)).await;
+    second
+        .batch_execute("CREATE DYNAMIC TABLE who_second AS SELECT current_user::text AS who FROM orders LIMIT 1")
+        .await
+        .unwrap();
+    let who: String = c.query_one("SELECT who FROM who_second", &[]).await.unwrap().get(0);
+    assert_eq!(who, name, "the new role's query ran as the new role");
+    let _ = pg;
+}

@@ -12,6 +12,8 @@
 //! blocked (DELETE takes no lock that conflicts with SELECT, unlike TRUNCATE or a table swap).
 
 use tokio_postgres::Transaction;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::Type;
 
 use crate::engine::{RefreshAction, Refreshed};
 use crate::manager::rules::{quote_ident, quote_literal};
@@ -19,32 +21,79 @@ use crate::manager::rules::{quote_ident, quote_literal};
 /// Key space of the advisory locks that serialize creating the per-role functions.
 const RUNNER_LOCK_SPACE: i32 = 0x6479_6e72; // "dynr"
 
+/// The oid of each role whose function is known to exist, so that a statement costs one round
+/// trip. A cached oid is only used together with a check, in the same statement, that the role
+/// still has that oid: a role dropped (or renamed) and another created under its name never gets
+/// the first one's function.
+static RUNNERS: std::sync::Mutex<Option<std::collections::HashMap<String, u32>>> = std::sync::Mutex::new(None);
+
+fn runners() -> std::sync::MutexGuard<'static, Option<std::collections::HashMap<String, u32>>> {
+    RUNNERS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Runs one statement of `role`'s with `role`'s privileges; returns the rows it processed.
 pub async fn run_as(tx: &Transaction<'_>, role: &str, sql: &str) -> Result<u64, tokio_postgres::Error> {
-    let oid: u32 = tx.query_one("SELECT oid FROM pg_roles WHERE rolname = $1", &[&role]).await?.get(0);
-    let function = format!("dyngate.run_as_{oid}");
-    let signature = format!("{function}(text)");
-    if !function_exists(tx, &signature).await? {
-        tx.execute("SELECT pg_advisory_xact_lock($1, $2)", &[&RUNNER_LOCK_SPACE, &(oid as i32)])
-            .await?;
-        if !function_exists(tx, &signature).await? {
-            tx.batch_execute(&format!(
-                "CREATE FUNCTION {function}(sql text) RETURNS bigint LANGUAGE plpgsql SECURITY DEFINER AS $dyngate$
-                 DECLARE n bigint; BEGIN EXECUTE sql; GET DIAGNOSTICS n = ROW_COUNT; RETURN n; END $dyngate$;
-                 ALTER FUNCTION {signature} OWNER TO {owner};
-                 REVOKE ALL ON FUNCTION {signature} FROM PUBLIC;
-                 COMMENT ON FUNCTION {signature} IS 'dyngate: runs dynamic-table SQL with this role''s privileges';",
-                owner = quote_ident(role)
-            ))
-            .await?;
+    let cached = runners().as_ref().and_then(|m| m.get(role).copied());
+    if let Some(oid) = cached {
+        let call = format!("SELECT CASE WHEN (SELECT oid FROM pg_roles WHERE rolname = $2) = {oid} THEN dyngate.run_as_{oid}($1) END");
+        let result = tx.query_typed_one(&call, &[(&sql, Type::TEXT), (&role, Type::TEXT)]).await;
+        match result {
+            Ok(row) => {
+                if let Some(n) = row.get::<_, Option<i64>>(0) {
+                    return Ok(n as u64);
+                }
+            }
+            Err(e) => {
+                if e.code() == Some(&SqlState::UNDEFINED_FUNCTION)
+                    && let Some(m) = runners().as_mut()
+                {
+                    m.remove(role);
+                }
+                return Err(e);
+            }
+        }
+        if let Some(m) = runners().as_mut() {
+            m.remove(role);
         }
     }
-    let n: i64 = tx.query_one(&format!("SELECT {function}($1)"), &[&sql]).await?.get(0);
+    let (oid, created) = ensure_runner(tx, role).await?;
+    // A function created by this transaction exists for others only once it commits.
+    if !created {
+        runners().get_or_insert_with(Default::default).insert(role.to_string(), oid);
+    }
+    let n: i64 = tx
+        .query_typed_one(&format!("SELECT dyngate.run_as_{oid}($1)"), &[(&sql, Type::TEXT)])
+        .await?
+        .get(0);
     Ok(n as u64)
 }
 
-async fn function_exists(tx: &Transaction<'_>, signature: &str) -> Result<bool, tokio_postgres::Error> {
-    Ok(tx.query_one("SELECT to_regprocedure($1) IS NOT NULL", &[&signature]).await?.get(0))
+/// Creates `role`'s function if it does not exist yet; returns the role's oid and whether this
+/// transaction created it.
+async fn ensure_runner(tx: &Transaction<'_>, role: &str) -> Result<(u32, bool), tokio_postgres::Error> {
+    let probe = "SELECT r.oid, to_regprocedure(format('dyngate.run_as_%s(text)', r.oid)) IS NOT NULL FROM pg_roles r WHERE r.rolname = $1";
+    let row = tx.query_typed_one(probe, &[(&role, Type::TEXT)]).await?;
+    let (oid, exists): (u32, bool) = (row.get(0), row.get(1));
+    if exists {
+        return Ok((oid, false));
+    }
+    tx.execute("SELECT pg_advisory_xact_lock($1, $2)", &[&RUNNER_LOCK_SPACE, &(oid as i32)])
+        .await?;
+    let exists: bool = tx.query_typed_one(probe, &[(&role, Type::TEXT)]).await?.get(1);
+    if !exists {
+        let function = format!("dyngate.run_as_{oid}");
+        let signature = format!("{function}(text)");
+        tx.batch_execute(&format!(
+            "CREATE FUNCTION {function}(sql text) RETURNS bigint LANGUAGE plpgsql SECURITY DEFINER AS $dyngate$
+             DECLARE n bigint; BEGIN EXECUTE sql; GET DIAGNOSTICS n = ROW_COUNT; RETURN n; END $dyngate$;
+             ALTER FUNCTION {signature} OWNER TO {owner};
+             REVOKE ALL ON FUNCTION {signature} FROM PUBLIC;
+             COMMENT ON FUNCTION {signature} IS 'dyngate: runs dynamic-table SQL with this role''s privileges';",
+            owner = quote_ident(role)
+        ))
+        .await?;
+    }
+    Ok((oid, !exists))
 }
 
 /// A dynamic table's query bound to what it reads.

@@ -11,6 +11,7 @@ use crate::manager::rules;
 use crate::manager::{Manager, ManagerError, Requester, new_job_id};
 use crate::sql::dynamic::{Options, TableName};
 use tokio_postgres::Transaction;
+use tokio_postgres::types::Type;
 
 /// A refresh, as the history records it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,19 +115,23 @@ impl Manager {
         let tx = client.transaction().await?;
         // The job id marks the connection, so a refresh orphaned by a killed gateway can be told
         // from one still running (see catalog::cancel_orphaned_refreshes).
-        tx.batch_execute(&format!("SET LOCAL application_name = 'dyngate:{job_id}'"))
+        // One round trip: mark the connection, take the table's refresh lock (a scheduled refresh
+        // does not wait for it), and read the data time (the transaction's start).
+        let wait = !matches!(trigger, Trigger::Scheduled { .. });
+        let start = tx
+            .query_typed_one(
+                "SELECT set_config('application_name', $1, true),
+                        CASE WHEN $2 THEN (SELECT true FROM pg_advisory_xact_lock($3, $4)) ELSE pg_try_advisory_xact_lock($3, $4) END,
+                        now()::text",
+                &[
+                    (&format!("dyngate:{job_id}"), Type::TEXT),
+                    (&wait, Type::BOOL),
+                    (&TABLE_LOCK_SPACE, Type::INT4),
+                    (&(dt.id as i32), Type::INT4),
+                ],
+            )
             .await?;
-        let locked: bool = match trigger {
-            Trigger::Manual | Trigger::Api { .. } => {
-                tx.execute("SELECT pg_advisory_xact_lock($1, $2)", &[&TABLE_LOCK_SPACE, &(dt.id as i32)])
-                    .await?;
-                true
-            }
-            Trigger::Scheduled { .. } => tx
-                .query_one("SELECT pg_try_advisory_xact_lock($1, $2)", &[&TABLE_LOCK_SPACE, &(dt.id as i32)])
-                .await?
-                .get(0),
-        };
+        let (locked, data_time): (bool, String) = (start.get(1), start.get(2));
         if !locked {
             drop(tx);
             let reason = "the previous refresh was still running";
@@ -146,7 +151,6 @@ impl Manager {
             _ => catalog::refresh_started(&*history, dt, &job_id, trigger.name(), trigger.schedule_time(), None).await?,
         };
         let result = async {
-            let data_time: String = tx.query_one("SELECT now()::text", &[]).await?.get(0);
             let spec = self.partition_of(&tx, dt, trigger, partition).await?;
             if !spec.is_empty() {
                 catalog::set_refresh_partition(&*history, hist_id, &spec).await?;
