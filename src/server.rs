@@ -92,7 +92,8 @@ async fn serve(args: &ServeArgs, tls: Option<tokio_rustls::TlsAcceptor>, cluster
         .unwrap_or("postgres")
         .to_string();
     let manager = Arc::new(Manager::new(
-        ServicePool::new(backend.clone(), 8),
+        // Kept open: up to two per refresh running at once, plus a few for statements.
+        ServicePool::new(backend.clone(), 2 * args.refresh_concurrency + 8),
         database,
         args.freshness_threshold,
     ));

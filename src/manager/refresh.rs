@@ -108,9 +108,9 @@ impl Manager {
 
     /// [`run_refresh`](Self::run_refresh) of one partition, when `partition` names one.
     async fn refresh_with(&self, dt: &DtRow, trigger: Trigger, job_id: String, partition: &Options) -> Result<RefreshRecord, ManagerError> {
-        // Two connections: the history is written outside the refresh's transaction, so that
-        // EXECUTING is visible while it runs and FAILED survives its rollback.
-        let history = self.pool.get().await?;
+        // The history is written outside the refresh's transaction (on pooled connections taken
+        // for each write), so that EXECUTING is visible while it runs and FAILED survives its
+        // rollback.
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
         // The job id marks the connection, so a refresh orphaned by a killed gateway can be told
@@ -135,7 +135,15 @@ impl Manager {
         if !locked {
             drop(tx);
             let reason = "the previous refresh was still running";
-            catalog::refresh_started(&*history, dt, &job_id, trigger.name(), trigger.schedule_time(), Some(reason)).await?;
+            catalog::refresh_started(
+                &*self.pool.get().await?,
+                dt,
+                &job_id,
+                trigger.name(),
+                trigger.schedule_time(),
+                Some(reason),
+            )
+            .await?;
             tracing::info!(table = %dt.name, job_id, "scheduled refresh skipped: the previous one is still running");
             return Ok(RefreshRecord {
                 job_id,
@@ -145,15 +153,15 @@ impl Manager {
         }
         let hist_id = match trigger {
             Trigger::Api { claimed, .. } => {
-                catalog::refresh_executing(&*history, claimed).await?;
+                catalog::refresh_executing(&*self.pool.get().await?, claimed).await?;
                 claimed
             }
-            _ => catalog::refresh_started(&*history, dt, &job_id, trigger.name(), trigger.schedule_time(), None).await?,
+            _ => catalog::refresh_started(&*self.pool.get().await?, dt, &job_id, trigger.name(), trigger.schedule_time(), None).await?,
         };
         let result = async {
             let spec = self.partition_of(&tx, dt, trigger, partition).await?;
             if !spec.is_empty() {
-                catalog::set_refresh_partition(&*history, hist_id, &spec).await?;
+                catalog::set_refresh_partition(&*self.pool.get().await?, hist_id, &spec).await?;
             }
             let done = engine::postgres::refresh_partition(&tx, &dt.owner, &dt.name.quoted(), dt.refresh_query(), &spec).await?;
             tx.commit().await?;
@@ -162,7 +170,12 @@ impl Manager {
         .await;
         match result {
             Ok((done, data_time)) => {
-                catalog::refresh_finished(&*history, hist_id, Ok((done.action.as_str(), &data_time, done.rows as i64))).await?;
+                catalog::refresh_finished(
+                    &*self.pool.get().await?,
+                    hist_id,
+                    Ok((done.action.as_str(), &data_time, done.rows as i64)),
+                )
+                .await?;
                 tracing::info!(table = %dt.name, job_id, rows = done.rows, trigger = trigger.name(), "refresh succeeded");
                 Ok(RefreshRecord {
                     job_id,
@@ -172,7 +185,7 @@ impl Manager {
             }
             Err(e) => {
                 let msg = e.to_string();
-                catalog::refresh_finished(&*history, hist_id, Err((e.sqlstate(), &msg))).await?;
+                catalog::refresh_finished(&*self.pool.get().await?, hist_id, Err((e.sqlstate(), &msg))).await?;
                 tracing::warn!(table = %dt.name, job_id, error = %msg, trigger = trigger.name(), "refresh failed");
                 Err(e)
             }
