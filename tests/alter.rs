@@ -9,10 +9,6 @@ use std::time::Duration;
 use common::*;
 use tokio_postgres::Client;
 
-fn code(e: &tokio_postgres::Error) -> Option<&str> {
-    e.as_db_error().map(|d| d.code().code())
-}
-
 async fn scheduled(c: &Client) -> i64 {
     c.query_one(
         "SELECT count(*) FROM dyngate.refresh_history WHERE trigger = 'SCHEDULED' AND table_name = 't'",
@@ -37,9 +33,7 @@ async fn status(c: &Client) -> (String, String, String) {
 #[tokio::test]
 async fn suspend_resume_and_set_freshness() {
     let pg = pg();
-    let db = pg.fresh_db().await;
-    let gw = Dyngate::for_db(&pg, &db, &[]);
-    let c = connect(&gw.url("postgres", &pg.password, &db)).await;
+    let (_db, _gw, c) = catalog_session(&pg).await;
     c.batch_execute("CREATE TABLE src (v int); INSERT INTO src VALUES (1)")
         .await
         .unwrap();
@@ -100,9 +94,7 @@ async fn suspend_resume_and_set_freshness() {
 #[tokio::test]
 async fn options_and_permissions() {
     let pg = pg();
-    let db = pg.fresh_db().await;
-    let gw = Dyngate::for_db(&pg, &db, &[]);
-    let c = connect(&gw.url("postgres", &pg.password, &db)).await;
+    let (db, gw, c) = catalog_session(&pg).await;
     c.batch_execute("CREATE DYNAMIC TABLE t WITH ('a' = '1') AS SELECT 1 AS one")
         .await
         .unwrap();

@@ -12,9 +12,7 @@ use dyngate::wire::codec::Message;
 #[tokio::test]
 async fn dynamic_table_statements_are_intercepted_and_the_session_goes_on() {
     let pg = pg();
-    let db = pg.fresh_db().await;
-    let gw = Dyngate::for_db(&pg, &db, &[]);
-    let c = connect(&gw.url("postgres", &pg.password, &db)).await;
+    let (_db, _gw, c) = catalog_session(&pg).await;
     c.batch_execute("CREATE TABLE t (x int); INSERT INTO t VALUES (1)").await.unwrap();
     c.simple_query("  /* c */ CREATE DYNAMIC TABLE d FRESHNESS = INTERVAL '1' MINUTE AS SELECT x FROM t")
         .await
@@ -166,19 +164,13 @@ async fn extended_copy_with_early_sync_leaves_the_session_idle() {
     assert_eq!(n, 2);
 }
 
-fn code(e: &tokio_postgres::Error) -> Option<&str> {
-    e.as_db_error().map(|d| d.code().code())
-}
-
 /// Drivers that prepare everything (pgJDBC, tokio-postgres, psycopg with prepare) send dyngate's
 /// statements through Parse/Bind/Describe/Execute: they are answered in that protocol too, in
 /// order with the backend's replies in a pipeline.
 #[tokio::test]
 async fn extended_protocol_statements_are_intercepted_in_order() {
     let pg = pg();
-    let db = pg.fresh_db().await;
-    let gw = Dyngate::for_db(&pg, &db, &[]);
-    let c = connect(&gw.url("postgres", &pg.password, &db)).await;
+    let (_db, _gw, c) = catalog_session(&pg).await;
     c.batch_execute("CREATE TABLE src (x int); INSERT INTO src VALUES (1), (2)")
         .await
         .unwrap();

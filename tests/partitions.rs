@@ -10,15 +10,9 @@ use common::*;
 use serde_json::Value;
 use tokio_postgres::Client;
 
-fn code(e: &tokio_postgres::Error) -> Option<&str> {
-    e.as_db_error().map(|d| d.code().code())
-}
-
 async fn setup() -> (Dyngate, Client) {
     let pg = pg();
-    let db = pg.fresh_db().await;
-    let gw = Dyngate::for_db(&pg, &db, &[]);
-    let c = connect(&gw.url("postgres", &pg.password, &db)).await;
+    let (_db, gw, c) = catalog_session(&pg).await;
     c.batch_execute(
         "CREATE TABLE orders (id int PRIMARY KEY, day date NOT NULL, amount numeric NOT NULL);
          INSERT INTO orders SELECT g, date '2024-01-01' + g % 3, 1 FROM generate_series(1, 30) g;",

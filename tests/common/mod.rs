@@ -315,3 +315,22 @@ pub fn http(method: &str, url: &str, headers: &[(&str, &str)], body: &str) -> st
 pub fn http_get(url: &str) -> std::io::Result<(u16, String)> {
     http("GET", url, &[], "")
 }
+
+/// The SQLSTATE of a database error.
+pub fn code(e: &tokio_postgres::Error) -> Option<&str> {
+    e.as_db_error().map(|d| d.code().code())
+}
+
+/// The primary message of a database error (else the whole error).
+pub fn message(e: &tokio_postgres::Error) -> String {
+    e.as_db_error().map(|d| d.message().to_string()).unwrap_or_else(|| e.to_string())
+}
+
+/// A database of its own, a gateway whose catalog database it is, and a superuser session
+/// through that gateway: where dynamic-table tests start.
+pub async fn catalog_session(pg: &Pg) -> (String, Dyngate, tokio_postgres::Client) {
+    let db = pg.fresh_db().await;
+    let gw = Dyngate::for_db(pg, &db, &[]);
+    let c = connect(&gw.url("postgres", &pg.password, &db)).await;
+    (db, gw, c)
+}
