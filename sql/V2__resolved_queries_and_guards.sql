@@ -1,5 +1,6 @@
--- dyngate catalog, version 2: each dynamic table's query bound to the objects it names, a guard
--- against dropping a dynamic table or what it reads with plain DDL, and a time zone for schedules.
+-- dyngate catalog, version 2: each dynamic table's query bound to the objects it names, guards
+-- against dropping, renaming or moving a dynamic table (or dropping what it reads) with plain DDL,
+-- and a time zone for schedules.
 
 ALTER TABLE dyngate.dynamic_table
     -- The query with every name resolved (schema-qualified), as PostgreSQL prints it back:
@@ -51,6 +52,40 @@ $guard$;
 REVOKE ALL ON FUNCTION dyngate.guard_drop() FROM PUBLIC;
 
 CREATE EVENT TRIGGER dyngate_guard_drop ON sql_drop EXECUTE FUNCTION dyngate.guard_drop();
+
+-- After DDL that renames or moves things: renaming a dynamic table, or its schema, or moving it to
+-- another schema, with plain DDL would leave the catalog naming a table that is gone, so it is
+-- refused. Renaming what a dynamic table reads is fine (its view follows the objects, not their
+-- names): the resolved queries are printed again so that refreshes use the new names.
+CREATE FUNCTION dyngate.after_alter() RETURNS event_trigger
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $guard$
+DECLARE
+    lost record;
+BEGIN
+    SELECT t.schema_name, t.table_name INTO lost
+      FROM dyngate.dynamic_table t
+     WHERE TG_TAG IN ('ALTER TABLE', 'ALTER SCHEMA') AND to_regclass(format('%I.%I', t.schema_name, t.table_name)) IS NULL
+     LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'cannot rename or move dynamic table %.%', lost.schema_name, lost.table_name
+            USING ERRCODE = 'feature_not_supported',
+                  HINT = 'Create it again under the new name and drop the old one with DROP DYNAMIC TABLE.';
+    END IF;
+    -- With only pg_catalog on the search_path (this function's setting), every other name comes
+    -- out schema-qualified, as engine::postgres::bind_query prints it.
+    UPDATE dyngate.dynamic_table t
+       SET resolved_query = d.def
+      FROM (SELECT t2.id, btrim(rtrim(btrim(pg_get_viewdef(v.oid, true)), ';')) AS def
+              FROM dyngate.dynamic_table t2
+              JOIN pg_class v ON v.relnamespace = 'dyngate'::regnamespace AND v.relname = t2.query_view) d
+     WHERE t.id = d.id AND t.resolved_query IS DISTINCT FROM d.def;
+END
+$guard$;
+REVOKE ALL ON FUNCTION dyngate.after_alter() FROM PUBLIC;
+
+CREATE EVENT TRIGGER dyngate_after_alter ON ddl_command_end
+    WHEN TAG IN ('ALTER TABLE', 'ALTER SCHEMA', 'ALTER VIEW', 'ALTER MATERIALIZED VIEW', 'ALTER FUNCTION', 'ALTER TYPE')
+    EXECUTE FUNCTION dyngate.after_alter();
 
 -- The views users query show the time zone and the resolved query too.
 CREATE OR REPLACE VIEW dyngate.dynamic_tables AS

@@ -84,6 +84,33 @@ async fn plain_ddl_cannot_pull_a_dynamic_table_apart() {
     assert_eq!(message(&e), "cannot drop schema mart because dynamic table mart.d2 is in it");
     assert_eq!(count(&c, "SELECT count(*) FROM mart.d2").await, 30);
 
+    // Renaming or moving a dynamic table (or its schema) would lose it: refused.
+    for sql in [
+        "ALTER TABLE mart.d2 RENAME TO d3",
+        "ALTER SCHEMA mart RENAME TO mart2",
+        "ALTER TABLE mart.d2 SET SCHEMA public",
+    ] {
+        let e = c.batch_execute(sql).await.unwrap_err();
+        assert_eq!(code(&e), Some("0A000"), "{sql}: {e:?}");
+        assert_eq!(message(&e), "cannot rename or move dynamic table mart.d2", "{sql}");
+    }
+    // Other ALTER TABLEs of it are PostgreSQL's business; renaming what a dynamic table reads is
+    // fine too: refreshes follow the new names.
+    c.batch_execute("ALTER TABLE mart.d2 ALTER COLUMN amount SET STATISTICS 200").await.unwrap();
+    c.batch_execute("ALTER TABLE orders RENAME COLUMN amount TO price").await.unwrap();
+    c.batch_execute("ALTER TABLE orders RENAME TO sales").await.unwrap();
+    c.batch_execute("INSERT INTO sales VALUES (31, '2024-01-01', 5)").await.unwrap();
+    c.query_one("REFRESH DYNAMIC TABLE mart.d2", &[]).await.unwrap();
+    assert_eq!(count(&c, "SELECT count(*) FROM mart.d2").await, 31);
+    let resolved: String = c
+        .query_one("SELECT resolved_query FROM dyngate.dynamic_tables WHERE table_name = 'd2'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(resolved.contains("public.sales") && resolved.contains("price"), "{resolved}");
+    c.batch_execute("ALTER TABLE sales RENAME COLUMN price TO amount").await.unwrap();
+    c.batch_execute("ALTER TABLE sales RENAME TO orders").await.unwrap();
+
     // The gateway's own DROP works, and leaves no view behind.
     c.batch_execute("DROP DYNAMIC TABLE mart.d2").await.unwrap();
     c.batch_execute("DROP SCHEMA mart").await.unwrap();
