@@ -175,13 +175,9 @@ pub async fn refresh_partition(
         .map(|(c, v)| format!("{} = {}", quote_ident(c), quote_literal(v)))
         .collect();
     let filter = filter.join(" AND ");
-    run_as(tx, owner, &format!("DELETE FROM {target} WHERE {filter}")).await?;
-    let rows = run_as(
-        tx,
-        owner,
-        &format!("INSERT INTO {target} SELECT * FROM ({query}) AS dyngate_query WHERE {filter}"),
-    )
-    .await?;
+    // One call, two statements: the row count is the INSERT's.
+    let sql = format!("DELETE FROM {target} WHERE {filter}; INSERT INTO {target} SELECT * FROM ({query}) AS dyngate_query WHERE {filter}");
+    let rows = run_as(tx, owner, &sql).await?;
     Ok(Refreshed {
         action: RefreshAction::Full,
         rows,
@@ -190,8 +186,9 @@ pub async fn refresh_partition(
 
 /// Replaces the whole content with the query's current result, as `owner`.
 pub async fn full_refresh(tx: &Transaction<'_>, owner: &str, target: &str, query: &str) -> Result<Refreshed, tokio_postgres::Error> {
-    run_as(tx, owner, &format!("DELETE FROM {target}")).await?;
-    let rows = run_as(tx, owner, &format!("INSERT INTO {target} SELECT * FROM ({query}) AS dyngate_query")).await?;
+    // One call, two statements (PL/pgSQL's EXECUTE takes both): the row count is the INSERT's.
+    let sql = format!("DELETE FROM {target}; INSERT INTO {target} SELECT * FROM ({query}) AS dyngate_query");
+    let rows = run_as(tx, owner, &sql).await?;
     Ok(Refreshed {
         action: RefreshAction::Full,
         rows,

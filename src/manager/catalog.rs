@@ -2,6 +2,7 @@
 //! Plain functions over a connection or transaction; the operations decide the transactions.
 
 use tokio_postgres::GenericClient;
+use tokio_postgres::types::Type;
 
 use crate::manager::QualifiedName;
 
@@ -214,25 +215,26 @@ pub async fn refresh_started(
     skipped: Option<&str>,
 ) -> Result<i64, tokio_postgres::Error> {
     let state = if skipped.is_some() { "SKIPPED" } else { "EXECUTING" };
+    // Typed: one round trip, no statement to prepare (it runs for every refresh).
     let r = c
-        .query_one(
+        .query_typed(
             "INSERT INTO dyngate.refresh (dynamic_table_id, schema_name, table_name, job_id, trigger, state, schedule_time, started_at,
                                           ended_at, error_message)
-             VALUES ($1, $2, $3, $4, $5, $6, to_timestamp($7::bigint), clock_timestamp(),
-                     CASE WHEN $8::text IS NULL THEN NULL ELSE clock_timestamp() END, $8) RETURNING id",
+             VALUES ($1, $2, $3, $4, $5, $6, to_timestamp($7), clock_timestamp(),
+                     CASE WHEN $8 IS NULL THEN NULL ELSE clock_timestamp() END, $8) RETURNING id",
             &[
-                &dt.id,
-                &dt.name.schema,
-                &dt.name.name,
-                &job_id,
-                &trigger,
-                &state,
-                &schedule_time,
-                &skipped,
+                (&dt.id, Type::INT8),
+                (&dt.name.schema, Type::TEXT),
+                (&dt.name.name, Type::TEXT),
+                (&job_id, Type::TEXT),
+                (&trigger, Type::TEXT),
+                (&state, Type::TEXT),
+                (&schedule_time, Type::INT8),
+                (&skipped, Type::TEXT),
             ],
         )
         .await?;
-    Ok(r.get(0))
+    Ok(r[0].get(0))
 }
 
 /// Loads a dynamic table by id (the scheduler's view: it may have been dropped meanwhile).
@@ -270,12 +272,17 @@ pub async fn refresh_finished(
 ) -> Result<(), tokio_postgres::Error> {
     match outcome {
         Ok((action, data_time, rows)) => {
-            c.execute(
-                "UPDATE dyngate.refresh SET state = 'SUCCEEDED', action = $2, data_time = $3::text::timestamptz, rows_written = $4,
+            c.query_typed(
+                "UPDATE dyngate.refresh SET state = 'SUCCEEDED', action = $2, data_time = $3::timestamptz, rows_written = $4,
                         ended_at = clock_timestamp() WHERE id = $1",
-                &[&id, &action, &data_time, &rows],
+                &[
+                    (&id, Type::INT8),
+                    (&action, Type::TEXT),
+                    (&data_time, Type::TEXT),
+                    (&rows, Type::INT8),
+                ],
             )
-            .await?
+            .await?;
         }
         Err((code, message)) => {
             c.execute(
@@ -283,9 +290,9 @@ pub async fn refresh_finished(
                   WHERE id = $1",
                 &[&id, &code, &message],
             )
-            .await?
+            .await?;
         }
-    };
+    }
     Ok(())
 }
 

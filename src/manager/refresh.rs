@@ -108,9 +108,9 @@ impl Manager {
 
     /// [`run_refresh`](Self::run_refresh) of one partition, when `partition` names one.
     async fn refresh_with(&self, dt: &DtRow, trigger: Trigger, job_id: String, partition: &Options) -> Result<RefreshRecord, ManagerError> {
-        // The history is written outside the refresh's transaction (on pooled connections taken
-        // for each write), so that EXECUTING is visible while it runs and FAILED survives its
-        // rollback.
+        // EXECUTING is written outside the refresh's transaction (on a pooled connection), so it
+        // is visible while the refresh runs; SUCCEEDED inside it, so it commits with the new
+        // content; FAILED outside again, after the rollback.
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
         // The job id marks the connection, so a refresh orphaned by a killed gateway can be told
@@ -164,18 +164,13 @@ impl Manager {
                 catalog::set_refresh_partition(&*self.pool.get().await?, hist_id, &spec).await?;
             }
             let done = engine::postgres::refresh_partition(&tx, &dt.owner, &dt.name.quoted(), dt.refresh_query(), &spec).await?;
+            catalog::refresh_finished(&tx, hist_id, Ok((done.action.as_str(), &data_time, done.rows as i64))).await?;
             tx.commit().await?;
-            Ok::<_, ManagerError>((done, data_time))
+            Ok::<_, ManagerError>(done)
         }
         .await;
         match result {
-            Ok((done, data_time)) => {
-                catalog::refresh_finished(
-                    &*self.pool.get().await?,
-                    hist_id,
-                    Ok((done.action.as_str(), &data_time, done.rows as i64)),
-                )
-                .await?;
+            Ok(done) => {
                 tracing::info!(table = %dt.name, job_id, rows = done.rows, trigger = trigger.name(), "refresh succeeded");
                 Ok(RefreshRecord {
                     job_id,

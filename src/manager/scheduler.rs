@@ -50,12 +50,13 @@ impl Manager {
     /// Runs until `stop` changes.
     pub async fn run_refresh_loop(self: Arc<Self>, config: LoopConfig, mut stop: watch::Receiver<bool>) {
         let permits = Arc::new(Semaphore::new(config.concurrency.max(1)));
-        let mut ticker = tokio::time::interval(config.tick);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let mut ticks: u64 = 0;
+        let mut wait = Duration::ZERO;
         loop {
+            // Every tick (new tables, changes, other gateways' claims), and exactly at the next
+            // slot boundary when that comes sooner: a slot is not fired a tick late.
             tokio::select! {
-                _ = ticker.tick() => {}
+                _ = tokio::time::sleep(wait) => {}
                 _ = stop.changed() => break,
             }
             // Now and then (and at start), close the history rows of refreshes a killed gateway
@@ -66,9 +67,14 @@ impl Manager {
                 tracing::warn!(error = %e, "checking for orphaned refreshes");
             }
             ticks += 1;
-            if let Err(e) = self.fire_due(&config, &permits).await {
-                tracing::warn!(error = %e, "refresh loop");
-            }
+            wait = match self.fire_due(&config, &permits).await {
+                Ok(Some(next)) => next.min(config.tick),
+                Ok(None) => config.tick,
+                Err(e) => {
+                    tracing::warn!(error = %e, "refresh loop");
+                    config.tick
+                }
+            };
         }
         // Let running refreshes finish (they hold all permits when done).
         let _ = permits.acquire_many(config.concurrency.max(1) as u32).await;
@@ -83,12 +89,13 @@ impl Manager {
         Ok(())
     }
 
-    async fn fire_due(self: &Arc<Self>, config: &LoopConfig, permits: &Arc<Semaphore>) -> Result<(), ManagerError> {
+    /// Fires the due slots; returns how long until the next slot boundary of any table.
+    async fn fire_due(self: &Arc<Self>, config: &LoopConfig, permits: &Arc<Semaphore>) -> Result<Option<Duration>, ManagerError> {
         let client = self.pool.get().await?;
         // The database's clock, so that every gateway sharing the catalog agrees on the slots.
         let rows = client
             .query(
-                "SELECT id, freshness_n, freshness_unit, floor(extract(epoch FROM last_slot))::bigint, floor(extract(epoch FROM now))::bigint,
+                "SELECT id, freshness_n, freshness_unit, floor(extract(epoch FROM last_slot))::bigint, extract(epoch FROM now)::float8,
                         extract(epoch FROM (now AT TIME ZONE time_zone) - (now AT TIME ZONE 'UTC'))::bigint
                    FROM dyngate.dynamic_table, clock_timestamp() AS now WHERE status = 'ACTIVATED'",
                 &[],
@@ -96,20 +103,25 @@ impl Manager {
             .await?;
         // (id, slot, whether earlier slots were missed) of every table whose slot is due.
         let mut due: Vec<(i64, i64, bool)> = Vec::new();
+        let mut next: Option<f64> = None;
         for r in rows {
-            let (id, n, u, last, now, offset): (i64, i32, String, Option<i64>, i64, i64) =
+            let (id, n, u, last, now, offset): (i64, i32, String, Option<i64>, f64, i64) =
                 (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5));
             let Some(unit) = unit(&u) else { continue };
             let f = Freshness { n: n as u32, unit };
-            let slot = rules::slot(now, f, offset);
+            let slot = rules::slot(now.floor() as i64, f, offset);
+            let period = f.duration().as_secs() as i64;
+            let until_next = (slot + period) as f64 - now;
+            next = Some(next.map_or(until_next, |n| n.min(until_next)));
             if last.is_some_and(|l| l >= slot) {
                 continue;
             }
-            let period = f.duration().as_secs() as i64;
             due.push((id, slot, last.is_some_and(|l| slot - l > period)));
         }
+        // A millisecond late, so that the boundary has passed on the database's clock.
+        let next = next.map(|s| Duration::from_secs_f64(s.max(0.0) + 0.001));
         if due.is_empty() {
-            return Ok(());
+            return Ok(next);
         }
         // One compare-and-set for all of them: what another gateway claimed first is left out.
         let ids: Vec<i64> = due.iter().map(|d| d.0).collect();
@@ -140,7 +152,7 @@ impl Manager {
             }
             let me = self.clone();
             let Ok(permit) = permits.clone().acquire_owned().await else {
-                return Ok(());
+                return Ok(next);
             };
             tokio::spawn(async move {
                 let _permit = permit;
@@ -149,6 +161,6 @@ impl Manager {
                 }
             });
         }
-        Ok(())
+        Ok(next)
     }
 }
