@@ -96,7 +96,9 @@ async fn plain_ddl_cannot_pull_a_dynamic_table_apart() {
     }
     // Other ALTER TABLEs of it are PostgreSQL's business; renaming what a dynamic table reads is
     // fine too: refreshes follow the new names.
-    c.batch_execute("ALTER TABLE mart.d2 ALTER COLUMN amount SET STATISTICS 200").await.unwrap();
+    c.batch_execute("ALTER TABLE mart.d2 ALTER COLUMN amount SET STATISTICS 200")
+        .await
+        .unwrap();
     c.batch_execute("ALTER TABLE orders RENAME COLUMN amount TO price").await.unwrap();
     c.batch_execute("ALTER TABLE orders RENAME TO sales").await.unwrap();
     c.batch_execute("INSERT INTO sales VALUES (31, '2024-01-01', 5)").await.unwrap();
