@@ -66,10 +66,24 @@ impl Manager {
         let mut notices = Vec::new();
         if dt.status == "ACTIVATED" {
             let job_id = new_job_id();
-            let hist = catalog::refresh_started(&tx, &dt, &job_id, "MANUAL", None, None).await?;
-            let data_time: String = tx.query_one("SELECT now()::text", &[]).await?.get(0);
+            let start = tx.query_one("SELECT now()::text, clock_timestamp()::text", &[]).await?;
+            let (data_time, started_at): (String, String) = (start.get(0), start.get(1));
             let done = engine::postgres::full_refresh(&tx, &dt.owner, &dt.name.quoted(), &bound.resolved).await?;
-            catalog::refresh_finished(&tx, hist, Ok((done.action.as_str(), &data_time, done.rows as i64))).await?;
+            let refreshed = catalog::RefreshRow {
+                dt_id: dt.id,
+                schema: &dt.name.schema,
+                table: &dt.name.name,
+                job_id: &job_id,
+                trigger: "MANUAL",
+                state: "SUCCEEDED",
+                started_at: Some(started_at),
+                ended: true,
+                action: Some(done.action.as_str()),
+                data_time: Some(&data_time),
+                rows: Some(done.rows as i64),
+                ..Default::default()
+            };
+            catalog::record_refresh(&tx, &refreshed).await?;
         } else if !added.is_empty() {
             notices.push(format!(
                 "dynamic table {} is suspended: the new columns stay empty until it is resumed and refreshed",

@@ -204,37 +204,68 @@ pub async fn delete(c: &impl GenericClient, id: i64) -> Result<(), tokio_postgre
     Ok(())
 }
 
-/// Records a refresh that has started (state EXECUTING), or one that did not run (SKIPPED, with
-/// the reason); returns its id. `schedule_time` is in seconds since the epoch.
-pub async fn refresh_started(
-    c: &impl GenericClient,
-    dt: &DtRow,
-    job_id: &str,
-    trigger: &str,
-    schedule_time: Option<i64>,
-    skipped: Option<&str>,
-) -> Result<i64, tokio_postgres::Error> {
-    let state = if skipped.is_some() { "SKIPPED" } else { "EXECUTING" };
-    // Typed: one round trip, no statement to prepare (it runs for every refresh).
-    let r = c
+/// A history row, written whole (see `refresh::refresh_with` for when).
+#[derive(Debug, Default, Clone)]
+pub struct RefreshRow<'a> {
+    pub dt_id: i64,
+    pub schema: &'a str,
+    pub table: &'a str,
+    pub job_id: &'a str,
+    pub trigger: &'a str,
+    pub state: &'a str,
+    /// Seconds since the epoch.
+    pub schedule_time: Option<i64>,
+    /// As PostgreSQL printed it; None: now.
+    pub started_at: Option<String>,
+    /// The refresh has ended (ended_at is now).
+    pub ended: bool,
+    pub action: Option<&'a str>,
+    pub data_time: Option<&'a str>,
+    pub rows: Option<i64>,
+    pub error_code: Option<&'a str>,
+    pub error_message: Option<&'a str>,
+    pub partition: &'a [(String, String)],
+}
+
+/// Writes a history row; returns its id. Typed: one round trip, nothing to prepare (it runs for
+/// every refresh).
+pub async fn record_refresh(c: &impl GenericClient, r: &RefreshRow<'_>) -> Result<i64, tokio_postgres::Error> {
+    let partition = (!r.partition.is_empty()).then(|| partition_json(r.partition));
+    let rows = c
         .query_typed(
             "INSERT INTO dyngate.refresh (dynamic_table_id, schema_name, table_name, job_id, trigger, state, schedule_time, started_at,
-                                          ended_at, error_message)
-             VALUES ($1, $2, $3, $4, $5, $6, to_timestamp($7), clock_timestamp(),
-                     CASE WHEN $8 IS NULL THEN NULL ELSE clock_timestamp() END, $8) RETURNING id",
+                                          ended_at, action, data_time, rows_written, error_code, error_message, partition_spec)
+             VALUES ($1, $2, $3, $4, $5, $6, to_timestamp($7), coalesce($8::timestamptz, clock_timestamp()),
+                     CASE WHEN $9 THEN clock_timestamp() END, $10, $11::timestamptz, $12, $13, $14, $15::jsonb)
+             RETURNING id",
             &[
-                (&dt.id, Type::INT8),
-                (&dt.name.schema, Type::TEXT),
-                (&dt.name.name, Type::TEXT),
-                (&job_id, Type::TEXT),
-                (&trigger, Type::TEXT),
-                (&state, Type::TEXT),
-                (&schedule_time, Type::INT8),
-                (&skipped, Type::TEXT),
+                (&r.dt_id, Type::INT8),
+                (&r.schema, Type::TEXT),
+                (&r.table, Type::TEXT),
+                (&r.job_id, Type::TEXT),
+                (&r.trigger, Type::TEXT),
+                (&r.state, Type::TEXT),
+                (&r.schedule_time, Type::INT8),
+                (&r.started_at, Type::TEXT),
+                (&r.ended, Type::BOOL),
+                (&r.action, Type::TEXT),
+                (&r.data_time, Type::TEXT),
+                (&r.rows, Type::INT8),
+                (&r.error_code, Type::TEXT),
+                (&r.error_message, Type::TEXT),
+                (&partition, Type::TEXT),
             ],
         )
         .await?;
-    Ok(r[0].get(0))
+    Ok(rows[0].get(0))
+}
+
+fn partition_json(spec: &[(String, String)]) -> String {
+    let json: serde_json::Map<String, serde_json::Value> = spec
+        .iter()
+        .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+        .collect();
+    serde_json::Value::Object(json).to_string()
 }
 
 /// Loads a dynamic table by id (the scheduler's view: it may have been dropped meanwhile).
@@ -349,13 +380,9 @@ pub async fn api_claim(c: &impl GenericClient, dt: &DtRow, job_id: &str, schedul
 
 /// Records which partition a refresh replaced.
 pub async fn set_refresh_partition(c: &impl GenericClient, id: i64, spec: &[(String, String)]) -> Result<(), tokio_postgres::Error> {
-    let json: serde_json::Map<String, serde_json::Value> = spec
-        .iter()
-        .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
-        .collect();
     c.execute(
         "UPDATE dyngate.refresh SET partition_spec = $2::text::jsonb WHERE id = $1",
-        &[&id, &serde_json::Value::Object(json).to_string()],
+        &[&id, &partition_json(spec)],
     )
     .await?;
     Ok(())

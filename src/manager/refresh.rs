@@ -10,6 +10,9 @@ use crate::manager::drop::TABLE_LOCK_SPACE;
 use crate::manager::rules;
 use crate::manager::{Manager, ManagerError, Requester, new_job_id};
 use crate::sql::dynamic::{Options, TableName};
+use std::sync::Arc;
+use std::time::Duration;
+
 use tokio_postgres::Transaction;
 use tokio_postgres::types::Type;
 
@@ -107,22 +110,25 @@ impl Manager {
     }
 
     /// [`run_refresh`](Self::run_refresh) of one partition, when `partition` names one.
+    ///
+    /// The history row: a refresh that ends quickly writes its one row (SUCCEEDED) inside its
+    /// own transaction, so it commits with the new content and costs no extra round trip or
+    /// commit; one still running after [`SHOW_RUNNING_AFTER`] gets an EXECUTING row (outside
+    /// the transaction, visible to all) that the end then updates; a failure is written after the
+    /// rollback. A refresh endpoint call has claimed its row already and updates it.
     async fn refresh_with(&self, dt: &DtRow, trigger: Trigger, job_id: String, partition: &Options) -> Result<RefreshRecord, ManagerError> {
-        // EXECUTING is written outside the refresh's transaction (on a pooled connection), so it
-        // is visible while the refresh runs; SUCCEEDED inside it, so it commits with the new
-        // content; FAILED outside again, after the rollback.
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
-        // The job id marks the connection, so a refresh orphaned by a killed gateway can be told
-        // from one still running (see catalog::cancel_orphaned_refreshes).
-        // One round trip: mark the connection, take the table's refresh lock (a scheduled refresh
-        // does not wait for it), and read the data time (the transaction's start).
+        // One round trip: mark the connection with the job id (so a refresh orphaned by a killed
+        // gateway can be told from one still running, see catalog::cancel_orphaned_refreshes),
+        // take the table's refresh lock (a scheduled refresh does not wait for it), and read the
+        // data time (the transaction's start) and the start time.
         let wait = !matches!(trigger, Trigger::Scheduled { .. });
         let start = tx
             .query_typed_one(
                 "SELECT set_config('application_name', $1, true),
                         CASE WHEN $2 THEN (SELECT true FROM pg_advisory_xact_lock($3, $4)) ELSE pg_try_advisory_xact_lock($3, $4) END,
-                        now()::text",
+                        now()::text, clock_timestamp()::text",
                 &[
                     (&format!("dyngate:{job_id}"), Type::TEXT),
                     (&wait, Type::BOOL),
@@ -131,17 +137,28 @@ impl Manager {
                 ],
             )
             .await?;
-        let (locked, data_time): (bool, String) = (start.get(1), start.get(2));
+        let (locked, data_time, started_at): (bool, String, String) = (start.get(1), start.get(2), start.get(3));
+        let row = |state: &'static str| catalog::RefreshRow {
+            dt_id: dt.id,
+            schema: &dt.name.schema,
+            table: &dt.name.name,
+            job_id: &job_id,
+            trigger: trigger.name(),
+            state,
+            schedule_time: trigger.schedule_time(),
+            started_at: Some(started_at.clone()),
+            ..Default::default()
+        };
         if !locked {
             drop(tx);
             let reason = "the previous refresh was still running";
-            catalog::refresh_started(
+            catalog::record_refresh(
                 &*self.pool.get().await?,
-                dt,
-                &job_id,
-                trigger.name(),
-                trigger.schedule_time(),
-                Some(reason),
+                &catalog::RefreshRow {
+                    ended: true,
+                    error_message: Some(reason),
+                    ..row("SKIPPED")
+                },
             )
             .await?;
             tracing::info!(table = %dt.name, job_id, "scheduled refresh skipped: the previous one is still running");
@@ -151,24 +168,84 @@ impl Manager {
                 rows: 0,
             });
         }
-        let hist_id = match trigger {
+        let shown = Arc::new(tokio::sync::Mutex::new(Shown::default()));
+        let mut timer = None;
+        match trigger {
             Trigger::Api { claimed, .. } => {
                 catalog::refresh_executing(&*self.pool.get().await?, claimed).await?;
-                claimed
+                shown.lock().await.id = Some(claimed);
             }
-            _ => catalog::refresh_started(&*self.pool.get().await?, dt, &job_id, trigger.name(), trigger.schedule_time(), None).await?,
-        };
+            _ => {
+                let (pool, shown) = (self.pool.clone(), shown.clone());
+                let (id, schema, table, job, started) = (
+                    dt.id,
+                    dt.name.schema.clone(),
+                    dt.name.name.clone(),
+                    job_id.clone(),
+                    started_at.clone(),
+                );
+                timer = Some(tokio::spawn(async move {
+                    tokio::time::sleep(SHOW_RUNNING_AFTER).await;
+                    let mut s = shown.lock().await;
+                    if s.finished {
+                        return;
+                    }
+                    let running = catalog::RefreshRow {
+                        dt_id: id,
+                        schema: &schema,
+                        table: &table,
+                        job_id: &job,
+                        trigger: trigger.name(),
+                        state: "EXECUTING",
+                        schedule_time: trigger.schedule_time(),
+                        started_at: Some(started),
+                        ..Default::default()
+                    };
+                    match pool.get().await {
+                        Ok(c) => match catalog::record_refresh(&*c, &running).await {
+                            Ok(id) => s.id = Some(id),
+                            Err(e) => tracing::warn!(error = %e, "recording a running refresh"),
+                        },
+                        Err(e) => tracing::warn!(error = %e, "recording a running refresh"),
+                    }
+                }));
+            }
+        }
         let result = async {
             let spec = self.partition_of(&tx, dt, trigger, partition).await?;
-            if !spec.is_empty() {
-                catalog::set_refresh_partition(&*self.pool.get().await?, hist_id, &spec).await?;
-            }
             let done = engine::postgres::refresh_partition(&tx, &dt.owner, &dt.name.quoted(), dt.refresh_query(), &spec).await?;
-            catalog::refresh_finished(&tx, hist_id, Ok((done.action.as_str(), &data_time, done.rows as i64))).await?;
+            // From here on the running refresh's row is this function's business alone.
+            let mut s = shown.lock().await;
+            s.finished = true;
+            match s.id {
+                Some(id) => {
+                    if !spec.is_empty() {
+                        catalog::set_refresh_partition(&tx, id, &spec).await?;
+                    }
+                    catalog::refresh_finished(&tx, id, Ok((done.action.as_str(), &data_time, done.rows as i64))).await?;
+                }
+                None => {
+                    catalog::record_refresh(
+                        &tx,
+                        &catalog::RefreshRow {
+                            ended: true,
+                            action: Some(done.action.as_str()),
+                            data_time: Some(&data_time),
+                            rows: Some(done.rows as i64),
+                            partition: &spec,
+                            ..row("SUCCEEDED")
+                        },
+                    )
+                    .await?;
+                }
+            }
             tx.commit().await?;
             Ok::<_, ManagerError>(done)
         }
         .await;
+        if let Some(t) = timer {
+            t.abort();
+        }
         match result {
             Ok(done) => {
                 tracing::info!(table = %dt.name, job_id, rows = done.rows, trigger = trigger.name(), "refresh succeeded");
@@ -180,10 +257,39 @@ impl Manager {
             }
             Err(e) => {
                 let msg = e.to_string();
-                catalog::refresh_finished(&*self.pool.get().await?, hist_id, Err((e.sqlstate(), &msg))).await?;
+                let mut s = shown.lock().await;
+                s.finished = true;
+                let history = self.pool.get().await?;
+                match s.id {
+                    Some(id) => catalog::refresh_finished(&*history, id, Err((e.sqlstate(), &msg))).await?,
+                    None => {
+                        catalog::record_refresh(
+                            &*history,
+                            &catalog::RefreshRow {
+                                ended: true,
+                                error_code: Some(e.sqlstate()),
+                                error_message: Some(&msg),
+                                ..row("FAILED")
+                            },
+                        )
+                        .await?;
+                    }
+                }
                 tracing::warn!(table = %dt.name, job_id, error = %msg, trigger = trigger.name(), "refresh failed");
                 Err(e)
             }
         }
     }
+}
+
+/// How long a refresh runs before its EXECUTING row is written (see `refresh_with`).
+const SHOW_RUNNING_AFTER: Duration = Duration::from_secs(1);
+
+/// The history row of a running refresh, shared with the timer that may write it.
+#[derive(Debug, Default)]
+struct Shown {
+    /// Its id, once written (or claimed by a refresh endpoint call).
+    id: Option<i64>,
+    /// The refresh has ended: the timer must not write the row any more.
+    finished: bool,
 }

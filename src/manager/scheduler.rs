@@ -147,7 +147,20 @@ impl Manager {
             if missed && config.missed == MissedRefreshes::Skip {
                 let reason = "schedule slots were missed while no gateway was running (--missed-refreshes skip)";
                 let client = self.pool.get().await?;
-                catalog::refresh_started(&*client, &dt, &super::new_job_id(), "SCHEDULED", Some(slot), Some(reason)).await?;
+                let job_id = super::new_job_id();
+                let skipped = catalog::RefreshRow {
+                    dt_id: dt.id,
+                    schema: &dt.name.schema,
+                    table: &dt.name.name,
+                    job_id: &job_id,
+                    trigger: "SCHEDULED",
+                    state: "SKIPPED",
+                    schedule_time: Some(slot),
+                    ended: true,
+                    error_message: Some(reason),
+                    ..Default::default()
+                };
+                catalog::record_refresh(&*client, &skipped).await?;
                 continue;
             }
             let me = self.clone();
