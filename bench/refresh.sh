@@ -117,11 +117,19 @@ if [[ " $parts " == *" full "* ]]; then
   gateway -c "CREATE DYNAMIC TABLE per_customer FRESHNESS = INTERVAL '1' DAY AS $query"
   direct -c "CREATE TABLE by_hand AS $query" -c "CREATE TABLE empty_copy AS $query WITH NO DATA"
   insert_ms=() refresh_ms=() by_hand_ms=()
-  for r in $(seq "$rounds"); do
+  # Each measurement starts from the same state (vacuumed tables, a fresh checkpoint), and the
+  # three take turns going first, so that background work left by one does not land on another.
+  measure() {
     direct -c "TRUNCATE empty_copy" -c "VACUUM per_customer" -c "VACUUM by_hand" -c CHECKPOINT
-    insert_ms+=("$(ms direct -c "INSERT INTO empty_copy $query")")
-    refresh_ms+=("$(ms gateway -c "REFRESH DYNAMIC TABLE per_customer")")
-    by_hand_ms+=("$(ms direct -c "BEGIN" -c "DELETE FROM by_hand" -c "INSERT INTO by_hand $query" -c "COMMIT")")
+    case $1 in
+      insert) insert_ms+=("$(ms direct -c "INSERT INTO empty_copy $query")") ;;
+      refresh) refresh_ms+=("$(ms gateway -c "REFRESH DYNAMIC TABLE per_customer")") ;;
+      by_hand) by_hand_ms+=("$(ms direct -c "BEGIN" -c "DELETE FROM by_hand" -c "INSERT INTO by_hand $query" -c "COMMIT")") ;;
+    esac
+  }
+  orders=("insert refresh by_hand" "refresh by_hand insert" "by_hand insert refresh")
+  for r in $(seq "$rounds"); do
+    for what in ${orders[$(((r - 1) % 3))]}; do measure "$what"; done
     log "round $r: INSERT ... SELECT ${insert_ms[-1]} ms, REFRESH through dyngate ${refresh_ms[-1]} ms, DELETE + INSERT by hand ${by_hand_ms[-1]} ms"
   done
   rows=$(direct -Atc "SELECT count(*) FROM per_customer")
