@@ -274,10 +274,17 @@ pub async fn load_by_id(c: &impl GenericClient, id: i64) -> Result<Option<DtRow>
     Ok(c.query_opt(&sql, &[&id]).await?.as_ref().map(row))
 }
 
-/// Loads the dynamic tables with these ids (those that still exist), in id order.
-pub async fn load_many(c: &impl GenericClient, ids: &[i64]) -> Result<Vec<DtRow>, tokio_postgres::Error> {
-    let sql = format!("SELECT {COLUMNS} FROM dyngate.dynamic_table WHERE id = ANY($1) ORDER BY id");
-    Ok(c.query(&sql, &[&ids]).await?.iter().map(row).collect())
+/// Claims schedule slots: sets each table's `last_slot` to its slot where it is still ACTIVATED
+/// and the slot not yet claimed (a compare-and-set, so gateways sharing the catalog fire a slot
+/// once); returns the tables claimed.
+pub async fn claim_slots(c: &impl GenericClient, ids: &[i64], slots: &[i64]) -> Result<Vec<DtRow>, tokio_postgres::Error> {
+    let sql = format!(
+        "UPDATE dyngate.dynamic_table t SET last_slot = to_timestamp(d.slot)
+           FROM unnest($1::bigint[], $2::bigint[]) AS d(table_id, slot)
+          WHERE t.id = d.table_id AND t.status = 'ACTIVATED' AND (t.last_slot IS NULL OR t.last_slot < to_timestamp(d.slot))
+          RETURNING {COLUMNS}"
+    );
+    Ok(c.query(&sql, &[&ids, &slots]).await?.iter().map(row).collect())
 }
 
 /// Marks as CANCELLED the refreshes recorded as EXECUTING whose connection is gone (the gateway

@@ -123,22 +123,11 @@ impl Manager {
         if due.is_empty() {
             return Ok(next);
         }
-        // One compare-and-set for all of them: what another gateway claimed first is left out.
+        // One compare-and-set for all of them (returning the claimed tables): what another gateway
+        // claimed first is left out.
         let ids: Vec<i64> = due.iter().map(|d| d.0).collect();
         let slots: Vec<i64> = due.iter().map(|d| d.1).collect();
-        let claimed: Vec<i64> = client
-            .query(
-                "UPDATE dyngate.dynamic_table t SET last_slot = to_timestamp(d.slot)
-                   FROM unnest($1::bigint[], $2::bigint[]) AS d(id, slot)
-                  WHERE t.id = d.id AND t.status = 'ACTIVATED' AND (t.last_slot IS NULL OR t.last_slot < to_timestamp(d.slot))
-                  RETURNING t.id",
-                &[&ids, &slots],
-            )
-            .await?
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
-        let tables = catalog::load_many(&*client, &claimed).await?;
+        let tables = catalog::claim_slots(&*client, &ids, &slots).await?;
         drop(client);
         for dt in tables {
             let Some(&(_, slot, missed)) = due.iter().find(|d| d.0 == dt.id) else {
