@@ -1,6 +1,6 @@
 -- dyngate catalog, version 2: each dynamic table's query bound to the objects it names, guards
 -- against dropping, renaming or moving a dynamic table (or dropping what it reads) with plain DDL,
--- and a time zone for schedules.
+-- a time zone for schedules, and one history row per job and table.
 
 ALTER TABLE dyngate.dynamic_table
     -- The query with every name resolved (schema-qualified), as PostgreSQL prints it back:
@@ -14,6 +14,11 @@ ALTER TABLE dyngate.dynamic_table
     -- The time zone in which schedules are laid out (a daily FULL table refreshes at midnight
     -- there) and partition values derived from the schedule time are formatted.
     ADD COLUMN time_zone text NOT NULL DEFAULT 'UTC';
+
+-- One history row per job and table: a refresh's row is written whole when it ends, or first as
+-- EXECUTING (when it runs long) and then updated; the index serves job look-ups too.
+CREATE UNIQUE INDEX refresh_once_per_job ON dyngate.refresh (job_id, dynamic_table_id);
+DROP INDEX dyngate.refresh_by_job;
 
 -- Plain DDL that would drop a dynamic table, or a view holding one's query (a source dropped
 -- with CASCADE, a schema dropped with CASCADE), is refused: the catalog would be left naming a

@@ -148,6 +148,12 @@ async fn a_killed_gateway_leaves_nothing_executing_and_schedules_resume() {
     drop(c);
     gw.signal(libc::SIGKILL);
     drop(gw);
+    // A refresh is one statement: PostgreSQL would finish it (and record it) on its own. As when
+    // the gateway's machine goes down, its connections go too.
+    direct
+        .batch_execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name LIKE 'dyngate:%'")
+        .await
+        .unwrap();
     let _gw = Dyngate::for_db(&pg, &db, &[]);
     eventually(
         &direct,

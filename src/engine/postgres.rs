@@ -11,9 +11,9 @@
 //! seeing the old rows until it commits (MVCC), never an empty or partial table, and are not
 //! blocked (DELETE takes no lock that conflicts with SELECT, unlike TRUNCATE or a table swap).
 
-use tokio_postgres::Transaction;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::Type;
+use tokio_postgres::{Client, Transaction};
 
 use crate::engine::{RefreshAction, Refreshed};
 use crate::manager::rules::{quote_ident, quote_literal};
@@ -31,30 +31,51 @@ fn runners() -> std::sync::MutexGuard<'static, Option<std::collections::HashMap<
     RUNNERS.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// The SQL expression that runs the text in parameter `$sql` as `role` through the runner
+/// `oid` (see [`runner`]), in one round trip with whatever statement embeds it: NULL, without
+/// running anything, when the role named by parameter `$role` no longer has that oid.
+pub fn run_as_call(oid: u32, role_param: usize, sql_param: usize) -> String {
+    format!("CASE WHEN (SELECT oid FROM pg_roles WHERE rolname = ${role_param}) = {oid} THEN dyngate.run_as_{oid}(${sql_param}) END")
+}
+
+/// The oid of `role`'s runner function, remembered; created (and committed) when missing.
+pub async fn runner(client: &mut Client, role: &str) -> Result<u32, tokio_postgres::Error> {
+    if let Some(oid) = runners().as_ref().and_then(|m| m.get(role).copied()) {
+        return Ok(oid);
+    }
+    let tx = client.transaction().await?;
+    let (oid, _) = ensure_runner(&tx, role).await?;
+    tx.commit().await?;
+    runners().get_or_insert_with(Default::default).insert(role.to_string(), oid);
+    Ok(oid)
+}
+
+/// Forgets `role`'s runner (its oid no longer matched, or its function was gone).
+pub fn forget_runner(role: &str) {
+    if let Some(m) = runners().as_mut() {
+        m.remove(role);
+    }
+}
+
 /// Runs one statement of `role`'s with `role`'s privileges; returns the rows it processed.
 pub async fn run_as(tx: &Transaction<'_>, role: &str, sql: &str) -> Result<u64, tokio_postgres::Error> {
     let cached = runners().as_ref().and_then(|m| m.get(role).copied());
     if let Some(oid) = cached {
-        let call = format!("SELECT CASE WHEN (SELECT oid FROM pg_roles WHERE rolname = $2) = {oid} THEN dyngate.run_as_{oid}($1) END");
-        let result = tx.query_typed_one(&call, &[(&sql, Type::TEXT), (&role, Type::TEXT)]).await;
-        match result {
+        let call = format!("SELECT {}", run_as_call(oid, 2, 1));
+        match tx.query_typed_one(&call, &[(&sql, Type::TEXT), (&role, Type::TEXT)]).await {
             Ok(row) => {
                 if let Some(n) = row.get::<_, Option<i64>>(0) {
                     return Ok(n as u64);
                 }
             }
             Err(e) => {
-                if e.code() == Some(&SqlState::UNDEFINED_FUNCTION)
-                    && let Some(m) = runners().as_mut()
-                {
-                    m.remove(role);
+                if e.code() == Some(&SqlState::UNDEFINED_FUNCTION) {
+                    forget_runner(role);
                 }
                 return Err(e);
             }
         }
-        if let Some(m) = runners().as_mut() {
-            m.remove(role);
-        }
+        forget_runner(role);
     }
     let (oid, created) = ensure_runner(tx, role).await?;
     // A function created by this transaction exists for others only once it commits.
@@ -158,37 +179,25 @@ pub async fn create(
     })
 }
 
-/// Replaces one partition (the rows whose columns equal `spec`'s values) with the query's current
-/// rows of that partition, as `owner`; an empty spec replaces everything.
-pub async fn refresh_partition(
-    tx: &Transaction<'_>,
-    owner: &str,
-    target: &str,
-    query: &str,
-    spec: &[(String, String)],
-) -> Result<Refreshed, tokio_postgres::Error> {
+/// The SQL that replaces the content of `target` with `query`'s current rows, or only one
+/// partition (the rows whose columns equal `spec`'s values): DELETE and INSERT, given to a runner
+/// as one text (PL/pgSQL's EXECUTE takes both; the row count is the INSERT's). Run in one
+/// transaction, readers see the old rows until it commits and are not blocked.
+pub fn replace_sql(target: &str, query: &str, spec: &[(String, String)]) -> String {
     if spec.is_empty() {
-        return full_refresh(tx, owner, target, query).await;
+        return format!("DELETE FROM {target}; INSERT INTO {target} SELECT * FROM ({query}) AS dyngate_query");
     }
     let filter: Vec<String> = spec
         .iter()
         .map(|(c, v)| format!("{} = {}", quote_ident(c), quote_literal(v)))
         .collect();
     let filter = filter.join(" AND ");
-    // One call, two statements: the row count is the INSERT's.
-    let sql = format!("DELETE FROM {target} WHERE {filter}; INSERT INTO {target} SELECT * FROM ({query}) AS dyngate_query WHERE {filter}");
-    let rows = run_as(tx, owner, &sql).await?;
-    Ok(Refreshed {
-        action: RefreshAction::Full,
-        rows,
-    })
+    format!("DELETE FROM {target} WHERE {filter}; INSERT INTO {target} SELECT * FROM ({query}) AS dyngate_query WHERE {filter}")
 }
 
-/// Replaces the whole content with the query's current result, as `owner`.
+/// Replaces the whole content with the query's current result, as `owner`, in `tx`.
 pub async fn full_refresh(tx: &Transaction<'_>, owner: &str, target: &str, query: &str) -> Result<Refreshed, tokio_postgres::Error> {
-    // One call, two statements (PL/pgSQL's EXECUTE takes both): the row count is the INSERT's.
-    let sql = format!("DELETE FROM {target}; INSERT INTO {target} SELECT * FROM ({query}) AS dyngate_query");
-    let rows = run_as(tx, owner, &sql).await?;
+    let rows = run_as(tx, owner, &replace_sql(target, query, &[])).await?;
     Ok(Refreshed {
         action: RefreshAction::Full,
         rows,

@@ -227,9 +227,11 @@ pub struct RefreshRow<'a> {
     pub partition: &'a [(String, String)],
 }
 
-/// Writes a history row; returns its id. Typed: one round trip, nothing to prepare (it runs for
-/// every refresh).
-pub async fn record_refresh(c: &impl GenericClient, r: &RefreshRow<'_>) -> Result<i64, tokio_postgres::Error> {
+/// Writes a history row; returns its id, or None when an EXECUTING row found the refresh's row
+/// written already. Rows are unique per job and table: a later state updates an earlier row (a
+/// refresh's EXECUTING row, an endpoint call's claim), never the other way round. Typed: one
+/// round trip, nothing to prepare (it runs for every refresh).
+pub async fn record_refresh(c: &impl GenericClient, r: &RefreshRow<'_>) -> Result<Option<i64>, tokio_postgres::Error> {
     let partition = (!r.partition.is_empty()).then(|| partition_json(r.partition));
     let rows = c
         .query_typed(
@@ -237,6 +239,11 @@ pub async fn record_refresh(c: &impl GenericClient, r: &RefreshRow<'_>) -> Resul
                                           ended_at, action, data_time, rows_written, error_code, error_message, partition_spec)
              VALUES ($1, $2, $3, $4, $5, $6, to_timestamp($7), coalesce($8::timestamptz, clock_timestamp()),
                      CASE WHEN $9 THEN clock_timestamp() END, $10, $11::timestamptz, $12, $13, $14, $15::jsonb)
+             ON CONFLICT (job_id, dynamic_table_id) DO UPDATE
+                SET state = excluded.state, ended_at = excluded.ended_at, action = excluded.action, data_time = excluded.data_time,
+                    rows_written = excluded.rows_written, error_code = excluded.error_code, error_message = excluded.error_message,
+                    partition_spec = excluded.partition_spec
+              WHERE excluded.state <> 'EXECUTING'
              RETURNING id",
             &[
                 (&r.dt_id, Type::INT8),
@@ -257,10 +264,11 @@ pub async fn record_refresh(c: &impl GenericClient, r: &RefreshRow<'_>) -> Resul
             ],
         )
         .await?;
-    Ok(rows[0].get(0))
+    Ok(rows.first().map(|r| r.get(0)))
 }
 
-fn partition_json(spec: &[(String, String)]) -> String {
+/// A partition spec as the history's JSON object.
+pub fn partition_json(spec: &[(String, String)]) -> String {
     let json: serde_json::Map<String, serde_json::Value> = spec
         .iter()
         .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
@@ -299,39 +307,6 @@ pub async fn cancel_orphaned_refreshes(c: &impl GenericClient) -> Result<u64, to
         &[],
     )
     .await
-}
-
-/// Records a finished refresh: SUCCEEDED with its action, data time and rows, or FAILED with the
-/// error.
-pub async fn refresh_finished(
-    c: &impl GenericClient,
-    id: i64,
-    outcome: Result<(&str, &str, i64), (&str, &str)>,
-) -> Result<(), tokio_postgres::Error> {
-    match outcome {
-        Ok((action, data_time, rows)) => {
-            c.query_typed(
-                "UPDATE dyngate.refresh SET state = 'SUCCEEDED', action = $2, data_time = $3::timestamptz, rows_written = $4,
-                        ended_at = clock_timestamp() WHERE id = $1",
-                &[
-                    (&id, Type::INT8),
-                    (&action, Type::TEXT),
-                    (&data_time, Type::TEXT),
-                    (&rows, Type::INT8),
-                ],
-            )
-            .await?;
-        }
-        Err((code, message)) => {
-            c.execute(
-                "UPDATE dyngate.refresh SET state = 'FAILED', error_code = $2, error_message = $3, ended_at = clock_timestamp()
-                  WHERE id = $1",
-                &[&id, &code, &message],
-            )
-            .await?;
-        }
-    }
-    Ok(())
 }
 
 /// Records the first fill, inside the creating transaction.
@@ -383,16 +358,6 @@ pub async fn api_claim(c: &impl GenericClient, dt: &DtRow, job_id: &str, schedul
         )
         .await?;
     Ok(ApiClaim::Existing(r.get(0)))
-}
-
-/// Records which partition a refresh replaced.
-pub async fn set_refresh_partition(c: &impl GenericClient, id: i64, spec: &[(String, String)]) -> Result<(), tokio_postgres::Error> {
-    c.execute(
-        "UPDATE dyngate.refresh SET partition_spec = $2::text::jsonb WHERE id = $1",
-        &[&id, &partition_json(spec)],
-    )
-    .await?;
-    Ok(())
 }
 
 /// A claimed refresh starts running.

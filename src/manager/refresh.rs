@@ -4,16 +4,16 @@
 //! EXECUTING, then SUCCEEDED (with the data time and rows) or FAILED (with PostgreSQL's error).
 //! A scheduled refresh that finds the previous one still running is recorded as SKIPPED.
 
-use crate::engine;
+use crate::engine::{self, RefreshAction};
 use crate::manager::catalog::{self, DtRow};
 use crate::manager::drop::TABLE_LOCK_SPACE;
 use crate::manager::rules;
 use crate::manager::{Manager, ManagerError, Requester, new_job_id};
 use crate::sql::dynamic::{Options, TableName};
-use std::sync::Arc;
 use std::time::Duration;
 
-use tokio_postgres::Transaction;
+use tokio_postgres::GenericClient;
+use tokio_postgres::error::SqlState;
 use tokio_postgres::types::Type;
 
 /// A refresh, as the history records it.
@@ -72,7 +72,13 @@ impl Manager {
     /// The partition a refresh replaces: the one asked for, else, for a refresh with a schedule
     /// time of a table with date-formatted partition columns, the one of the schedule time minus
     /// the freshness, formatted in the table's time zone (Flink's rule); else the whole table.
-    async fn partition_of(&self, tx: &Transaction<'_>, dt: &DtRow, trigger: Trigger, explicit: &Options) -> Result<Options, ManagerError> {
+    async fn partition_of(
+        &self,
+        tx: &impl GenericClient,
+        dt: &DtRow,
+        trigger: Trigger,
+        explicit: &Options,
+    ) -> Result<Options, ManagerError> {
         if !explicit.is_empty() {
             return Ok(explicit.clone());
         }
@@ -111,33 +117,16 @@ impl Manager {
 
     /// [`run_refresh`](Self::run_refresh) of one partition, when `partition` names one.
     ///
-    /// The history row: a refresh that ends quickly writes its one row (SUCCEEDED) inside its
-    /// own transaction, so it commits with the new content and costs no extra round trip or
-    /// commit; one still running after [`SHOW_RUNNING_AFTER`] gets an EXECUTING row (outside
-    /// the transaction, visible to all) that the end then updates; a failure is written after the
-    /// rollback. A refresh endpoint call has claimed its row already and updates it.
+    /// The refresh is one statement (so one implicit transaction and one round trip): mark the
+    /// connection with the job id (a refresh orphaned by a killed gateway can then be told from
+    /// one still running, see catalog::cancel_orphaned_refreshes), take the table's refresh lock
+    /// (a scheduled refresh does not wait for it), replace the content as the owner, and write
+    /// the history row SUCCEEDED, which commits with the new content. A refresh still running
+    /// after [`SHOW_RUNNING_AFTER`] also gets an EXECUTING row, written beside it, which the end
+    /// then updates (rows are unique per job and table); a failure is written after the rollback.
     async fn refresh_with(&self, dt: &DtRow, trigger: Trigger, job_id: String, partition: &Options) -> Result<RefreshRecord, ManagerError> {
         let mut client = self.pool.get().await?;
-        let tx = client.transaction().await?;
-        // One round trip: mark the connection with the job id (so a refresh orphaned by a killed
-        // gateway can be told from one still running, see catalog::cancel_orphaned_refreshes),
-        // take the table's refresh lock (a scheduled refresh does not wait for it), and read the
-        // data time (the transaction's start) and the start time.
-        let wait = !matches!(trigger, Trigger::Scheduled { .. });
-        let start = tx
-            .query_typed_one(
-                "SELECT set_config('application_name', $1, true),
-                        CASE WHEN $2 THEN (SELECT true FROM pg_advisory_xact_lock($3, $4)) ELSE pg_try_advisory_xact_lock($3, $4) END,
-                        now()::text, clock_timestamp()::text",
-                &[
-                    (&format!("dyngate:{job_id}"), Type::TEXT),
-                    (&wait, Type::BOOL),
-                    (&TABLE_LOCK_SPACE, Type::INT4),
-                    (&(dt.id as i32), Type::INT4),
-                ],
-            )
-            .await?;
-        let (locked, data_time, started_at): (bool, String, String) = (start.get(1), start.get(2), start.get(3));
+        let spec = self.partition_of(&*client, dt, trigger, partition).await?;
         let row = |state: &'static str| catalog::RefreshRow {
             dt_id: dt.id,
             schema: &dt.name.schema,
@@ -146,50 +135,19 @@ impl Manager {
             trigger: trigger.name(),
             state,
             schedule_time: trigger.schedule_time(),
-            started_at: Some(started_at.clone()),
+            partition: &spec,
             ..Default::default()
         };
-        if !locked {
-            drop(tx);
-            let reason = "the previous refresh was still running";
-            catalog::record_refresh(
-                &*self.pool.get().await?,
-                &catalog::RefreshRow {
-                    ended: true,
-                    error_message: Some(reason),
-                    ..row("SKIPPED")
-                },
-            )
-            .await?;
-            tracing::info!(table = %dt.name, job_id, "scheduled refresh skipped: the previous one is still running");
-            return Ok(RefreshRecord {
-                job_id,
-                state: "SKIPPED",
-                rows: 0,
-            });
-        }
-        let shown = Arc::new(tokio::sync::Mutex::new(Shown::default()));
-        let mut timer = None;
-        match trigger {
+        let timer = match trigger {
             Trigger::Api { claimed, .. } => {
-                catalog::refresh_executing(&*self.pool.get().await?, claimed).await?;
-                shown.lock().await.id = Some(claimed);
+                catalog::refresh_executing(&*client, claimed).await?;
+                None
             }
             _ => {
-                let (pool, shown) = (self.pool.clone(), shown.clone());
-                let (id, schema, table, job, started) = (
-                    dt.id,
-                    dt.name.schema.clone(),
-                    dt.name.name.clone(),
-                    job_id.clone(),
-                    started_at.clone(),
-                );
-                timer = Some(tokio::spawn(async move {
+                let pool = self.pool.clone();
+                let (id, schema, table, job) = (dt.id, dt.name.schema.clone(), dt.name.name.clone(), job_id.clone());
+                Some(tokio::spawn(async move {
                     tokio::time::sleep(SHOW_RUNNING_AFTER).await;
-                    let mut s = shown.lock().await;
-                    if s.finished {
-                        return;
-                    }
                     let running = catalog::RefreshRow {
                         dt_id: id,
                         schema: &schema,
@@ -198,98 +156,146 @@ impl Manager {
                         trigger: trigger.name(),
                         state: "EXECUTING",
                         schedule_time: trigger.schedule_time(),
-                        started_at: Some(started),
                         ..Default::default()
                     };
-                    match pool.get().await {
-                        Ok(c) => match catalog::record_refresh(&*c, &running).await {
-                            Ok(id) => s.id = Some(id),
-                            Err(e) => tracing::warn!(error = %e, "recording a running refresh"),
-                        },
-                        Err(e) => tracing::warn!(error = %e, "recording a running refresh"),
+                    let written = match pool.get().await {
+                        Ok(c) => catalog::record_refresh(&*c, &running).await.map(|_| ()),
+                        Err(e) => Err(e),
+                    };
+                    if let Err(e) = written {
+                        tracing::warn!(error = %e, "recording a running refresh");
                     }
-                }));
+                }))
             }
-        }
-        let result = async {
-            let spec = self.partition_of(&tx, dt, trigger, partition).await?;
-            let done = engine::postgres::refresh_partition(&tx, &dt.owner, &dt.name.quoted(), dt.refresh_query(), &spec).await?;
-            // From here on the running refresh's row is this function's business alone.
-            let mut s = shown.lock().await;
-            s.finished = true;
-            match s.id {
-                Some(id) => {
-                    if !spec.is_empty() {
-                        catalog::set_refresh_partition(&tx, id, &spec).await?;
-                    }
-                    catalog::refresh_finished(&tx, id, Ok((done.action.as_str(), &data_time, done.rows as i64))).await?;
-                }
-                None => {
-                    catalog::record_refresh(
-                        &tx,
-                        &catalog::RefreshRow {
-                            ended: true,
-                            action: Some(done.action.as_str()),
-                            data_time: Some(&data_time),
-                            rows: Some(done.rows as i64),
-                            partition: &spec,
-                            ..row("SUCCEEDED")
-                        },
-                    )
-                    .await?;
-                }
-            }
-            tx.commit().await?;
-            Ok::<_, ManagerError>(done)
-        }
-        .await;
+        };
+        let sql = engine::postgres::replace_sql(&dt.name.quoted(), dt.refresh_query(), &spec);
+        let result = self.refresh_statement(&mut client, dt, trigger, &job_id, &sql, &spec).await;
         if let Some(t) = timer {
             t.abort();
         }
         match result {
-            Ok(done) => {
-                tracing::info!(table = %dt.name, job_id, rows = done.rows, trigger = trigger.name(), "refresh succeeded");
+            Ok(Some(rows)) => {
+                tracing::info!(table = %dt.name, job_id, rows, trigger = trigger.name(), "refresh succeeded");
                 Ok(RefreshRecord {
                     job_id,
                     state: "SUCCEEDED",
-                    rows: done.rows as i64,
+                    rows,
+                })
+            }
+            Ok(None) => {
+                let reason = "the previous refresh was still running";
+                catalog::record_refresh(
+                    &*client,
+                    &catalog::RefreshRow {
+                        ended: true,
+                        error_message: Some(reason),
+                        ..row("SKIPPED")
+                    },
+                )
+                .await?;
+                tracing::info!(table = %dt.name, job_id, "scheduled refresh skipped: the previous one is still running");
+                Ok(RefreshRecord {
+                    job_id,
+                    state: "SKIPPED",
+                    rows: 0,
                 })
             }
             Err(e) => {
                 let msg = e.to_string();
-                let mut s = shown.lock().await;
-                s.finished = true;
-                let history = self.pool.get().await?;
-                match s.id {
-                    Some(id) => catalog::refresh_finished(&*history, id, Err((e.sqlstate(), &msg))).await?,
-                    None => {
-                        catalog::record_refresh(
-                            &*history,
-                            &catalog::RefreshRow {
-                                ended: true,
-                                error_code: Some(e.sqlstate()),
-                                error_message: Some(&msg),
-                                ..row("FAILED")
-                            },
-                        )
-                        .await?;
-                    }
-                }
+                catalog::record_refresh(
+                    &*self.pool.get().await?,
+                    &catalog::RefreshRow {
+                        ended: true,
+                        error_code: Some(e.sqlstate()),
+                        error_message: Some(&msg),
+                        ..row("FAILED")
+                    },
+                )
+                .await?;
                 tracing::warn!(table = %dt.name, job_id, error = %msg, trigger = trigger.name(), "refresh failed");
                 Err(e)
             }
         }
     }
+
+    /// Runs the refresh statement (see `refresh_with`): the rows written, or None when the
+    /// table's refresh lock was taken (a scheduled refresh only).
+    async fn refresh_statement(
+        &self,
+        client: &mut tokio_postgres::Client,
+        dt: &DtRow,
+        trigger: Trigger,
+        job_id: &str,
+        sql: &str,
+        spec: &Options,
+    ) -> Result<Option<i64>, ManagerError> {
+        let wait = !matches!(trigger, Trigger::Scheduled { .. });
+        let partition = (!spec.is_empty()).then(|| catalog::partition_json(spec));
+        let app = format!("dyngate:{job_id}");
+        // The runner's oid may be stale (the role renamed, its function gone): then once more.
+        for attempt in 0..2 {
+            let oid = engine::postgres::runner(client, &dt.owner).await?;
+            let statement = format!(
+                "WITH s AS MATERIALIZED (
+                        SELECT set_config('application_name', $1, true) AS app,
+                               CASE WHEN $2 THEN (SELECT true FROM pg_advisory_xact_lock($3, $4)) ELSE pg_try_advisory_xact_lock($3, $4) END
+                                 AS locked,
+                               now() AS data_time, clock_timestamp() AS started),
+                      r AS MATERIALIZED (SELECT CASE WHEN s.locked THEN {call} END AS n FROM s),
+                      h AS (INSERT INTO dyngate.refresh AS o (dynamic_table_id, schema_name, table_name, job_id, trigger, state,
+                                                             schedule_time, started_at, ended_at, action, data_time, rows_written,
+                                                             partition_spec)
+                            SELECT $7, $8, $9, $10, $11, 'SUCCEEDED', to_timestamp($12), s.started, clock_timestamp(), $14, s.data_time,
+                                   r.n, $13::jsonb
+                              FROM s, r WHERE r.n IS NOT NULL
+                            ON CONFLICT (job_id, dynamic_table_id) DO UPDATE
+                               SET state = excluded.state, ended_at = excluded.ended_at, action = excluded.action,
+                                   data_time = excluded.data_time, rows_written = excluded.rows_written,
+                                   partition_spec = excluded.partition_spec)
+                 SELECT s.locked, r.n FROM s, r",
+                call = engine::postgres::run_as_call(oid, 5, 6)
+            );
+            let result = client
+                .query_typed_one(
+                    &statement,
+                    &[
+                        (&app, Type::TEXT),
+                        (&wait, Type::BOOL),
+                        (&TABLE_LOCK_SPACE, Type::INT4),
+                        (&(dt.id as i32), Type::INT4),
+                        (&dt.owner, Type::TEXT),
+                        (&sql, Type::TEXT),
+                        (&dt.id, Type::INT8),
+                        (&dt.name.schema, Type::TEXT),
+                        (&dt.name.name, Type::TEXT),
+                        (&job_id, Type::TEXT),
+                        (&trigger.name(), Type::TEXT),
+                        (&trigger.schedule_time(), Type::INT8),
+                        (&partition, Type::TEXT),
+                        (&RefreshAction::Full.as_str(), Type::TEXT),
+                    ],
+                )
+                .await;
+            let row = match result {
+                Ok(row) => row,
+                Err(e) => {
+                    if e.code() == Some(&SqlState::UNDEFINED_FUNCTION) {
+                        engine::postgres::forget_runner(&dt.owner);
+                    }
+                    return Err(e.into());
+                }
+            };
+            let (locked, rows): (bool, Option<i64>) = (row.get(0), row.get(1));
+            match (locked, rows) {
+                (false, _) => return Ok(None),
+                (true, Some(n)) => return Ok(Some(n)),
+                (true, None) if attempt == 0 => engine::postgres::forget_runner(&dt.owner),
+                (true, None) => break,
+            }
+        }
+        Err(ManagerError::Internal)
+    }
 }
 
 /// How long a refresh runs before its EXECUTING row is written (see `refresh_with`).
 const SHOW_RUNNING_AFTER: Duration = Duration::from_secs(1);
-
-/// The history row of a running refresh, shared with the timer that may write it.
-#[derive(Debug, Default)]
-struct Shown {
-    /// Its id, once written (or claimed by a refresh endpoint call).
-    id: Option<i64>,
-    /// The refresh has ended: the timer must not write the row any more.
-    finished: bool,
-}
