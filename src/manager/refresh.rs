@@ -1,8 +1,10 @@
-//! One refresh of one dynamic table, however it was asked for (manual now; scheduled by the
-//! refresh loop; through the HTTP endpoint): run with the table owner's privileges under a per-table
-//! lock, so two refreshes of one table never run at once, and recorded in the history as
-//! EXECUTING, then SUCCEEDED (with the data time and rows) or FAILED (with PostgreSQL's error).
-//! A scheduled refresh that finds the previous one still running is recorded as SKIPPED.
+//! One refresh of one dynamic table, however it was asked for (a statement, the refresh loop, the
+//! HTTP endpoint): run with the table owner's privileges under a per-table lock, so two refreshes
+//! of one table never run at once, and recorded in the history as SUCCEEDED (with the data time
+//! and rows) or FAILED (with PostgreSQL's error); one that runs longer than a second shows as
+//! EXECUTING meanwhile. A scheduled refresh that finds the previous one still running is recorded
+//! as SKIPPED. The whole refresh is one statement, for the scheduler's sake: at a thousand tables
+//! firing at once, statements and round trips are what the refreshes cost (bench/refresh.sh).
 
 use crate::engine::{self, RefreshAction};
 use crate::manager::catalog::{self, DtRow};
