@@ -66,8 +66,10 @@ impl Manager {
         let mut notices = Vec::new();
         if dt.status == "ACTIVATED" {
             let job_id = new_job_id();
-            let start = tx.query_one("SELECT now()::text, clock_timestamp()::text", &[]).await?;
-            let (data_time, started_at): (String, String) = (start.get(0), start.get(1));
+            let start = tx
+                .query_one("SELECT now()::text, extract(epoch FROM clock_timestamp())::float8", &[])
+                .await?;
+            let (data_time, started_at): (String, f64) = (start.get(0), start.get(1));
             let done = engine::postgres::full_refresh(&tx, &dt.owner, &dt.name.quoted(), &bound.resolved).await?;
             let refreshed = catalog::RefreshRow {
                 dt_id: dt.id,

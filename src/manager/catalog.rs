@@ -215,8 +215,8 @@ pub struct RefreshRow<'a> {
     pub state: &'a str,
     /// Seconds since the epoch.
     pub schedule_time: Option<i64>,
-    /// As PostgreSQL printed it; None: now.
-    pub started_at: Option<String>,
+    /// Seconds since the epoch; None: now.
+    pub started_at: Option<f64>,
     /// The refresh has ended (ended_at is now).
     pub ended: bool,
     pub action: Option<&'a str>,
@@ -237,7 +237,7 @@ pub async fn record_refresh(c: &impl GenericClient, r: &RefreshRow<'_>) -> Resul
         .query_typed(
             "INSERT INTO dyngate.refresh (dynamic_table_id, schema_name, table_name, job_id, trigger, state, schedule_time, started_at,
                                           ended_at, action, data_time, rows_written, error_code, error_message, partition_spec)
-             VALUES ($1, $2, $3, $4, $5, $6, to_timestamp($7), coalesce($8::timestamptz, clock_timestamp()),
+             VALUES ($1, $2, $3, $4, $5, $6, to_timestamp($7), coalesce(to_timestamp($8), clock_timestamp()),
                      CASE WHEN $9 THEN clock_timestamp() END, $10, $11::timestamptz, $12, $13, $14, $15::jsonb)
              ON CONFLICT (job_id, dynamic_table_id) DO UPDATE
                 SET state = excluded.state, ended_at = excluded.ended_at, action = excluded.action, data_time = excluded.data_time,
@@ -253,7 +253,7 @@ pub async fn record_refresh(c: &impl GenericClient, r: &RefreshRow<'_>) -> Resul
                 (&r.trigger, Type::TEXT),
                 (&r.state, Type::TEXT),
                 (&r.schedule_time, Type::INT8),
-                (&r.started_at, Type::TEXT),
+                (&r.started_at, Type::FLOAT8),
                 (&r.ended, Type::BOOL),
                 (&r.action, Type::TEXT),
                 (&r.data_time, Type::TEXT),

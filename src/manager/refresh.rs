@@ -129,7 +129,13 @@ impl Manager {
     async fn refresh_with(&self, dt: &DtRow, trigger: Trigger, job_id: String, partition: &Options) -> Result<RefreshRecord, ManagerError> {
         let mut client = self.pool.get().await?;
         let spec = self.partition_of(&*client, dt, trigger, partition).await?;
+        // When the refresh began, for the rows written before or without its statement's own.
+        let began = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .ok();
         let row = |state: &'static str| catalog::RefreshRow {
+            started_at: began,
             dt_id: dt.id,
             schema: &dt.name.schema,
             table: &dt.name.name,
@@ -158,6 +164,7 @@ impl Manager {
                         trigger: trigger.name(),
                         state: "EXECUTING",
                         schedule_time: trigger.schedule_time(),
+                        started_at: began,
                         ..Default::default()
                     };
                     let written = match pool.get().await {
@@ -251,8 +258,8 @@ impl Manager {
                                    r.n, $13::jsonb
                               FROM s, r WHERE r.n IS NOT NULL
                             ON CONFLICT (job_id, dynamic_table_id) DO UPDATE
-                               SET state = excluded.state, ended_at = excluded.ended_at, action = excluded.action,
-                                   data_time = excluded.data_time, rows_written = excluded.rows_written,
+                               SET state = excluded.state, started_at = excluded.started_at, ended_at = excluded.ended_at,
+                                   action = excluded.action, data_time = excluded.data_time, rows_written = excluded.rows_written,
                                    partition_spec = excluded.partition_spec)
                  SELECT s.locked, r.n FROM s, r",
                 call = engine::postgres::run_as_call(oid, 5, 6)
@@ -295,6 +302,7 @@ impl Manager {
                 (true, None) => break,
             }
         }
+        tracing::error!(table = %dt.name, owner = dt.owner, "the owner's runner function did not match the owner twice in a row");
         Err(ManagerError::Internal)
     }
 }
