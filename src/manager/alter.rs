@@ -28,7 +28,7 @@ impl Manager {
         }
         let mut client = self.pool.get().await?;
         let dt = self.load_existing(&mut client, who, name).await?;
-        Self::require_member(&client, who, &dt, action).await?;
+        Self::require_member(&*client, who, &dt, action).await?;
         Ok(dt)
     }
 

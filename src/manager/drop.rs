@@ -41,8 +41,15 @@ impl Manager {
         // Tells the guard against plain DROP TABLE (sql/V2) that this drop is the gateway's.
         tx.execute("SELECT set_config('dyngate.dropping', $1, true)", &[&dt.id.to_string()])
             .await?;
-        // As the requester: PostgreSQL checks that they own the table.
-        engine::postgres::run_as(&tx, who.user, &format!("DROP TABLE {}", name.quoted())).await?;
+        if catalog::relation_exists(&tx, &name).await? {
+            // As the requester: PostgreSQL checks that they own the table.
+            engine::postgres::run_as(&tx, who.user, &format!("DROP TABLE {}", name.quoted())).await?;
+        } else {
+            // Gone already (dropped by a superuser, or past the guard): the catalog entry still
+            // goes, for a member of the owner's role.
+            Self::require_member(&tx, who, &dt, "drop").await?;
+            tracing::warn!(table = %name, "dropping the catalog entry of a dynamic table whose table was already gone");
+        }
         if let Some(view) = &dt.query_view {
             engine::postgres::unbind_query(&tx, view).await?;
         }

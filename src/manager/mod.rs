@@ -142,7 +142,12 @@ impl Manager {
     }
 
     /// Operating a table (refresh, suspend, alter) takes membership in its owner's role.
-    async fn require_member(client: &Client, who: &Requester<'_>, dt: &DtRow, action: &'static str) -> Result<(), ManagerError> {
+    async fn require_member(
+        client: &impl tokio_postgres::GenericClient,
+        who: &Requester<'_>,
+        dt: &DtRow,
+        action: &'static str,
+    ) -> Result<(), ManagerError> {
         let member: bool = client
             .query_one("SELECT pg_has_role($1, $2, 'MEMBER')", &[&who.user, &dt.owner])
             .await?

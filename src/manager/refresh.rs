@@ -64,7 +64,7 @@ impl Manager {
         }
         let mut client = self.pool.get().await?;
         let dt = self.load_existing(&mut client, who, name).await?;
-        Self::require_member(&client, who, &dt, "refresh").await?;
+        Self::require_member(&*client, who, &dt, "refresh").await?;
         if !partition.is_empty() {
             rules::check_partition_spec(partition, &dt.partitioned_by, &dt.name.to_string()).map_err(ManagerError::InvalidOption)?;
         }
