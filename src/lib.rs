@@ -13,6 +13,7 @@ pub mod engine;
 pub mod handler;
 pub mod http;
 pub mod manager;
+pub mod scheduler;
 pub mod server;
 pub mod sql;
 pub mod wire;

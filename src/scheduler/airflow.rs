@@ -1,0 +1,196 @@
+//! The pure parts of the Apache Airflow plug-in: a table's schedule as an Airflow cron (five
+//! fields: Airflow has no seconds), its DAG id, and its DAG file, rendered from
+//! `contrib/airflow/dyngate_dag.py.tmpl`.
+//!
+//! The template has one placeholder, filled with a Python string literal holding the spec as
+//! JSON (the JSON text encoded once more as a JSON string: JSON string escapes are a subset of
+//! Python's), which the file parses with `json.loads`. Nothing of a table's name ever becomes
+//! Python code.
+
+use serde::Serialize;
+
+use crate::manager::rules::{self, Freshness, RuleError, Unit};
+
+/// The DAG file template (see its header for the spec's fields).
+pub const TEMPLATE: &str = include_str!("../../contrib/airflow/dyngate_dag.py.tmpl");
+
+/// The placeholder in [`TEMPLATE`].
+const PLACEHOLDER: &str = "__DYNGATE_SPEC_JSON__";
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CronError {
+    /// The freshness breaks the FULL-mode rules themselves.
+    #[error(transparent)]
+    Rule(#[from] RuleError),
+    /// A freshness in seconds: Airflow's cron has no seconds field.
+    #[error(
+        "Airflow cannot schedule a freshness of {0}: its cron has no seconds field; use the embedded scheduler or a freshness in minutes"
+    )]
+    Seconds(Freshness),
+}
+
+/// The five-field cron that fires where the Quartz cron FULL mode derives from `f` fires
+/// ([`rules::full_mode_cron`]): every n minutes or hours from midnight, or daily at midnight, in
+/// the table's time zone (given to Airflow beside the cron).
+pub fn cron(f: Freshness) -> Result<String, CronError> {
+    rules::full_mode_cron(f)?;
+    Ok(match (f.unit, f.n) {
+        (Unit::Second, _) => return Err(CronError::Seconds(f)),
+        (Unit::Minute, 1) => "* * * * *".to_string(),
+        (Unit::Minute, n) => format!("*/{n} * * * *"),
+        (Unit::Hour, 1) => "0 * * * *".to_string(),
+        (Unit::Hour, n) => format!("0 */{n} * * *"),
+        (Unit::Day, _) => "0 0 * * *".to_string(),
+    })
+}
+
+/// A table's DAG id: `dyngate__<schema>__<table>__<hash>`, with characters Airflow does not
+/// accept in ids replaced by `_` and the name shortened, and 8 hex digits of a hash of the exact
+/// name, so that names differing only in such characters (or in case, for an ASCII-insensitive
+/// file system) get DAGs of their own.
+pub fn dag_id(schema: &str, table: &str) -> String {
+    fn clean(s: &str, max: usize) -> String {
+        s.chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .take(max)
+            .collect()
+    }
+    let hash = fnv1a(format!("{schema}\u{0}{table}").as_bytes());
+    format!("dyngate__{}__{}__{:08x}", clean(schema, 63), clean(table, 100), hash as u32)
+}
+
+/// FNV-1a, 64 bits: stable across builds and platforms (the DAG id must not change).
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
+}
+
+/// What the DAG file needs (the template's header describes each field).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DagSpec {
+    pub dag_id: String,
+    /// The table as the refresh endpoint is to name it.
+    pub table: String,
+    pub cron: String,
+    pub timezone: String,
+    /// ISO 8601 with offset: the creation time, so that no earlier tick fires.
+    pub start_date: String,
+    /// The refresh endpoint's URL.
+    pub url: String,
+    /// The Airflow Connection whose password is the bearer token, if the endpoint has one.
+    pub token_conn_id: Option<String>,
+    pub configuration: std::collections::BTreeMap<String, String>,
+    pub paused_on_create: bool,
+    pub retries: u32,
+    pub retry_delay_s: u32,
+    pub timeout_s: u32,
+    pub tags: Vec<String>,
+}
+
+/// The DAG file for `spec`.
+pub fn render(spec: &DagSpec) -> String {
+    // Serializing plain strings, numbers and maps cannot fail.
+    let json = serde_json::to_string(spec).unwrap_or_default();
+    let literal = serde_json::to_string(&json).unwrap_or_default();
+    TEMPLATE.replacen(PLACEHOLDER, &literal, 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn f(n: u32, unit: Unit) -> Freshness {
+        Freshness { n, unit }
+    }
+
+    #[test]
+    fn crons() {
+        let ok = [
+            (f(1, Unit::Minute), "* * * * *"),
+            (f(5, Unit::Minute), "*/5 * * * *"),
+            (f(30, Unit::Minute), "*/30 * * * *"),
+            (f(1, Unit::Hour), "0 * * * *"),
+            (f(8, Unit::Hour), "0 */8 * * *"),
+            (f(1, Unit::Day), "0 0 * * *"),
+        ];
+        for (fr, want) in ok {
+            assert_eq!(cron(fr).as_deref(), Ok(want), "{fr}");
+        }
+        assert_eq!(cron(f(10, Unit::Second)), Err(CronError::Seconds(f(10, Unit::Second))));
+        assert!(matches!(cron(f(7, Unit::Minute)), Err(CronError::Rule(_))));
+        assert!(matches!(cron(f(2, Unit::Day)), Err(CronError::Rule(_))));
+        assert!(cron(f(10, Unit::Second)).unwrap_err().to_string().contains("no seconds field"));
+    }
+
+    #[test]
+    fn dag_ids() {
+        let id = dag_id("public", "daily_revenue");
+        assert!(id.starts_with("dyngate__public__daily_revenue__"), "{id}");
+        assert_eq!(id, dag_id("public", "daily_revenue"), "stable");
+        let odd = [
+            ("public", "Daily Revenue"),
+            ("public", "daily revenue"),
+            ("a.b", "c"),
+            ("a", "b.c"),
+            ("s", "we'ird \"✓\""),
+        ];
+        let mut seen = std::collections::HashSet::new();
+        for (s, t) in odd {
+            let id = dag_id(s, t);
+            assert!(
+                id.len() <= 250 && id.chars().all(|c| c.is_ascii_alphanumeric() || "_-".contains(c)),
+                "{id}"
+            );
+            assert!(seen.insert(id.to_ascii_lowercase()), "{id} collides");
+        }
+        assert!(dag_id(&"s".repeat(63), &"t".repeat(63)).len() <= 250);
+    }
+
+    #[test]
+    fn dag_files() {
+        let spec = DagSpec {
+            dag_id: dag_id("s", "t"),
+            table: r#"s."we'ird \ """ ✓""#.to_string(),
+            cron: "*/5 * * * *".into(),
+            timezone: "Europe/Berlin".into(),
+            start_date: "2026-11-24T10:00:00+01:00".into(),
+            url: "http://127.0.0.1:8432/v3/dynamic-tables/refresh".into(),
+            token_conn_id: None,
+            configuration: Default::default(),
+            paused_on_create: false,
+            retries: 3,
+            retry_delay_s: 30,
+            timeout_s: 60,
+            tags: vec!["dyngate".into()],
+        };
+        let file = render(&spec);
+        assert!(!file.contains(PLACEHOLDER));
+        let line = file.lines().find(|l| l.starts_with("SPEC = json.loads(")).unwrap();
+        // The literal, read back as JSON (a subset of Python's string syntax), is the spec.
+        let literal = line.trim_start_matches("SPEC = json.loads(").trim_end_matches(')');
+        let json: String = serde_json::from_str(literal).unwrap();
+        let back: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, serde_json::to_value(&spec).unwrap());
+        assert_eq!(TEMPLATE.matches(PLACEHOLDER).count(), 1);
+
+        // And as Python reads it: the literal is a Python string whose json.loads is the spec.
+        let out = std::process::Command::new("python3")
+            .args([
+                "-c",
+                "import ast, json, sys; print(json.dumps(json.loads(ast.literal_eval(sys.argv[1])), sort_keys=True))",
+                literal,
+            ])
+            .output()
+            .expect("python3 runs");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let from_python: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(from_python, back);
+    }
+}
