@@ -3,7 +3,9 @@
 //! hold a table's schedule themselves and call the refresh endpoint when it fires.
 //!
 //! So far this holds the pure parts of the Airflow plug-in ([`airflow`]): the cron it is given,
-//! the DAG id, and the DAG file; the plug-in interface and the REST client come next (see
+//! the DAG id, and the DAG file; and the HTTP client the plug-ins will talk through
+//! ([`client`]). The plug-in interface and Airflow's REST calls come next (see
 //! docs/airflow-facts.md for the behaviour they are written against).
 
 pub mod airflow;
+pub mod client;
