@@ -194,3 +194,122 @@ mod tests {
         assert_eq!(from_python, back);
     }
 }
+
+/// Writes a table's DAG file into Airflow's DAGs folder atomically (a temporary file in the same
+/// folder, synced, then renamed over the old one), so the DAG processor never reads half a file.
+pub fn write_dag_file(folder: &std::path::Path, spec: &DagSpec) -> std::io::Result<std::path::PathBuf> {
+    use std::io::Write as _;
+    let path = folder.join(format!("{}.py", spec.dag_id));
+    let tmp = folder.join(format!(".{}.{}.tmp", spec.dag_id, std::process::id()));
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(render(spec).as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, &path)?;
+    Ok(path)
+}
+
+/// Airflow 3's REST API (`/api/v2`), as the plug-in uses it: a JWT from `/auth/token`, fetched
+/// on first use and again when Airflow refuses it (401 without one, 403 for an expired or bad one).
+pub struct Api {
+    endpoint: super::client::Endpoint,
+    user: String,
+    password: String,
+    token: tokio::sync::Mutex<Option<String>>,
+}
+
+/// An answer Airflow should not have given.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error(transparent)]
+    Client(#[from] super::client::ClientError),
+    #[error("Airflow refused the login of user {user:?}: {status}")]
+    Login { user: String, status: u16 },
+    #[error("Airflow answered {method} {path} with {status}: {body}")]
+    Status {
+        method: String,
+        path: String,
+        status: u16,
+        body: String,
+    },
+}
+
+impl Api {
+    pub fn new(endpoint: super::client::Endpoint, user: &str, password: &str) -> Api {
+        Api {
+            endpoint,
+            user: user.to_string(),
+            password: password.to_string(),
+            token: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    async fn login(&self) -> Result<String, ApiError> {
+        let body = serde_json::json!({"username": self.user, "password": self.password});
+        let r = self.endpoint.send("POST", "/auth/token", None, Some(&body)).await?;
+        let token = r.json().ok().and_then(|v| v["access_token"].as_str().map(str::to_string));
+        match (r.status, token) {
+            (200 | 201, Some(t)) => Ok(t),
+            (status, _) => Err(ApiError::Login {
+                user: self.user.clone(),
+                status,
+            }),
+        }
+    }
+
+    /// One call with the current token, logging in (again) when needed; any status is returned.
+    pub async fn call(&self, method: &str, path: &str, body: Option<&serde_json::Value>) -> Result<super::client::Response, ApiError> {
+        let mut token = self.token.lock().await;
+        if token.is_none() {
+            *token = Some(self.login().await?);
+        }
+        let r = self.endpoint.send(method, path, token.as_deref(), body).await?;
+        if r.status != 401 && r.status != 403 {
+            return Ok(r);
+        }
+        *token = Some(self.login().await?);
+        Ok(self.endpoint.send(method, path, token.as_deref(), body).await?)
+    }
+
+    /// A call that must answer one of `ok`.
+    async fn expect(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&serde_json::Value>,
+        ok: &[u16],
+    ) -> Result<super::client::Response, ApiError> {
+        let r = self.call(method, path, body).await?;
+        if ok.contains(&r.status) {
+            Ok(r)
+        } else {
+            Err(ApiError::Status {
+                method: method.to_string(),
+                path: path.to_string(),
+                status: r.status,
+                body: r.snippet(),
+            })
+        }
+    }
+
+    /// The DAG as Airflow shows it (`is_paused`, `timetable_summary`, `next_dagrun_run_after`,
+    /// ...), or None when Airflow does not know it (yet: a new file shows up once the DAG
+    /// processor lists the folder again).
+    pub async fn dag(&self, dag_id: &str) -> Result<Option<serde_json::Value>, ApiError> {
+        let r = self.expect("GET", &format!("/api/v2/dags/{dag_id}"), None, &[200, 404]).await?;
+        Ok(if r.status == 404 { None } else { r.json().ok() })
+    }
+
+    /// Pauses (suspend) or unpauses (resume) a DAG.
+    pub async fn set_paused(&self, dag_id: &str, paused: bool) -> Result<(), ApiError> {
+        let body = serde_json::json!({"is_paused": paused});
+        self.expect("PATCH", &format!("/api/v2/dags/{dag_id}"), Some(&body), &[200]).await?;
+        Ok(())
+    }
+
+    /// Deletes a DAG and its runs (after its file is gone, or it comes back); false when Airflow
+    /// did not know it.
+    pub async fn delete_dag(&self, dag_id: &str) -> Result<bool, ApiError> {
+        let r = self.expect("DELETE", &format!("/api/v2/dags/{dag_id}"), None, &[204, 404]).await?;
+        Ok(r.status == 204)
+    }
+}

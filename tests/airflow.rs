@@ -1,0 +1,153 @@
+//! The Airflow plug-in's parts against a real Apache Airflow 3 (started by `scripts/test` with
+//! `scripts/airflow-temp`): a DAG file written from the template shows up in Airflow, a run of it
+//! calls the refresh endpoint with the table, the schedule time and the run's id, pausing and
+//! unpausing work, a rewritten file changes the schedule, and deleting file and DAG removes it.
+//! The refresh endpoint here is a stand-in that records the calls (the gateway's own endpoint is
+//! tested in http_api.rs); wiring the plug-in into CREATE / ALTER / DROP comes next.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use dyngate::scheduler::airflow::{self, Api, ApiError, DagSpec};
+use dyngate::scheduler::client::Endpoint;
+use serde_json::Value;
+
+fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: run the tests with scripts/test, which starts Airflow"))
+}
+
+fn api(password: &str) -> Api {
+    let ep = Endpoint::parse("Airflow", &env("DYNGATE_TEST_AIRFLOW_URL"), Duration::from_secs(30)).unwrap();
+    Api::new(ep, &env("DYNGATE_TEST_AIRFLOW_USER"), password)
+}
+
+/// A stand-in for the refresh endpoint: records each call's body and answers like dyngate.
+async fn recorder() -> (String, Arc<Mutex<Vec<Value>>>) {
+    let calls: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let seen = calls.clone();
+    let app = axum::Router::new().route(
+        "/v3/dynamic-tables/refresh",
+        axum::routing::post(move |body: axum::Json<Value>| {
+            let seen = seen.clone();
+            async move {
+                seen.lock().unwrap().push(body.0);
+                axum::Json(serde_json::json!({"jobId": "dyngate-test", "clusterInfo": {}}))
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{addr}/v3/dynamic-tables/refresh"), calls)
+}
+
+async fn until<T>(what: &str, secs: u64, mut probe: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = probe().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {secs} s waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Now, as ISO 8601 with an offset (from the test PostgreSQL's clock).
+async fn now_iso() -> String {
+    let pg = common::pg();
+    pg.admin()
+        .await
+        .query_one(
+            "SELECT to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"+00:00\"')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test]
+async fn a_dag_file_in_real_airflow() {
+    let api = api(&env("DYNGATE_TEST_AIRFLOW_PASSWORD"));
+    let dags = std::path::PathBuf::from(env("DYNGATE_TEST_AIRFLOW_DAGS"));
+    let (url, calls) = recorder().await;
+    let table = format!("{}.\"we'ird \\ \"\"\" ✓\"", common::unique("s"));
+    let spec = DagSpec {
+        dag_id: airflow::dag_id("test", &table),
+        table: table.clone(),
+        // Once a year: only the manual run below fires while the test runs.
+        cron: "0 0 1 1 *".into(),
+        timezone: "Europe/Berlin".into(),
+        // The creation time: with an earlier one, Airflow would fire the last tick at once.
+        start_date: now_iso().await,
+        url,
+        token_conn_id: None,
+        configuration: [("from".to_string(), "test".to_string())].into(),
+        paused_on_create: false,
+        retries: 0,
+        retry_delay_s: 1,
+        timeout_s: 30,
+        tags: vec!["dyngate".into()],
+    };
+    let id = spec.dag_id.clone();
+    let file = airflow::write_dag_file(&dags, &spec).unwrap();
+
+    let dag = until("the DAG to show up", 60, async || api.dag(&id).await.unwrap()).await;
+    assert_eq!(dag["is_paused"], false, "{dag}");
+    assert_eq!(dag["timetable_summary"], "0 0 1 1 *", "{dag}");
+    let imports = api.call("GET", "/api/v2/importErrors", None).await.unwrap().json().unwrap();
+    assert_eq!(imports["total_entries"], 0, "{imports}");
+
+    // A run calls the endpoint with the table, a schedule time and the run's id.
+    let run = serde_json::json!({"logical_date": null, "dag_run_id": "dyngate-test-run", "conf": {"extra": "yes"}});
+    let r = api.call("POST", &format!("/api/v2/dags/{id}/dagRuns"), Some(&run)).await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.snippet());
+    let call = until("the run's call to the refresh endpoint", 90, async || {
+        calls.lock().unwrap().first().cloned()
+    })
+    .await;
+    assert_eq!(calls.lock().unwrap().len(), 1, "no other run (none at registration)");
+    assert_eq!(call["tables"], serde_json::json!([table]), "{call}");
+    assert_eq!(call["configuration"]["airflow.run_id"], "dyngate-test-run", "{call}");
+    assert_eq!(call["configuration"]["from"], "test", "{call}");
+    assert_eq!(call["configuration"]["extra"], "yes", "{call}");
+    let when = call["scheduleTime"].as_str().unwrap();
+    assert!(
+        when.starts_with("20") && (when.ends_with("+01:00") || when.ends_with("+02:00")),
+        "in Berlin time: {when}"
+    );
+
+    // Suspend and resume; a rewritten file changes the schedule.
+    api.set_paused(&id, true).await.unwrap();
+    assert_eq!(api.dag(&id).await.unwrap().unwrap()["is_paused"], true);
+    api.set_paused(&id, false).await.unwrap();
+    assert_eq!(api.dag(&id).await.unwrap().unwrap()["is_paused"], false);
+    airflow::write_dag_file(
+        &dags,
+        &DagSpec {
+            cron: "*/5 * * * *".into(),
+            ..spec.clone()
+        },
+    )
+    .unwrap();
+    until("the new schedule", 60, async || {
+        let dag = api.dag(&id).await.unwrap()?;
+        (dag["timetable_summary"] == "*/5 * * * *").then_some(())
+    })
+    .await;
+
+    // Dropping: the file first, then the DAG; it does not come back.
+    std::fs::remove_file(&file).unwrap();
+    assert!(api.delete_dag(&id).await.unwrap());
+    assert!(api.dag(&id).await.unwrap().is_none());
+    assert!(!api.delete_dag(&id).await.unwrap(), "deleting twice finds nothing");
+}
+
+#[tokio::test]
+async fn a_wrong_password_is_a_login_error_without_the_password() {
+    let e = api("not-the-password").dag("anything").await.unwrap_err();
+    assert!(matches!(e, ApiError::Login { .. }), "{e}");
+    assert!(!e.to_string().contains("not-the-password"), "{e}");
+}
