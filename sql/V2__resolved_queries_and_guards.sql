@@ -20,6 +20,12 @@ ALTER TABLE dyngate.dynamic_table
 CREATE UNIQUE INDEX refresh_once_per_job ON dyngate.refresh (job_id, dynamic_table_id);
 DROP INDEX dyngate.refresh_by_job;
 
+-- The refresh endpoint's idempotence (per table and schedule time) covers the calls of external
+-- schedulers too, which are recorded as SCHEDULED with the scheduler's run id.
+DROP INDEX dyngate.refresh_api_once;
+CREATE UNIQUE INDEX refresh_endpoint_once ON dyngate.refresh (dynamic_table_id, schedule_time)
+    WHERE (trigger = 'API' OR scheduler_run_id IS NOT NULL) AND state NOT IN ('FAILED', 'CANCELLED');
+
 -- Plain DDL that would drop a dynamic table, or a view holding one's query (a source dropped
 -- with CASCADE, a schema dropped with CASCADE), is refused: the catalog would be left naming a
 -- table that is gone. DROP DYNAMIC TABLE marks its own transaction with `dyngate.dropping`.

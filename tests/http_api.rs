@@ -115,6 +115,37 @@ async fn dolphinscheduler_flat_form_and_asynchronous_calls() {
     assert_eq!(c.query_one("SELECT s FROM t", &[]).await.unwrap().get::<_, i32>(0), 2);
 }
 
+/// A scheduler's call carries its run's id in the configuration: the history records the refresh
+/// as SCHEDULED with that id, and a retried task (same table and time) refreshes nothing again.
+#[tokio::test]
+async fn a_schedulers_run_is_recorded_as_scheduled() {
+    let (gw, c) = setup(&[]).await;
+    let body = r#"{"tables":["t"],"scheduleTime":"2024-01-02T01:00:00+01:00","configuration":{"airflow.run_id":"scheduled__2024-01-02T00:00:00+00:00"},"wait":true}"#;
+    let (status, first) = post(&gw, body, &[]);
+    assert_eq!(status, 200, "{first}");
+    let (status, again) = post(&gw, body, &[]);
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["jobId"], first["jobId"], "the retry finds the first call's job");
+    let rows: Vec<(String, String, Option<String>)> = c
+        .query(
+            "SELECT trigger, state, scheduler_run_id FROM dyngate.refresh_history WHERE table_name = 't' AND trigger <> 'CREATION'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(
+        rows,
+        [(
+            "SCHEDULED".to_string(),
+            "SUCCEEDED".to_string(),
+            Some("scheduled__2024-01-02T00:00:00+00:00".to_string())
+        )]
+    );
+}
+
 #[tokio::test]
 async fn bad_requests_get_json_errors_and_change_nothing() {
     let (gw, c) = setup(&[]).await;

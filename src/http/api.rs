@@ -32,6 +32,9 @@ pub struct RefreshBody {
     pub tables: Vec<TableName>,
     pub schedule_time: i64,
     pub wait: bool,
+    /// The scheduler's run, from `configuration`: `airflow.run_id` (what dyngate's Airflow DAGs
+    /// send) or `scheduler.run_id` (for any other scheduler).
+    pub scheduler_run_id: Option<String>,
 }
 
 /// Reads a refresh request body; the error says what is wrong with it.
@@ -57,16 +60,20 @@ pub fn parse_refresh_body(body: &[u8]) -> Result<RefreshBody, String> {
         Some(Value::String(s)) => parse_schedule_time(s)?,
         _ => return Err("scheduleTime is required (e.g. \"2024-01-02 00:00:00\")".into()),
     };
-    match obj.get("configuration") {
-        None | Some(Value::Null) | Some(Value::Object(_)) => {}
-        Some(Value::String(s)) if s.trim().is_empty() => {}
-        Some(Value::String(s)) => {
-            if !serde_json::from_str::<Value>(s).map(|c| c.is_object()).unwrap_or(false) {
-                return Err("configuration must be a JSON object (or a string holding one)".into());
-            }
-        }
+    let configuration = match obj.get("configuration") {
+        None | Some(Value::Null) => Value::Null,
+        Some(c @ Value::Object(_)) => c.clone(),
+        Some(Value::String(s)) if s.trim().is_empty() => Value::Null,
+        Some(Value::String(s)) => match serde_json::from_str::<Value>(s) {
+            Ok(c @ Value::Object(_)) => c,
+            _ => return Err("configuration must be a JSON object (or a string holding one)".into()),
+        },
         Some(_) => return Err("configuration must be a JSON object (or a string holding one)".into()),
-    }
+    };
+    let scheduler_run_id = ["airflow.run_id", "scheduler.run_id"]
+        .iter()
+        .find_map(|k| configuration.get(k).and_then(Value::as_str))
+        .map(str::to_string);
     let wait = match obj.get("wait") {
         None | Some(Value::Null) => false,
         Some(Value::Bool(b)) => *b,
@@ -76,6 +83,7 @@ pub fn parse_refresh_body(body: &[u8]) -> Result<RefreshBody, String> {
         tables,
         schedule_time,
         wait,
+        scheduler_run_id,
     })
 }
 
@@ -119,7 +127,11 @@ pub async fn refresh(State(state): State<Arc<AppState>>, headers: HeaderMap, bod
         Ok(r) => r,
         Err(e) => return error(StatusCode::BAD_REQUEST, e, None),
     };
-    let job = match state.manager.refresh_api(&req.tables, req.schedule_time, req.wait).await {
+    let job = match state
+        .manager
+        .refresh_api(&req.tables, req.schedule_time, req.wait, req.scheduler_run_id.as_deref())
+        .await
+    {
         Ok(j) => j,
         Err(e) => return manager_error(e),
     };
@@ -211,6 +223,24 @@ mod tests {
             .unwrap();
         assert_eq!(ok.tables, [t("a"), t("b")]);
         assert!(ok.wait);
+        assert_eq!(ok.scheduler_run_id, None);
+        // A scheduler's run id, in either form.
+        let runs = [
+            (
+                r#"{"airflow.run_id":"scheduled__2024-01-02T00:00:00+00:00","x":"y"}"#,
+                Some("scheduled__2024-01-02T00:00:00+00:00"),
+            ),
+            (r#""{\"scheduler.run_id\":\"4711\"}""#, Some("4711")),
+            (r#"{"airflow.run_id":7}"#, None),
+        ];
+        for (conf, want) in runs {
+            let body = format!(r#"{{"tables":["a"],"scheduleTime":"2024-01-02 00:00:00","configuration":{conf}}}"#);
+            assert_eq!(
+                parse_refresh_body(body.as_bytes()).unwrap().scheduler_run_id.as_deref(),
+                want,
+                "{conf}"
+            );
+        }
         let bad: &[(&[u8], &str)] = &[
             (b"nope", "not JSON"),
             (b"[]", "JSON object"),

@@ -37,8 +37,15 @@ impl Manager {
     }
 
     /// Refreshes `tables` for `schedule_time` (seconds since the epoch). All tables are checked
-    /// before anything runs: an unknown or suspended one refreshes none.
-    pub async fn refresh_api(self: &Arc<Self>, tables: &[TableName], schedule_time: i64, wait: bool) -> Result<ApiJob, ManagerError> {
+    /// before anything runs: an unknown or suspended one refreshes none. A call for a
+    /// scheduler's run (`run_id`) is recorded as SCHEDULED with the run's id, others as API.
+    pub async fn refresh_api(
+        self: &Arc<Self>,
+        tables: &[TableName],
+        schedule_time: i64,
+        wait: bool,
+        run_id: Option<&str>,
+    ) -> Result<ApiJob, ManagerError> {
         let client = self.pool.get().await?;
         let mut dts: Vec<DtRow> = Vec::new();
         for t in tables {
@@ -55,7 +62,7 @@ impl Manager {
         let mut claimed = Vec::new();
         let mut earlier = None;
         for dt in dts {
-            match catalog::api_claim(&*client, &dt, &job_id, schedule_time).await? {
+            match catalog::api_claim(&*client, &dt, &job_id, schedule_time, run_id).await? {
                 ApiClaim::New(id) => claimed.push((dt, id)),
                 ApiClaim::Existing(j) => {
                     earlier.get_or_insert(j);

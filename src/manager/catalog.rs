@@ -337,14 +337,23 @@ pub enum ApiClaim {
 }
 
 /// Claims the API refresh of `dt` for `schedule_time` (seconds since the epoch), once.
-pub async fn api_claim(c: &impl GenericClient, dt: &DtRow, job_id: &str, schedule_time: i64) -> Result<ApiClaim, tokio_postgres::Error> {
+/// A scheduler's run (`run_id`) is recorded with trigger SCHEDULED and the run's id.
+pub async fn api_claim(
+    c: &impl GenericClient,
+    dt: &DtRow,
+    job_id: &str,
+    schedule_time: i64,
+    run_id: Option<&str>,
+) -> Result<ApiClaim, tokio_postgres::Error> {
+    let trigger = if run_id.is_some() { "SCHEDULED" } else { "API" };
     let inserted = c
         .query_opt(
-            "INSERT INTO dyngate.refresh (dynamic_table_id, schema_name, table_name, job_id, trigger, state, schedule_time)
-             VALUES ($1, $2, $3, $4, 'API', 'SCHEDULED', to_timestamp($5::bigint))
-             ON CONFLICT (dynamic_table_id, schedule_time) WHERE trigger = 'API' AND state NOT IN ('FAILED', 'CANCELLED') DO NOTHING
+            "INSERT INTO dyngate.refresh (dynamic_table_id, schema_name, table_name, job_id, trigger, state, schedule_time, scheduler_run_id)
+             VALUES ($1, $2, $3, $4, $6, 'SCHEDULED', to_timestamp($5::bigint), $7)
+             ON CONFLICT (dynamic_table_id, schedule_time)
+                WHERE (trigger = 'API' OR scheduler_run_id IS NOT NULL) AND state NOT IN ('FAILED', 'CANCELLED') DO NOTHING
              RETURNING id",
-            &[&dt.id, &dt.name.schema, &dt.name.name, &job_id, &schedule_time],
+            &[&dt.id, &dt.name.schema, &dt.name.name, &job_id, &schedule_time, &trigger, &run_id],
         )
         .await?;
     if let Some(r) = inserted {
@@ -353,7 +362,7 @@ pub async fn api_claim(c: &impl GenericClient, dt: &DtRow, job_id: &str, schedul
     let r = c
         .query_one(
             "SELECT job_id FROM dyngate.refresh WHERE dynamic_table_id = $1 AND schedule_time = to_timestamp($2::bigint)
-                AND trigger = 'API' AND state NOT IN ('FAILED', 'CANCELLED')",
+                AND (trigger = 'API' OR scheduler_run_id IS NOT NULL) AND state NOT IN ('FAILED', 'CANCELLED')",
             &[&dt.id, &schedule_time],
         )
         .await?;
