@@ -101,6 +101,32 @@ pub struct ServeArgs {
     #[arg(long, env = "DYNGATE_SCHEDULER_TICK", default_value = "200ms", value_parser = parse_duration, value_name = "DURATION")]
     pub scheduler_tick: Duration,
 
+    /// Who schedules FULL-mode tables unless a table says otherwise (`WITH ('scheduler' = ...)`):
+    /// the embedded scheduler, or Apache Airflow (needs --airflow-url and --airflow-dags-folder).
+    #[arg(long, env = "DYNGATE_SCHEDULER", default_value = "embedded", value_enum)]
+    pub scheduler: SchedulerKind,
+
+    /// Airflow's API server (3.x, `/api/v2`), e.g. http://127.0.0.1:8080.
+    #[arg(long, env = "DYNGATE_AIRFLOW_URL", value_name = "URL")]
+    pub airflow_url: Option<String>,
+
+    /// Airflow user dyngate logs in as (JWT from /auth/token).
+    #[arg(long, env = "DYNGATE_AIRFLOW_USER", value_name = "USER", default_value = "admin")]
+    pub airflow_user: String,
+
+    /// That user's password (prefer the environment variable or the config file).
+    #[arg(long, env = "DYNGATE_AIRFLOW_PASSWORD", value_name = "PASSWORD", hide_env_values = true)]
+    pub airflow_password: Option<String>,
+
+    /// Airflow's DAGs folder, where dyngate writes one DAG file per table.
+    #[arg(long, env = "DYNGATE_AIRFLOW_DAGS_FOLDER", value_name = "DIR")]
+    pub airflow_dags_folder: Option<PathBuf>,
+
+    /// The refresh endpoint as Airflow's workers reach it (default: this gateway's --http-listen
+    /// address).
+    #[arg(long, env = "DYNGATE_AIRFLOW_REFRESH_URL", value_name = "URL")]
+    pub airflow_refresh_url: Option<String>,
+
     /// Bearer token required by the HTTP API's /v3 routes (schedulers send `Authorization: Bearer
     /// <token>`). Without it the API is open to whoever reaches --http-listen.
     #[arg(long, env = "DYNGATE_HTTP_TOKEN", value_name = "TOKEN", hide_env_values = true)]
@@ -122,6 +148,30 @@ pub struct ServeArgs {
     /// as JSON (`{"pg":"127.0.0.1:6432","http":"127.0.0.1:8432"}`), for scripts.
     #[arg(long, env = "DYNGATE_READY_FILE", value_name = "FILE")]
     pub ready_file: Option<PathBuf>,
+}
+
+/// A workflow scheduler for FULL-mode tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SchedulerKind {
+    Embedded,
+    Airflow,
+}
+
+impl SchedulerKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            SchedulerKind::Embedded => "embedded",
+            SchedulerKind::Airflow => "airflow",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<SchedulerKind> {
+        match s {
+            "embedded" => Some(SchedulerKind::Embedded),
+            "airflow" => Some(SchedulerKind::Airflow),
+            _ => None,
+        }
+    }
 }
 
 /// An error in the configuration, reported before anything starts.

@@ -9,12 +9,15 @@ use tokio::sync::watch;
 
 use crate::backend::{Backend, ServicePool};
 use crate::catalog::{self, MigrateError};
+use crate::config::SchedulerKind;
 use crate::config::ServeArgs;
 use crate::embedded::{self, Cluster};
 use crate::handler::Handler;
 use crate::http::{self, AppState, Health};
 use crate::manager::Manager;
 use crate::manager::scheduler::LoopConfig;
+use crate::scheduler::airflow;
+use crate::scheduler::client::Endpoint;
 use crate::wire::{self, Gateway, Phase, cancel::CancelRegistry};
 
 /// A start-up failure, reported to the operator (these go to the terminal, not to SQL clients).
@@ -37,6 +40,33 @@ pub enum ServeError {
     Runtime(std::io::Error),
     #[error("cannot write the ready file: {0}")]
     ReadyFile(std::io::Error),
+    #[error("{0}")]
+    Scheduler(String),
+}
+
+/// The Airflow plug-in, when --airflow-url is given.
+fn airflow_plugin(args: &ServeArgs, http_addr: std::net::SocketAddr) -> Result<Option<airflow::Plugin>, ServeError> {
+    let (url, dags) = match (&args.airflow_url, &args.airflow_dags_folder) {
+        (Some(url), Some(dags)) => (url, dags),
+        (None, None) if args.scheduler == SchedulerKind::Airflow => {
+            return Err(ServeError::Scheduler(
+                "--scheduler airflow needs --airflow-url and --airflow-dags-folder".into(),
+            ));
+        }
+        (None, None) => return Ok(None),
+        _ => return Err(ServeError::Scheduler("--airflow-url and --airflow-dags-folder go together".into())),
+    };
+    let endpoint = Endpoint::parse("Airflow", url, Duration::from_secs(30)).map_err(|e| ServeError::Scheduler(e.to_string()))?;
+    Ok(Some(airflow::Plugin {
+        api: airflow::Api::new(endpoint, &args.airflow_user, args.airflow_password.as_deref().unwrap_or_default()),
+        dags: dags.clone(),
+        refresh_url: args
+            .airflow_refresh_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{http_addr}/v3/dynamic-tables/refresh")),
+        token: args.http_token.clone(),
+        register_timeout: Duration::from_secs(60),
+    }))
 }
 
 pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
@@ -91,12 +121,15 @@ async fn serve(args: &ServeArgs, tls: Option<tokio_rustls::TlsAcceptor>, cluster
         .or(backend.service.get_user())
         .unwrap_or("postgres")
         .to_string();
-    let manager = Arc::new(Manager::new(
-        // Kept open: up to two per refresh running at once, plus a few for statements.
-        ServicePool::new(backend.clone(), 2 * args.refresh_concurrency + 8),
-        database,
-        args.freshness_threshold,
-    ));
+    let manager = Arc::new(
+        Manager::new(
+            // Kept open: up to two per refresh running at once, plus a few for statements.
+            ServicePool::new(backend.clone(), 2 * args.refresh_concurrency + 8),
+            database,
+            args.freshness_threshold,
+        )
+        .with_schedulers(args.scheduler, airflow_plugin(args, http_addr)?),
+    );
 
     let (phase_tx, phase_rx) = watch::channel(Phase::Running);
     let health = Health::new(backend.clone());

@@ -75,7 +75,7 @@ async fn a_dag_file_in_real_airflow() {
     let (url, calls) = recorder().await;
     let table = format!("{}.\"we'ird \\ \"\"\" ✓\"", common::unique("s"));
     let spec = DagSpec {
-        dag_id: airflow::dag_id("test", &table),
+        dag_id: airflow::dag_id("test", "s", &table, 1),
         table: table.clone(),
         // Once a year: only the manual run below fires while the test runs.
         cron: "0 0 1 1 *".into(),
@@ -150,4 +150,155 @@ async fn a_wrong_password_is_a_login_error_without_the_password() {
     let e = api("not-the-password").dag("anything").await.unwrap_err();
     assert!(matches!(e, ApiError::Login { .. }), "{e}");
     assert!(!e.to_string().contains("not-the-password"), "{e}");
+}
+
+/// A gateway whose FULL tables Airflow schedules, with a bearer token on its refresh endpoint.
+async fn airflow_gateway(airflow_url: &str, dags: &str) -> (common::Pg, String, common::Dyngate, tokio_postgres::Client) {
+    let pg = common::pg();
+    let db = pg.fresh_db().await;
+    let password = env("DYNGATE_TEST_AIRFLOW_PASSWORD");
+    let gw = common::Dyngate::for_db(
+        &pg,
+        &db,
+        &[
+            "--scheduler",
+            "airflow",
+            "--airflow-url",
+            airflow_url,
+            "--airflow-user",
+            &env("DYNGATE_TEST_AIRFLOW_USER"),
+            "--airflow-password",
+            &password,
+            "--airflow-dags-folder",
+            dags,
+            "--http-token",
+            "s3cret-token",
+        ],
+    );
+    let c = common::connect(&gw.url("postgres", &pg.password, &db)).await;
+    c.batch_execute("CREATE TABLE src (v int NOT NULL); INSERT INTO src VALUES (1)")
+        .await
+        .unwrap();
+    (pg, db, gw, c)
+}
+
+async fn one<T: for<'a> tokio_postgres::types::FromSql<'a>>(c: &tokio_postgres::Client, sql: &str) -> T {
+    c.query_one(sql, &[]).await.unwrap().get(0)
+}
+
+/// CREATE puts a FULL table's schedule into Airflow; Airflow fires it and the history shows the
+/// refresh as SCHEDULED with Airflow's run id; SUSPEND / RESUME pause the DAG; SET FRESHNESS
+/// changes its schedule, or moves the table off Airflow (CONTINUOUS) and back; DROP removes it.
+#[tokio::test]
+async fn full_tables_scheduled_by_airflow() {
+    let api = api(&env("DYNGATE_TEST_AIRFLOW_PASSWORD"));
+    let (_pg, _db, gw, c) = airflow_gateway(&env("DYNGATE_TEST_AIRFLOW_URL"), &env("DYNGATE_TEST_AIRFLOW_DAGS")).await;
+    c.batch_execute("CREATE DYNAMIC TABLE t FRESHNESS = INTERVAL '1' MINUTE REFRESH_MODE = FULL AS SELECT sum(v)::int AS s FROM src")
+        .await
+        .unwrap();
+    let (scheduler, handle): (String, String) = {
+        let r = c
+            .query_one(
+                "SELECT scheduler, scheduler_handle::text FROM dyngate.dynamic_table WHERE table_name = 't'",
+                &[],
+            )
+            .await
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert_eq!(scheduler, "airflow");
+    let handle: Value = serde_json::from_str(&handle).unwrap();
+    let id = handle["dag_id"].as_str().unwrap().to_string();
+    let file = std::path::PathBuf::from(handle["file"].as_str().unwrap());
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(!text.contains("s3cret-token"), "the token is not in the DAG file");
+    let dag = api.dag(&id).await.unwrap().expect("visible once CREATE returns");
+    assert_eq!(
+        (dag["is_paused"].clone(), dag["timetable_summary"].clone()),
+        (Value::Bool(false), Value::from("* * * * *"))
+    );
+    let described = c.simple_query("DESCRIBE DYNAMIC TABLE t").await.unwrap();
+    let shows_dag = described.iter().any(|m| match m {
+        tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0) == Some("scheduler_handle") && r.get(1).is_some_and(|v| v.contains(&id)),
+        _ => false,
+    });
+    assert!(shows_dag, "DESCRIBE shows the DAG");
+
+    // Airflow fires at the next minute; the call carries the token and the run id.
+    c.batch_execute("INSERT INTO src VALUES (41)").await.unwrap();
+    let run_id: String = until("Airflow's scheduled refresh", 150, async || {
+        c.query_opt(
+            "SELECT scheduler_run_id FROM dyngate.refresh_history WHERE trigger = 'SCHEDULED' AND state = 'SUCCEEDED'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .map(|r| r.get(0))
+    })
+    .await;
+    assert!(run_id.starts_with("scheduled__"), "{run_id}");
+    assert_eq!(one::<i32>(&c, "SELECT s FROM t").await, 42);
+
+    c.batch_execute("ALTER DYNAMIC TABLE t SUSPEND").await.unwrap();
+    assert_eq!(api.dag(&id).await.unwrap().unwrap()["is_paused"], true);
+    c.batch_execute("ALTER DYNAMIC TABLE t RESUME").await.unwrap();
+    assert_eq!(api.dag(&id).await.unwrap().unwrap()["is_paused"], false);
+
+    c.batch_execute("ALTER DYNAMIC TABLE t SET FRESHNESS = INTERVAL '5' MINUTE")
+        .await
+        .unwrap();
+    until("the new schedule", 60, async || {
+        (api.dag(&id).await.unwrap()?["timetable_summary"] == "*/5 * * * *").then_some(())
+    })
+    .await;
+    // Seconds cannot be scheduled by Airflow: refused, nothing changes.
+    let e = c
+        .batch_execute("ALTER DYNAMIC TABLE t SET FRESHNESS = INTERVAL '30' SECOND")
+        .await
+        .unwrap_err();
+    assert_eq!(common::code(&e), Some("22023"), "{e:?}");
+    assert_eq!(one::<String>(&c, "SELECT freshness FROM dyngate.dynamic_tables").await, "5 MINUTE");
+
+    // DROP removes the DAG and its file.
+    drop(gw);
+    let (_pg2, _db2, _gw2, c2) = airflow_gateway(&env("DYNGATE_TEST_AIRFLOW_URL"), &env("DYNGATE_TEST_AIRFLOW_DAGS")).await;
+    c2.batch_execute("CREATE DYNAMIC TABLE gone FRESHNESS = INTERVAL '1' HOUR AS SELECT v FROM src")
+        .await
+        .unwrap();
+    let gone_id = one::<String>(&c2, "SELECT scheduler_handle ->> 'dag_id' FROM dyngate.dynamic_table").await;
+    let gone_file = one::<String>(&c2, "SELECT scheduler_handle ->> 'file' FROM dyngate.dynamic_table").await;
+    c2.batch_execute("DROP DYNAMIC TABLE gone").await.unwrap();
+    assert!(api.dag(&gone_id).await.unwrap().is_none());
+    assert!(!std::path::Path::new(&gone_file).exists());
+}
+
+/// Airflow unreachable during CREATE: a clear error, and nothing left behind (no table, no
+/// catalog row, no DAG file). A freshness in seconds cannot go to Airflow at all.
+#[tokio::test]
+async fn airflow_unreachable_during_create_leaves_nothing() {
+    let dags = common::tmp_dir().join(common::unique("dags"));
+    std::fs::create_dir_all(&dags).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let (_pg, _db, _gw, c) = airflow_gateway(&format!("http://127.0.0.1:{port}"), dags.to_str().unwrap()).await;
+    let e = c
+        .batch_execute("CREATE DYNAMIC TABLE t FRESHNESS = INTERVAL '1' HOUR AS SELECT v FROM src")
+        .await
+        .unwrap_err();
+    assert_eq!(common::code(&e), Some("58000"), "{e:?}");
+    assert!(common::message(&e).contains("Airflow"), "{e:?}");
+    assert!(!common::message(&e).contains("password"), "{e:?}");
+    assert_eq!(one::<i64>(&c, "SELECT count(*) FROM pg_class WHERE relname = 't'").await, 0);
+    assert_eq!(one::<i64>(&c, "SELECT count(*) FROM dyngate.dynamic_tables").await, 0);
+    assert_eq!(std::fs::read_dir(&dags).unwrap().count(), 0, "no DAG file left");
+
+    let e = c
+        .batch_execute("CREATE DYNAMIC TABLE fast FRESHNESS = INTERVAL '30' SECOND REFRESH_MODE = FULL AS SELECT v FROM src")
+        .await
+        .unwrap_err();
+    assert_eq!(common::code(&e), Some("22023"), "{e:?}");
+    assert!(common::message(&e).contains("no seconds field"), "{e:?}");
+    // CONTINUOUS tables are the engine's business: no scheduler involved.
+    c.batch_execute("CREATE DYNAMIC TABLE live FRESHNESS = INTERVAL '30' SECOND AS SELECT v FROM src")
+        .await
+        .unwrap();
 }

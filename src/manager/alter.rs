@@ -7,10 +7,13 @@
 //! Unlike Flink, SET FRESHNESS works, re-deriving the mode (CONTINUOUS or FULL) and the schedule
 //! without recreating the table.
 
-use crate::manager::catalog::DtRow;
+use crate::config::SchedulerKind;
+use crate::manager::catalog::{self, DtRow};
 use crate::manager::create::{TIME_ZONE_OPTION, check_time_zone, refresh_mode_name};
+use crate::manager::external;
 use crate::manager::rules::{self, Freshness, LogicalMode, RefreshMode};
 use crate::manager::{Manager, ManagerError, Requester};
+use crate::scheduler::airflow::Handle;
 use crate::sql::dynamic::{Options, TableName};
 
 /// What an ALTER did, for the reply.
@@ -54,12 +57,27 @@ impl Manager {
         Ok(())
     }
 
+    /// Pauses or unpauses the table's Airflow DAG, if Airflow schedules it; returns the DAG.
+    async fn pause_dag(&self, dt: &DtRow, paused: bool) -> Result<Option<Handle>, ManagerError> {
+        let Some(handle) = external::handle(dt) else { return Ok(None) };
+        self.airflow()?.pause(&handle, paused).await.map_err(external::plugin_error)?;
+        Ok(Some(handle))
+    }
+
     pub async fn suspend(&self, who: &Requester<'_>, name: &TableName) -> Result<Altered, ManagerError> {
         let dt = self.for_change(who, name, "suspend").await?;
         if dt.status == "SUSPENDED" {
             return Err(ManagerError::WrongState(format!("Dynamic table {} is already suspended.", dt.name)));
         }
-        self.set_status(&dt, &dt.status, "SUSPENDED").await?;
+        // Airflow first: if it cannot pause the DAG, nothing changes; if the catalog then cannot
+        // change, the DAG is unpaused again.
+        let dag = self.pause_dag(&dt, true).await?;
+        if let Err(e) = self.set_status(&dt, &dt.status, "SUSPENDED").await {
+            if let Some(handle) = dag {
+                self.airflow()?.pause(&handle, false).await.ok();
+            }
+            return Err(e);
+        }
         tracing::info!(table = %dt.name, by = who.user, "dynamic table suspended");
         Ok(Altered { notices: vec![] })
     }
@@ -76,7 +94,14 @@ impl Manager {
             notices.push(format!("dynamic table {} is already active", dt.name));
             return Ok(Altered { notices });
         }
-        self.set_status(&dt, "SUSPENDED", "ACTIVATED").await?;
+        // Unpaused, Airflow runs the latest missed tick once (like --missed-refreshes run-once).
+        let dag = self.pause_dag(&dt, false).await?;
+        if let Err(e) = self.set_status(&dt, "SUSPENDED", "ACTIVATED").await {
+            if let Some(handle) = dag {
+                self.airflow()?.pause(&handle, true).await.ok();
+            }
+            return Err(e);
+        }
         tracing::info!(table = %dt.name, by = who.user, "dynamic table resumed");
         Ok(Altered { notices })
     }
@@ -92,25 +117,78 @@ impl Manager {
         if mode == RefreshMode::Full {
             rules::full_mode_cron(f)?;
         }
+        // A FULL table keeps its scheduler; one becoming FULL gets its own choice or the default.
+        let options: Options = dt
+            .options
+            .as_object()
+            .map(|o| {
+                o.iter()
+                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let scheduler = match (mode, dt.scheduler.as_deref().and_then(SchedulerKind::parse)) {
+            (RefreshMode::Continuous, _) => None,
+            (RefreshMode::Full, Some(kind)) => Some(kind),
+            (RefreshMode::Full, None) => Some(self.scheduler_for(&options)?),
+        };
+        let plugin = match scheduler {
+            Some(SchedulerKind::Airflow) => Some(self.airflow_for(f)?),
+            _ => None,
+        };
         let secs = f.duration().as_secs() as i64;
-        let client = self.pool.get().await?;
-        client
-            .execute(
-                "UPDATE dyngate.dynamic_table
-                    SET freshness_n = $2, freshness_unit = $3, freshness = make_interval(secs => $4::bigint), refresh_mode = $5,
-                        scheduler = $6, altered_at = now(),
-                        last_slot = now()
-                  WHERE id = $1",
-                &[
-                    &dt.id,
-                    &(f.n as i32),
-                    &f.unit.name(),
-                    &secs,
-                    &refresh_mode_name(mode),
-                    &(mode == RefreshMode::Full).then_some("embedded"),
-                ],
-            )
-            .await?;
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        tx.execute(
+            "UPDATE dyngate.dynamic_table
+                SET freshness_n = $2, freshness_unit = $3, freshness = make_interval(secs => $4::bigint), refresh_mode = $5,
+                    scheduler = $6, altered_at = now(),
+                    last_slot = now()
+              WHERE id = $1",
+            &[
+                &dt.id,
+                &(f.n as i32),
+                &f.unit.name(),
+                &secs,
+                &refresh_mode_name(mode),
+                &scheduler.map(SchedulerKind::name),
+            ],
+        )
+        .await?;
+        // The Airflow DAG follows: rewritten with the new cron, created for a table now FULL on
+        // Airflow, removed for one now CONTINUOUS (after the commit: a DAG is only lost once the
+        // catalog no longer needs it).
+        let old = external::handle(&dt);
+        let mut remove = None;
+        match (old, plugin) {
+            (Some(handle), Some(plugin)) => {
+                let start = external::now_iso(&tx).await?;
+                plugin
+                    .reschedule(&handle, &external::target(&self.database, &dt, f, &start))
+                    .await
+                    .map_err(external::plugin_error)?;
+            }
+            (None, Some(plugin)) => {
+                let start = external::now_iso(&tx).await?;
+                let handle = plugin
+                    .register(&external::target(&self.database, &dt, f, &start))
+                    .await
+                    .map_err(external::plugin_error)?;
+                let json = serde_json::to_string(&handle).unwrap_or_default();
+                catalog::set_scheduler(&tx, dt.id, Some("airflow"), Some(&json)).await?;
+            }
+            (Some(handle), None) => {
+                catalog::set_scheduler(&tx, dt.id, scheduler.map(SchedulerKind::name), None).await?;
+                remove = Some(handle);
+            }
+            (None, None) => {}
+        }
+        tx.commit().await?;
+        if let Some(handle) = remove
+            && let Err(e) = self.airflow()?.unregister(&handle).await
+        {
+            tracing::warn!(table = %dt.name, dag = handle.dag_id, error = %e, "removing the Airflow DAG of a table now CONTINUOUS");
+        }
         tracing::info!(table = %dt.name, freshness = %f, mode = refresh_mode_name(mode), "freshness changed");
         let mut notices = Vec::new();
         if refresh_mode_name(mode) != dt.refresh_mode {
@@ -135,9 +213,15 @@ impl Manager {
                         "changing the engine of a dynamic table is not supported yet".into(),
                     ));
                 }
-                "scheduler" if v != "embedded" => {
+                "scheduler" if SchedulerKind::parse(v).is_none() => {
+                    return Err(ManagerError::InvalidOption(format!(
+                        "unknown scheduler '{v}' (known: embedded, airflow)"
+                    )));
+                }
+                // A CONTINUOUS table has none yet: the option applies when it becomes FULL.
+                "scheduler" if dt.scheduler.is_some() && Some(v.as_str()) != dt.scheduler.as_deref() => {
                     return Err(ManagerError::Unsupported(format!(
-                        "scheduler '{v}' is not available yet (only 'embedded' is)"
+                        "moving a dynamic table to scheduler '{v}' is not supported yet; create it again with WITH ('scheduler' = '{v}')"
                     )));
                 }
                 _ => {}

@@ -32,6 +32,8 @@ pub struct DtRow {
     pub query_view: Option<String>,
     pub time_zone: String,
     pub partitioned_by: Vec<String>,
+    /// The external scheduler's handle (JSON), e.g. the Airflow DAG.
+    pub scheduler_handle: Option<String>,
 }
 
 impl DtRow {
@@ -54,7 +56,7 @@ impl DtRow {
 
 const COLUMNS: &str = "id, schema_name, table_name, definition, query, columns, comment, options::text, freshness_n, freshness_unit, \
      logical_mode, refresh_mode, status, engine, scheduler, owner_role, created_at::text, altered_at::text, resolved_query, query_view, \
-     time_zone, partitioned_by";
+     time_zone, partitioned_by, scheduler_handle::text";
 
 fn row(r: &tokio_postgres::Row) -> DtRow {
     DtRow {
@@ -82,6 +84,7 @@ fn row(r: &tokio_postgres::Row) -> DtRow {
         query_view: r.get(19),
         time_zone: r.get(20),
         partitioned_by: r.get(21),
+        scheduler_handle: r.get(22),
     }
 }
 
@@ -184,6 +187,21 @@ pub async fn set_query(c: &impl GenericClient, id: i64, query: &str) -> Result<(
     c.execute(
         "UPDATE dyngate.dynamic_table SET query = $2, altered_at = now() WHERE id = $1",
         &[&id, &query],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Records who schedules a table and the scheduler's handle.
+pub async fn set_scheduler(
+    c: &impl GenericClient,
+    id: i64,
+    scheduler: Option<&str>,
+    handle: Option<&str>,
+) -> Result<(), tokio_postgres::Error> {
+    c.execute(
+        "UPDATE dyngate.dynamic_table SET scheduler = $2, scheduler_handle = $3::text::jsonb WHERE id = $1",
+        &[&id, &scheduler, &handle],
     )
     .await?;
     Ok(())

@@ -2,10 +2,13 @@
 //! requester, and record it, all in one transaction: if the first fill fails, nothing remains
 //! (no table, no catalog row).
 
+use crate::config::SchedulerKind;
 use crate::engine;
 use crate::manager::catalog::{self, NewDt};
+use crate::manager::external;
 use crate::manager::rules::{self, LogicalMode, RefreshMode, quote_ident, quote_literal};
 use crate::manager::{Manager, ManagerError, QualifiedName, Requester, new_job_id};
+use crate::scheduler::airflow::Target;
 use crate::sql::dynamic::CreateDt;
 use tokio_postgres::Transaction;
 
@@ -113,6 +116,11 @@ impl Manager {
         if mode == RefreshMode::Full {
             rules::full_mode_cron(freshness)?;
         }
+        let scheduler = (mode == RefreshMode::Full).then(|| self.scheduler_for(&c.options)).transpose()?;
+        let airflow = match scheduler {
+            Some(SchedulerKind::Airflow) => Some(self.airflow_for(freshness)?),
+            _ => None,
+        };
 
         let mut client = self.pool.get().await?;
         let name = self.resolve(&mut client, who, &c.name).await?;
@@ -154,7 +162,7 @@ impl Manager {
                 logical_mode: mode_name(c.mode),
                 refresh_mode: refresh_mode_name(mode),
                 status: "ACTIVATED",
-                scheduler: (mode == RefreshMode::Full).then_some("embedded"),
+                scheduler: scheduler.map(SchedulerKind::name),
                 owner: who.user,
                 time_zone,
                 partitioned_by: &c.partitioned_by,
@@ -176,7 +184,33 @@ impl Manager {
             engine::postgres::run_as(&tx, who.user, &sql).await?;
         }
         catalog::creation_refresh(&tx, id, &name, &new_job_id(), filled.rows as i64).await?;
-        tx.commit().await?;
+        // Last, the external schedule: its failure undoes the whole CREATE (and it is removed
+        // again if the commit fails).
+        let registered = match airflow {
+            Some(plugin) => {
+                let start = external::now_iso(&tx).await?;
+                let target = Target {
+                    database: &self.database,
+                    table_id: id,
+                    schema: &name.schema,
+                    table: &name.name,
+                    freshness,
+                    time_zone,
+                    start_date: &start,
+                };
+                let handle = plugin.register(&target).await.map_err(external::plugin_error)?;
+                let json = serde_json::to_string(&handle).unwrap_or_default();
+                catalog::set_scheduler(&tx, id, Some("airflow"), Some(&json)).await?;
+                Some((plugin, handle))
+            }
+            None => None,
+        };
+        if let Err(e) = tx.commit().await {
+            if let Some((plugin, handle)) = registered {
+                plugin.unregister(&handle).await.ok();
+            }
+            return Err(e.into());
+        }
         tracing::info!(table = %name, owner = who.user, mode = refresh_mode_name(mode), rows = filled.rows, "dynamic table created");
         Ok(Created::Created { rows: filled.rows })
     }

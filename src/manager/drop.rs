@@ -2,8 +2,8 @@
 //! catalog row in one transaction, after any running refresh of it has finished.
 
 use crate::engine;
-use crate::manager::catalog;
 use crate::manager::{Manager, ManagerError, Requester};
+use crate::manager::{catalog, external};
 use crate::sql::dynamic::TableName;
 
 /// Key space of the per-table advisory locks that serialize refreshes and drops.
@@ -55,6 +55,13 @@ impl Manager {
         }
         catalog::delete(&tx, dt.id).await?;
         tx.commit().await?;
+        // The table is gone; its Airflow DAG goes after it (a failure is logged: the DAG then only
+        // calls an endpoint that answers 404).
+        if let Some(handle) = external::handle(&dt)
+            && let Err(e) = self.airflow()?.unregister(&handle).await
+        {
+            tracing::warn!(table = %name, dag = handle.dag_id, error = %e, "removing the Airflow DAG of a dropped table");
+        }
         tracing::info!(table = %name, by = who.user, "dynamic table dropped");
         Ok(true)
     }

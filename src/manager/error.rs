@@ -51,6 +51,9 @@ pub enum ManagerError {
     /// 42P16: a definition that cannot be used (ALTER ... AS, partition columns).
     #[error("{0}")]
     InvalidDefinition(String),
+    /// 58000: the external scheduler failed (unreachable, refused); nothing was changed.
+    #[error("{0}")]
+    Scheduler(String),
     /// 0A000: accepted syntax, not (yet) supported.
     #[error("{0}")]
     Unsupported(String),
@@ -81,6 +84,7 @@ impl ManagerError {
             | ManagerError::InvalidDefinition(_)
             | ManagerError::InvalidOption(_) => 400,
             ManagerError::ReadBy { .. } => 409,
+            ManagerError::Scheduler(_) => 502,
             ManagerError::Unsupported(_) => 501,
             ManagerError::Postgres { .. } => 422,
             ManagerError::Internal => 500,
@@ -98,6 +102,7 @@ impl ManagerError {
             ManagerError::NotOwner { .. } => "42501",
             ManagerError::WrongState(_) => "55000",
             ManagerError::ReadBy { .. } => "2BP01",
+            ManagerError::Scheduler(_) => "58000",
             ManagerError::InvalidDefinition(_) => "42P16",
             ManagerError::Postgres { code, .. } => code,
             ManagerError::Internal => "XX000",
@@ -161,6 +166,7 @@ mod tests {
             ),
             (ManagerError::InvalidDefinition("x".into()), "42P16"),
             (ManagerError::InvalidOption("x".into()), "22023"),
+            (ManagerError::Scheduler("x".into()), "58000"),
             (
                 ManagerError::Postgres {
                     code: "42P01".into(),

@@ -14,16 +14,20 @@ pub mod catalog;
 pub mod create;
 pub mod drop;
 pub mod error;
+pub mod external;
 pub mod refresh;
 pub mod rules;
 pub mod scheduler;
 pub mod show;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_postgres::{Client, Transaction};
 
 use crate::backend::ServicePool;
+use crate::config::SchedulerKind;
+use crate::scheduler::airflow;
 use crate::sql::dynamic::TableName;
 use catalog::DtRow;
 pub use error::ManagerError;
@@ -47,11 +51,35 @@ pub struct Manager {
     database: String,
     /// Freshness below which AUTOMATIC mode derives CONTINUOUS.
     threshold: Duration,
+    /// Who schedules FULL tables that do not name a scheduler.
+    default_scheduler: SchedulerKind,
+    /// The Airflow plug-in, when configured.
+    airflow: Option<Arc<airflow::Plugin>>,
 }
 
 impl Manager {
     pub fn new(pool: ServicePool, database: String, threshold: Duration) -> Manager {
-        Manager { pool, database, threshold }
+        Manager {
+            pool,
+            database,
+            threshold,
+            default_scheduler: SchedulerKind::Embedded,
+            airflow: None,
+        }
+    }
+
+    /// Sets the default scheduler of FULL tables and the Airflow plug-in.
+    pub fn with_schedulers(mut self, default: SchedulerKind, airflow: Option<airflow::Plugin>) -> Manager {
+        self.default_scheduler = default;
+        self.airflow = airflow.map(Arc::new);
+        self
+    }
+
+    /// The Airflow plug-in, or why there is none.
+    pub(crate) fn airflow(&self) -> Result<&airflow::Plugin, ManagerError> {
+        self.airflow.as_deref().ok_or_else(|| {
+            ManagerError::Unsupported("the Airflow scheduler is not configured (--airflow-url, --airflow-dags-folder)".into())
+        })
     }
 
     fn check_database(&self, who: &Requester<'_>) -> Result<(), ManagerError> {

@@ -97,7 +97,8 @@ impl Manager {
             .query(
                 "SELECT id, freshness_n, freshness_unit, floor(extract(epoch FROM last_slot))::bigint, extract(epoch FROM now)::float8,
                         extract(epoch FROM (now AT TIME ZONE time_zone) - (now AT TIME ZONE 'UTC'))::bigint
-                   FROM dyngate.dynamic_table, clock_timestamp() AS now WHERE status = 'ACTIVATED'",
+                   FROM dyngate.dynamic_table, clock_timestamp() AS now
+                  WHERE status = 'ACTIVATED' AND (refresh_mode = 'CONTINUOUS' OR coalesce(scheduler, 'embedded') = 'embedded')",
                 &[],
             )
             .await?;

@@ -44,11 +44,12 @@ pub fn cron(f: Freshness) -> Result<String, CronError> {
     })
 }
 
-/// A table's DAG id: `dyngate__<schema>__<table>__<hash>`, with characters Airflow does not
-/// accept in ids replaced by `_` and the name shortened, and 8 hex digits of a hash of the exact
-/// name, so that names differing only in such characters (or in case, for an ASCII-insensitive
-/// file system) get DAGs of their own.
-pub fn dag_id(schema: &str, table: &str) -> String {
+/// A table's DAG id: `dyngate__<database>__<schema>__<table>__<hash>`, with characters Airflow
+/// does not accept in ids replaced by `_` and the names shortened, and 8 hex digits of a hash of
+/// the exact names and the table's catalog id: names differing only in such characters (or in
+/// case, for a case-insensitive file system), catalogs in other databases sharing one Airflow, and
+/// a table created again under an old name all get DAGs of their own.
+pub fn dag_id(database: &str, schema: &str, table: &str, table_id: i64) -> String {
     fn clean(s: &str, max: usize) -> String {
         s.chars()
             .map(|c| {
@@ -61,8 +62,14 @@ pub fn dag_id(schema: &str, table: &str) -> String {
             .take(max)
             .collect()
     }
-    let hash = fnv1a(format!("{schema}\u{0}{table}").as_bytes());
-    format!("dyngate__{}__{}__{:08x}", clean(schema, 63), clean(table, 100), hash as u32)
+    let hash = fnv1a(format!("{database}\u{0}{schema}\u{0}{table}\u{0}{table_id}").as_bytes());
+    format!(
+        "dyngate__{}__{}__{}__{:08x}",
+        clean(database, 40),
+        clean(schema, 63),
+        clean(table, 100),
+        hash as u32
+    )
 }
 
 /// FNV-1a, 64 bits: stable across builds and platforms (the DAG id must not change).
@@ -131,9 +138,11 @@ mod tests {
 
     #[test]
     fn dag_ids() {
-        let id = dag_id("public", "daily_revenue");
-        assert!(id.starts_with("dyngate__public__daily_revenue__"), "{id}");
-        assert_eq!(id, dag_id("public", "daily_revenue"), "stable");
+        let id = dag_id("postgres", "public", "daily_revenue", 7);
+        assert!(id.starts_with("dyngate__postgres__public__daily_revenue__"), "{id}");
+        assert_eq!(id, dag_id("postgres", "public", "daily_revenue", 7), "stable");
+        assert_ne!(id, dag_id("postgres", "public", "daily_revenue", 8), "a table created again");
+        assert_ne!(id, dag_id("other", "public", "daily_revenue", 7), "another catalog");
         let odd = [
             ("public", "Daily Revenue"),
             ("public", "daily revenue"),
@@ -143,20 +152,20 @@ mod tests {
         ];
         let mut seen = std::collections::HashSet::new();
         for (s, t) in odd {
-            let id = dag_id(s, t);
+            let id = dag_id("db", s, t, 1);
             assert!(
                 id.len() <= 250 && id.chars().all(|c| c.is_ascii_alphanumeric() || "_-".contains(c)),
                 "{id}"
             );
             assert!(seen.insert(id.to_ascii_lowercase()), "{id} collides");
         }
-        assert!(dag_id(&"s".repeat(63), &"t".repeat(63)).len() <= 250);
+        assert!(dag_id(&"d".repeat(63), &"s".repeat(63), &"t".repeat(63), i64::MAX).len() <= 250);
     }
 
     #[test]
     fn dag_files() {
         let spec = DagSpec {
-            dag_id: dag_id("s", "t"),
+            dag_id: dag_id("db", "s", "t", 1),
             table: r#"s."we'ird \ """ ✓""#.to_string(),
             cron: "*/5 * * * *".into(),
             timezone: "Europe/Berlin".into(),
@@ -306,10 +315,161 @@ impl Api {
         Ok(())
     }
 
+    /// Creates (or updates) the Connection whose password the DAGs send as the refresh endpoint's
+    /// bearer token: the token is never written into a DAG file.
+    pub async fn put_token_connection(&self, id: &str, token: &str) -> Result<(), ApiError> {
+        let body = serde_json::json!({"connection_id": id, "conn_type": "generic", "password": token});
+        let r = self.call("POST", "/api/v2/connections", Some(&body)).await?;
+        if r.status == 409 {
+            self.expect("PATCH", &format!("/api/v2/connections/{id}"), Some(&body), &[200])
+                .await?;
+        } else if !(200..300).contains(&r.status) {
+            return Err(ApiError::Status {
+                method: "POST".into(),
+                path: "/api/v2/connections".into(),
+                status: r.status,
+                body: r.snippet(),
+            });
+        }
+        Ok(())
+    }
+
     /// Deletes a DAG and its runs (after its file is gone, or it comes back); false when Airflow
     /// did not know it.
     pub async fn delete_dag(&self, dag_id: &str) -> Result<bool, ApiError> {
         let r = self.expect("DELETE", &format!("/api/v2/dags/{dag_id}"), None, &[204, 404]).await?;
         Ok(r.status == 204)
     }
+}
+
+/// The Airflow Connection whose password is the refresh endpoint's bearer token.
+pub const TOKEN_CONNECTION: &str = "dyngate_refresh_token";
+
+/// What the catalog keeps of a table's DAG (`dynamic_table.scheduler_handle`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Handle {
+    pub dag_id: String,
+    pub file: std::path::PathBuf,
+}
+
+impl Handle {
+    /// The human summary DESCRIBE shows.
+    pub fn summary(&self) -> String {
+        format!("Airflow DAG {} ({})", self.dag_id, self.file.display())
+    }
+}
+
+/// The Airflow plug-in: a table's schedule is a DAG file in Airflow's DAGs folder whose task
+/// calls the refresh endpoint; pausing the DAG suspends it.
+pub struct Plugin {
+    pub api: Api,
+    pub dags: std::path::PathBuf,
+    /// The refresh endpoint, as Airflow's workers reach it.
+    pub refresh_url: String,
+    /// The refresh endpoint's bearer token, when it has one: kept in an Airflow Connection
+    /// ([`TOKEN_CONNECTION`]) that the DAGs read, never in a DAG file.
+    pub token: Option<String>,
+    /// How long a new DAG file may take to show up in Airflow.
+    pub register_timeout: std::time::Duration,
+}
+
+/// The table a DAG is for.
+pub struct Target<'a> {
+    /// The catalog's database and the table's id in it (for the DAG id).
+    pub database: &'a str,
+    pub table_id: i64,
+    pub schema: &'a str,
+    pub table: &'a str,
+    pub freshness: Freshness,
+    pub time_zone: &'a str,
+    /// ISO 8601 with offset: now (an earlier tick would fire at once).
+    pub start_date: &'a str,
+}
+
+impl Plugin {
+    fn spec(&self, t: &Target<'_>) -> Result<DagSpec, CronError> {
+        Ok(DagSpec {
+            dag_id: dag_id(t.database, t.schema, t.table, t.table_id),
+            table: format!("{}.{}", rules::quote_ident(t.schema), rules::quote_ident(t.table)),
+            cron: cron(t.freshness)?,
+            timezone: t.time_zone.to_string(),
+            start_date: t.start_date.to_string(),
+            url: self.refresh_url.clone(),
+            token_conn_id: self.token.as_ref().map(|_| TOKEN_CONNECTION.to_string()),
+            configuration: Default::default(),
+            paused_on_create: false,
+            retries: 3,
+            retry_delay_s: 30,
+            timeout_s: 600,
+            tags: vec!["dyngate".into()],
+        })
+    }
+
+    /// Checks that Airflow can schedule `f` (no seconds) before anything is changed.
+    pub fn check(&self, f: Freshness) -> Result<(), CronError> {
+        cron(f).map(|_| ())
+    }
+
+    /// Writes the table's DAG and waits until Airflow shows it; undone on failure.
+    pub async fn register(&self, t: &Target<'_>) -> Result<Handle, PluginError> {
+        let spec = self.spec(t)?;
+        if let Some(token) = &self.token {
+            self.api.put_token_connection(TOKEN_CONNECTION, token).await?;
+        }
+        let file = write_dag_file(&self.dags, &spec).map_err(|e| PluginError::Folder(self.dags.display().to_string(), e))?;
+        let handle = Handle {
+            dag_id: spec.dag_id.clone(),
+            file,
+        };
+        let deadline = std::time::Instant::now() + self.register_timeout;
+        loop {
+            match self.api.dag(&handle.dag_id).await {
+                Ok(Some(_)) => return Ok(handle),
+                Ok(None) if std::time::Instant::now() < deadline => tokio::time::sleep(std::time::Duration::from_millis(250)).await,
+                Ok(None) => {
+                    self.unregister(&handle).await.ok();
+                    return Err(PluginError::NotPickedUp(handle.dag_id, self.register_timeout.as_secs()));
+                }
+                Err(e) => {
+                    self.unregister(&handle).await.ok();
+                    return Err(e.into());
+                }
+            }
+        }
+    }
+
+    /// Rewrites the table's DAG (a new schedule); Airflow re-reads a changed file at once.
+    pub async fn reschedule(&self, handle: &Handle, t: &Target<'_>) -> Result<(), PluginError> {
+        let spec = self.spec(t)?;
+        write_dag_file(&self.dags, &spec).map_err(|e| PluginError::Folder(self.dags.display().to_string(), e))?;
+        debug_assert_eq!(spec.dag_id, handle.dag_id);
+        Ok(())
+    }
+
+    pub async fn pause(&self, handle: &Handle, paused: bool) -> Result<(), PluginError> {
+        Ok(self.api.set_paused(&handle.dag_id, paused).await?)
+    }
+
+    /// Removes the DAG file, then the DAG (in that order, or Airflow parses it back).
+    pub async fn unregister(&self, handle: &Handle) -> Result<(), PluginError> {
+        match std::fs::remove_file(&handle.file) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(PluginError::Folder(handle.file.display().to_string(), e)),
+        }
+        self.api.delete_dag(&handle.dag_id).await?;
+        Ok(())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PluginError {
+    #[error(transparent)]
+    Cron(#[from] CronError),
+    #[error(transparent)]
+    Api(#[from] ApiError),
+    #[error("Airflow's DAGs folder {0}: {1}")]
+    Folder(String, std::io::Error),
+    #[error("Airflow did not pick up DAG {0} within {1} s (is the DAG processor running and reading the DAGs folder dyngate writes to?)")]
+    NotPickedUp(String, u64),
 }
