@@ -1,9 +1,10 @@
-//! The Airflow plug-in's parts against a real Apache Airflow 3 (started by `scripts/test` with
-//! `scripts/airflow-temp`): a DAG file written from the template shows up in Airflow, a run of it
-//! calls the refresh endpoint with the table, the schedule time and the run's id, pausing and
-//! unpausing work, a rewritten file changes the schedule, and deleting file and DAG removes it.
-//! The refresh endpoint here is a stand-in that records the calls (the gateway's own endpoint is
-//! tested in http_api.rs); wiring the plug-in into CREATE / ALTER / DROP comes next.
+//! Airflow as the scheduler of FULL tables, against a real Apache Airflow 3 (started by
+//! `scripts/test` with `scripts/airflow-temp`). First the plug-in's parts with a stand-in refresh
+//! endpoint that records the calls: a DAG file written from the template shows up in Airflow, a
+//! run of it calls the endpoint with the table, the schedule time and the run's id, pausing and
+//! unpausing work, a rewritten file changes the schedule, deleting file and DAG removes it. Then
+//! through the gateway: CREATE registers, Airflow fires and the gateway refreshes, SUSPEND /
+//! RESUME / SET FRESHNESS / DROP follow, and an unreachable Airflow leaves nothing behind.
 
 mod common;
 

@@ -2,10 +2,10 @@
 //! ([`crate::manager::scheduler`]); external ones (Apache Airflow now, DolphinScheduler to come)
 //! hold a table's schedule themselves and call the refresh endpoint when it fires.
 //!
-//! So far this holds the pure parts of the Airflow plug-in ([`airflow`]): the cron it is given,
-//! the DAG id, and the DAG file; and the HTTP client the plug-ins will talk through
-//! ([`client`]). The plug-in interface and Airflow's REST calls come next (see
-//! docs/airflow-facts.md for the behaviour they are written against).
+//! [`airflow`] is the Airflow plug-in (a DAG file per table, Airflow's REST API; see
+//! docs/airflow-facts.md for the behaviour it is written against), [`client`] the HTTP client it
+//! talks through. The manager calls it from its operations (`manager::external`). A plug-in
+//! interface shared with DolphinScheduler comes with the second plug-in.
 
 pub mod airflow;
 pub mod client;
