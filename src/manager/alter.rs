@@ -184,10 +184,14 @@ impl Manager {
             (None, None) => {}
         }
         tx.commit().await?;
-        if let Some(handle) = remove
-            && let Err(e) = self.airflow()?.unregister(&handle).await
-        {
-            tracing::warn!(table = %dt.name, dag = handle.dag_id, error = %e, "removing the Airflow DAG of a table now CONTINUOUS");
+        if let Some(handle) = remove {
+            let removed = match self.airflow() {
+                Ok(plugin) => plugin.unregister(&handle).await.map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            if let Err(e) = removed {
+                tracing::warn!(table = %dt.name, dag = handle.dag_id, error = %e, "removing the Airflow DAG of a table now CONTINUOUS");
+            }
         }
         tracing::info!(table = %dt.name, freshness = %f, mode = refresh_mode_name(mode), "freshness changed");
         let mut notices = Vec::new();

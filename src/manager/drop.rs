@@ -57,10 +57,14 @@ impl Manager {
         tx.commit().await?;
         // The table is gone; its Airflow DAG goes after it (a failure is logged: the DAG then only
         // calls an endpoint that answers 404).
-        if let Some(handle) = external::handle(&dt)
-            && let Err(e) = self.airflow()?.unregister(&handle).await
-        {
-            tracing::warn!(table = %name, dag = handle.dag_id, error = %e, "removing the Airflow DAG of a dropped table");
+        if let Some(handle) = external::handle(&dt) {
+            let removed = match self.airflow() {
+                Ok(plugin) => plugin.unregister(&handle).await.map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            if let Err(e) = removed {
+                tracing::warn!(table = %name, dag = handle.dag_id, error = %e, "removing the Airflow DAG of a dropped table");
+            }
         }
         tracing::info!(table = %name, by = who.user, "dynamic table dropped");
         Ok(true)
