@@ -266,8 +266,24 @@ async fn full_tables_scheduled_by_airflow() {
     c2.batch_execute("CREATE DYNAMIC TABLE gone FRESHNESS = INTERVAL '1' HOUR AS SELECT v FROM src")
         .await
         .unwrap();
+    // Becoming CONTINUOUS takes the table off Airflow (the engine keeps it fresh); FULL again
+    // puts it back.
+    let first_id = one::<String>(&c2, "SELECT scheduler_handle ->> 'dag_id' FROM dyngate.dynamic_table").await;
+    assert!(api.dag(&first_id).await.unwrap().is_some());
+    c2.batch_execute("ALTER DYNAMIC TABLE gone SET FRESHNESS = INTERVAL '10' SECOND")
+        .await
+        .unwrap();
+    assert!(api.dag(&first_id).await.unwrap().is_none(), "the DAG went with the FULL mode");
+    assert_eq!(
+        one::<Option<String>>(&c2, "SELECT scheduler FROM dyngate.dynamic_table").await,
+        None
+    );
+    c2.batch_execute("ALTER DYNAMIC TABLE gone SET FRESHNESS = INTERVAL '2' HOUR")
+        .await
+        .unwrap();
     let gone_id = one::<String>(&c2, "SELECT scheduler_handle ->> 'dag_id' FROM dyngate.dynamic_table").await;
     let gone_file = one::<String>(&c2, "SELECT scheduler_handle ->> 'file' FROM dyngate.dynamic_table").await;
+    assert_eq!(api.dag(&gone_id).await.unwrap().unwrap()["timetable_summary"], "0 */2 * * *");
     c2.batch_execute("DROP DYNAMIC TABLE gone").await.unwrap();
     assert!(api.dag(&gone_id).await.unwrap().is_none());
     assert!(!std::path::Path::new(&gone_file).exists());

@@ -160,6 +160,7 @@ impl Manager {
         // catalog no longer needs it).
         let old = external::handle(&dt);
         let mut remove = None;
+        let mut registered = None;
         match (old, plugin) {
             (Some(handle), Some(plugin)) => {
                 let start = external::now_iso(&tx).await?;
@@ -174,8 +175,21 @@ impl Manager {
                     .register(&external::target(&self.database, &dt, f, &start))
                     .await
                     .map_err(external::plugin_error)?;
-                let json = serde_json::to_string(&handle).unwrap_or_default();
-                catalog::set_scheduler(&tx, dt.id, Some("airflow"), Some(&json)).await?;
+                let recorded = async {
+                    // A suspended table's new DAG starts paused too.
+                    if dt.status == "SUSPENDED" {
+                        plugin.pause(&handle, true).await.map_err(external::plugin_error)?;
+                    }
+                    let json = serde_json::to_string(&handle).unwrap_or_default();
+                    catalog::set_scheduler(&tx, dt.id, Some("airflow"), Some(&json)).await?;
+                    Ok::<_, ManagerError>(())
+                }
+                .await;
+                if let Err(e) = recorded {
+                    plugin.unregister(&handle).await.ok();
+                    return Err(e);
+                }
+                registered = Some((plugin, handle));
             }
             (Some(handle), None) => {
                 catalog::set_scheduler(&tx, dt.id, scheduler.map(SchedulerKind::name), None).await?;
@@ -183,7 +197,12 @@ impl Manager {
             }
             (None, None) => {}
         }
-        tx.commit().await?;
+        if let Err(e) = tx.commit().await {
+            if let Some((plugin, handle)) = registered {
+                plugin.unregister(&handle).await.ok();
+            }
+            return Err(e.into());
+        }
         if let Some(handle) = remove {
             let removed = match self.airflow() {
                 Ok(plugin) => plugin.unregister(&handle).await.map_err(|e| e.to_string()),

@@ -200,7 +200,10 @@ impl Manager {
                 };
                 let handle = plugin.register(&target).await.map_err(external::plugin_error)?;
                 let json = serde_json::to_string(&handle).unwrap_or_default();
-                catalog::set_scheduler(&tx, id, Some("airflow"), Some(&json)).await?;
+                if let Err(e) = catalog::set_scheduler(&tx, id, Some("airflow"), Some(&json)).await {
+                    plugin.unregister(&handle).await.ok();
+                    return Err(e.into());
+                }
                 Some((plugin, handle))
             }
             None => None,
