@@ -118,15 +118,7 @@ impl Manager {
             rules::full_mode_cron(f)?;
         }
         // A FULL table keeps its scheduler; one becoming FULL gets its own choice or the default.
-        let options: Options = dt
-            .options
-            .as_object()
-            .map(|o| {
-                o.iter()
-                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let options: Options = dt.option_pairs();
         let scheduler = match (mode, dt.scheduler.as_deref().and_then(SchedulerKind::parse)) {
             (RefreshMode::Continuous, _) => None,
             (RefreshMode::Full, Some(kind)) => Some(kind),

@@ -37,6 +37,18 @@ pub struct DtRow {
 }
 
 impl DtRow {
+    /// The WITH options as (key, value) pairs.
+    pub fn option_pairs(&self) -> Vec<(String, String)> {
+        self.options
+            .as_object()
+            .map(|o| {
+                o.iter()
+                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// The freshness in seconds.
     pub fn freshness_seconds(&self) -> i64 {
         let unit = match self.freshness_unit.as_str() {

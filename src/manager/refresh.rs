@@ -87,15 +87,7 @@ impl Manager {
         let Some(at) = trigger.schedule_time() else {
             return Ok(Vec::new());
         };
-        let options: Options = dt
-            .options
-            .as_object()
-            .map(|o| {
-                o.iter()
-                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let options: Options = dt.option_pairs();
         let formatters = rules::partition_formatters(&options, &dt.partitioned_by).map_err(ManagerError::InvalidOption)?;
         let mut spec = Vec::new();
         for (col, pattern) in formatters {
