@@ -494,7 +494,7 @@ async fn a_query_cannot_take_the_service_accounts_identity() {
 
 #[tokio::test]
 async fn a_renamed_role_does_not_lend_its_identity_to_its_namesake() {
-    let (pg, db, gw, c) = setup().await;
+    let (_pg, db, gw, c) = setup().await;
     let name = unique("lender");
     c.batch_execute(&format!(
         "CREATE ROLE {name} LOGIN PASSWORD 'pw'; GRANT CREATE ON SCHEMA public TO {name}; GRANT SELECT ON orders TO {name}"
@@ -524,5 +524,4 @@ async fn a_renamed_role_does_not_lend_its_identity_to_its_namesake() {
         .unwrap();
     let who: String = c.query_one("SELECT who FROM who_second", &[]).await.unwrap().get(0);
     assert_eq!(who, name, "the new role's query ran as the new role");
-    let _ = pg;
 }

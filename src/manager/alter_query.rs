@@ -72,18 +72,12 @@ impl Manager {
             let (data_time, started_at): (String, f64) = (start.get(0), start.get(1));
             let done = engine::postgres::full_refresh(&tx, &dt.owner, &dt.name.quoted(), &bound.resolved).await?;
             let refreshed = catalog::RefreshRow {
-                dt_id: dt.id,
-                schema: &dt.name.schema,
-                table: &dt.name.name,
-                job_id: &job_id,
-                trigger: "MANUAL",
-                state: "SUCCEEDED",
                 started_at: Some(started_at),
                 ended: true,
                 action: Some(done.action.as_str()),
                 data_time: Some(&data_time),
                 rows: Some(done.rows as i64),
-                ..Default::default()
+                ..catalog::RefreshRow::of(&dt, &job_id, "MANUAL", "SUCCEEDED")
             };
             catalog::record_refresh(&tx, &refreshed).await?;
         } else if !added.is_empty() {

@@ -257,6 +257,21 @@ pub struct RefreshRow<'a> {
     pub partition: &'a [(String, String)],
 }
 
+impl<'a> RefreshRow<'a> {
+    /// A row of `dt`'s in `state`, for `job_id` and `trigger`; the rest as the caller sets it.
+    pub fn of(dt: &'a DtRow, job_id: &'a str, trigger: &'a str, state: &'a str) -> RefreshRow<'a> {
+        RefreshRow {
+            dt_id: dt.id,
+            schema: &dt.name.schema,
+            table: &dt.name.name,
+            job_id,
+            trigger,
+            state,
+            ..Default::default()
+        }
+    }
+}
+
 /// Writes a history row; returns its id, or None when an EXECUTING row found the refresh's row
 /// written already. Rows are unique per job and table: a later state updates an earlier row (a
 /// refresh's EXECUTING row, an endpoint call's claim), never the other way round. Typed: one

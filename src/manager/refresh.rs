@@ -128,15 +128,9 @@ impl Manager {
             .ok();
         let row = |state: &'static str| catalog::RefreshRow {
             started_at: began,
-            dt_id: dt.id,
-            schema: &dt.name.schema,
-            table: &dt.name.name,
-            job_id: &job_id,
-            trigger: trigger.name(),
-            state,
             schedule_time: trigger.schedule_time(),
             partition: &spec,
-            ..Default::default()
+            ..catalog::RefreshRow::of(dt, &job_id, trigger.name(), state)
         };
         let timer = match trigger {
             Trigger::Api { claimed, .. } => {

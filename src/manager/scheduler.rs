@@ -139,16 +139,10 @@ impl Manager {
                 let client = self.pool.get().await?;
                 let job_id = super::new_job_id();
                 let skipped = catalog::RefreshRow {
-                    dt_id: dt.id,
-                    schema: &dt.name.schema,
-                    table: &dt.name.name,
-                    job_id: &job_id,
-                    trigger: "SCHEDULED",
-                    state: "SKIPPED",
                     schedule_time: Some(slot),
                     ended: true,
                     error_message: Some(reason),
-                    ..Default::default()
+                    ..catalog::RefreshRow::of(&dt, &job_id, "SCHEDULED", "SKIPPED")
                 };
                 catalog::record_refresh(&*client, &skipped).await?;
                 continue;
