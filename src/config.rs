@@ -155,6 +155,8 @@ pub struct ServeArgs {
 pub enum SchedulerKind {
     Embedded,
     Airflow,
+    #[value(name = "dolphinscheduler")]
+    DolphinScheduler,
 }
 
 impl SchedulerKind {
@@ -162,6 +164,7 @@ impl SchedulerKind {
         match self {
             SchedulerKind::Embedded => "embedded",
             SchedulerKind::Airflow => "airflow",
+            SchedulerKind::DolphinScheduler => "dolphinscheduler",
         }
     }
 
@@ -169,6 +172,7 @@ impl SchedulerKind {
         match s {
             "embedded" => Some(SchedulerKind::Embedded),
             "airflow" => Some(SchedulerKind::Airflow),
+            "dolphinscheduler" => Some(SchedulerKind::DolphinScheduler),
             _ => None,
         }
     }

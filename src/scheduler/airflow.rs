@@ -9,6 +9,8 @@
 
 use serde::Serialize;
 
+use super::client::{Auth, Body};
+
 use crate::manager::rules::{self, Freshness, RuleError, Unit};
 
 /// The DAG file template (see its header for the spec's fields).
@@ -254,7 +256,7 @@ impl Api {
 
     async fn login(&self) -> Result<String, ApiError> {
         let body = serde_json::json!({"username": self.user, "password": self.password});
-        let r = self.endpoint.send("POST", "/auth/token", None, Some(&body)).await?;
+        let r = self.endpoint.send("POST", "/auth/token", &Auth::None, Body::Json(&body)).await?;
         let token = r.json().ok().and_then(|v| v["access_token"].as_str().map(str::to_string));
         match (r.status, token) {
             (200 | 201, Some(t)) => Ok(t),
@@ -271,12 +273,13 @@ impl Api {
         if token.is_none() {
             *token = Some(self.login().await?);
         }
-        let r = self.endpoint.send(method, path, token.as_deref(), body).await?;
+        let body = body.map_or(Body::None, Body::Json);
+        let r = self.endpoint.send(method, path, &bearer(&token), body).await?;
         if r.status != 401 && r.status != 403 {
             return Ok(r);
         }
         *token = Some(self.login().await?);
-        Ok(self.endpoint.send(method, path, token.as_deref(), body).await?)
+        Ok(self.endpoint.send(method, path, &bearer(&token), body).await?)
     }
 
     /// A call that must answer one of `ok`.
@@ -340,6 +343,10 @@ impl Api {
         let r = self.expect("DELETE", &format!("/api/v2/dags/{dag_id}"), None, &[204, 404]).await?;
         Ok(r.status == 204)
     }
+}
+
+fn bearer(token: &Option<String>) -> Auth {
+    token.clone().map_or(Auth::None, Auth::Bearer)
 }
 
 /// The Airflow Connection whose password is the refresh endpoint's bearer token.

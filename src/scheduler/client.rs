@@ -117,15 +117,9 @@ impl Endpoint {
         })
     }
 
-    /// Sends one request; `body` is sent as JSON when given. `bearer` goes into Authorization.
-    pub async fn send(
-        &self,
-        method: &str,
-        path: &str,
-        bearer: Option<&str>,
-        body: Option<&serde_json::Value>,
-    ) -> Result<Response, ClientError> {
-        let work = self.exchange(method, path, bearer, body);
+    /// Sends one request.
+    pub async fn send(&self, method: &str, path: &str, auth: &Auth, body: Body<'_>) -> Result<Response, ClientError> {
+        let work = self.exchange(method, path, auth, body);
         match tokio::time::timeout(self.timeout, work).await {
             Ok(r) => r,
             Err(_) => Err(ClientError::Timeout {
@@ -137,13 +131,7 @@ impl Endpoint {
         }
     }
 
-    async fn exchange(
-        &self,
-        method: &str,
-        path: &str,
-        bearer: Option<&str>,
-        body: Option<&serde_json::Value>,
-    ) -> Result<Response, ClientError> {
+    async fn exchange(&self, method: &str, path: &str, auth: &Auth, body: Body<'_>) -> Result<Response, ClientError> {
         let http = |source| ClientError::Http {
             service: self.service,
             method: method.to_string(),
@@ -163,25 +151,111 @@ impl Endpoint {
             .uri(format!("{}{path}", self.base))
             .header(HOST, &self.addr)
             .header("accept", "application/json");
-        if let Some(token) = bearer {
-            req = req.header(AUTHORIZATION, format!("Bearer {token}"));
+        match auth {
+            Auth::None => {}
+            Auth::Bearer(token) => req = req.header(AUTHORIZATION, format!("Bearer {token}")),
+            Auth::Basic { user, password } => req = req.header(AUTHORIZATION, basic(user, password)),
+            Auth::Header(name, value) => req = req.header(*name, value.as_str()),
         }
         let payload = match body {
-            Some(v) => {
+            Body::None => Bytes::new(),
+            Body::Json(v) => {
                 req = req.header(CONTENT_TYPE, "application/json");
                 Bytes::from(v.to_string())
             }
-            None => Bytes::new(),
+            Body::Form(pairs) => {
+                req = req.header(CONTENT_TYPE, "application/x-www-form-urlencoded");
+                Bytes::from(form(pairs))
+            }
         };
         let req = req
             .body(Full::new(payload))
-            .map_err(|_| ClientError::Url(path.to_string(), "not a valid request path"))?;
+            .map_err(|_| ClientError::Url(path.to_string(), "not a valid request path or header"))?;
         let answer = sender.send_request(req).await.map_err(http)?;
         let status = answer.status().as_u16();
         let body = answer.into_body().collect().await.map_err(http)?.to_bytes();
         driver.abort();
         Ok(Response { status, body })
     }
+}
+
+/// How a request authenticates.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Auth {
+    None,
+    /// `Authorization: Bearer <token>` (Airflow 3's JWT).
+    Bearer(String),
+    /// `Authorization: Basic ...` (Airflow 2's basic_auth backend).
+    Basic { user: String, password: String },
+    /// A header of the service's own (DolphinScheduler's `token`).
+    Header(&'static str, String),
+}
+
+/// Never prints the secret.
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Auth::None => f.write_str("None"),
+            Auth::Bearer(_) => f.write_str("Bearer(***)"),
+            Auth::Basic { user, .. } => write!(f, "Basic({user:?}, ***)"),
+            Auth::Header(name, _) => write!(f, "Header({name:?}, ***)"),
+        }
+    }
+}
+
+/// A request's body.
+#[derive(Debug, Clone, Copy)]
+pub enum Body<'a> {
+    None,
+    Json(&'a serde_json::Value),
+    /// `application/x-www-form-urlencoded` (DolphinScheduler's v1 endpoints).
+    Form(&'a [(&'a str, String)]),
+}
+
+/// The `Authorization` value of HTTP basic authentication.
+fn basic(user: &str, password: &str) -> String {
+    format!("Basic {}", base64(format!("{user}:{password}").as_bytes()))
+}
+
+/// Standard base64 with padding (RFC 4648), for basic authentication.
+pub fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i)) as usize & 63] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// `application/x-www-form-urlencoded` of `pairs` (spaces as `+`, everything but unreserved
+/// characters percent-encoded).
+pub fn form(pairs: &[(&str, String)]) -> String {
+    pairs
+        .iter()
+        .map(|(k, v)| format!("{}={}", percent(k), percent(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// Percent-encoding for form values and URL query parameters.
+pub fn percent(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(b as char),
+            b' ' => out.push('+'),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -223,7 +297,7 @@ mod tests {
         let ep = Endpoint::parse("Test", &url, Duration::from_secs(2)).unwrap();
         assert_eq!(ep.base, "/base");
         let r = ep
-            .send("POST", "/echo", Some("t0k"), Some(&serde_json::json!({"a": "b"})))
+            .send("POST", "/echo", &Auth::Bearer("t0k".into()), Body::Json(&serde_json::json!({"a": "b"})))
             .await
             .unwrap();
         assert_eq!(r.status, 200);
@@ -231,14 +305,27 @@ mod tests {
             r.json().unwrap(),
             serde_json::json!({"auth": "Bearer t0k", "body": "{\"a\":\"b\"}"})
         );
-        let r = ep.send("GET", "/missing", None, None).await.unwrap();
+        let r = ep.send("GET", "/missing", &Auth::None, Body::None).await.unwrap();
         assert_eq!((r.status, r.snippet().as_str()), (404, "no such thing"));
         let e = Endpoint::parse("Test", &url, Duration::from_millis(300))
             .unwrap()
-            .send("GET", "/slow", None, None)
+            .send("GET", "/slow", &Auth::None, Body::None)
             .await
             .unwrap_err();
         assert!(matches!(e, ClientError::Timeout { .. }), "{e}");
+    }
+
+    #[test]
+    fn encodings() {
+        let b64 = [("", ""), ("f", "Zg=="), ("fo", "Zm8="), ("foo", "Zm9v"), ("foob", "Zm9vYg=="), ("admin:p@ss", "YWRtaW46cEBzcw==")];
+        for (plain, want) in b64 {
+            assert_eq!(base64(plain.as_bytes()), want, "{plain}");
+        }
+        assert_eq!(basic("Aladdin", "open sesame"), "Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ==");
+        let pairs = [("name", "a b".to_string()), ("json", r#"{"x":"é&="}"#.to_string())];
+        assert_eq!(form(&pairs), "name=a+b&json=%7B%22x%22%3A%22%C3%A9%26%3D%22%7D");
+        assert_eq!(format!("{:?}", Auth::Basic { user: "u".into(), password: "secret".into() }), r#"Basic("u", ***)"#);
+        assert!(!format!("{:?}", Auth::Header("token", "secret".into())).contains("secret"));
     }
 
     #[tokio::test]
@@ -246,7 +333,7 @@ mod tests {
         // A port nothing listens on (bound, then released).
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let ep = Endpoint::parse("Airflow", &format!("http://127.0.0.1:{port}"), Duration::from_secs(2)).unwrap();
-        let e = ep.send("GET", "/api/v2/dags", None, None).await.unwrap_err();
+        let e = ep.send("GET", "/api/v2/dags", &Auth::None, Body::None).await.unwrap_err();
         assert!(
             e.to_string().starts_with(&format!("Airflow at 127.0.0.1:{port} is unreachable")),
             "{e}"
