@@ -102,15 +102,26 @@ pub struct ServeArgs {
     pub scheduler_tick: Duration,
 
     /// Who schedules FULL-mode tables unless a table says otherwise (`WITH ('scheduler' = ...)`):
-    /// the embedded scheduler, or Apache Airflow (needs --airflow-url and --airflow-dags-folder).
+    /// the embedded scheduler, Apache Airflow (needs --airflow-url and --airflow-dags-folder) or
+    /// Apache DolphinScheduler (needs --dolphinscheduler-url and --dolphinscheduler-token).
     #[arg(long, env = "DYNGATE_SCHEDULER", default_value = "embedded", value_enum)]
     pub scheduler: SchedulerKind,
 
-    /// Airflow's API server (3.x, `/api/v2`), e.g. http://127.0.0.1:8080.
+    /// How often each gateway reconciles the catalog with the external schedulers: retries failed
+    /// removals, recreates schedules deleted behind dyngate's back, removes stray ones.
+    #[arg(long, env = "DYNGATE_SCHEDULER_RECONCILE_INTERVAL", default_value = "60s", value_parser = parse_duration, value_name = "DURATION")]
+    pub scheduler_reconcile_interval: Duration,
+
+    /// Airflow's API server, e.g. http://127.0.0.1:8080.
     #[arg(long, env = "DYNGATE_AIRFLOW_URL", value_name = "URL")]
     pub airflow_url: Option<String>,
 
-    /// Airflow user dyngate logs in as (JWT from /auth/token).
+    /// Airflow's REST API: v2 (Airflow 3, a JWT from /auth/token) or v1 (Airflow 2, HTTP basic
+    /// authentication; enable the basic_auth API auth backend).
+    #[arg(long, env = "DYNGATE_AIRFLOW_API", default_value = "v2", value_parser = parse_airflow_api, value_name = "v1|v2")]
+    pub airflow_api: crate::scheduler::airflow::ApiVersion,
+
+    /// Airflow user dyngate logs in as.
     #[arg(long, env = "DYNGATE_AIRFLOW_USER", value_name = "USER", default_value = "admin")]
     pub airflow_user: String,
 
@@ -148,6 +159,10 @@ pub struct ServeArgs {
     /// as JSON (`{"pg":"127.0.0.1:6432","http":"127.0.0.1:8432"}`), for scripts.
     #[arg(long, env = "DYNGATE_READY_FILE", value_name = "FILE")]
     pub ready_file: Option<PathBuf>,
+}
+
+fn parse_airflow_api(s: &str) -> Result<crate::scheduler::airflow::ApiVersion, String> {
+    crate::scheduler::airflow::ApiVersion::parse(s).ok_or_else(|| format!("unknown Airflow API {s:?} (v1 for Airflow 2, v2 for Airflow 3)"))
 }
 
 /// A workflow scheduler for FULL-mode tables.

@@ -16,8 +16,8 @@ use crate::handler::Handler;
 use crate::http::{self, AppState, Health};
 use crate::manager::Manager;
 use crate::manager::scheduler::LoopConfig;
-use crate::scheduler::airflow;
 use crate::scheduler::client::Endpoint;
+use crate::scheduler::{Plugin, airflow};
 use crate::wire::{self, Gateway, Phase, cancel::CancelRegistry};
 
 /// A start-up failure, reported to the operator (these go to the terminal, not to SQL clients).
@@ -45,7 +45,7 @@ pub enum ServeError {
 }
 
 /// The Airflow plug-in, when --airflow-url is given.
-fn airflow_plugin(args: &ServeArgs, http_addr: std::net::SocketAddr) -> Result<Option<airflow::Plugin>, ServeError> {
+fn airflow_plugin(args: &ServeArgs, http_addr: std::net::SocketAddr) -> Result<Option<Arc<dyn Plugin>>, ServeError> {
     let (url, dags) = match (&args.airflow_url, &args.airflow_dags_folder) {
         (Some(url), Some(dags)) => (url, dags),
         (None, None) if args.scheduler == SchedulerKind::Airflow => {
@@ -57,8 +57,13 @@ fn airflow_plugin(args: &ServeArgs, http_addr: std::net::SocketAddr) -> Result<O
         _ => return Err(ServeError::Scheduler("--airflow-url and --airflow-dags-folder go together".into())),
     };
     let endpoint = Endpoint::parse("Airflow", url, Duration::from_secs(30)).map_err(|e| ServeError::Scheduler(e.to_string()))?;
-    Ok(Some(airflow::Plugin {
-        api: airflow::Api::new(endpoint, &args.airflow_user, args.airflow_password.as_deref().unwrap_or_default()),
+    Ok(Some(Arc::new(airflow::Airflow {
+        api: airflow::Api::new(
+            endpoint,
+            args.airflow_api,
+            &args.airflow_user,
+            args.airflow_password.as_deref().unwrap_or_default(),
+        ),
         dags: dags.clone(),
         refresh_url: args
             .airflow_refresh_url
@@ -66,7 +71,12 @@ fn airflow_plugin(args: &ServeArgs, http_addr: std::net::SocketAddr) -> Result<O
             .unwrap_or_else(|| format!("http://{http_addr}/v3/dynamic-tables/refresh")),
         token: args.http_token.clone(),
         register_timeout: Duration::from_secs(60),
-    }))
+    })))
+}
+
+/// The external schedulers' plug-ins this gateway is configured for.
+fn external_schedulers(args: &ServeArgs, http_addr: std::net::SocketAddr) -> Result<Vec<Arc<dyn Plugin>>, ServeError> {
+    Ok(airflow_plugin(args, http_addr)?.into_iter().collect())
 }
 
 pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
@@ -128,7 +138,7 @@ async fn serve(args: &ServeArgs, tls: Option<tokio_rustls::TlsAcceptor>, cluster
             database,
             args.freshness_threshold,
         )
-        .with_schedulers(args.scheduler, airflow_plugin(args, http_addr)?),
+        .with_schedulers(args.scheduler, external_schedulers(args, http_addr)?),
     );
 
     let (phase_tx, phase_rx) = watch::channel(Phase::Running);
@@ -190,11 +200,13 @@ async fn serve(args: &ServeArgs, tls: Option<tokio_rustls::TlsAcceptor>, cluster
                 missed: args.missed_refreshes,
                 concurrency: args.refresh_concurrency,
             };
-            let refresh_loop = tokio::spawn(manager.clone().run_refresh_loop(config, stop_rx));
+            let refresh_loop = tokio::spawn(manager.clone().run_refresh_loop(config, stop_rx.clone()));
+            let reconcile_loop = tokio::spawn(manager.clone().run_reconcile_loop(args.scheduler_reconcile_interval, stop_rx));
             tracing::info!(catalog_version = version, "dyngate is ready");
             shutdown_signal().await;
             let _ = stop_tx.send(true);
             let _ = refresh_loop.await;
+            let _ = reconcile_loop.await;
             Ok(())
         }
         Some(Err(e)) => Err(e.into()),

@@ -1,20 +1,51 @@
 //! ALTER DYNAMIC TABLE: SUSPEND, RESUME, SET FRESHNESS, SET (...), RESET (...). (REFRESH is
 //! [`refresh`](super::refresh); AS is [`alter_query`](super::alter_query).) Each change is one catalog
-//! update, by a member of the owner's role, and takes effect at the refresh loop's next tick: the
-//! schedules are the catalog rows.
+//! transaction, by a member of the owner's role. The embedded scheduler follows at its next tick
+//! (its schedules are the catalog rows); an external scheduler's schedule is changed inside the
+//! transaction, following the rules in [`external`].
 //!
 //! States follow Flink: ACTIVATED <-> SUSPENDED, and suspending a suspended table is an error.
 //! Unlike Flink, SET FRESHNESS works, re-deriving the mode (CONTINUOUS or FULL) and the schedule
-//! without recreating the table.
+//! without recreating the table, and `SET ('scheduler' = ...)` moves a FULL table to another
+//! scheduler.
+
+use std::sync::Arc;
+
+use tokio_postgres::Transaction;
 
 use crate::config::SchedulerKind;
 use crate::manager::catalog::{self, DtRow};
 use crate::manager::create::{TIME_ZONE_OPTION, check_time_zone, refresh_mode_name};
-use crate::manager::external;
+use crate::manager::external::{self, SCHEDULER_OPTION, Scheduled};
 use crate::manager::rules::{self, Freshness, LogicalMode, RefreshMode};
 use crate::manager::{Manager, ManagerError, Requester};
-use crate::scheduler::airflow::Handle;
+use crate::scheduler::{Handle, Plugin};
 use crate::sql::dynamic::{Options, TableName};
+
+/// What [`Manager::switch_schedule`] did that the caller finishes around the commit.
+#[derive(Default)]
+struct Switched {
+    /// A schedule created in the transaction: removed again if the commit fails.
+    registered: Option<(Arc<dyn Plugin>, Handle)>,
+    /// The old schedule, queued for removal: removed after the commit.
+    removal: Option<(SchedulerKind, Handle, Option<i64>)>,
+}
+
+impl Switched {
+    /// Commits `tx`, then removes the old schedule; a failed commit removes the new one instead.
+    async fn commit(self, manager: &Manager, tx: Transaction<'_>, dt: &DtRow) -> Result<(), ManagerError> {
+        if let Err(e) = tx.commit().await {
+            if let Some((plugin, handle)) = self.registered {
+                plugin.unregister(&handle).await.ok();
+            }
+            return Err(e.into());
+        }
+        if let Some((kind, handle, queued)) = self.removal {
+            manager.remove_queued(queued, kind, &handle, &dt.name).await;
+        }
+        Ok(())
+    }
+}
 
 /// What an ALTER did, for the reply.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,33 +66,49 @@ impl Manager {
         Ok(dt)
     }
 
-    /// Sets the status from `from` to `to`; another concurrent change makes it fail cleanly.
+    /// Sets the status from `from` to `to` and the schedule's active state with it; another
+    /// concurrent change makes it fail cleanly.
     async fn set_status(&self, dt: &DtRow, from: &str, to: &str) -> Result<(), ManagerError> {
-        let client = self.pool.get().await?;
+        let active = to == "ACTIVATED";
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        external::lock_schedule(&tx, dt.id).await?;
         // Resuming restarts the schedule at the current slot: no burst of catch-up refreshes.
-        let n = client
-            .execute(
+        let row = tx
+            .query_opt(
                 "UPDATE dyngate.dynamic_table
                     SET status = $3, altered_at = now(),
                         last_slot = now()
-                  WHERE id = $1 AND status = $2",
+                  WHERE id = $1 AND status = $2
+                RETURNING id",
                 &[&dt.id, &from, &to],
             )
             .await?;
-        if n == 0 {
+        if row.is_none() {
             return Err(ManagerError::WrongState(format!(
                 "Dynamic table {} changed concurrently; try again.",
                 dt.name
             )));
         }
+        // The schedule as of now (the locks keep it so until the commit).
+        let current = catalog::load_by_id(&tx, dt.id)
+            .await?
+            .ok_or_else(|| ManagerError::NotFound(dt.name.to_string()))?;
+        let schedule = match external::schedule_of(&current) {
+            Some((kind, handle)) if !handle.is_none() => {
+                let plugin = self.plugin(kind)?;
+                plugin.set_active(&handle, active).await.map_err(external::plugin_error)?;
+                Some((plugin, handle))
+            }
+            _ => None,
+        };
+        if let Err(e) = tx.commit().await {
+            if let Some((plugin, handle)) = schedule {
+                plugin.set_active(&handle, !active).await.ok();
+            }
+            return Err(e.into());
+        }
         Ok(())
-    }
-
-    /// Pauses or unpauses the table's Airflow DAG, if Airflow schedules it; returns the DAG.
-    async fn pause_dag(&self, dt: &DtRow, paused: bool) -> Result<Option<Handle>, ManagerError> {
-        let Some(handle) = external::handle(dt) else { return Ok(None) };
-        self.airflow()?.pause(&handle, paused).await.map_err(external::plugin_error)?;
-        Ok(Some(handle))
     }
 
     pub async fn suspend(&self, who: &Requester<'_>, name: &TableName) -> Result<Altered, ManagerError> {
@@ -69,15 +116,7 @@ impl Manager {
         if dt.status == "SUSPENDED" {
             return Err(ManagerError::WrongState(format!("Dynamic table {} is already suspended.", dt.name)));
         }
-        // Airflow first: if it cannot pause the DAG, nothing changes; if the catalog then cannot
-        // change, the DAG is unpaused again.
-        let dag = self.pause_dag(&dt, true).await?;
-        if let Err(e) = self.set_status(&dt, &dt.status, "SUSPENDED").await {
-            if let Some(handle) = dag {
-                self.airflow()?.pause(&handle, false).await.ok();
-            }
-            return Err(e);
-        }
+        self.set_status(&dt, &dt.status, "SUSPENDED").await?;
         tracing::info!(table = %dt.name, by = who.user, "dynamic table suspended");
         Ok(Altered { notices: vec![] })
     }
@@ -94,16 +133,73 @@ impl Manager {
             notices.push(format!("dynamic table {} is already active", dt.name));
             return Ok(Altered { notices });
         }
-        // Unpaused, Airflow runs the latest missed tick once (like --missed-refreshes run-once).
-        let dag = self.pause_dag(&dt, false).await?;
-        if let Err(e) = self.set_status(&dt, "SUSPENDED", "ACTIVATED").await {
-            if let Some(handle) = dag {
-                self.airflow()?.pause(&handle, true).await.ok();
-            }
-            return Err(e);
-        }
+        // An external scheduler resumes at its next tick; Airflow runs the latest missed tick
+        // once when a DAG is unpaused (like --missed-refreshes run-once).
+        self.set_status(&dt, "SUSPENDED", "ACTIVATED").await?;
         tracing::info!(table = %dt.name, by = who.user, "dynamic table resumed");
         Ok(Altered { notices })
+    }
+
+    /// Gives `cur` (the row as of now, in `tx`, which holds its schedule locks) the schedule that
+    /// freshness `f` on plug-in `to` needs (`to` None: none, the table being CONTINUOUS): the
+    /// same scheduler reschedules, another one registers anew and the old schedule is queued for
+    /// removal.
+    async fn switch_schedule(
+        &self,
+        tx: &Transaction<'_>,
+        cur: &DtRow,
+        f: Freshness,
+        to: Option<Arc<dyn Plugin>>,
+        reason: &str,
+    ) -> Result<Switched, ManagerError> {
+        let old = external::schedule_of(cur);
+        let mut out = Switched::default();
+        let Some(plugin) = to else {
+            if let Some((kind, handle)) = old {
+                catalog::set_scheduler(tx, cur.id, None, None).await?;
+                let queued = self.queue_removal(tx, kind, &handle, &cur.name, reason).await?;
+                out.removal = Some((kind, handle, queued));
+            }
+            return Ok(out);
+        };
+        let catalog_id = self.catalog_id().await?;
+        let start = external::now_iso(tx).await?;
+        let scheduled = Scheduled {
+            catalog: catalog_id,
+            database: &self.database,
+            dt: cur,
+            freshness: f,
+            start: &start,
+        };
+        let target = scheduled.target();
+        let kind = plugin.kind();
+        match old {
+            Some((old_kind, handle)) if old_kind == kind => {
+                let handle = plugin.reschedule(&handle, &target).await.map_err(external::plugin_error)?;
+                catalog::set_scheduler(tx, cur.id, Some(kind.name()), external::handle_json(&handle).as_deref()).await?;
+            }
+            old => {
+                let handle = plugin
+                    .register(&target, cur.status == "ACTIVATED")
+                    .await
+                    .map_err(external::plugin_error)?;
+                let recorded = async {
+                    catalog::set_scheduler(tx, cur.id, Some(kind.name()), external::handle_json(&handle).as_deref()).await?;
+                    if let Some((old_kind, old_handle)) = old {
+                        let queued = self.queue_removal(tx, old_kind, &old_handle, &cur.name, reason).await?;
+                        out.removal = Some((old_kind, old_handle, queued));
+                    }
+                    Ok::<_, ManagerError>(())
+                }
+                .await;
+                if let Err(e) = recorded {
+                    plugin.unregister(&handle).await.ok();
+                    return Err(e);
+                }
+                out.registered = Some((plugin, handle));
+            }
+        }
+        Ok(out)
     }
 
     pub async fn set_freshness(&self, who: &Requester<'_>, name: &TableName, f: Freshness) -> Result<Altered, ManagerError> {
@@ -124,86 +220,27 @@ impl Manager {
             (RefreshMode::Full, Some(kind)) => Some(kind),
             (RefreshMode::Full, None) => Some(self.scheduler_for(&options)?),
         };
-        let plugin = match scheduler {
-            Some(SchedulerKind::Airflow) => Some(self.airflow_for(f)?),
-            _ => None,
-        };
+        let plugin = scheduler.map(|k| self.plugin_for(k, f)).transpose()?;
         let secs = f.duration().as_secs() as i64;
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
+        external::lock_schedule(&tx, dt.id).await?;
         tx.execute(
             "UPDATE dyngate.dynamic_table
                 SET freshness_n = $2, freshness_unit = $3, freshness = make_interval(secs => $4::bigint), refresh_mode = $5,
-                    scheduler = $6, altered_at = now(),
+                    altered_at = now(),
                     last_slot = now()
               WHERE id = $1",
-            &[
-                &dt.id,
-                &(f.n as i32),
-                &f.unit.name(),
-                &secs,
-                &refresh_mode_name(mode),
-                &scheduler.map(SchedulerKind::name),
-            ],
+            &[&dt.id, &(f.n as i32), &f.unit.name(), &secs, &refresh_mode_name(mode)],
         )
         .await?;
-        // The Airflow DAG follows: rewritten with the new cron, created for a table now FULL on
-        // Airflow, removed for one now CONTINUOUS (after the commit: a DAG is only lost once the
-        // catalog no longer needs it).
-        let old = external::handle(&dt);
-        let mut remove = None;
-        let mut registered = None;
-        match (old, plugin) {
-            (Some(handle), Some(plugin)) => {
-                let start = external::now_iso(&tx).await?;
-                plugin
-                    .reschedule(&handle, &external::target(&self.database, &dt, f, &start))
-                    .await
-                    .map_err(external::plugin_error)?;
-            }
-            (None, Some(plugin)) => {
-                let start = external::now_iso(&tx).await?;
-                let handle = plugin
-                    .register(&external::target(&self.database, &dt, f, &start))
-                    .await
-                    .map_err(external::plugin_error)?;
-                let recorded = async {
-                    // A suspended table's new DAG starts paused too.
-                    if dt.status == "SUSPENDED" {
-                        plugin.pause(&handle, true).await.map_err(external::plugin_error)?;
-                    }
-                    let json = serde_json::to_string(&handle).unwrap_or_default();
-                    catalog::set_scheduler(&tx, dt.id, Some("airflow"), Some(&json)).await?;
-                    Ok::<_, ManagerError>(())
-                }
-                .await;
-                if let Err(e) = recorded {
-                    plugin.unregister(&handle).await.ok();
-                    return Err(e);
-                }
-                registered = Some((plugin, handle));
-            }
-            (Some(handle), None) => {
-                catalog::set_scheduler(&tx, dt.id, scheduler.map(SchedulerKind::name), None).await?;
-                remove = Some(handle);
-            }
-            (None, None) => {}
-        }
-        if let Err(e) = tx.commit().await {
-            if let Some((plugin, handle)) = registered {
-                plugin.unregister(&handle).await.ok();
-            }
-            return Err(e.into());
-        }
-        if let Some(handle) = remove {
-            let removed = match self.airflow() {
-                Ok(plugin) => plugin.unregister(&handle).await.map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
-            };
-            if let Err(e) = removed {
-                tracing::warn!(table = %dt.name, dag = handle.dag_id, error = %e, "removing the Airflow DAG of a table now CONTINUOUS");
-            }
-        }
+        // The schedule follows: rescheduled, created for a table now FULL, removed for one now
+        // CONTINUOUS (after the commit: a schedule is only lost once the catalog no longer needs it).
+        let cur = catalog::load_by_id(&tx, dt.id)
+            .await?
+            .ok_or_else(|| ManagerError::NotFound(dt.name.to_string()))?;
+        let switched = self.switch_schedule(&tx, &cur, f, plugin, "now CONTINUOUS").await?;
+        switched.commit(self, tx, &cur).await?;
         tracing::info!(table = %dt.name, freshness = %f, mode = refresh_mode_name(mode), "freshness changed");
         let mut notices = Vec::new();
         if refresh_mode_name(mode) != dt.refresh_mode {
@@ -228,16 +265,8 @@ impl Manager {
                         "changing the engine of a dynamic table is not supported yet".into(),
                     ));
                 }
-                "scheduler" if SchedulerKind::parse(v).is_none() => {
-                    return Err(ManagerError::InvalidOption(format!(
-                        "unknown scheduler '{v}' (known: embedded, airflow)"
-                    )));
-                }
-                // A CONTINUOUS table has none yet: the option applies when it becomes FULL.
-                "scheduler" if dt.scheduler.is_some() && Some(v.as_str()) != dt.scheduler.as_deref() => {
-                    return Err(ManagerError::Unsupported(format!(
-                        "moving a dynamic table to scheduler '{v}' is not supported yet; create it again with WITH ('scheduler' = '{v}')"
-                    )));
+                SCHEDULER_OPTION => {
+                    external::parse_kind(v)?;
                 }
                 _ => {}
             }
@@ -265,9 +294,19 @@ impl Manager {
             None if reset.iter().any(|k| k == TIME_ZONE_OPTION) => "UTC".to_string(),
             None => dt.time_zone.clone(),
         };
+        // A FULL table moves when its scheduler is named (SET) or put back to the default (RESET);
+        // a CONTINUOUS one has none: the option applies when it becomes FULL.
+        let f = dt.freshness();
+        let moves = set.iter().any(|(k, _)| k == SCHEDULER_OPTION) || reset.iter().any(|k| k == SCHEDULER_OPTION);
+        let plugin = match dt.scheduler.as_deref().and_then(SchedulerKind::parse) {
+            Some(_) if moves => Some(self.plugin_for(self.scheduler_for(&flat)?, f)?),
+            Some(kind) if time_zone != dt.time_zone => Some(self.plugin_for(kind, f)?),
+            _ => None,
+        };
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
         check_time_zone(&tx, &time_zone).await?;
+        external::lock_schedule(&tx, dt.id).await?;
         tx.execute(
             "UPDATE dyngate.dynamic_table
                 SET options = $2::text::jsonb, time_zone = $3, altered_at = now(),
@@ -276,7 +315,22 @@ impl Manager {
             &[&dt.id, &serde_json::Value::Object(options).to_string(), &time_zone],
         )
         .await?;
-        tx.commit().await?;
-        Ok(Altered { notices: vec![] })
+        let mut notices = Vec::new();
+        let cur = catalog::load_by_id(&tx, dt.id)
+            .await?
+            .ok_or_else(|| ManagerError::NotFound(dt.name.to_string()))?;
+        let switched = match plugin {
+            Some(plugin) => {
+                let to = plugin.kind();
+                if cur.scheduler.as_deref() != Some(to.name()) {
+                    notices.push(format!("dynamic table {} is now scheduled by the {} scheduler", dt.name, to.name()));
+                }
+                let reason = format!("moved to the {} scheduler", to.name());
+                self.switch_schedule(&tx, &cur, f, Some(plugin), &reason).await?
+            }
+            None => Switched::default(),
+        };
+        switched.commit(self, tx, &cur).await?;
+        Ok(Altered { notices })
     }
 }

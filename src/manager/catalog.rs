@@ -49,6 +49,17 @@ impl DtRow {
             .unwrap_or_default()
     }
 
+    /// The freshness, as recorded (the catalog only holds valid ones; a damaged row reads as
+    /// one day).
+    pub fn freshness(&self) -> crate::manager::rules::Freshness {
+        crate::manager::rules::parse_freshness(&self.freshness_n.to_string(), &self.freshness_unit).unwrap_or(
+            crate::manager::rules::Freshness {
+                n: 1,
+                unit: crate::manager::rules::Unit::Day,
+            },
+        )
+    }
+
     /// The freshness in seconds.
     pub fn freshness_seconds(&self) -> i64 {
         let unit = match self.freshness_unit.as_str() {

@@ -2,13 +2,12 @@
 //! requester, and record it, all in one transaction: if the first fill fails, nothing remains
 //! (no table, no catalog row).
 
-use crate::config::SchedulerKind;
 use crate::engine;
 use crate::manager::catalog::{self, NewDt};
 use crate::manager::external;
 use crate::manager::rules::{self, LogicalMode, RefreshMode, quote_ident, quote_literal};
 use crate::manager::{Manager, ManagerError, QualifiedName, Requester, new_job_id};
-use crate::scheduler::airflow::Target;
+use crate::scheduler::Target;
 use crate::sql::dynamic::CreateDt;
 use tokio_postgres::Transaction;
 
@@ -117,9 +116,10 @@ impl Manager {
             rules::full_mode_cron(freshness)?;
         }
         let scheduler = (mode == RefreshMode::Full).then(|| self.scheduler_for(&c.options)).transpose()?;
-        let airflow = match scheduler {
-            Some(SchedulerKind::Airflow) => Some(self.airflow_for(freshness)?),
-            _ => None,
+        let plugin = scheduler.map(|k| self.plugin_for(k, freshness)).transpose()?;
+        let catalog_id = match plugin {
+            Some(_) => self.catalog_id().await?,
+            None => "",
         };
 
         let mut client = self.pool.get().await?;
@@ -162,7 +162,7 @@ impl Manager {
                 logical_mode: mode_name(c.mode),
                 refresh_mode: refresh_mode_name(mode),
                 status: "ACTIVATED",
-                scheduler: scheduler.map(SchedulerKind::name),
+                scheduler: scheduler.map(crate::config::SchedulerKind::name),
                 owner: who.user,
                 time_zone,
                 partitioned_by: &c.partitioned_by,
@@ -184,32 +184,35 @@ impl Manager {
             engine::postgres::run_as(&tx, who.user, &sql).await?;
         }
         catalog::creation_refresh(&tx, id, &name, &new_job_id(), filled.rows as i64).await?;
-        // Last, the external schedule: its failure undoes the whole CREATE (and it is removed
-        // again if the commit fails).
-        let registered = match airflow {
+        // Last, the schedule: its failure undoes the whole CREATE (and it is removed again if the
+        // commit fails).
+        let registered = match &plugin {
             Some(plugin) => {
+                external::lock_schedule(&tx, id).await?;
                 let start = external::now_iso(&tx).await?;
                 let target = Target {
+                    catalog: catalog_id,
                     database: &self.database,
                     table_id: id,
                     schema: &name.schema,
                     table: &name.name,
                     freshness,
                     time_zone,
-                    start_date: &start,
+                    start: &start,
+                    configuration: &external::NO_CONFIGURATION,
                 };
-                let handle = plugin.register(&target).await.map_err(external::plugin_error)?;
-                let json = serde_json::to_string(&handle).unwrap_or_default();
-                if let Err(e) = catalog::set_scheduler(&tx, id, Some("airflow"), Some(&json)).await {
+                let handle = plugin.register(&target, true).await.map_err(external::plugin_error)?;
+                let kind = plugin.kind().name();
+                if let Err(e) = catalog::set_scheduler(&tx, id, Some(kind), external::handle_json(&handle).as_deref()).await {
                     plugin.unregister(&handle).await.ok();
                     return Err(e.into());
                 }
-                Some((plugin, handle))
+                Some(handle)
             }
             None => None,
         };
         if let Err(e) = tx.commit().await {
-            if let Some((plugin, handle)) = registered {
+            if let (Some(plugin), Some(handle)) = (&plugin, registered) {
                 plugin.unregister(&handle).await.ok();
             }
             return Err(e.into());

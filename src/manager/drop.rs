@@ -31,6 +31,11 @@ impl Manager {
         };
         tx.execute("SELECT pg_advisory_xact_lock($1, $2)", &[&TABLE_LOCK_SPACE, &(dt.id as i32)])
             .await?;
+        // Its schedule as of now: a concurrent ALTER may have changed it while we waited.
+        external::lock_schedule(&tx, dt.id).await?;
+        let dt = catalog::load(&tx, &name)
+            .await?
+            .ok_or_else(|| ManagerError::NotFound(name.to_string()))?;
         let readers = catalog::readers(&tx, &name).await?;
         if !readers.is_empty() {
             return Err(ManagerError::ReadBy {
@@ -54,17 +59,16 @@ impl Manager {
             engine::postgres::unbind_query(&tx, view).await?;
         }
         catalog::delete(&tx, dt.id).await?;
+        // The schedule goes after the table (a removal that fails is retried by reconciliation;
+        // until then, the schedule only calls an endpoint that answers 404).
+        let schedule = external::schedule_of(&dt);
+        let queued = match &schedule {
+            Some((kind, handle)) => self.queue_removal(&tx, *kind, handle, &name, "dropped").await?,
+            None => None,
+        };
         tx.commit().await?;
-        // The table is gone; its Airflow DAG goes after it (a failure is logged: the DAG then only
-        // calls an endpoint that answers 404).
-        if let Some(handle) = external::handle(&dt) {
-            let removed = match self.airflow() {
-                Ok(plugin) => plugin.unregister(&handle).await.map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
-            };
-            if let Err(e) = removed {
-                tracing::warn!(table = %name, dag = handle.dag_id, error = %e, "removing the Airflow DAG of a dropped table");
-            }
+        if let Some((kind, handle)) = schedule {
+            self.remove_queued(queued, kind, &handle, &name).await;
         }
         tracing::info!(table = %name, by = who.user, "dynamic table dropped");
         Ok(true)

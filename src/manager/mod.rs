@@ -15,6 +15,7 @@ pub mod create;
 pub mod drop;
 pub mod error;
 pub mod external;
+pub mod reconcile;
 pub mod refresh;
 pub mod rules;
 pub mod scheduler;
@@ -27,7 +28,7 @@ use tokio_postgres::{Client, Transaction};
 
 use crate::backend::ServicePool;
 use crate::config::SchedulerKind;
-use crate::scheduler::airflow;
+use crate::scheduler::Plugin;
 use crate::sql::dynamic::TableName;
 use catalog::DtRow;
 pub use error::ManagerError;
@@ -53,8 +54,11 @@ pub struct Manager {
     threshold: Duration,
     /// Who schedules FULL tables that do not name a scheduler.
     default_scheduler: SchedulerKind,
-    /// The Airflow plug-in, when configured.
-    airflow: Option<Arc<airflow::Plugin>>,
+    /// The scheduler plug-ins this gateway has: the embedded one always, external ones when
+    /// configured.
+    plugins: Vec<Arc<dyn Plugin>>,
+    /// This catalog's identity (`dyngate.identity`), read on first use.
+    catalog_id: tokio::sync::OnceCell<String>,
 }
 
 impl Manager {
@@ -64,22 +68,16 @@ impl Manager {
             database,
             threshold,
             default_scheduler: SchedulerKind::Embedded,
-            airflow: None,
+            plugins: vec![Arc::new(crate::scheduler::embedded::Embedded)],
+            catalog_id: tokio::sync::OnceCell::new(),
         }
     }
 
-    /// Sets the default scheduler of FULL tables and the Airflow plug-in.
-    pub fn with_schedulers(mut self, default: SchedulerKind, airflow: Option<airflow::Plugin>) -> Manager {
+    /// Sets the default scheduler of FULL tables and adds external schedulers' plug-ins.
+    pub fn with_schedulers(mut self, default: SchedulerKind, external: Vec<Arc<dyn Plugin>>) -> Manager {
         self.default_scheduler = default;
-        self.airflow = airflow.map(Arc::new);
+        self.plugins.extend(external);
         self
-    }
-
-    /// The Airflow plug-in, or why there is none.
-    pub(crate) fn airflow(&self) -> Result<&airflow::Plugin, ManagerError> {
-        self.airflow.as_deref().ok_or_else(|| {
-            ManagerError::Unsupported("the Airflow scheduler is not configured (--airflow-url, --airflow-dags-folder)".into())
-        })
     }
 
     fn check_database(&self, who: &Requester<'_>) -> Result<(), ManagerError> {

@@ -4,7 +4,6 @@
 
 use crate::manager::catalog::DtRow;
 use crate::manager::create::TIME_ZONE_OPTION;
-use crate::manager::external;
 use crate::manager::rules::{quote_ident, quote_literal};
 use crate::manager::{Manager, ManagerError, QualifiedName, Requester};
 use crate::sql::dynamic::TableName;
@@ -106,7 +105,7 @@ impl Manager {
             ("status", Some(dt.status.clone())),
             ("engine", Some(dt.engine.clone())),
             ("scheduler", dt.scheduler.clone()),
-            ("scheduler_handle", external::handle(&dt).map(|h| h.summary())),
+            ("scheduler_handle", self.schedule_summary(&dt)),
             ("owner", Some(dt.owner.clone())),
             ("comment", dt.comment.clone()),
             ("options", Some(dt.options.to_string())),

@@ -9,7 +9,9 @@
 
 use serde::Serialize;
 
-use super::client::{Auth, Body};
+use super::client::{Auth, Body, percent};
+use super::{BoxFuture, Handle, Plugin, PluginError, Repair, Target};
+use crate::config::SchedulerKind;
 
 use crate::manager::rules::{self, Freshness, RuleError, Unit};
 
@@ -48,10 +50,10 @@ pub fn cron(f: Freshness) -> Result<String, CronError> {
 
 /// A table's DAG id: `dyngate__<database>__<schema>__<table>__<hash>`, with characters Airflow
 /// does not accept in ids replaced by `_` and the names shortened, and 8 hex digits of a hash of
-/// the exact names and the table's catalog id: names differing only in such characters (or in
-/// case, for a case-insensitive file system), catalogs in other databases sharing one Airflow, and
-/// a table created again under an old name all get DAGs of their own.
-pub fn dag_id(database: &str, schema: &str, table: &str, table_id: i64) -> String {
+/// the catalog's identity, the exact names and the table's id: names differing only in such
+/// characters (or in case, for a case-insensitive file system), other catalogs sharing one Airflow,
+/// and a table created again under an old name all get DAGs of their own.
+pub fn dag_id(catalog: &str, database: &str, schema: &str, table: &str, table_id: i64) -> String {
     fn clean(s: &str, max: usize) -> String {
         s.chars()
             .map(|c| {
@@ -64,7 +66,7 @@ pub fn dag_id(database: &str, schema: &str, table: &str, table_id: i64) -> Strin
             .take(max)
             .collect()
     }
-    let hash = fnv1a(format!("{database}\u{0}{schema}\u{0}{table}\u{0}{table_id}").as_bytes());
+    let hash = fnv1a(format!("{catalog}\u{0}{database}\u{0}{schema}\u{0}{table}\u{0}{table_id}").as_bytes());
     format!(
         "dyngate__{}__{}__{}__{:08x}",
         clean(database, 40),
@@ -140,11 +142,18 @@ mod tests {
 
     #[test]
     fn dag_ids() {
-        let id = dag_id("postgres", "public", "daily_revenue", 7);
+        let c = "0b5e8f0e-3c1a-4d6e-9a43-6f1f2e9b7c10";
+        let id = dag_id(c, "postgres", "public", "daily_revenue", 7);
         assert!(id.starts_with("dyngate__postgres__public__daily_revenue__"), "{id}");
-        assert_eq!(id, dag_id("postgres", "public", "daily_revenue", 7), "stable");
-        assert_ne!(id, dag_id("postgres", "public", "daily_revenue", 8), "a table created again");
-        assert_ne!(id, dag_id("other", "public", "daily_revenue", 7), "another catalog");
+        assert_eq!(id, dag_id(c, "postgres", "public", "daily_revenue", 7), "stable");
+        assert_eq!(id, "dyngate__postgres__public__daily_revenue__f1490219", "the same in every build");
+        assert_ne!(id, dag_id(c, "postgres", "public", "daily_revenue", 8), "a table created again");
+        assert_ne!(id, dag_id(c, "other", "public", "daily_revenue", 7), "another database");
+        assert_ne!(
+            id,
+            dag_id("another catalog", "postgres", "public", "daily_revenue", 7),
+            "another catalog"
+        );
         let odd = [
             ("public", "Daily Revenue"),
             ("public", "daily revenue"),
@@ -154,20 +163,20 @@ mod tests {
         ];
         let mut seen = std::collections::HashSet::new();
         for (s, t) in odd {
-            let id = dag_id("db", s, t, 1);
+            let id = dag_id(c, "db", s, t, 1);
             assert!(
                 id.len() <= 250 && id.chars().all(|c| c.is_ascii_alphanumeric() || "_-".contains(c)),
                 "{id}"
             );
             assert!(seen.insert(id.to_ascii_lowercase()), "{id} collides");
         }
-        assert!(dag_id(&"d".repeat(63), &"s".repeat(63), &"t".repeat(63), i64::MAX).len() <= 250);
+        assert!(dag_id(c, &"d".repeat(63), &"s".repeat(63), &"t".repeat(63), i64::MAX).len() <= 250);
     }
 
     #[test]
     fn dag_files() {
         let spec = DagSpec {
-            dag_id: dag_id("db", "s", "t", 1),
+            dag_id: dag_id("c", "db", "s", "t", 1),
             table: r#"s."we'ird \ """ ✓""#.to_string(),
             cron: "*/5 * * * *".into(),
             timezone: "Europe/Berlin".into(),
@@ -219,10 +228,37 @@ pub fn write_dag_file(folder: &std::path::Path, spec: &DagSpec) -> std::io::Resu
     Ok(path)
 }
 
-/// Airflow 3's REST API (`/api/v2`), as the plug-in uses it: a JWT from `/auth/token`, fetched
-/// on first use and again when Airflow refuses it (401 without one, 403 for an expired or bad one).
+/// Which REST API Airflow serves: Airflow 3's `/api/v2` (a JWT from `/auth/token`) or Airflow 2's
+/// `/api/v1` (HTTP basic authentication, with the `basic_auth` auth backend enabled).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApiVersion {
+    V1,
+    V2,
+}
+
+impl ApiVersion {
+    pub fn parse(s: &str) -> Option<ApiVersion> {
+        match s {
+            "v1" | "1" | "2" | "2.x" => Some(ApiVersion::V1),
+            "v2" | "3" | "3.x" => Some(ApiVersion::V2),
+            _ => None,
+        }
+    }
+
+    fn prefix(self) -> &'static str {
+        match self {
+            ApiVersion::V1 => "/api/v1",
+            ApiVersion::V2 => "/api/v2",
+        }
+    }
+}
+
+/// Airflow's REST API, as the plug-in uses it. On `/api/v2` a JWT from `/auth/token` is fetched
+/// on first use and again when Airflow refuses it (401 without one, 403 for an expired or bad
+/// one); on `/api/v1` every request carries the user and password.
 pub struct Api {
     endpoint: super::client::Endpoint,
+    version: ApiVersion,
     user: String,
     password: String,
     token: tokio::sync::Mutex<Option<String>>,
@@ -245,9 +281,10 @@ pub enum ApiError {
 }
 
 impl Api {
-    pub fn new(endpoint: super::client::Endpoint, user: &str, password: &str) -> Api {
+    pub fn new(endpoint: super::client::Endpoint, version: ApiVersion, user: &str, password: &str) -> Api {
         Api {
             endpoint,
+            version,
             user: user.to_string(),
             password: password.to_string(),
             token: tokio::sync::Mutex::new(None),
@@ -267,19 +304,35 @@ impl Api {
         }
     }
 
-    /// One call with the current token, logging in (again) when needed; any status is returned.
+    /// One call under the version's prefix (`path` starts after it, e.g. `/dags/x`), logging in
+    /// (again) when needed; any status is returned.
     pub async fn call(&self, method: &str, path: &str, body: Option<&serde_json::Value>) -> Result<super::client::Response, ApiError> {
+        let path = format!("{}{path}", self.version.prefix());
+        let body = body.map_or(Body::None, Body::Json);
+        if self.version == ApiVersion::V1 {
+            let auth = Auth::Basic {
+                user: self.user.clone(),
+                password: self.password.clone(),
+            };
+            let r = self.endpoint.send(method, &path, &auth, body).await?;
+            if r.status == 401 {
+                return Err(ApiError::Login {
+                    user: self.user.clone(),
+                    status: r.status,
+                });
+            }
+            return Ok(r);
+        }
         let mut token = self.token.lock().await;
         if token.is_none() {
             *token = Some(self.login().await?);
         }
-        let body = body.map_or(Body::None, Body::Json);
-        let r = self.endpoint.send(method, path, &bearer(&token), body).await?;
+        let r = self.endpoint.send(method, &path, &bearer(&token), body).await?;
         if r.status != 401 && r.status != 403 {
             return Ok(r);
         }
         *token = Some(self.login().await?);
-        Ok(self.endpoint.send(method, path, &bearer(&token), body).await?)
+        Ok(self.endpoint.send(method, &path, &bearer(&token), body).await?)
     }
 
     /// A call that must answer one of `ok`.
@@ -296,7 +349,7 @@ impl Api {
         } else {
             Err(ApiError::Status {
                 method: method.to_string(),
-                path: path.to_string(),
+                path: format!("{}{path}", self.version.prefix()),
                 status: r.status,
                 body: r.snippet(),
             })
@@ -307,14 +360,35 @@ impl Api {
     /// ...), or None when Airflow does not know it (yet: a new file shows up once the DAG
     /// processor lists the folder again).
     pub async fn dag(&self, dag_id: &str) -> Result<Option<serde_json::Value>, ApiError> {
-        let r = self.expect("GET", &format!("/api/v2/dags/{dag_id}"), None, &[200, 404]).await?;
+        let r = self.expect("GET", &format!("/dags/{}", percent(dag_id)), None, &[200, 404]).await?;
         Ok(if r.status == 404 { None } else { r.json().ok() })
+    }
+
+    /// The ids of the DAGs carrying `tag`, stale ones (file gone) included.
+    pub async fn dags_tagged(&self, tag: &str) -> Result<Vec<String>, ApiError> {
+        let mut ids = Vec::new();
+        loop {
+            let path = format!(
+                "/dags?tags={}&limit=100&offset={}&only_active=false&exclude_stale=false",
+                percent(tag),
+                ids.len()
+            );
+            let page = self.expect("GET", &path, None, &[200]).await?.json().unwrap_or_default();
+            let dags = page["dags"].as_array().cloned().unwrap_or_default();
+            let before = ids.len();
+            ids.extend(dags.iter().filter_map(|d| d["dag_id"].as_str().map(str::to_string)));
+            let total = page["total_entries"].as_u64().unwrap_or(0) as usize;
+            if ids.len() >= total || ids.len() == before {
+                return Ok(ids);
+            }
+        }
     }
 
     /// Pauses (suspend) or unpauses (resume) a DAG.
     pub async fn set_paused(&self, dag_id: &str, paused: bool) -> Result<(), ApiError> {
         let body = serde_json::json!({"is_paused": paused});
-        self.expect("PATCH", &format!("/api/v2/dags/{dag_id}"), Some(&body), &[200]).await?;
+        self.expect("PATCH", &format!("/dags/{}", percent(dag_id)), Some(&body), &[200])
+            .await?;
         Ok(())
     }
 
@@ -322,14 +396,14 @@ impl Api {
     /// bearer token: the token is never written into a DAG file.
     pub async fn put_token_connection(&self, id: &str, token: &str) -> Result<(), ApiError> {
         let body = serde_json::json!({"connection_id": id, "conn_type": "generic", "password": token});
-        let r = self.call("POST", "/api/v2/connections", Some(&body)).await?;
+        let r = self.call("POST", "/connections", Some(&body)).await?;
         if r.status == 409 {
-            self.expect("PATCH", &format!("/api/v2/connections/{id}"), Some(&body), &[200])
+            self.expect("PATCH", &format!("/connections/{}", percent(id)), Some(&body), &[200])
                 .await?;
         } else if !(200..300).contains(&r.status) {
             return Err(ApiError::Status {
                 method: "POST".into(),
-                path: "/api/v2/connections".into(),
+                path: format!("{}/connections", self.version.prefix()),
                 status: r.status,
                 body: r.snippet(),
             });
@@ -340,7 +414,9 @@ impl Api {
     /// Deletes a DAG and its runs (after its file is gone, or it comes back); false when Airflow
     /// did not know it.
     pub async fn delete_dag(&self, dag_id: &str) -> Result<bool, ApiError> {
-        let r = self.expect("DELETE", &format!("/api/v2/dags/{dag_id}"), None, &[204, 404]).await?;
+        let r = self
+            .expect("DELETE", &format!("/dags/{}", percent(dag_id)), None, &[204, 404])
+            .await?;
         Ok(r.status == 204)
     }
 }
@@ -352,23 +428,25 @@ fn bearer(token: &Option<String>) -> Auth {
 /// The Airflow Connection whose password is the refresh endpoint's bearer token.
 pub const TOKEN_CONNECTION: &str = "dyngate_refresh_token";
 
-/// What the catalog keeps of a table's DAG (`dynamic_table.scheduler_handle`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
-pub struct Handle {
-    pub dag_id: String,
-    pub file: std::path::PathBuf,
+/// The tag marking the DAGs of one catalog (see [`super::Target::catalog`]).
+pub fn catalog_tag(catalog: &str) -> String {
+    format!("dyngate-catalog:{catalog}")
 }
 
-impl Handle {
-    /// The human summary DESCRIBE shows.
-    pub fn summary(&self) -> String {
-        format!("Airflow DAG {} ({})", self.dag_id, self.file.display())
-    }
+/// What the catalog keeps of a table's DAG (`dynamic_table.scheduler_handle`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct DagHandle {
+    pub dag_id: String,
+    pub file: std::path::PathBuf,
+    /// The DAG's start date as written (absent in handles from before reconciliation): a file
+    /// rewritten by reconciliation keeps it, so it renders the same.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_date: Option<String>,
 }
 
 /// The Airflow plug-in: a table's schedule is a DAG file in Airflow's DAGs folder whose task
 /// calls the refresh endpoint; pausing the DAG suspends it.
-pub struct Plugin {
+pub struct Airflow {
     pub api: Api,
     pub dags: std::path::PathBuf,
     /// The refresh endpoint, as Airflow's workers reach it.
@@ -380,103 +458,220 @@ pub struct Plugin {
     pub register_timeout: std::time::Duration,
 }
 
-/// The table a DAG is for.
-pub struct Target<'a> {
-    /// The catalog's database and the table's id in it (for the DAG id).
-    pub database: &'a str,
-    pub table_id: i64,
-    pub schema: &'a str,
-    pub table: &'a str,
-    pub freshness: Freshness,
-    pub time_zone: &'a str,
-    /// ISO 8601 with offset: now (an earlier tick would fire at once).
-    pub start_date: &'a str,
+fn failed(e: impl std::fmt::Display) -> PluginError {
+    PluginError::Failed(format!("Airflow: {e}"))
 }
 
-impl Plugin {
-    fn spec(&self, t: &Target<'_>) -> Result<DagSpec, CronError> {
+impl Airflow {
+    fn spec(&self, dag_id: &str, start_date: &str, t: &Target<'_>, active: bool) -> Result<DagSpec, PluginError> {
         Ok(DagSpec {
-            dag_id: dag_id(t.database, t.schema, t.table, t.table_id),
-            table: format!("{}.{}", rules::quote_ident(t.schema), rules::quote_ident(t.table)),
-            cron: cron(t.freshness)?,
+            dag_id: dag_id.to_string(),
+            table: t.endpoint_name(),
+            cron: cron(t.freshness).map_err(|e| PluginError::Unschedulable(e.to_string()))?,
             timezone: t.time_zone.to_string(),
-            start_date: t.start_date.to_string(),
+            start_date: start_date.to_string(),
             url: self.refresh_url.clone(),
             token_conn_id: self.token.as_ref().map(|_| TOKEN_CONNECTION.to_string()),
-            configuration: Default::default(),
-            paused_on_create: false,
+            configuration: t.configuration.clone(),
+            paused_on_create: !active,
             retries: 3,
             retry_delay_s: 30,
             timeout_s: 600,
-            tags: vec!["dyngate".into()],
+            tags: vec!["dyngate".into(), catalog_tag(t.catalog)],
         })
     }
 
-    /// Checks that Airflow can schedule `f` (no seconds) before anything is changed.
-    pub fn check(&self, f: Freshness) -> Result<(), CronError> {
-        cron(f).map(|_| ())
+    fn write(&self, spec: &DagSpec) -> Result<std::path::PathBuf, PluginError> {
+        write_dag_file(&self.dags, spec).map_err(|e| failed(format_args!("DAGs folder {}: {e}", self.dags.display())))
     }
 
-    /// Writes the table's DAG and waits until Airflow shows it; undone on failure.
-    pub async fn register(&self, t: &Target<'_>) -> Result<Handle, PluginError> {
-        let spec = self.spec(t)?;
-        if let Some(token) = &self.token {
-            self.api.put_token_connection(TOKEN_CONNECTION, token).await?;
-        }
-        let file = write_dag_file(&self.dags, &spec).map_err(|e| PluginError::Folder(self.dags.display().to_string(), e))?;
-        let handle = Handle {
-            dag_id: spec.dag_id.clone(),
-            file,
+    /// The DAG files in the folder that carry `catalog`'s tag (Airflow may not have parsed them).
+    fn files_of(&self, catalog: &str) -> Vec<DagHandle> {
+        let tag = serde_json::to_string(&catalog_tag(catalog)).unwrap_or_default();
+        // The spec is JSON inside a JSON string in the file: the tag appears with escaped quotes.
+        let needle = serde_json::to_string(&tag).unwrap_or_default();
+        let needle = needle.trim_matches('"');
+        let Ok(entries) = std::fs::read_dir(&self.dags) else {
+            return vec![];
         };
+        entries
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().to_string();
+                let dag_id = name
+                    .strip_prefix("dyngate__")?
+                    .strip_suffix(".py")
+                    .map(|_| name.trim_end_matches(".py").to_string())?;
+                let text = std::fs::read_to_string(e.path()).ok()?;
+                text.contains(needle).then(|| DagHandle {
+                    dag_id,
+                    file: e.path(),
+                    start_date: None,
+                })
+            })
+            .collect()
+    }
+
+    async fn register_dag(&self, t: &Target<'_>, active: bool) -> Result<Handle, PluginError> {
+        let dag_id = dag_id(t.catalog, t.database, t.schema, t.table, t.table_id);
+        let spec = self.spec(&dag_id, t.start, t, active)?;
+        if let Some(token) = &self.token {
+            self.api.put_token_connection(TOKEN_CONNECTION, token).await.map_err(failed)?;
+        }
+        let handle = DagHandle {
+            dag_id,
+            file: self.write(&spec)?,
+            start_date: Some(t.start.to_string()),
+        };
+        let shown = self.wait_for(&handle).await;
+        // A DAG id is new for each table, so is_paused_upon_creation decides; checked anyway.
+        let paused = match shown {
+            Ok(dag) => match dag["is_paused"].as_bool() {
+                Some(p) if p == active => self.api.set_paused(&handle.dag_id, !active).await.map_err(failed),
+                _ => Ok(()),
+            },
+            Err(e) => Err(e),
+        };
+        if let Err(e) = paused {
+            self.remove(&handle).await.ok();
+            return Err(e);
+        }
+        Ok(Handle::of(&handle))
+    }
+
+    /// Waits until Airflow shows the DAG of a new file.
+    async fn wait_for(&self, handle: &DagHandle) -> Result<serde_json::Value, PluginError> {
         let deadline = std::time::Instant::now() + self.register_timeout;
         loop {
-            match self.api.dag(&handle.dag_id).await {
-                Ok(Some(_)) => return Ok(handle),
-                Ok(None) if std::time::Instant::now() < deadline => tokio::time::sleep(std::time::Duration::from_millis(250)).await,
-                Ok(None) => {
-                    self.unregister(&handle).await.ok();
-                    return Err(PluginError::NotPickedUp(handle.dag_id, self.register_timeout.as_secs()));
-                }
-                Err(e) => {
-                    self.unregister(&handle).await.ok();
-                    return Err(e.into());
+            match self.api.dag(&handle.dag_id).await.map_err(failed)? {
+                Some(dag) => return Ok(dag),
+                None if std::time::Instant::now() < deadline => tokio::time::sleep(std::time::Duration::from_millis(250)).await,
+                None => {
+                    return Err(failed(format_args!(
+                        "DAG {} did not show up within {} s (is the DAG processor running and reading the DAGs folder dyngate writes to?)",
+                        handle.dag_id,
+                        self.register_timeout.as_secs()
+                    )));
                 }
             }
         }
     }
 
-    /// Rewrites the table's DAG (a new schedule); Airflow re-reads a changed file at once.
-    pub async fn reschedule(&self, handle: &Handle, t: &Target<'_>) -> Result<(), PluginError> {
-        let spec = self.spec(t)?;
-        write_dag_file(&self.dags, &spec).map_err(|e| PluginError::Folder(self.dags.display().to_string(), e))?;
-        debug_assert_eq!(spec.dag_id, handle.dag_id);
-        Ok(())
-    }
-
-    pub async fn pause(&self, handle: &Handle, paused: bool) -> Result<(), PluginError> {
-        Ok(self.api.set_paused(&handle.dag_id, paused).await?)
-    }
-
     /// Removes the DAG file, then the DAG (in that order, or Airflow parses it back).
-    pub async fn unregister(&self, handle: &Handle) -> Result<(), PluginError> {
+    async fn remove(&self, handle: &DagHandle) -> Result<(), PluginError> {
         match std::fs::remove_file(&handle.file) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(PluginError::Folder(handle.file.display().to_string(), e)),
+            Err(e) => return Err(failed(format_args!("removing {}: {e}", handle.file.display()))),
         }
-        self.api.delete_dag(&handle.dag_id).await?;
+        self.api.delete_dag(&handle.dag_id).await.map_err(failed)?;
         Ok(())
+    }
+
+    async fn reconcile_dag(&self, h: &Handle, t: &Target<'_>, active: bool) -> Result<Repair, PluginError> {
+        let handle: DagHandle = h.parse("Airflow")?;
+        let start = handle.start_date.clone().unwrap_or_else(|| t.start.to_string());
+        let spec = self.spec(&handle.dag_id, &start, t, active)?;
+        let mut fixed = Vec::new();
+        let on_disk = std::fs::read_to_string(&handle.file).ok();
+        if on_disk.as_deref() != Some(render(&spec).as_str()) {
+            self.write(&spec)?;
+            fixed.push(if on_disk.is_none() {
+                format!("DAG file {} written again", handle.file.display())
+            } else {
+                format!("DAG file {} rewritten", handle.file.display())
+            });
+        }
+        match self.api.dag(&handle.dag_id).await.map_err(failed)? {
+            // Gone from Airflow (deleted through its UI or API) with its file in place: the file
+            // was rewritten above or is now; a fresh mtime makes the DAG processor read it again.
+            None => {
+                if fixed.is_empty() {
+                    self.write(&spec)?;
+                }
+                fixed.push(format!(
+                    "DAG {} was unknown to Airflow: file touched for the DAG processor",
+                    handle.dag_id
+                ));
+            }
+            Some(dag) => {
+                if dag["is_paused"].as_bool() == Some(active) {
+                    self.api.set_paused(&handle.dag_id, !active).await.map_err(failed)?;
+                    fixed.push(format!("DAG {} {}", handle.dag_id, if active { "unpaused" } else { "paused" }));
+                }
+            }
+        }
+        Ok(Repair::InPlace(fixed))
+    }
+
+    async fn list_dags(&self, catalog: &str) -> Result<Vec<Handle>, PluginError> {
+        let mut found = self.files_of(catalog);
+        for dag_id in self.api.dags_tagged(&catalog_tag(catalog)).await.map_err(failed)? {
+            if !found.iter().any(|h| h.dag_id == dag_id) {
+                found.push(DagHandle {
+                    file: self.dags.join(format!("{dag_id}.py")),
+                    dag_id,
+                    start_date: None,
+                });
+            }
+        }
+        Ok(found.iter().map(Handle::of).collect())
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum PluginError {
-    #[error(transparent)]
-    Cron(#[from] CronError),
-    #[error(transparent)]
-    Api(#[from] ApiError),
-    #[error("Airflow's DAGs folder {0}: {1}")]
-    Folder(String, std::io::Error),
-    #[error("Airflow did not pick up DAG {0} within {1} s (is the DAG processor running and reading the DAGs folder dyngate writes to?)")]
-    NotPickedUp(String, u64),
+impl Plugin for Airflow {
+    fn kind(&self) -> SchedulerKind {
+        SchedulerKind::Airflow
+    }
+
+    fn check(&self, f: Freshness) -> Result<(), PluginError> {
+        cron(f).map(|_| ()).map_err(|e| PluginError::Unschedulable(e.to_string()))
+    }
+
+    /// Writes the table's DAG and waits until Airflow shows it; undone on failure.
+    fn register<'a>(&'a self, t: &'a Target<'a>, active: bool) -> BoxFuture<'a, Result<Handle, PluginError>> {
+        Box::pin(self.register_dag(t, active))
+    }
+
+    /// Rewrites the table's DAG (a new schedule, from now); Airflow re-reads a changed file.
+    fn reschedule<'a>(&'a self, h: &'a Handle, t: &'a Target<'a>) -> BoxFuture<'a, Result<Handle, PluginError>> {
+        Box::pin(async move {
+            let mut handle: DagHandle = h.parse("Airflow")?;
+            // paused_on_create only counts when Airflow first sees a DAG: the pause state stays.
+            let spec = self.spec(&handle.dag_id, t.start, t, true)?;
+            self.write(&spec)?;
+            handle.start_date = Some(t.start.to_string());
+            Ok(Handle::of(&handle))
+        })
+    }
+
+    fn set_active<'a>(&'a self, h: &'a Handle, active: bool) -> BoxFuture<'a, Result<(), PluginError>> {
+        Box::pin(async move {
+            let handle: DagHandle = h.parse("Airflow")?;
+            self.api.set_paused(&handle.dag_id, !active).await.map_err(failed)
+        })
+    }
+
+    fn unregister<'a>(&'a self, h: &'a Handle) -> BoxFuture<'a, Result<(), PluginError>> {
+        Box::pin(async move { self.remove(&h.parse("Airflow")?).await })
+    }
+
+    fn reconcile<'a>(&'a self, h: &'a Handle, t: &'a Target<'a>, active: bool) -> BoxFuture<'a, Result<Repair, PluginError>> {
+        Box::pin(self.reconcile_dag(h, t, active))
+    }
+
+    fn list<'a>(&'a self, catalog: &'a str) -> BoxFuture<'a, Result<Vec<Handle>, PluginError>> {
+        Box::pin(self.list_dags(catalog))
+    }
+
+    fn key(&self, h: &Handle) -> String {
+        h.0["dag_id"].as_str().unwrap_or_default().to_string()
+    }
+
+    fn summary(&self, h: &Handle) -> String {
+        match h.parse::<DagHandle>("Airflow") {
+            Ok(d) => format!("Airflow DAG {} ({})", d.dag_id, d.file.display()),
+            Err(e) => e.to_string(),
+        }
+    }
 }
