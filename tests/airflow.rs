@@ -165,30 +165,48 @@ async fn a_wrong_password_is_a_login_error_without_the_password() {
 async fn airflow_gateway(airflow_url: &str, dags: &str) -> (common::Pg, String, common::Dyngate, tokio_postgres::Client) {
     let pg = common::pg();
     let db = pg.fresh_db().await;
-    let password = env("DYNGATE_TEST_AIRFLOW_PASSWORD");
-    let gw = common::Dyngate::for_db(
-        &pg,
-        &db,
-        &[
-            "--scheduler",
-            "airflow",
-            "--airflow-url",
-            airflow_url,
-            "--airflow-user",
-            &env("DYNGATE_TEST_AIRFLOW_USER"),
-            "--airflow-password",
-            &password,
-            "--airflow-dags-folder",
-            dags,
-            "--http-token",
-            "s3cret-token",
-        ],
-    );
+    let gw = gateway_on(&pg, &db, airflow_url, dags, &["--scheduler", "airflow"]);
     let c = common::connect(&gw.url("postgres", &pg.password, &db)).await;
     c.batch_execute("CREATE TABLE src (v int NOT NULL); INSERT INTO src VALUES (1)")
         .await
         .unwrap();
     (pg, db, gw, c)
+}
+
+/// A gateway on catalog `db` that knows the Airflow at `airflow_url`.
+fn gateway_on(pg: &common::Pg, db: &str, airflow_url: &str, dags: &str, extra: &[&str]) -> common::Dyngate {
+    let password = env("DYNGATE_TEST_AIRFLOW_PASSWORD");
+    let user = env("DYNGATE_TEST_AIRFLOW_USER");
+    let api = std::env::var("DYNGATE_TEST_AIRFLOW_API").unwrap_or_else(|_| "v2".into());
+    let mut args = vec![
+        "--airflow-url",
+        airflow_url,
+        "--airflow-api",
+        &api,
+        "--airflow-user",
+        &user,
+        "--airflow-password",
+        &password,
+        "--airflow-dags-folder",
+        dags,
+        "--http-token",
+        "s3cret-token",
+    ];
+    args.extend_from_slice(extra);
+    common::Dyngate::for_db(pg, db, &args)
+}
+
+/// A port nothing listens on: an Airflow that is down.
+fn dead_url() -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    format!("http://127.0.0.1:{port}")
+}
+
+/// Runs each statement as a query of its own.
+async fn exec(c: &tokio_postgres::Client, statements: &[&str]) {
+    for s in statements {
+        c.batch_execute(s).await.unwrap_or_else(|e| panic!("{s}: {e:?}"));
+    }
 }
 
 async fn one<T: for<'a> tokio_postgres::types::FromSql<'a>>(c: &tokio_postgres::Client, sql: &str) -> T {
@@ -303,8 +321,7 @@ async fn full_tables_scheduled_by_airflow() {
 async fn airflow_unreachable_during_create_leaves_nothing() {
     let dags = common::tmp_dir().join(common::unique("dags"));
     std::fs::create_dir_all(&dags).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let (_pg, _db, _gw, c) = airflow_gateway(&format!("http://127.0.0.1:{port}"), dags.to_str().unwrap()).await;
+    let (_pg, _db, _gw, c) = airflow_gateway(&dead_url(), dags.to_str().unwrap()).await;
     let e = c
         .batch_execute("CREATE DYNAMIC TABLE t FRESHNESS = INTERVAL '1' HOUR AS SELECT v FROM src")
         .await
@@ -326,4 +343,209 @@ async fn airflow_unreachable_during_create_leaves_nothing() {
     c.batch_execute("CREATE DYNAMIC TABLE live FRESHNESS = INTERVAL '30' SECOND AS SELECT v FROM src")
         .await
         .unwrap();
+
+    // Moving a table to the unreachable Airflow fails and changes nothing.
+    c.batch_execute("CREATE DYNAMIC TABLE here FRESHNESS = INTERVAL '1' HOUR WITH ('scheduler' = 'embedded') AS SELECT v FROM src")
+        .await
+        .unwrap();
+    let e = c
+        .batch_execute("ALTER DYNAMIC TABLE here SET ('scheduler' = 'airflow')")
+        .await
+        .unwrap_err();
+    assert_eq!(common::code(&e), Some("58000"), "{e:?}");
+    let row = c
+        .query_one(
+            "SELECT scheduler, scheduler_handle IS NULL, options ->> 'scheduler' FROM dyngate.dynamic_table WHERE table_name = 'here'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (row.get::<_, String>(0), row.get::<_, bool>(1), row.get::<_, String>(2)),
+        ("embedded".to_string(), true, "embedded".to_string())
+    );
+    assert_eq!(std::fs::read_dir(&dags).unwrap().count(), 0, "no DAG file left");
+}
+
+/// `SET ('scheduler' = ...)` moves a FULL table between the embedded scheduler and Airflow
+/// without recreating it; RESET goes back to the server's default; a suspended table arrives
+/// paused.
+#[tokio::test]
+async fn tables_move_between_schedulers() {
+    let api = api(&env("DYNGATE_TEST_AIRFLOW_PASSWORD"));
+    let pg = common::pg();
+    let db = pg.fresh_db().await;
+    let _gw = gateway_on(&pg, &db, &env("DYNGATE_TEST_AIRFLOW_URL"), &env("DYNGATE_TEST_AIRFLOW_DAGS"), &[]);
+    let c = common::connect(&_gw.url("postgres", &pg.password, &db)).await;
+    exec(
+        &c,
+        &[
+            "CREATE TABLE src (v int NOT NULL); INSERT INTO src VALUES (1)",
+            "CREATE DYNAMIC TABLE t FRESHNESS = INTERVAL '1' HOUR AS SELECT sum(v)::int AS s FROM src",
+        ],
+    )
+    .await;
+    let schedule = async || {
+        let r = c
+            .query_one(
+                "SELECT scheduler, scheduler_handle ->> 'dag_id', status FROM dyngate.dynamic_table",
+                &[],
+            )
+            .await
+            .unwrap();
+        (r.get::<_, String>(0), r.get::<_, Option<String>>(1), r.get::<_, String>(2))
+    };
+    assert_eq!(schedule().await.0, "embedded", "the server's default");
+
+    c.batch_execute("ALTER DYNAMIC TABLE t SET ('scheduler' = 'airflow')")
+        .await
+        .unwrap();
+    let (kind, dag, _) = schedule().await;
+    let dag = dag.expect("a DAG");
+    assert_eq!(kind, "airflow");
+    assert_eq!(api.dag(&dag).await.unwrap().expect("in Airflow")["is_paused"], false);
+    // The table's content and history stay: it was not recreated.
+    exec(&c, &["INSERT INTO src VALUES (2)", "REFRESH DYNAMIC TABLE t"]).await;
+    assert_eq!(one::<i32>(&c, "SELECT s FROM t").await, 3);
+    assert_eq!(one::<i64>(&c, "SELECT count(*) FROM dyngate.refresh_history").await, 2);
+
+    c.batch_execute("ALTER DYNAMIC TABLE t SET ('scheduler' = 'embedded')")
+        .await
+        .unwrap();
+    assert_eq!(schedule().await, ("embedded".to_string(), None, "ACTIVATED".to_string()));
+    assert!(api.dag(&dag).await.unwrap().is_none(), "the DAG is gone");
+    assert_eq!(one::<i64>(&c, "SELECT count(*) FROM dyngate.scheduler_cleanup").await, 0);
+
+    // Suspended on the embedded scheduler: paused on Airflow.
+    exec(
+        &c,
+        &[
+            "ALTER DYNAMIC TABLE t SUSPEND",
+            "ALTER DYNAMIC TABLE t SET ('scheduler' = 'airflow')",
+        ],
+    )
+    .await;
+    let (_, dag, status) = schedule().await;
+    assert_eq!(status, "SUSPENDED");
+    let dag = dag.expect("a DAG");
+    assert_eq!(api.dag(&dag).await.unwrap().unwrap()["is_paused"], true);
+    c.batch_execute("ALTER DYNAMIC TABLE t RESUME").await.unwrap();
+    assert_eq!(api.dag(&dag).await.unwrap().unwrap()["is_paused"], false);
+
+    // RESET: back to the default (embedded here).
+    c.batch_execute("ALTER DYNAMIC TABLE t RESET ('scheduler')").await.unwrap();
+    assert_eq!(schedule().await.0, "embedded");
+    assert!(api.dag(&dag).await.unwrap().is_none());
+
+    // Unknown schedulers are refused.
+    let e = c
+        .batch_execute("ALTER DYNAMIC TABLE t SET ('scheduler' = 'cron')")
+        .await
+        .unwrap_err();
+    assert_eq!(common::code(&e), Some("22023"), "{e:?}");
+    assert!(common::message(&e).contains("dolphinscheduler"), "{e:?}");
+}
+
+/// The reconciliation loop puts drift right: a DAG paused or deleted behind dyngate's back comes
+/// back as the catalog says, a stray DAG of this catalog is removed (another catalog's is not),
+/// and a DAG whose removal failed at DROP (Airflow down) is removed once Airflow answers again.
+#[tokio::test]
+async fn reconciliation_repairs_drift_and_removes_strays() {
+    let api = api(&env("DYNGATE_TEST_AIRFLOW_PASSWORD"));
+    let dags = env("DYNGATE_TEST_AIRFLOW_DAGS");
+    let url = env("DYNGATE_TEST_AIRFLOW_URL");
+    let pg = common::pg();
+    let db = pg.fresh_db().await;
+    let fast = ["--scheduler", "airflow", "--scheduler-reconcile-interval", "1s"];
+    let mut gw = gateway_on(&pg, &db, &url, &dags, &fast);
+    let c = common::connect(&gw.url("postgres", &pg.password, &db)).await;
+    exec(
+        &c,
+        &[
+            "CREATE TABLE src (v int NOT NULL)",
+            "CREATE DYNAMIC TABLE kept FRESHNESS = INTERVAL '1' HOUR AS SELECT v FROM src",
+            "CREATE DYNAMIC TABLE dropped FRESHNESS = INTERVAL '1' HOUR AS SELECT v FROM src",
+        ],
+    )
+    .await;
+    let dag_of = async |t: &str| {
+        c.query_one(
+            "SELECT scheduler_handle ->> 'dag_id', scheduler_handle ->> 'file' FROM dyngate.dynamic_table WHERE table_name = $1",
+            &[&t],
+        )
+        .await
+        .map(|r| (r.get::<_, String>(0), r.get::<_, String>(1)))
+        .unwrap()
+    };
+    let (kept, kept_file) = dag_of("kept").await;
+    let (dropped, dropped_file) = dag_of("dropped").await;
+
+    // Paused behind dyngate's back: unpaused again.
+    api.set_paused(&kept, true).await.unwrap();
+    until("the DAG unpaused", 30, async || {
+        (api.dag(&kept).await.unwrap()?["is_paused"] == false).then_some(())
+    })
+    .await;
+    // File and DAG deleted behind dyngate's back: both back.
+    std::fs::remove_file(&kept_file).unwrap();
+    api.delete_dag(&kept).await.unwrap();
+    until("the DAG back in Airflow", 90, async || api.dag(&kept).await.unwrap()).await;
+    assert!(std::path::Path::new(&kept_file).exists());
+
+    // Strays: a DAG file of this catalog no table owns goes; another catalog's stays.
+    let catalog: String = one(&c, "SELECT catalog_id::text FROM dyngate.identity").await;
+    let stray_spec = |catalog: &str, table: &str| DagSpec {
+        dag_id: airflow::dag_id(catalog, &db, "public", table, 9999),
+        table: format!("public.{table}"),
+        cron: "0 0 * * *".into(),
+        timezone: "UTC".into(),
+        start_date: "2026-01-01T00:00:00+00:00".into(),
+        url: "http://127.0.0.1:9/v3/dynamic-tables/refresh".into(),
+        token_conn_id: None,
+        configuration: Default::default(),
+        paused_on_create: true,
+        retries: 0,
+        retry_delay_s: 1,
+        timeout_s: 1,
+        tags: vec!["dyngate".into(), airflow::catalog_tag(catalog)],
+    };
+    let ours = stray_spec(&catalog, "stray");
+    let theirs = stray_spec("another-catalog", "theirs");
+    let ours_file = airflow::write_dag_file(std::path::Path::new(&dags), &ours).unwrap();
+    let theirs_file = airflow::write_dag_file(std::path::Path::new(&dags), &theirs).unwrap();
+    until("the stray DAG file removed", 60, async || (!ours_file.exists()).then_some(())).await;
+    assert!(theirs_file.exists(), "another catalog's DAG is left alone");
+    assert!(api.dag(&kept).await.unwrap().is_some(), "a DAG of a table is no stray");
+
+    // DROP while Airflow is down: the table goes, the removal waits in the queue ...
+    gw.stop();
+    let mut down = gateway_on(&pg, &db, &dead_url(), &dags, &["--scheduler", "airflow"]);
+    let c = common::connect(&down.url("postgres", &pg.password, &db)).await;
+    c.batch_execute("DROP DYNAMIC TABLE dropped").await.unwrap();
+    assert_eq!(
+        one::<i64>(&c, "SELECT count(*) FROM dyngate.dynamic_tables WHERE table_name = 'dropped'").await,
+        0
+    );
+    let (reason, error): (String, String) = {
+        let r = c
+            .query_one("SELECT reason, coalesce(last_error, '') FROM dyngate.scheduler_cleanup", &[])
+            .await
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert_eq!(reason, "dropped");
+    assert!(error.contains("unreachable"), "{error}");
+    assert!(!std::path::Path::new(&dropped_file).exists(), "the file went at once");
+    down.stop();
+    // ... and is done once Airflow answers.
+    let _gw = gateway_on(&pg, &db, &url, &dags, &fast);
+    until("the queued removal", 60, async || {
+        let c = common::connect(&_gw.url("postgres", &pg.password, &db)).await;
+        let left: i64 = one(&c, "SELECT count(*) FROM dyngate.scheduler_cleanup").await;
+        (left == 0).then_some(())
+    })
+    .await;
+    assert!(api.dag(&dropped).await.unwrap().is_none(), "the dropped table's DAG is gone");
+    std::fs::remove_file(&theirs_file).ok();
+    api.delete_dag(&theirs.dag_id).await.unwrap();
 }
