@@ -112,7 +112,12 @@ pub struct ServeArgs {
     #[arg(long, env = "DYNGATE_SCHEDULER_RECONCILE_INTERVAL", default_value = "60s", value_parser = parse_duration, value_name = "DURATION")]
     pub scheduler_reconcile_interval: Duration,
 
-    /// Airflow's API server, e.g. http://127.0.0.1:8080.
+    /// CA certificates (PEM) that `https://` scheduler URLs are verified against (default: the
+    /// system's bundle, or $SSL_CERT_FILE).
+    #[arg(long, env = "DYNGATE_SCHEDULER_CA_FILE", value_name = "FILE")]
+    pub scheduler_ca_file: Option<PathBuf>,
+
+    /// Airflow's API server, e.g. http://127.0.0.1:8080 or https://airflow.internal.
     #[arg(long, env = "DYNGATE_AIRFLOW_URL", value_name = "URL")]
     pub airflow_url: Option<String>,
 

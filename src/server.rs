@@ -56,7 +56,8 @@ fn airflow_plugin(args: &ServeArgs, http_addr: std::net::SocketAddr) -> Result<O
         (None, None) => return Ok(None),
         _ => return Err(ServeError::Scheduler("--airflow-url and --airflow-dags-folder go together".into())),
     };
-    let endpoint = Endpoint::parse("Airflow", url, Duration::from_secs(30)).map_err(|e| ServeError::Scheduler(e.to_string()))?;
+    let endpoint = Endpoint::parse_with_ca("Airflow", url, Duration::from_secs(30), args.scheduler_ca_file.as_deref())
+        .map_err(|e| ServeError::Scheduler(e.to_string()))?;
     Ok(Some(Arc::new(airflow::Airflow {
         api: airflow::Api::new(
             endpoint,

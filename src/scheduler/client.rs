@@ -1,8 +1,9 @@
-//! A small HTTP/1.1 client for the services dyngate drives (Airflow's REST API now;
-//! DolphinScheduler's and Flink's SQL Gateway's next): one request per connection, JSON in and
-//! out, a deadline per request, errors that say what failed without the credentials. Built on
-//! hyper's connection-level client (already in the tree through axum). `http://` only for now:
-//! `https://` URLs are refused with a clear error until TLS (tokio-rustls) is wired in.
+//! A small HTTP/1.1 client for the services dyngate drives (Airflow's and DolphinScheduler's REST
+//! APIs; Flink's SQL Gateway next): one request per connection, JSON or form bodies, a deadline
+//! per request, errors that say what failed without the credentials. Built on hyper's
+//! connection-level client (already in the tree through axum). `https://` URLs go through rustls
+//! (the ring provider the gateway's own TLS uses), verifying the server against the system's CA
+//! bundle or a CA file given with `--scheduler-ca-file`.
 
 use std::time::Duration;
 
@@ -11,7 +12,12 @@ use http_body_util::{BodyExt, Full};
 use hyper::Request;
 use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST};
 use hyper_util::rt::TokioIo;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, ServerName};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::rustls;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -30,6 +36,14 @@ pub enum ClientError {
         path: String,
         secs: u64,
     },
+    #[error("{service} at {addr}: TLS handshake failed: {source}")]
+    Tls {
+        service: &'static str,
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("cannot read the CA certificates in {path}: {message}")]
+    Ca { path: String, message: String },
     #[error("{service}: HTTP error on {method} {path}: {source}")]
     Http {
         service: &'static str,
@@ -76,8 +90,8 @@ fn redact(url: &str) -> String {
     }
 }
 
-/// Where a service is: `http://host:port[/base path]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where a service is: `http[s]://host[:port][/base path]`.
+#[derive(Clone)]
 pub struct Endpoint {
     /// Named in errors and logs ("Airflow", ...).
     pub service: &'static str,
@@ -86,17 +100,63 @@ pub struct Endpoint {
     /// The path prefix, without a trailing slash ("" or "/dolphinscheduler").
     pub base: String,
     pub timeout: Duration,
+    /// For `https://`: the connector and the name the certificate must carry.
+    tls: Option<(TlsConnector, ServerName<'static>)>,
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        write!(f, "{} at {scheme}://{}{}", self.service, self.addr, self.base)
+    }
+}
+
+/// The CA bundle `https://` endpoints are checked against unless a CA file is given:
+/// `$SSL_CERT_FILE`, else the system's (Debian's path).
+fn system_ca_file() -> std::path::PathBuf {
+    std::env::var_os("SSL_CERT_FILE").map_or_else(|| "/etc/ssl/certs/ca-certificates.crt".into(), Into::into)
+}
+
+fn connector(ca_file: &std::path::Path) -> Result<TlsConnector, ClientError> {
+    let bad = |message: String| ClientError::Ca {
+        path: ca_file.display().to_string(),
+        message,
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca_file).map_err(|e| bad(e.to_string()))? {
+        roots.add(cert.map_err(|e| bad(e.to_string()))?).map_err(|e| bad(e.to_string()))?;
+    }
+    if roots.is_empty() {
+        return Err(bad("no certificate in file".into()));
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| bad(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(TlsConnector::from(std::sync::Arc::new(config)))
 }
 
 impl Endpoint {
+    /// An endpoint from its URL; `https://` ones are verified against the system's CA bundle.
     pub fn parse(service: &'static str, url: &str, timeout: Duration) -> Result<Endpoint, ClientError> {
+        Endpoint::parse_with_ca(service, url, timeout, None)
+    }
+
+    /// An endpoint from its URL; `https://` ones are verified against `ca_file` (PEM) when given.
+    pub fn parse_with_ca(
+        service: &'static str,
+        url: &str,
+        timeout: Duration,
+        ca_file: Option<&std::path::Path>,
+    ) -> Result<Endpoint, ClientError> {
         let bad = |why| ClientError::Url(redact(url), why);
-        if url.starts_with("https://") {
-            return Err(bad(
-                "https:// is not supported yet; use http:// (e.g. on a private network or through a local proxy)",
-            ));
-        }
-        let rest = url.strip_prefix("http://").ok_or_else(|| bad("it must start with http://"))?;
+        let (https, rest) = match (url.strip_prefix("https://"), url.strip_prefix("http://")) {
+            (Some(rest), _) => (true, rest),
+            (None, Some(rest)) => (false, rest),
+            (None, None) => return Err(bad("it must start with http:// or https://")),
+        };
         let (authority, base) = match rest.find('/') {
             Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
             None => (rest, ""),
@@ -104,16 +164,24 @@ impl Endpoint {
         if authority.is_empty() || authority.contains('@') {
             return Err(bad("it needs a host (and no credentials: they are given separately)"));
         }
-        let addr = if authority.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) {
-            authority.to_string()
+        let (host, addr) = match authority.rsplit_once(':') {
+            Some((host, p)) if p.parse::<u16>().is_ok() => (host, authority.to_string()),
+            _ => (authority, format!("{authority}:{}", if https { 443 } else { 80 })),
+        };
+        let tls = if https {
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            let name = ServerName::try_from(host.to_string()).map_err(|_| bad("its host is not a valid DNS name or IP address"))?;
+            let ca = ca_file.map_or_else(system_ca_file, std::path::Path::to_path_buf);
+            Some((connector(&ca)?, name))
         } else {
-            format!("{authority}:80")
+            None
         };
         Ok(Endpoint {
             service,
             addr,
             base: base.to_string(),
             timeout,
+            tls,
         })
     }
 
@@ -132,19 +200,37 @@ impl Endpoint {
     }
 
     async fn exchange(&self, method: &str, path: &str, auth: &Auth, body: Body<'_>) -> Result<Response, ClientError> {
-        let http = |source| ClientError::Http {
-            service: self.service,
-            method: method.to_string(),
-            path: path.to_string(),
-            source,
-        };
         let tcp = TcpStream::connect(&self.addr).await.map_err(|source| ClientError::Connect {
             service: self.service,
             addr: self.addr.clone(),
             source,
         })?;
         let _ = tcp.set_nodelay(true);
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.map_err(http)?;
+        match &self.tls {
+            None => self.over(tcp, method, path, auth, body).await,
+            Some((connector, name)) => {
+                let tls = connector.connect(name.clone(), tcp).await.map_err(|source| ClientError::Tls {
+                    service: self.service,
+                    addr: self.addr.clone(),
+                    source,
+                })?;
+                self.over(tls, method, path, auth, body).await
+            }
+        }
+    }
+
+    /// One request and its answer over an open connection.
+    async fn over<S>(&self, io: S, method: &str, path: &str, auth: &Auth, body: Body<'_>) -> Result<Response, ClientError>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let http = |source| ClientError::Http {
+            service: self.service,
+            method: method.to_string(),
+            path: path.to_string(),
+            source,
+        };
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await.map_err(http)?;
         let driver = tokio::spawn(conn);
         let mut req = Request::builder()
             .method(method)
@@ -323,6 +409,98 @@ mod tests {
         assert!(matches!(e, ClientError::Timeout { .. }), "{e}");
     }
 
+    /// A throwaway certificate for 127.0.0.1, made with the openssl command.
+    fn self_signed(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+        let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+        let out = std::process::Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "1",
+                "-subj",
+                "/CN=dyngate-test",
+            ])
+            .args([
+                "-addext",
+                "subjectAltName=IP:127.0.0.1",
+                "-addext",
+                "basicConstraints=critical,CA:FALSE",
+            ])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .output()
+            .expect("openssl is installed");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        (cert, key)
+    }
+
+    /// An HTTPS server answering every request with 200 `{"tls":true}`.
+    async fn tls_server(cert: &std::path::Path, key: &std::path::Path) -> u16 {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let acceptor = crate::wire::tls::acceptor(cert, key).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(tcp).await else { return };
+                    let mut seen = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match tls.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => seen.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let body = r#"{"tls":true}"#;
+                    let answer = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = tls.write_all(answer.as_bytes()).await;
+                    let _ = tls.shutdown().await;
+                });
+            }
+        });
+        port
+    }
+
+    #[tokio::test]
+    async fn https_verifies_the_server() {
+        let dir = std::env::temp_dir().join(format!("dyngate-client-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (cert, key) = self_signed(&dir);
+        let port = tls_server(&cert, &key).await;
+        let url = format!("https://127.0.0.1:{port}/base");
+        // Trusting the server's own certificate: it answers over TLS.
+        let ep = Endpoint::parse_with_ca("Airflow", &url, Duration::from_secs(5), Some(&cert)).unwrap();
+        assert_eq!(format!("{ep:?}"), format!("Airflow at https://127.0.0.1:{port}/base"));
+        let r = ep.send("GET", "/x", &Auth::None, Body::None).await.unwrap();
+        assert_eq!((r.status, r.json().unwrap()), (200, serde_json::json!({"tls": true})));
+        // The system's CAs do not know it: refused, saying so.
+        let e = Endpoint::parse("Airflow", &url, Duration::from_secs(5))
+            .unwrap()
+            .send("GET", "/x", &Auth::None, Body::None)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, ClientError::Tls { .. }), "{e}");
+        assert!(e.to_string().contains("TLS handshake failed"), "{e}");
+        // A CA file without certificates is a configuration error.
+        let empty = dir.join("empty.pem");
+        std::fs::write(&empty, "").unwrap();
+        let e = Endpoint::parse_with_ca("Airflow", &url, Duration::from_secs(5), Some(&empty)).unwrap_err();
+        assert!(matches!(e, ClientError::Ca { .. }), "{e}");
+        assert_eq!(Endpoint::parse("A", "https://h", Duration::from_secs(1)).unwrap().addr, "h:443");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
     #[test]
     fn encodings() {
         let b64 = [
@@ -362,12 +540,7 @@ mod tests {
             e.to_string().starts_with(&format!("Airflow at 127.0.0.1:{port} is unreachable")),
             "{e}"
         );
-        let bad = [
-            "ftp://x",
-            "https://airflow.example:8080",
-            "http://user:pw@127.0.0.1:1",
-            "http:///path",
-        ];
+        let bad = ["ftp://x", "http://user:pw@127.0.0.1:1", "http:///path", "https://user:pw@h/"];
         for url in bad {
             let e = Endpoint::parse("Airflow", url, Duration::from_secs(1)).unwrap_err();
             assert!(matches!(e, ClientError::Url(..)), "{url}");
