@@ -202,6 +202,13 @@ fn dead_url() -> String {
     format!("http://127.0.0.1:{port}")
 }
 
+fn epoch_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
 /// Runs each statement as a query of its own.
 async fn exec(c: &tokio_postgres::Client, statements: &[&str]) {
     for s in statements {
@@ -268,8 +275,27 @@ async fn full_tables_scheduled_by_airflow() {
 
     c.batch_execute("ALTER DYNAMIC TABLE t SUSPEND").await.unwrap();
     assert_eq!(api.dag(&id).await.unwrap().unwrap()["is_paused"], true);
+    // A tick passes while suspended (Airflow's next run then points at it) ...
+    let next_run = async |key: &str| {
+        let dag = api.dag(&id).await.unwrap().unwrap();
+        dag[key].as_str().map(|t| dyngate::http::time::parse_schedule_time(t).unwrap())
+    };
+    until("a tick missed while suspended", 90, async || {
+        next_run("next_dagrun_logical_date").await.filter(|t| *t < epoch_now()).map(|_| ())
+    })
+    .await;
+    let scheduled = "SELECT count(*) FROM dyngate.refresh_history WHERE trigger = 'SCHEDULED'";
+    let before: i64 = one(&c, scheduled).await;
+    // ... and RESUME goes on from the next tick, like the embedded scheduler: no run for it.
     c.batch_execute("ALTER DYNAMIC TABLE t RESUME").await.unwrap();
+    let resumed_at = epoch_now();
     assert_eq!(api.dag(&id).await.unwrap().unwrap()["is_paused"], false);
+    let next = next_run("next_dagrun_run_after").await.expect("a next run");
+    assert!(next >= resumed_at, "next run {next} is not before the resume at {resumed_at}");
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    if epoch_now() < next {
+        assert_eq!(one::<i64>(&c, scheduled).await, before, "the missed tick was not run");
+    }
 
     c.batch_execute("ALTER DYNAMIC TABLE t SET FRESHNESS = INTERVAL '5' MINUTE")
         .await

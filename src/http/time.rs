@@ -95,9 +95,43 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
+/// Seconds since the epoch as ISO 8601 in UTC with an explicit offset
+/// (`2026-11-24T08:09:00+00:00`), the form Airflow's DAG files take.
+pub fn iso_utc(t: i64) -> String {
+    let (days, secs) = (t.div_euclid(86_400), t.rem_euclid(86_400));
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}+00:00",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
+}
+
+/// The inverse of [`days_from_civil`] (H. Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, i64, i64) {
+    let z = z + 719_468;
+    let era = if z >= 0 { z } else { z - 146_096 } / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn iso_round_trips() {
+        for t in [0, 951_782_400, 1_709_164_800, 1_795_000_000, 4_102_444_799, -86_400] {
+            assert_eq!(parse_schedule_time(&iso_utc(t)), Ok(t), "{}", iso_utc(t));
+        }
+        assert_eq!(iso_utc(1_795_509_740), "2026-11-24T08:42:20+00:00");
+    }
 
     #[test]
     fn shapes() {

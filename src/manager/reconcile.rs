@@ -183,6 +183,13 @@ impl Manager {
                         report.repaired.push(format!("{}: {fix}", dt.name));
                     }
                 }
+                Ok(Repair::Updated { handle: new, fixes }) => {
+                    catalog::set_scheduler(&tx, id, Some(kind.name()), external::handle_json(&new).as_deref()).await?;
+                    for fix in fixes {
+                        tracing::warn!(table = %dt.name, scheduler = kind.name(), fix, "schedule drifted from the catalog; put right");
+                        report.repaired.push(format!("{}: {fix}", dt.name));
+                    }
+                }
                 Ok(Repair::Recreated(new)) => {
                     let json = external::handle_json(&new);
                     if let Err(e) = catalog::set_scheduler(&tx, id, Some(kind.name()), json.as_deref()).await {

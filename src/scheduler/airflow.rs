@@ -105,8 +105,31 @@ pub struct DagSpec {
     pub tags: Vec<String>,
 }
 
+/// The spec in a DAG file rendered from the template, as JSON (None for any other file).
+pub fn spec_in_file(text: &str) -> Option<serde_json::Value> {
+    let line = text.lines().find(|l| l.starts_with("SPEC = json.loads("))?;
+    let literal = line.strip_prefix("SPEC = json.loads(")?.strip_suffix(')')?;
+    let json: String = serde_json::from_str(literal).ok()?;
+    serde_json::from_str(&json).ok()
+}
+
+/// Whether two specs schedule the same: the start date and pausing on creation aside, which only
+/// count when Airflow first sees a DAG (rewriting a live DAG's start date could make it run a
+/// missed tick).
+pub fn same_schedule(a: &serde_json::Value, b: &serde_json::Value) -> bool {
+    let strip = |v: &serde_json::Value| {
+        let mut v = v.clone();
+        if let Some(o) = v.as_object_mut() {
+            o.remove("start_date");
+            o.remove("paused_on_create");
+        }
+        v
+    };
+    strip(a) == strip(b)
+}
+
 /// The DAG file for `spec`.
-pub fn render(spec: &DagSpec) -> String {
+pub fn render(spec: &impl Serialize) -> String {
     // Serializing plain strings, numbers and maps cannot fail.
     let json = serde_json::to_string(spec).unwrap_or_default();
     let literal = serde_json::to_string(&json).unwrap_or_default();
@@ -218,11 +241,16 @@ mod tests {
 /// Writes a table's DAG file into Airflow's DAGs folder atomically (a temporary file in the same
 /// folder, synced, then renamed over the old one), so the DAG processor never reads half a file.
 pub fn write_dag_file(folder: &std::path::Path, spec: &DagSpec) -> std::io::Result<std::path::PathBuf> {
+    write_rendered(folder, &spec.dag_id, &render(spec))
+}
+
+/// Writes `text` as DAG `dag_id`'s file, atomically.
+fn write_rendered(folder: &std::path::Path, dag_id: &str, text: &str) -> std::io::Result<std::path::PathBuf> {
     use std::io::Write as _;
-    let path = folder.join(format!("{}.py", spec.dag_id));
-    let tmp = folder.join(format!(".{}.{}.tmp", spec.dag_id, std::process::id()));
+    let path = folder.join(format!("{dag_id}.py"));
+    let tmp = folder.join(format!(".{dag_id}.{}.tmp", std::process::id()));
     let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(render(spec).as_bytes())?;
+    f.write_all(text.as_bytes())?;
     f.sync_all()?;
     std::fs::rename(&tmp, &path)?;
     Ok(path)
@@ -574,7 +602,12 @@ impl Airflow {
         let spec = self.spec(&handle.dag_id, &start, t, active)?;
         let mut fixed = Vec::new();
         let on_disk = std::fs::read_to_string(&handle.file).ok();
-        if on_disk.as_deref() != Some(render(&spec).as_str()) {
+        let want = serde_json::to_value(&spec).unwrap_or_default();
+        if !on_disk
+            .as_deref()
+            .and_then(spec_in_file)
+            .is_some_and(|have| same_schedule(&have, &want))
+        {
             self.write(&spec)?;
             fixed.push(if on_disk.is_none() {
                 format!("DAG file {} written again", handle.file.display())
@@ -602,6 +635,36 @@ impl Airflow {
             }
         }
         Ok(Repair::InPlace(fixed))
+    }
+
+    /// Before a paused DAG is unpaused: its file rewritten with the start date now, and a wait
+    /// (up to 10 s) until Airflow's next run is no longer a past tick. Otherwise Airflow runs the
+    /// latest tick missed while paused, at once (see docs/airflow-facts.md).
+    async fn restart_from_now(&self, handle: &DagHandle) -> Result<(), PluginError> {
+        let Some(mut spec) = std::fs::read_to_string(&handle.file).ok().as_deref().and_then(spec_in_file) else {
+            return Ok(()); // no file of ours: reconciliation writes it
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        spec["start_date"] = serde_json::Value::String(crate::http::time::iso_utc(now));
+        write_rendered(&self.dags, &handle.dag_id, &render(&spec))
+            .map_err(|e| failed(format_args!("DAGs folder {}: {e}", self.dags.display())))?;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            let Some(dag) = self.api.dag(&handle.dag_id).await.map_err(failed)? else {
+                break;
+            };
+            let next = ["next_dagrun_run_after", "next_dagrun_create_after", "next_dagrun"]
+                .iter()
+                .find_map(|k| dag[*k].as_str())
+                .and_then(|t| crate::http::time::parse_schedule_time(t).ok());
+            match next {
+                Some(t) if t < now => tokio::time::sleep(std::time::Duration::from_millis(200)).await,
+                _ => break,
+            }
+        }
+        Ok(())
     }
 
     async fn list_dags(&self, catalog: &str) -> Result<Vec<Handle>, PluginError> {
@@ -645,9 +708,14 @@ impl Plugin for Airflow {
         })
     }
 
+    /// Pauses the DAG, or unpauses it from now on: like the embedded scheduler, a resumed table
+    /// is refreshed at its next tick, with no run for ticks missed while suspended.
     fn set_active<'a>(&'a self, h: &'a Handle, active: bool) -> BoxFuture<'a, Result<(), PluginError>> {
         Box::pin(async move {
             let handle: DagHandle = h.parse("Airflow")?;
+            if active {
+                self.restart_from_now(&handle).await?;
+            }
             self.api.set_paused(&handle.dag_id, !active).await.map_err(failed)
         })
     }

@@ -91,6 +91,9 @@ pub enum Repair {
     InPlace(Vec<String>),
     /// The schedule was gone and was created again: the catalog must keep the new handle.
     Recreated(Handle),
+    /// The schedule was put right (or is right) and its handle changed: the catalog must keep
+    /// the new one (e.g. a handle from an older dyngate gains a field).
+    Updated { handle: Handle, fixes: Vec<String> },
 }
 
 /// A plug-in's failure. Messages go to SQL and HTTP clients: they name the scheduler and what
