@@ -186,7 +186,10 @@ pub enum Auth {
     /// `Authorization: Bearer <token>` (Airflow 3's JWT).
     Bearer(String),
     /// `Authorization: Basic ...` (Airflow 2's basic_auth backend).
-    Basic { user: String, password: String },
+    Basic {
+        user: String,
+        password: String,
+    },
     /// A header of the service's own (DolphinScheduler's `token`).
     Header(&'static str, String),
 }
@@ -297,7 +300,12 @@ mod tests {
         let ep = Endpoint::parse("Test", &url, Duration::from_secs(2)).unwrap();
         assert_eq!(ep.base, "/base");
         let r = ep
-            .send("POST", "/echo", &Auth::Bearer("t0k".into()), Body::Json(&serde_json::json!({"a": "b"})))
+            .send(
+                "POST",
+                "/echo",
+                &Auth::Bearer("t0k".into()),
+                Body::Json(&serde_json::json!({"a": "b"})),
+            )
             .await
             .unwrap();
         assert_eq!(r.status, 200);
@@ -317,14 +325,30 @@ mod tests {
 
     #[test]
     fn encodings() {
-        let b64 = [("", ""), ("f", "Zg=="), ("fo", "Zm8="), ("foo", "Zm9v"), ("foob", "Zm9vYg=="), ("admin:p@ss", "YWRtaW46cEBzcw==")];
+        let b64 = [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("admin:p@ss", "YWRtaW46cEBzcw=="),
+        ];
         for (plain, want) in b64 {
             assert_eq!(base64(plain.as_bytes()), want, "{plain}");
         }
         assert_eq!(basic("Aladdin", "open sesame"), "Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ==");
         let pairs = [("name", "a b".to_string()), ("json", r#"{"x":"é&="}"#.to_string())];
         assert_eq!(form(&pairs), "name=a+b&json=%7B%22x%22%3A%22%C3%A9%26%3D%22%7D");
-        assert_eq!(format!("{:?}", Auth::Basic { user: "u".into(), password: "secret".into() }), r#"Basic("u", ***)"#);
+        assert_eq!(
+            format!(
+                "{:?}",
+                Auth::Basic {
+                    user: "u".into(),
+                    password: "secret".into()
+                }
+            ),
+            r#"Basic("u", ***)"#
+        );
         assert!(!format!("{:?}", Auth::Header("token", "secret".into())).contains("secret"));
     }
 

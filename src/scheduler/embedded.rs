@@ -15,7 +15,9 @@ impl Plugin for Embedded {
     }
 
     fn check(&self, f: Freshness) -> Result<(), PluginError> {
-        rules::full_mode_cron(f).map(|_| ()).map_err(|e| PluginError::Unschedulable(e.to_string()))
+        rules::full_mode_cron(f)
+            .map(|_| ())
+            .map_err(|e| PluginError::Unschedulable(e.to_string()))
     }
 
     fn register<'a>(&'a self, _: &'a Target<'a>, _: bool) -> BoxFuture<'a, Result<Handle, PluginError>> {

@@ -78,7 +78,8 @@ impl Handle {
 
     /// The plug-in's own handle type, back from JSON.
     pub fn parse<T: serde::de::DeserializeOwned>(&self, scheduler: &'static str) -> Result<T, PluginError> {
-        serde_json::from_value(self.0.clone()).map_err(|e| PluginError::Failed(format!("{scheduler}: unreadable handle in the catalog: {e}")))
+        serde_json::from_value(self.0.clone())
+            .map_err(|e| PluginError::Failed(format!("{scheduler}: unreadable handle in the catalog: {e}")))
     }
 }
 
