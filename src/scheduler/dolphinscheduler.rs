@@ -763,37 +763,37 @@ impl DolphinScheduler {
         released.map_err(|e| failed(&format!("releasing workflow {name} ONLINE"), e))
     }
 
-    /// Removes a workflow and its schedule; what is gone already counts as removed.
+    /// Removes a workflow and its schedule; what is gone already counts as removed. Every step is
+    /// tried even after one failed (an undo must remove what it can); the first failure is
+    /// reported.
     async fn remove(&self, h: &WorkflowHandle) -> Result<(), PluginError> {
-        let ok_if_gone = |r: Result<(), ApiError>| match r {
-            Err(e) if e.gone() => Ok(()),
-            other => other,
-        };
         let (pc, code, name) = (h.project_code, h.workflow_code, h.workflow_name.as_str());
+        let mut first: Option<PluginError> = None;
+        let mut note = |step: String, r: Result<(), ApiError>| match r {
+            Err(e) if !e.gone() => {
+                first.get_or_insert(failed(&step, e));
+            }
+            _ => {}
+        };
         let schedule = match h.schedule_id {
             Some(id) => Some(id),
-            None => self
-                .schedule_of(pc, code)
-                .await
-                .map_err(|e| failed(&format!("looking up the schedule of workflow {name}"), e))?
-                .map(|s| s.id),
+            None => match self.schedule_of(pc, code).await {
+                Ok(s) => s.map(|s| s.id),
+                Err(e) => {
+                    note(format!("looking up the schedule of workflow {name}"), Err(e));
+                    None
+                }
+            },
         };
         if let Some(id) = schedule {
-            ok_if_gone(self.schedule_state(pc, id, false).await).map_err(|e| failed(&format!("putting schedule {id} offline"), e))?;
-            ok_if_gone(
-                self.call("DELETE", &format!("/projects/{pc}/schedules/{id}"), &[])
-                    .await
-                    .map(|_| ()),
-            )
-            .map_err(|e| failed(&format!("deleting schedule {id}"), e))?;
+            note(format!("putting schedule {id} offline"), self.schedule_state(pc, id, false).await);
+            let deleted = self.call("DELETE", &format!("/projects/{pc}/schedules/{id}"), &[]).await;
+            note(format!("deleting schedule {id}"), deleted.map(|_| ()));
         }
-        ok_if_gone(self.release(pc, code, name, false).await).map_err(|e| failed(&format!("taking workflow {name} OFFLINE"), e))?;
-        ok_if_gone(
-            self.call("DELETE", &format!("{}/{code}", self.workflows(pc)), &[])
-                .await
-                .map(|_| ()),
-        )
-        .map_err(|e| failed(&format!("deleting workflow {name}"), e))
+        note(format!("taking workflow {name} OFFLINE"), self.release(pc, code, name, false).await);
+        let deleted = self.call("DELETE", &format!("{}/{code}", self.workflows(pc)), &[]).await;
+        note(format!("deleting workflow {name}"), deleted.map(|_| ()));
+        first.map_or(Ok(()), Err)
     }
 
     /// A workflow left under `name` by an earlier attempt (a failed undo, a catalog change that
