@@ -30,10 +30,13 @@
 //!   so DolphinScheduler starts the trigger when the schedule goes online, never earlier.
 //! - The task: `${system.datetime}` is the schedule time as `yyyyMMddHHmmss` in the schedule's
 //!   time zone (the command of a scheduled run carries `schedule_timezone`), and
-//!   `${system.workflow.instance.id}` the workflow instance's id, in both versions. The 3.2 HTTP
-//!   task builds its JSON body from the `BODY` entries of `httpParams` (string values); the 3.3
-//!   one (OkHttp) reads a raw `httpBody` string, parses it with `JSONUtils.toMap` into string
-//!   pairs and ignores `BODY` entries for POST. The 3.3 source names the Java fields
+//!   `${system.workflow.instance.id}` the workflow instance's id, in both versions. The 3.2-era
+//!   HTTP task (Apache HttpClient) builds its JSON body from the `BODY` entries of `httpParams`
+//!   (string values); a raw `httpBody` came with PR #15531 (January 2024; which 3.2.x releases
+//!   carry it the stored sources do not say), so for 3.2 [`task_params`] sends the same flat
+//!   fields both ways. The 3.3 task (OkHttp, DSIP-60, PR #16413) reads the raw `httpBody`,
+//!   parses it with `JSONUtils.toMap` into string pairs (nested values fail: issue #17389) and
+//!   ignores `BODY` entries for POST. The 3.3 source names the Java fields
 //!   `httpRequestMethod`, `httpRequestParams`, `httpRequestBody` and (on the dev branch) maps them
 //!   to the JSON names `httpMethod`, `httpParams`, `httpBody`, so for 3.3 [`task_params`] sends
 //!   both spellings: DolphinScheduler ignores unknown properties. Only status 200 counts as

@@ -263,8 +263,9 @@ impl FakeDolphin {
     /// Runs a workflow's HTTP task as a worker does: fills in the placeholders
     /// (`${system.datetime}` is `schedule_time` — `yyyy-MM-dd HH:mm:ss`, the schedule's wall
     /// clock — as `yyyyMMddHHmmss`; `${system.workflow.instance.id}` a new instance id; `$[...]`
-    /// date patterns of `schedule_time`), builds the body as the version's task does (3.2: a JSON
-    /// object of the `BODY` parameters; 3.3: the raw body read into string pairs), sends it, and
+    /// date patterns of `schedule_time`), builds the body as the version's task does (3.2.0: a JSON
+    /// object of the `BODY` parameters, `httpBody` unread; 3.3: the raw body read into string
+    /// pairs, `BODY` parameters unread), sends it, and
     /// judges the answer by the task's check condition. The fake sends at most one header
     /// (`Authorization`).
     pub async fn fire(&self, what: Fire, schedule_time: &str) -> Result<Fired, String> {
