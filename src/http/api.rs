@@ -224,6 +224,21 @@ mod tests {
         assert_eq!(ok.tables, [t("a"), t("b")]);
         assert!(ok.wait);
         assert_eq!(ok.scheduler_run_id, None);
+        // What dyngate's DolphinScheduler task sends once DolphinScheduler has filled in
+        // `${system.datetime}` and `${system.workflow.instance.id}`.
+        let ok = parse_refresh_body(
+            br#"{"configuration":"{\"dolphinscheduler.workflow\":\"w\",\"scheduler.run_id\":\"42\"}","scheduleTime":"20240102000000","tables":"\"s\".\"T\""}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            ok.tables,
+            [TableName {
+                schema: Some("s".into()),
+                name: "T".into()
+            }]
+        );
+        assert_eq!(ok.schedule_time, 1_704_153_600);
+        assert_eq!(ok.scheduler_run_id.as_deref(), Some("42"));
         // A scheduler's run id, in either form.
         let runs = [
             (

@@ -1,7 +1,8 @@
 //! Schedule times as schedulers send them, to seconds since the Unix epoch: `yyyy-MM-dd HH:mm:ss`
-//! (taken as UTC, the gateway's schedule time zone), ISO-8601 with `Z` or an offset (Airflow), and
-//! Java's `Date.toString()` (`Tue Jan 02 00:00:00 UTC 2024`, from a DolphinScheduler task).
-//! Fractions of a second are dropped. Pure functions.
+//! (taken as UTC, the gateway's schedule time zone), ISO-8601 with `Z` or an offset (Airflow),
+//! DolphinScheduler's `${system.datetime}` (`yyyyMMddHHmmss`, also taken as UTC), and Java's
+//! `Date.toString()` (`Tue Jan 02 00:00:00 UTC 2024`, from a DolphinScheduler task). Fractions of
+//! a second are dropped. Pure functions.
 
 /// Parses a schedule time; the error names what is wrong.
 pub fn parse_schedule_time(s: &str) -> Result<i64, String> {
@@ -10,6 +11,9 @@ pub fn parse_schedule_time(s: &str) -> Result<i64, String> {
         return Err(format!("scheduleTime '{s}' holds an unresolved scheduler placeholder"));
     }
     if let Some(t) = java_date(s) {
+        return Ok(t);
+    }
+    if let Some(t) = compact(s) {
         return Ok(t);
     }
     let bad = || format!("scheduleTime '{s}' is not a time (expected yyyy-MM-dd HH:mm:ss or ISO-8601, e.g. 2024-01-02T00:00:00+00:00)");
@@ -67,6 +71,16 @@ fn offset_seconds(o: &str) -> Option<i64> {
         _ => return None,
     };
     Some(sign * (h * 3600 + m * 60))
+}
+
+/// `yyyyMMddHHmmss`: DolphinScheduler's `${system.datetime}` (the schedule time, wall clock).
+fn compact(s: &str) -> Option<i64> {
+    if s.len() != 14 || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let (y, mo, d) = ymd(&format!("{}-{}-{}", &s[..4], &s[4..6], &s[6..8]))?;
+    let (h, mi, se) = hms(&format!("{}:{}:{}", &s[8..10], &s[10..12], &s[12..]))?;
+    Some(days_from_civil(y, mo, d) * 86_400 + h * 3600 + mi * 60 + se)
 }
 
 /// `EEE MMM dd HH:mm:ss zzz yyyy` with zone UTC or GMT.
@@ -146,6 +160,8 @@ mod tests {
             ("2024-01-01T19:00:00-0500", t),
             ("2024-01-02 00:00:00 UTC", t),
             ("Tue Jan 02 00:00:00 UTC 2024", t),
+            ("20240102000000", t),
+            ("20240229123015", 1_709_209_815),
             ("1970-01-01 00:00:00", 0),
             ("2024-02-29 12:30:15", 1_709_209_815),
         ];
@@ -159,6 +175,10 @@ mod tests {
             "2024-01-02 25:00:00",
             "2024/01/02 00:00:00",
             "2024-01-02T00:00:00+8",
+            "20241301000000",
+            "20240102250000",
+            "2024010200000",
+            "202401020000000",
         ];
         for s in bad {
             assert!(parse_schedule_time(s).is_err(), "{s}");

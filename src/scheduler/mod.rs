@@ -14,6 +14,7 @@
 
 pub mod airflow;
 pub mod client;
+pub mod dolphinscheduler;
 pub mod embedded;
 
 use std::future::Future;

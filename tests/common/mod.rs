@@ -2,6 +2,7 @@
 //! and dyngate processes started from the built binary on ports chosen at run time.
 #![allow(dead_code)]
 
+pub mod dolphin;
 pub mod raw;
 
 use std::path::PathBuf;
