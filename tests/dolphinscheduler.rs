@@ -551,7 +551,11 @@ async fn fire(v: Version) {
     assert_eq!(req.tables.len(), 1);
     assert_eq!(req.tables[0].schema.as_deref(), Some("public"));
     assert_eq!(req.tables[0].name, "Orders \"EU\"");
-    assert_eq!(req.schedule_time, 1_704_153_900, "2024-01-02 00:05:00 UTC");
+    assert_eq!(
+        req.schedule_time,
+        dyngate::http::time::ScheduleTime::Local(1_704_153_900),
+        "2024-01-02 00:05:00, in the table's zone"
+    );
     assert_eq!(req.scheduler_run_id, Some(fired.instance_id.to_string()));
     assert!(!req.wait);
     let conf: Value = serde_json::from_str(v_body["configuration"].as_str().unwrap()).unwrap();

@@ -134,6 +134,32 @@ async fn schedule_time_zones() {
     assert_eq!(last_partition(&c, "kolkata").await.as_deref(), Some(r#"{"ds": "2024-01-03"}"#));
     assert_eq!(last_partition(&c, "ny").await.as_deref(), Some(r#"{"ds": "2024-01-02"}"#));
 
+    // A time without a zone (DolphinScheduler's ${system.datetime}, or yyyy-MM-dd HH:mm:ss) is
+    // the wall clock of each table's own zone: midnight there, the day before is the partition.
+    for when in ["20240105000000", "2024-01-05 00:00:00"] {
+        let body = format!(r#"{{"tables":"ny,kolkata","scheduleTime":"{when}","configuration":{{}},"wait":true}}"#);
+        let (status, text) = http("POST", &gw.http("/v3/dynamic-tables/refresh"), &[], &body).unwrap();
+        assert_eq!(status, 200, "{text}");
+        assert_eq!(last_partition(&c, "kolkata").await.as_deref(), Some(r#"{"ds": "2024-01-04"}"#));
+        assert_eq!(last_partition(&c, "ny").await.as_deref(), Some(r#"{"ds": "2024-01-04"}"#));
+    }
+    let recorded: Vec<(String, String)> = c
+        .query(
+            "SELECT table_name, to_char(schedule_time AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI')
+               FROM dyngate.refresh_history WHERE trigger = 'API' ORDER BY schedule_time DESC, table_name LIMIT 2",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(
+        recorded,
+        pairs(&[("ny", "2024-01-05 05:00"), ("kolkata", "2024-01-04 18:30")]),
+        "the same run twice is one refresh per table, at the instant of its zone's midnight"
+    );
+
     // ALTER ... SET moves the schedule to another zone; a zone PostgreSQL does not know, or a
     // formatter for a column that is not a partition column, is refused and changes nothing.
     c.batch_execute("ALTER DYNAMIC TABLE ny SET ('schedule.time-zone' = 'Asia/Tokyo')")

@@ -22,7 +22,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use crate::http::AppState;
-use crate::http::time::parse_schedule_time;
+use crate::http::time::{ScheduleTime, parse_schedule_time};
 use crate::manager::ManagerError;
 use crate::sql::dynamic::{TableName, parse_table_name};
 
@@ -30,7 +30,7 @@ use crate::sql::dynamic::{TableName, parse_table_name};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RefreshBody {
     pub tables: Vec<TableName>,
-    pub schedule_time: i64,
+    pub schedule_time: ScheduleTime,
     pub wait: bool,
     /// The scheduler's run, from `configuration`: `airflow.run_id` (what dyngate's Airflow DAGs
     /// send) or `scheduler.run_id` (for any other scheduler).
@@ -216,7 +216,7 @@ mod tests {
                 }
             ]
         );
-        assert_eq!(ok.schedule_time, 1_704_153_600);
+        assert_eq!(ok.schedule_time, ScheduleTime::Local(1_704_153_600));
         assert!(!ok.wait);
         // DolphinScheduler's flat form.
         let ok = parse_refresh_body(br#"{"tables":"a, b","scheduleTime":"2024-01-02T00:00:00+00:00","configuration":"{}","wait":true}"#)
@@ -237,7 +237,11 @@ mod tests {
                 name: "T".into()
             }]
         );
-        assert_eq!(ok.schedule_time, 1_704_153_600);
+        assert_eq!(
+            ok.schedule_time,
+            ScheduleTime::Local(1_704_153_600),
+            "the wall clock of the table's zone"
+        );
         assert_eq!(ok.scheduler_run_id.as_deref(), Some("42"));
         // A scheduler's run id, in either form.
         let runs = [

@@ -1,20 +1,31 @@
-//! Schedule times as schedulers send them, to seconds since the Unix epoch: `yyyy-MM-dd HH:mm:ss`
-//! (taken as UTC, the gateway's schedule time zone), ISO-8601 with `Z` or an offset (Airflow),
-//! DolphinScheduler's `${system.datetime}` (`yyyyMMddHHmmss`, also taken as UTC), and Java's
-//! `Date.toString()` (`Tue Jan 02 00:00:00 UTC 2024`, from a DolphinScheduler task). Fractions of
-//! a second are dropped. Pure functions.
+//! Schedule times as schedulers send them: `yyyy-MM-dd HH:mm:ss` and DolphinScheduler's
+//! `${system.datetime}` (`yyyyMMddHHmmss`), which carry no zone and are read in the table's
+//! schedule time zone (a scheduler of that table writes its wall clock); ISO-8601 with `Z` or an
+//! offset (Airflow), and Java's `Date.toString()` in UTC (`Tue Jan 02 00:00:00 UTC 2024`), which
+//! are instants. Fractions of a second are dropped. Pure functions; the zone is applied by the
+//! manager (PostgreSQL knows the time zone database).
+
+/// A schedule time as sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScheduleTime {
+    /// An instant: seconds since the epoch.
+    At(i64),
+    /// A wall-clock time without a zone, as seconds since the epoch were it UTC: read in the
+    /// table's schedule time zone.
+    Local(i64),
+}
 
 /// Parses a schedule time; the error names what is wrong.
-pub fn parse_schedule_time(s: &str) -> Result<i64, String> {
+pub fn parse_schedule_time(s: &str) -> Result<ScheduleTime, String> {
     let s = s.trim();
     if s.contains("$[") || s.contains("${") {
         return Err(format!("scheduleTime '{s}' holds an unresolved scheduler placeholder"));
     }
     if let Some(t) = java_date(s) {
-        return Ok(t);
+        return Ok(ScheduleTime::At(t));
     }
     if let Some(t) = compact(s) {
-        return Ok(t);
+        return Ok(ScheduleTime::Local(t));
     }
     let bad = || format!("scheduleTime '{s}' is not a time (expected yyyy-MM-dd HH:mm:ss or ISO-8601, e.g. 2024-01-02T00:00:00+00:00)");
     if s.len() < 19 {
@@ -30,13 +41,22 @@ pub fn parse_schedule_time(s: &str) -> Result<i64, String> {
     if let Some(frac) = tail.strip_prefix('.') {
         tail = frac.trim_start_matches(|c: char| c.is_ascii_digit());
     }
-    let offset = match tail.trim() {
-        "" | "Z" | "z" | "UTC" | "+00" => 0,
-        o => offset_seconds(o).ok_or_else(bad)?,
-    };
     let (y, mo, d) = ymd(date).ok_or_else(bad)?;
     let (h, mi, se) = hms(time).ok_or_else(bad)?;
-    Ok(days_from_civil(y, mo, d) * 86_400 + h * 3600 + mi * 60 + se - offset)
+    let wall = days_from_civil(y, mo, d) * 86_400 + h * 3600 + mi * 60 + se;
+    Ok(match tail.trim() {
+        "" => ScheduleTime::Local(wall),
+        "Z" | "z" | "UTC" | "+00" => ScheduleTime::At(wall),
+        o => ScheduleTime::At(wall - offset_seconds(o).ok_or_else(bad)?),
+    })
+}
+
+/// An instant in an ISO-8601 text with `Z` or an offset (what Airflow's API answers).
+pub fn parse_instant(s: &str) -> Option<i64> {
+    match parse_schedule_time(s) {
+        Ok(ScheduleTime::At(t)) => Some(t),
+        _ => None,
+    }
 }
 
 fn num(s: &str) -> Option<i64> {
@@ -142,7 +162,7 @@ mod tests {
     #[test]
     fn iso_round_trips() {
         for t in [0, 951_782_400, 1_709_164_800, 1_795_000_000, 4_102_444_799, -86_400] {
-            assert_eq!(parse_schedule_time(&iso_utc(t)), Ok(t), "{}", iso_utc(t));
+            assert_eq!(parse_instant(&iso_utc(t)), Some(t), "{}", iso_utc(t));
         }
         assert_eq!(iso_utc(1_795_509_740), "2026-11-24T08:42:20+00:00");
     }
@@ -151,23 +171,26 @@ mod tests {
     fn shapes() {
         // 2024-01-02 00:00:00 UTC.
         let t = 1_704_153_600;
+        use ScheduleTime::{At, Local};
         let ok = [
-            ("2024-01-02 00:00:00", t),
-            ("2024-01-02T00:00:00", t),
-            ("2024-01-02T00:00:00Z", t),
-            ("2024-01-02T00:00:00.123456+00:00", t),
-            ("2024-01-02T08:00:00+08:00", t),
-            ("2024-01-01T19:00:00-0500", t),
-            ("2024-01-02 00:00:00 UTC", t),
-            ("Tue Jan 02 00:00:00 UTC 2024", t),
-            ("20240102000000", t),
-            ("20240229123015", 1_709_209_815),
-            ("1970-01-01 00:00:00", 0),
-            ("2024-02-29 12:30:15", 1_709_209_815),
+            ("2024-01-02 00:00:00", Local(t)),
+            ("2024-01-02T00:00:00", Local(t)),
+            ("2024-01-02T00:00:00Z", At(t)),
+            ("2024-01-02T00:00:00.123456+00:00", At(t)),
+            ("2024-01-02T08:00:00+08:00", At(t)),
+            ("2024-01-01T19:00:00-0500", At(t)),
+            ("2024-01-02 00:00:00 UTC", At(t)),
+            ("Tue Jan 02 00:00:00 UTC 2024", At(t)),
+            ("20240102000000", Local(t)),
+            ("20240229123015", Local(1_709_209_815)),
+            ("1970-01-01 00:00:00", Local(0)),
+            ("2024-02-29 12:30:15", Local(1_709_209_815)),
         ];
         for (s, want) in ok {
             assert_eq!(parse_schedule_time(s), Ok(want), "{s}");
         }
+        assert_eq!(parse_instant("2024-01-02T08:00:00+08:00"), Some(t));
+        assert_eq!(parse_instant("2024-01-02 00:00:00"), None, "no zone: not an instant");
         let bad = [
             "",
             "yesterday",

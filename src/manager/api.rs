@@ -2,6 +2,7 @@
 //! table and schedule time), listing tables, reading a job. Refreshes run as each table's owner,
 //! as scheduled ones do.
 
+use crate::http::time::ScheduleTime;
 use std::sync::Arc;
 
 use crate::manager::catalog::{self, ApiClaim, DtRow, JobPart};
@@ -36,18 +37,19 @@ impl Manager {
         }
     }
 
-    /// Refreshes `tables` for `schedule_time` (seconds since the epoch). All tables are checked
+    /// Refreshes `tables` for `schedule_time` (a time without a zone is read in each table's
+    /// schedule time zone). All tables are checked
     /// before anything runs: an unknown or suspended one refreshes none. A call for a
     /// scheduler's run (`run_id`) is recorded as SCHEDULED with the run's id, others as API.
     pub async fn refresh_api(
         self: &Arc<Self>,
         tables: &[TableName],
-        schedule_time: i64,
+        schedule_time: ScheduleTime,
         wait: bool,
         run_id: Option<&str>,
     ) -> Result<ApiJob, ManagerError> {
         let client = self.pool.get().await?;
-        let mut dts: Vec<DtRow> = Vec::new();
+        let mut dts: Vec<(DtRow, i64)> = Vec::new();
         for t in tables {
             let name = Self::qualify(t);
             let Some(dt) = catalog::load(&*client, &name).await? else {
@@ -56,14 +58,25 @@ impl Manager {
             if dt.status == "SUSPENDED" {
                 return Err(ManagerError::WrongState(format!("Dynamic table {name} is suspended.")));
             }
-            dts.push(dt);
+            let at = match schedule_time {
+                ScheduleTime::At(t) => t,
+                // The wall clock in the table's zone (PostgreSQL has the zone database).
+                ScheduleTime::Local(wall) => client
+                    .query_one(
+                        "SELECT extract(epoch FROM (to_timestamp($1::float8) AT TIME ZONE 'UTC') AT TIME ZONE $2)::bigint",
+                        &[&(wall as f64), &dt.time_zone],
+                    )
+                    .await?
+                    .get(0),
+            };
+            dts.push((dt, at));
         }
         let job_id = new_job_id();
         let mut claimed = Vec::new();
         let mut earlier = None;
-        for dt in dts {
-            match catalog::api_claim(&*client, &dt, &job_id, schedule_time, run_id).await? {
-                ApiClaim::New(id) => claimed.push((dt, id)),
+        for (dt, at) in dts {
+            match catalog::api_claim(&*client, &dt, &job_id, at, run_id).await? {
+                ApiClaim::New(id) => claimed.push((dt, id, at)),
                 ApiClaim::Existing(j) => {
                     earlier.get_or_insert(j);
                 }
@@ -78,7 +91,7 @@ impl Manager {
             });
         }
         if !wait {
-            for (dt, id) in claimed {
+            for (dt, id, schedule_time) in claimed {
                 let me = self.clone();
                 let job = job_id.clone();
                 tokio::spawn(async move {
@@ -104,7 +117,7 @@ impl Manager {
             });
         }
         let mut results = Vec::new();
-        for (dt, id) in claimed {
+        for (dt, id, schedule_time) in claimed {
             let r = self
                 .run_refresh(
                     &dt,

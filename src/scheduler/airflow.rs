@@ -658,7 +658,7 @@ impl Airflow {
             let next = ["next_dagrun_run_after", "next_dagrun_create_after", "next_dagrun"]
                 .iter()
                 .find_map(|k| dag[*k].as_str())
-                .and_then(|t| crate::http::time::parse_schedule_time(t).ok());
+                .and_then(crate::http::time::parse_instant);
             match next {
                 Some(t) if t < now => tokio::time::sleep(std::time::Duration::from_millis(200)).await,
                 _ => break,

@@ -214,7 +214,7 @@ const DESCRIPTION_MAX: usize = 255;
 /// wall clock twelve hours earlier, `yyyy-MM-dd HH:mm:ss` (see the module's doc: DolphinScheduler
 /// reads it in the schedule's time zone and starts a past start when the schedule goes online).
 pub fn start_time(start: &str) -> Result<String, PluginError> {
-    let t = crate::http::time::parse_schedule_time(start).map_err(|e| PluginError::Failed(format!("{SERVICE}: bad start time: {e}")))?;
+    let t = crate::http::time::parse_instant(start).ok_or_else(|| PluginError::Failed(format!("{SERVICE}: bad start time {start:?}")))?;
     Ok(wall_clock(t - 12 * 3600))
 }
 
@@ -1303,7 +1303,7 @@ mod tests {
         assert_eq!(req.tables[0].name, "Daily \"Revenue\"");
         // 2026-11-24 10:05:00 read as UTC: the endpoint does not know yet that DolphinScheduler's
         // wall clock is in `dolphinscheduler.time_zone` (here Europe/Berlin, 09:05 UTC).
-        assert_eq!(req.schedule_time, 1_795_514_700);
+        assert_eq!(req.schedule_time, crate::http::time::ScheduleTime::Local(1_795_514_700));
         assert_eq!(req.scheduler_run_id.as_deref(), Some("4711"));
 
         assert!(check_placeholders(&t, "http://gw:8432/v3/dynamic-tables/refresh").is_ok());
