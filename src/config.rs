@@ -143,6 +143,41 @@ pub struct ServeArgs {
     #[arg(long, env = "DYNGATE_AIRFLOW_REFRESH_URL", value_name = "URL")]
     pub airflow_refresh_url: Option<String>,
 
+    /// DolphinScheduler's API server, with its base path, e.g.
+    /// http://127.0.0.1:12345/dolphinscheduler.
+    #[arg(long, env = "DYNGATE_DOLPHINSCHEDULER_URL", value_name = "URL")]
+    pub dolphinscheduler_url: Option<String>,
+
+    /// A DolphinScheduler access token (Security > Token manage), sent as its `token` header
+    /// (prefer the environment variable or the config file).
+    #[arg(long, env = "DYNGATE_DOLPHINSCHEDULER_TOKEN", value_name = "TOKEN", hide_env_values = true)]
+    pub dolphinscheduler_token: Option<String>,
+
+    /// DolphinScheduler's API line: 3.2 or 3.3 (3.3 renamed "process" to "workflow").
+    #[arg(long, env = "DYNGATE_DOLPHINSCHEDULER_VERSION", default_value = "3.3", value_parser = parse_dolphinscheduler_version, value_name = "3.2|3.3")]
+    pub dolphinscheduler_version: crate::scheduler::dolphinscheduler::Version,
+
+    /// The DolphinScheduler project holding dyngate's workflows (created when missing).
+    #[arg(long, env = "DYNGATE_DOLPHINSCHEDULER_PROJECT", default_value = "dyngate", value_name = "NAME")]
+    pub dolphinscheduler_project: String,
+
+    /// The tenant DolphinScheduler runs the schedules as, and the worker group of their HTTP task.
+    #[arg(long, env = "DYNGATE_DOLPHINSCHEDULER_TENANT", default_value = "default", value_name = "TENANT")]
+    pub dolphinscheduler_tenant: String,
+
+    #[arg(
+        long,
+        env = "DYNGATE_DOLPHINSCHEDULER_WORKER_GROUP",
+        default_value = "default",
+        value_name = "GROUP"
+    )]
+    pub dolphinscheduler_worker_group: String,
+
+    /// The refresh endpoint as DolphinScheduler's workers reach it (default: this gateway's
+    /// --http-listen address).
+    #[arg(long, env = "DYNGATE_DOLPHINSCHEDULER_REFRESH_URL", value_name = "URL")]
+    pub dolphinscheduler_refresh_url: Option<String>,
+
     /// Bearer token required by the HTTP API's /v3 routes (schedulers send `Authorization: Bearer
     /// <token>`). Without it the API is open to whoever reaches --http-listen.
     #[arg(long, env = "DYNGATE_HTTP_TOKEN", value_name = "TOKEN", hide_env_values = true)]
@@ -164,6 +199,10 @@ pub struct ServeArgs {
     /// as JSON (`{"pg":"127.0.0.1:6432","http":"127.0.0.1:8432"}`), for scripts.
     #[arg(long, env = "DYNGATE_READY_FILE", value_name = "FILE")]
     pub ready_file: Option<PathBuf>,
+}
+
+fn parse_dolphinscheduler_version(s: &str) -> Result<crate::scheduler::dolphinscheduler::Version, String> {
+    crate::scheduler::dolphinscheduler::Version::parse(s).ok_or_else(|| format!("unknown DolphinScheduler version {s:?} (3.2 or 3.3)"))
 }
 
 fn parse_airflow_api(s: &str) -> Result<crate::scheduler::airflow::ApiVersion, String> {

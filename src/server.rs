@@ -17,7 +17,7 @@ use crate::http::{self, AppState, Health};
 use crate::manager::Manager;
 use crate::manager::scheduler::LoopConfig;
 use crate::scheduler::client::Endpoint;
-use crate::scheduler::{Plugin, airflow};
+use crate::scheduler::{Plugin, airflow, dolphinscheduler};
 use crate::wire::{self, Gateway, Phase, cancel::CancelRegistry};
 
 /// A start-up failure, reported to the operator (these go to the terminal, not to SQL clients).
@@ -75,9 +75,42 @@ fn airflow_plugin(args: &ServeArgs, http_addr: std::net::SocketAddr) -> Result<O
     })))
 }
 
+/// The DolphinScheduler plug-in, when --dolphinscheduler-url is given.
+fn dolphinscheduler_plugin(args: &ServeArgs, http_addr: std::net::SocketAddr) -> Result<Option<Arc<dyn Plugin>>, ServeError> {
+    let (url, token) = match (&args.dolphinscheduler_url, &args.dolphinscheduler_token) {
+        (Some(url), Some(token)) => (url, token),
+        (None, None) if args.scheduler == SchedulerKind::DolphinScheduler => {
+            return Err(ServeError::Scheduler(
+                "--scheduler dolphinscheduler needs --dolphinscheduler-url and --dolphinscheduler-token".into(),
+            ));
+        }
+        (None, None) => return Ok(None),
+        _ => {
+            return Err(ServeError::Scheduler(
+                "--dolphinscheduler-url and --dolphinscheduler-token go together".into(),
+            ));
+        }
+    };
+    let endpoint = Endpoint::parse_with_ca("DolphinScheduler", url, Duration::from_secs(30), args.scheduler_ca_file.as_deref())
+        .map_err(|e| ServeError::Scheduler(e.to_string()))?;
+    let refresh_url = args
+        .dolphinscheduler_refresh_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{http_addr}/v3/dynamic-tables/refresh"));
+    let mut config = dolphinscheduler::Config::new(endpoint, token.clone(), args.dolphinscheduler_version, refresh_url);
+    config.project = args.dolphinscheduler_project.clone();
+    config.tenant = args.dolphinscheduler_tenant.clone();
+    config.worker_group = args.dolphinscheduler_worker_group.clone();
+    config.refresh_token = args.http_token.clone();
+    Ok(Some(Arc::new(dolphinscheduler::DolphinScheduler::new(config))))
+}
+
 /// The external schedulers' plug-ins this gateway is configured for.
 fn external_schedulers(args: &ServeArgs, http_addr: std::net::SocketAddr) -> Result<Vec<Arc<dyn Plugin>>, ServeError> {
-    Ok(airflow_plugin(args, http_addr)?.into_iter().collect())
+    Ok(airflow_plugin(args, http_addr)?
+        .into_iter()
+        .chain(dolphinscheduler_plugin(args, http_addr)?)
+        .collect())
 }
 
 pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
