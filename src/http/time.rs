@@ -132,14 +132,14 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
 /// Seconds since the epoch as ISO 8601 in UTC with an explicit offset
 /// (`2026-11-24T08:09:00+00:00`), the form Airflow's DAG files take.
 pub fn iso_utc(t: i64) -> String {
+    format!("{}+00:00", wall_clock_utc(t).replacen(' ', "T", 1))
+}
+
+/// Seconds since the epoch as `yyyy-MM-dd HH:mm:ss` in UTC.
+pub fn wall_clock_utc(t: i64) -> String {
     let (days, secs) = (t.div_euclid(86_400), t.rem_euclid(86_400));
     let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}+00:00",
-        secs / 3600,
-        secs % 3600 / 60,
-        secs % 60
-    )
+    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}", secs / 3600, secs % 3600 / 60, secs % 60)
 }
 
 /// The inverse of [`days_from_civil`] (H. Hinnant's algorithm).

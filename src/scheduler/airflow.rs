@@ -54,33 +54,7 @@ pub fn cron(f: Freshness) -> Result<String, CronError> {
 /// characters (or in case, for a case-insensitive file system), other catalogs sharing one Airflow,
 /// and a table created again under an old name all get DAGs of their own.
 pub fn dag_id(catalog: &str, database: &str, schema: &str, table: &str, table_id: i64) -> String {
-    fn clean(s: &str, max: usize) -> String {
-        s.chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .take(max)
-            .collect()
-    }
-    let hash = fnv1a(format!("{catalog}\u{0}{database}\u{0}{schema}\u{0}{table}\u{0}{table_id}").as_bytes());
-    format!(
-        "dyngate__{}__{}__{}__{:08x}",
-        clean(database, 40),
-        clean(schema, 63),
-        clean(table, 100),
-        hash as u32
-    )
-}
-
-/// FNV-1a, 64 bits: stable across builds and platforms (the DAG id must not change).
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes
-        .iter()
-        .fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
+    super::schedule_name(catalog, database, schema, table, table_id, [40, 63, 100])
 }
 
 /// What the DAG file needs (the template's header describes each field).

@@ -220,29 +220,7 @@ pub fn start_time(start: &str) -> Result<String, PluginError> {
 
 /// Seconds since the epoch as `yyyy-MM-dd HH:mm:ss`, UTC.
 pub fn wall_clock(t: i64) -> String {
-    let (days, secs) = (t.div_euclid(86_400), t.rem_euclid(86_400));
-    let (y, m, d) = civil_from_days(days);
-    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}", secs / 3600, secs % 3600 / 60, secs % 60)
-}
-
-/// The proleptic Gregorian date of a day count since 1970-01-01 (Howard Hinnant's algorithm).
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = if z >= 0 { z } else { z - 146_096 } / 146_097;
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
-}
-
-/// FNV-1a, 64 bits: stable across builds and platforms (workflow names must not change).
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes
-        .iter()
-        .fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
+    crate::http::time::wall_clock_utc(t)
 }
 
 /// A table's workflow name: `dyngate__<database>__<schema>__<table>__<hash>`, the names cleaned
@@ -251,26 +229,7 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 /// only in cleaned characters, catalogs sharing one project and a table created again under an
 /// old name all get workflows of their own. At most 113 characters.
 pub fn workflow_name(catalog: &str, database: &str, schema: &str, table: &str, table_id: i64) -> String {
-    fn clean(s: &str, max: usize) -> String {
-        s.chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .take(max)
-            .collect()
-    }
-    let hash = fnv1a(format!("{catalog}\u{0}{database}\u{0}{schema}\u{0}{table}\u{0}{table_id}").as_bytes());
-    format!(
-        "dyngate__{}__{}__{}__{:08x}",
-        clean(database, 20),
-        clean(schema, 30),
-        clean(table, 40),
-        hash as u32
-    )
+    super::schedule_name(catalog, database, schema, table, table_id, [20, 30, 40])
 }
 
 /// A workflow's description: the catalog marker first (so that [`owned_by`] finds it however

@@ -56,6 +56,43 @@ impl Target<'_> {
     }
 }
 
+/// The name of a table's schedule in an external scheduler (a DAG id, a workflow name):
+/// `dyngate__<database>__<schema>__<table>__<hash>`, each name cut to its limit in `max`
+/// (database, schema, table) with characters other than ASCII letters, digits, `_` and `-`
+/// replaced by `_`, and 8 hex digits of a hash of the catalog's identity, the exact names and the
+/// table's id: tables whose names differ only in replaced characters (or in case, for a
+/// case-insensitive file system), catalogs sharing one scheduler and a table created again under
+/// an old name all get schedules of their own. Stable across builds and platforms.
+pub fn schedule_name(catalog: &str, database: &str, schema: &str, table: &str, table_id: i64, max: [usize; 3]) -> String {
+    fn clean(s: &str, max: usize) -> String {
+        s.chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .take(max)
+            .collect()
+    }
+    let hash = fnv1a(format!("{catalog}\u{0}{database}\u{0}{schema}\u{0}{table}\u{0}{table_id}").as_bytes());
+    format!(
+        "dyngate__{}__{}__{}__{:08x}",
+        clean(database, max[0]),
+        clean(schema, max[1]),
+        clean(table, max[2]),
+        hash as u32
+    )
+}
+
+/// FNV-1a, 64 bits.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
+}
+
 /// What a plug-in keeps of a table's schedule, as JSON in the catalog. Only the plug-in that made
 /// it reads it.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
