@@ -32,6 +32,23 @@ fn api_version() -> airflow::ApiVersion {
         .unwrap_or(airflow::ApiVersion::V2)
 }
 
+/// The DAG's cron as the API shows it (`timetable_summary` on /api/v2, `schedule_interval` on
+/// Airflow 2's /api/v1).
+fn cron_of(dag: &Value) -> Value {
+    match api_version() {
+        airflow::ApiVersion::V2 => dag["timetable_summary"].clone(),
+        airflow::ApiVersion::V1 => dag["schedule_interval"]["value"].clone(),
+    }
+}
+
+/// The field naming the logical date of the DAG's next run (the tick it is for).
+fn next_field() -> &'static str {
+    match api_version() {
+        airflow::ApiVersion::V2 => "next_dagrun_logical_date",
+        airflow::ApiVersion::V1 => "next_dagrun",
+    }
+}
+
 /// A stand-in for the refresh endpoint: records each call's body and answers like dyngate.
 async fn recorder() -> (String, Arc<Mutex<Vec<Value>>>) {
     let calls: Arc<Mutex<Vec<Value>>> = Arc::default();
@@ -105,12 +122,16 @@ async fn a_dag_file_in_real_airflow() {
 
     let dag = until("the DAG to show up", 60, async || api.dag(&id).await.unwrap()).await;
     assert_eq!(dag["is_paused"], false, "{dag}");
-    assert_eq!(dag["timetable_summary"], "0 0 1 1 *", "{dag}");
+    assert_eq!(cron_of(&dag), "0 0 1 1 *", "{dag}");
     let imports = api.call("GET", "/importErrors", None).await.unwrap().json().unwrap();
     assert_eq!(imports["total_entries"], 0, "{imports}");
 
     // A run calls the endpoint with the table, a schedule time and the run's id.
-    let run = serde_json::json!({"logical_date": null, "dag_run_id": "dyngate-test-run", "conf": {"extra": "yes"}});
+    // Airflow 3 wants logical_date present (null: now); Airflow 2 wants it left out for that.
+    let mut run = serde_json::json!({"dag_run_id": "dyngate-test-run", "conf": {"extra": "yes"}});
+    if api_version() == airflow::ApiVersion::V2 {
+        run["logical_date"] = Value::Null;
+    }
     let r = api.call("POST", &format!("/dags/{id}/dagRuns"), Some(&run)).await.unwrap();
     assert_eq!(r.status, 200, "{}", r.snippet());
     let call = until("the run's call to the refresh endpoint", 90, async || {
@@ -143,7 +164,7 @@ async fn a_dag_file_in_real_airflow() {
     .unwrap();
     until("the new schedule", 60, async || {
         let dag = api.dag(&id).await.unwrap()?;
-        (dag["timetable_summary"] == "*/5 * * * *").then_some(())
+        (cron_of(&dag) == "*/5 * * * *").then_some(())
     })
     .await;
 
@@ -248,7 +269,7 @@ async fn full_tables_scheduled_by_airflow() {
     assert!(!text.contains("s3cret-token"), "the token is not in the DAG file");
     let dag = api.dag(&id).await.unwrap().expect("visible once CREATE returns");
     assert_eq!(
-        (dag["is_paused"].clone(), dag["timetable_summary"].clone()),
+        (dag["is_paused"].clone(), cron_of(&dag)),
         (Value::Bool(false), Value::from("* * * * *"))
     );
     let described = c.simple_query("DESCRIBE DYNAMIC TABLE t").await.unwrap();
@@ -281,7 +302,7 @@ async fn full_tables_scheduled_by_airflow() {
         dag[key].as_str().map(|t| dyngate::http::time::parse_instant(t).unwrap())
     };
     until("a tick missed while suspended", 90, async || {
-        next_run("next_dagrun_logical_date").await.filter(|t| *t < epoch_now()).map(|_| ())
+        next_run(next_field()).await.filter(|t| *t < epoch_now()).map(|_| ())
     })
     .await;
     let scheduled = "SELECT count(*) FROM dyngate.refresh_history WHERE trigger = 'SCHEDULED'";
@@ -290,7 +311,7 @@ async fn full_tables_scheduled_by_airflow() {
     c.batch_execute("ALTER DYNAMIC TABLE t RESUME").await.unwrap();
     let resumed_at = epoch_now();
     assert_eq!(api.dag(&id).await.unwrap().unwrap()["is_paused"], false);
-    let next = next_run("next_dagrun_run_after").await.expect("a next run");
+    let next = next_run(next_field()).await.expect("a next run");
     assert!(next >= resumed_at, "next run {next} is not before the resume at {resumed_at}");
     tokio::time::sleep(Duration::from_secs(10)).await;
     if epoch_now() < next {
@@ -301,7 +322,7 @@ async fn full_tables_scheduled_by_airflow() {
         .await
         .unwrap();
     until("the new schedule", 60, async || {
-        (api.dag(&id).await.unwrap()?["timetable_summary"] == "*/5 * * * *").then_some(())
+        (cron_of(&api.dag(&id).await.unwrap()?) == "*/5 * * * *").then_some(())
     })
     .await;
     // Seconds cannot be scheduled by Airflow: refused, nothing changes.
@@ -335,7 +356,7 @@ async fn full_tables_scheduled_by_airflow() {
         .unwrap();
     let gone_id = one::<String>(&c2, "SELECT scheduler_handle ->> 'dag_id' FROM dyngate.dynamic_table").await;
     let gone_file = one::<String>(&c2, "SELECT scheduler_handle ->> 'file' FROM dyngate.dynamic_table").await;
-    assert_eq!(api.dag(&gone_id).await.unwrap().unwrap()["timetable_summary"], "0 */2 * * *");
+    assert_eq!(cron_of(&api.dag(&gone_id).await.unwrap().unwrap()), "0 */2 * * *");
     c2.batch_execute("DROP DYNAMIC TABLE gone").await.unwrap();
     assert!(api.dag(&gone_id).await.unwrap().is_none());
     assert!(!std::path::Path::new(&gone_file).exists());

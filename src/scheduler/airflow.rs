@@ -317,7 +317,8 @@ impl Api {
                 password: self.password.clone(),
             };
             let r = self.endpoint.send(method, &path, &auth, body).await?;
-            if r.status == 401 {
+            // Airflow 2 answers a wrong password with 403 (as it answers missing permissions).
+            if r.status == 401 || r.status == 403 {
                 return Err(ApiError::Login {
                     user: self.user.clone(),
                     status: r.status,
@@ -370,11 +371,13 @@ impl Api {
     pub async fn dags_tagged(&self, tag: &str) -> Result<Vec<String>, ApiError> {
         let mut ids = Vec::new();
         loop {
-            let path = format!(
-                "/dags?tags={}&limit=100&offset={}&only_active=false&exclude_stale=false",
-                percent(tag),
-                ids.len()
-            );
+            // Stale DAGs (file gone) too: Airflow 2 calls them inactive, Airflow 3 stale; Airflow
+            // 2 refuses query parameters it does not know.
+            let stale = match self.version {
+                ApiVersion::V1 => "only_active=false",
+                ApiVersion::V2 => "exclude_stale=false",
+            };
+            let path = format!("/dags?tags={}&limit=100&offset={}&{stale}", percent(tag), ids.len());
             let page = self.expect("GET", &path, None, &[200]).await?.json().unwrap_or_default();
             let dags = page["dags"].as_array().cloned().unwrap_or_default();
             let before = ids.len();
