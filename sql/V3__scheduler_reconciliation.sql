@@ -24,3 +24,7 @@ CREATE TABLE dyngate.scheduler_cleanup (
     created_at      timestamptz NOT NULL DEFAULT now(),
     next_attempt_at timestamptz NOT NULL DEFAULT now()
 );
+
+-- Options given with ALTER DYNAMIC TABLE ... RESUME WITH (...): the configuration each scheduled
+-- refresh call carries from then on (the external schedulers send it in "configuration").
+ALTER TABLE dyngate.dynamic_table ADD COLUMN refresh_options jsonb NOT NULL DEFAULT '{}'::jsonb;

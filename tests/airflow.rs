@@ -296,6 +296,10 @@ async fn full_tables_scheduled_by_airflow() {
 
     c.batch_execute("ALTER DYNAMIC TABLE t SUSPEND").await.unwrap();
     assert_eq!(api.dag(&id).await.unwrap().unwrap()["is_paused"], true);
+    let scheduled = "SELECT count(*) FROM dyngate.refresh_history WHERE trigger = 'SCHEDULED'";
+    // A run Airflow started just before the pause may still arrive.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let at_suspend: i64 = one(&c, scheduled).await;
     // A tick passes while suspended (Airflow's next run then points at it) ...
     let next_run = async |key: &str| {
         let dag = api.dag(&id).await.unwrap().unwrap();
@@ -305,8 +309,8 @@ async fn full_tables_scheduled_by_airflow() {
         next_run(next_field()).await.filter(|t| *t < epoch_now()).map(|_| ())
     })
     .await;
-    let scheduled = "SELECT count(*) FROM dyngate.refresh_history WHERE trigger = 'SCHEDULED'";
     let before: i64 = one(&c, scheduled).await;
+    assert_eq!(before, at_suspend, "no run while suspended, though a tick passed");
     // ... and RESUME goes on from the next tick, like the embedded scheduler: no run for it.
     c.batch_execute("ALTER DYNAMIC TABLE t RESUME").await.unwrap();
     let resumed_at = epoch_now();
@@ -334,6 +338,10 @@ async fn full_tables_scheduled_by_airflow() {
     assert_eq!(one::<String>(&c, "SELECT freshness FROM dyngate.dynamic_tables").await, "5 MINUTE");
 
     // DROP removes the DAG and its file.
+    assert!(
+        !gw.log().contains(&env("DYNGATE_TEST_AIRFLOW_PASSWORD")),
+        "Airflow's password is not logged"
+    );
     drop(gw);
     let (_pg2, _db2, _gw2, c2) = airflow_gateway(&env("DYNGATE_TEST_AIRFLOW_URL"), &env("DYNGATE_TEST_AIRFLOW_DAGS")).await;
     c2.batch_execute("CREATE DYNAMIC TABLE gone FRESHNESS = INTERVAL '1' HOUR AS SELECT v FROM src")
@@ -476,8 +484,14 @@ async fn tables_move_between_schedulers() {
     assert_eq!(status, "SUSPENDED");
     let dag = dag.expect("a DAG");
     assert_eq!(api.dag(&dag).await.unwrap().unwrap()["is_paused"], true);
-    c.batch_execute("ALTER DYNAMIC TABLE t RESUME").await.unwrap();
+    c.batch_execute("ALTER DYNAMIC TABLE t RESUME WITH ('team' = 'sales')")
+        .await
+        .unwrap();
     assert_eq!(api.dag(&dag).await.unwrap().unwrap()["is_paused"], false);
+    // The RESUME options are the configuration the DAG sends.
+    let file = one::<String>(&c, "SELECT scheduler_handle ->> 'file' FROM dyngate.dynamic_table").await;
+    let spec = airflow::spec_in_file(&std::fs::read_to_string(file).unwrap()).unwrap();
+    assert_eq!(spec["configuration"], serde_json::json!({"team": "sales"}));
 
     // RESET: back to the default (embedded here).
     c.batch_execute("ALTER DYNAMIC TABLE t RESET ('scheduler')").await.unwrap();

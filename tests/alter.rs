@@ -66,8 +66,22 @@ async fn suspend_resume_and_set_freshness() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(caught_up, "refreshing again after RESUME");
-    // RESUME of an active table is not an error.
+    // RESUME of an active table is not an error; its options become the table's refresh
+    // options (the configuration its scheduler sends), shown by DESCRIBE.
     c.batch_execute("ALTER DYNAMIC TABLE t RESUME WITH ('k' = 'v')").await.unwrap();
+    let kept: String = c
+        .query_one("SELECT refresh_options::text FROM dyngate.dynamic_table", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(kept, r#"{"k": "v"}"#);
+    let described = c.simple_query("DESCRIBE DYNAMIC TABLE t").await.unwrap();
+    assert!(
+        described.iter().any(|m| matches!(m, tokio_postgres::SimpleQueryMessage::Row(r)
+            if r.get(0) == Some("refresh_options") && r.get(1) == Some(r#"{"k":"v"}"#))),
+        "DESCRIBE shows the refresh options"
+    );
+    assert_eq!(status(&c).await.0, "ACTIVATED");
 
     // SET FRESHNESS re-derives the mode and keeps the table and its content.
     c.batch_execute("ALTER DYNAMIC TABLE t SET FRESHNESS = INTERVAL '1' HOUR")

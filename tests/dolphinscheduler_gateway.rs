@@ -154,8 +154,14 @@ async fn full_tables_on_dolphinscheduler(v: Version) {
         fake.fire(Fire::Schedule(schedule), "2026-11-24 10:10:00").await.is_err(),
         "an offline schedule does not fire"
     );
-    exec(&c, &["ALTER DYNAMIC TABLE t RESUME"]).await;
+    // RESUME WITH: the options go into the task's configuration before it runs again.
+    exec(&c, &["ALTER DYNAMIC TABLE t RESUME WITH ('team' = 'sales')"]).await;
     assert!(fake.state().schedule_of(workflow).unwrap().online);
+    let fired = fake.fire(Fire::Schedule(schedule), "2026-11-24 10:15:00").await.unwrap();
+    assert!(fired.success, "{fired:?}");
+    let sent: serde_json::Value = serde_json::from_str(&fired.sent_body).unwrap();
+    let configuration: serde_json::Value = serde_json::from_str(sent["configuration"].as_str().unwrap()).unwrap();
+    assert_eq!(configuration["team"], "sales", "{configuration}");
 
     // SET FRESHNESS: a new cron, still online.
     exec(&c, &["ALTER DYNAMIC TABLE t SET FRESHNESS = INTERVAL '1' HOUR"]).await;

@@ -9,6 +9,7 @@
 //! without recreating the table, and `SET ('scheduler' = ...)` moves a FULL table to another
 //! scheduler.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use tokio_postgres::Transaction;
@@ -68,8 +69,12 @@ impl Manager {
 
     /// Sets the status from `from` to `to` and the schedule's active state with it; another
     /// concurrent change makes it fail cleanly.
-    async fn set_status(&self, dt: &DtRow, from: &str, to: &str) -> Result<(), ManagerError> {
+    ///
+    /// `options` (RESUME WITH) replace the table's refresh options, which its scheduler sends with
+    /// each refresh call from then on.
+    async fn set_status(&self, dt: &DtRow, from: &str, to: &str, options: Option<&BTreeMap<String, String>>) -> Result<(), ManagerError> {
         let active = to == "ACTIVATED";
+        let options = options.map(|o| serde_json::to_string(o).unwrap_or_default());
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
         external::lock_schedule(&tx, dt.id).await?;
@@ -78,10 +83,11 @@ impl Manager {
             .query_opt(
                 "UPDATE dyngate.dynamic_table
                     SET status = $3, altered_at = now(),
-                        last_slot = now()
+                        last_slot = CASE WHEN $2 = $3 THEN last_slot ELSE now() END,
+                        refresh_options = coalesce($4::text::jsonb, refresh_options)
                   WHERE id = $1 AND status = $2
                 RETURNING id",
-                &[&dt.id, &from, &to],
+                &[&dt.id, &from, &to, &options],
             )
             .await?;
         if row.is_none() {
@@ -95,8 +101,25 @@ impl Manager {
             .await?
             .ok_or_else(|| ManagerError::NotFound(dt.name.to_string()))?;
         let schedule = match external::schedule_of(&current) {
-            Some((kind, handle)) if !handle.is_none() => {
+            Some((kind, mut handle)) if !handle.is_none() => {
                 let plugin = self.plugin(kind)?;
+                if options.is_some() {
+                    // The new configuration goes into the schedule before it runs again.
+                    let catalog_id = self.catalog_id().await?;
+                    let start = external::now_iso(&tx).await?;
+                    let scheduled = Scheduled {
+                        catalog: catalog_id,
+                        database: &self.database,
+                        dt: &current,
+                        freshness: current.freshness(),
+                        start: &start,
+                    };
+                    handle = plugin
+                        .reschedule(&handle, &scheduled.target())
+                        .await
+                        .map_err(external::plugin_error)?;
+                    catalog::set_scheduler(&tx, dt.id, Some(kind.name()), external::handle_json(&handle).as_deref()).await?;
+                }
                 plugin.set_active(&handle, active).await.map_err(external::plugin_error)?;
                 Some((plugin, handle))
             }
@@ -116,7 +139,7 @@ impl Manager {
         if dt.status == "SUSPENDED" {
             return Err(ManagerError::WrongState(format!("Dynamic table {} is already suspended.", dt.name)));
         }
-        self.set_status(&dt, &dt.status, "SUSPENDED").await?;
+        self.set_status(&dt, &dt.status, "SUSPENDED", None).await?;
         tracing::info!(table = %dt.name, by = who.user, "dynamic table suspended");
         Ok(Altered { notices: vec![] })
     }
@@ -124,18 +147,22 @@ impl Manager {
     pub async fn resume(&self, who: &Requester<'_>, name: &TableName, options: &Options) -> Result<Altered, ManagerError> {
         let dt = self.for_change(who, name, "resume").await?;
         let mut notices = Vec::new();
-        if !options.is_empty() {
-            notices.push("RESUME options have no effect on the PostgreSQL engine".to_string());
+        let options: Option<BTreeMap<String, String>> = (!options.is_empty()).then(|| options.iter().cloned().collect());
+        if options.is_some() {
+            notices.push(format!(
+                "RESUME options of {} are kept as its refresh options, which its scheduler sends with each refresh call; the PostgreSQL engine does not read them",
+                dt.name
+            ));
         }
-        if dt.status == "ACTIVATED" {
+        if dt.status == "ACTIVATED" && options.is_none() {
             // The PostgreSQL engine's refresh work is the gateway's loop, which cannot die apart
             // from the gateway: an ACTIVATED table is already being refreshed.
             notices.push(format!("dynamic table {} is already active", dt.name));
             return Ok(Altered { notices });
         }
-        // An external scheduler resumes at its next tick; Airflow runs the latest missed tick
-        // once when a DAG is unpaused (like --missed-refreshes run-once).
-        self.set_status(&dt, "SUSPENDED", "ACTIVATED").await?;
+        // An external scheduler resumes at its next tick, as the embedded one does (Airflow's
+        // plug-in keeps Airflow from running the latest missed tick).
+        self.set_status(&dt, &dt.status, "ACTIVATED", options.as_ref()).await?;
         tracing::info!(table = %dt.name, by = who.user, "dynamic table resumed");
         Ok(Altered { notices })
     }

@@ -34,6 +34,8 @@ pub struct DtRow {
     pub partitioned_by: Vec<String>,
     /// The external scheduler's handle (JSON), e.g. the Airflow DAG.
     pub scheduler_handle: Option<String>,
+    /// RESUME WITH options: the configuration scheduled refresh calls carry.
+    pub refresh_options: std::collections::BTreeMap<String, String>,
 }
 
 impl DtRow {
@@ -79,7 +81,7 @@ impl DtRow {
 
 const COLUMNS: &str = "id, schema_name, table_name, definition, query, columns, comment, options::text, freshness_n, freshness_unit, \
      logical_mode, refresh_mode, status, engine, scheduler, owner_role, created_at::text, altered_at::text, resolved_query, query_view, \
-     time_zone, partitioned_by, scheduler_handle::text";
+     time_zone, partitioned_by, scheduler_handle::text, refresh_options::text";
 
 fn row(r: &tokio_postgres::Row) -> DtRow {
     DtRow {
@@ -108,6 +110,10 @@ fn row(r: &tokio_postgres::Row) -> DtRow {
         time_zone: r.get(20),
         partitioned_by: r.get(21),
         scheduler_handle: r.get(22),
+        refresh_options: r
+            .get::<_, Option<String>>(23)
+            .and_then(|t| serde_json::from_str::<std::collections::BTreeMap<String, String>>(&t).ok())
+            .unwrap_or_default(),
     }
 }
 

@@ -113,7 +113,7 @@ impl<'a> Scheduled<'a> {
             freshness: self.freshness,
             time_zone: &self.dt.time_zone,
             start: self.start,
-            configuration: &NO_CONFIGURATION,
+            configuration: &self.dt.refresh_options,
         }
     }
 }

@@ -109,6 +109,10 @@ impl Manager {
             ("owner", Some(dt.owner.clone())),
             ("comment", dt.comment.clone()),
             ("options", Some(dt.options.to_string())),
+            (
+                "refresh_options",
+                Some(serde_json::to_string(&dt.refresh_options).unwrap_or_default()).filter(|o| o != "{}"),
+            ),
             ("created_at", Some(dt.created_at.clone())),
             ("altered_at", Some(dt.altered_at.clone())),
         ];
