@@ -41,11 +41,12 @@ fn cron_of(dag: &Value) -> Value {
     }
 }
 
-/// The field naming the logical date of the DAG's next run (the tick it is for).
+/// The field naming when the DAG's next run starts. Not the logical date: on Airflow 2 a cron
+/// DAG's logical date is the start of its data interval, one tick before the run.
 fn next_field() -> &'static str {
     match api_version() {
-        airflow::ApiVersion::V2 => "next_dagrun_logical_date",
-        airflow::ApiVersion::V1 => "next_dagrun",
+        airflow::ApiVersion::V2 => "next_dagrun_run_after",
+        airflow::ApiVersion::V1 => "next_dagrun_create_after",
     }
 }
 
