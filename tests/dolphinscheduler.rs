@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::dolphin::{FakeDolphin, Fire, Version};
+use common::dolphin::{FakeDolphin, Fire, Version, both};
 use dyngate::manager::rules::{Freshness, Unit};
 use dyngate::scheduler::client::Endpoint;
 use dyngate::scheduler::dolphinscheduler::{self as ds, Config, DolphinScheduler, WorkflowHandle};
@@ -81,24 +81,6 @@ fn failed(r: Result<impl std::fmt::Debug, PluginError>) -> String {
         Err(PluginError::Failed(m)) => m,
         other => panic!("expected Failed, got {other:?}"),
     }
-}
-
-/// Runs a test for 3.2 and for 3.3.
-macro_rules! both {
-    ($($name:ident),* $(,)?) => {
-        $(
-            mod $name {
-                #[tokio::test]
-                async fn v3_2() {
-                    super::$name(super::Version::V3_2).await
-                }
-                #[tokio::test]
-                async fn v3_3() {
-                    super::$name(super::Version::V3_3).await
-                }
-            }
-        )*
-    };
 }
 
 both!(

@@ -10,7 +10,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::dolphin::{FakeDolphin, Fire, Version};
+use common::dolphin::{FakeDolphin, Fire, Version, both};
 
 const TOKEN: &str = "ds-t0ken-secret";
 
@@ -54,23 +54,6 @@ async fn handle(c: &tokio_postgres::Client, table: &str) -> Option<(i64, i64)> {
         .await
         .unwrap();
     Some((r.get::<_, Option<i64>>(0)?, r.get::<_, Option<i64>>(1)?))
-}
-
-macro_rules! both {
-    ($($name:ident),* $(,)?) => {
-        $(
-            mod $name {
-                #[tokio::test]
-                async fn v3_2() {
-                    super::$name(super::Version::V3_2).await
-                }
-                #[tokio::test]
-                async fn v3_3() {
-                    super::$name(super::Version::V3_3).await
-                }
-            }
-        )*
-    };
 }
 
 both!(

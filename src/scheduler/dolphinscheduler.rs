@@ -701,6 +701,19 @@ impl DolphinScheduler {
             .map(|_| ())
     }
 
+    /// Gives schedule `s` the wanted cron and time zone, taking it offline first when it is
+    /// `online` (DolphinScheduler changes only offline schedules). It is left offline.
+    async fn change_schedule(&self, pc: i64, s: &ScheduleInfo, w: &Wanted, online: bool) -> Result<(), PluginError> {
+        if online {
+            self.schedule_state(pc, s.id, false)
+                .await
+                .map_err(|e| failed(&format!("putting schedule {} offline to change it", s.id), e))?;
+        }
+        self.update_schedule(pc, s.id, w)
+            .await
+            .map_err(|e| failed(&format!("updating schedule {}", s.id), e))
+    }
+
     /// Puts a schedule online or offline; already so is fine (3.2 answers 10126).
     async fn schedule_state(&self, pc: i64, id: i64, online: bool) -> Result<(), ApiError> {
         let what = if online { "online" } else { "offline" };
@@ -890,19 +903,13 @@ impl DolphinScheduler {
             online = false;
         }
         if s.crontab != w.cron || s.time_zone != w.time_zone {
-            if online {
-                self.schedule_state(pc, s.id, false)
-                    .await
-                    .map_err(|e| failed(&format!("putting schedule {} offline to change it", s.id), e))?;
-                online = false;
-            }
-            let updated = self.update_schedule(pc, s.id, &w).await;
-            if let Err(e) = updated {
+            if let Err(e) = self.change_schedule(pc, &s, &w, online).await {
                 if s.online {
                     let _ = self.schedule_state(pc, s.id, true).await;
                 }
-                return Err(failed(&format!("updating schedule {}", s.id), e));
+                return Err(e);
             }
+            online = false;
         }
         if s.online && !online {
             self.schedule_state(pc, s.id, true)
@@ -976,15 +983,8 @@ impl DolphinScheduler {
         // Taking the workflow OFFLINE took the schedule offline.
         let mut online = s.online && notes.is_empty();
         if s.crontab != w.cron || s.time_zone != w.time_zone {
-            if online {
-                self.schedule_state(pc, s.id, false)
-                    .await
-                    .map_err(|e| failed(&format!("putting schedule {} offline to change it", s.id), e))?;
-                online = false;
-            }
-            self.update_schedule(pc, s.id, &w)
-                .await
-                .map_err(|e| failed(&format!("updating schedule {}", s.id), e))?;
+            self.change_schedule(pc, &s, &w, online).await?;
+            online = false;
             notes.push(format!("schedule {} {} -> {} {}", s.crontab, s.time_zone, w.cron, w.time_zone));
         }
         if online != active {

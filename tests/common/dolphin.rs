@@ -991,3 +991,25 @@ fn schedules(app: &App, st: &mut State, method: &str, pc: i64, rest: &[&str], p:
         _ => Ok(not_found()),
     }
 }
+
+/// Runs each named test `async fn name(v: Version)` for 3.2 and for 3.3 (the test file imports
+/// `Version`).
+#[allow(unused_macros)]
+macro_rules! both {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test]
+                async fn v3_2() {
+                    super::$name(super::Version::V3_2).await
+                }
+                #[tokio::test]
+                async fn v3_3() {
+                    super::$name(super::Version::V3_3).await
+                }
+            }
+        )*
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use both;
