@@ -102,6 +102,12 @@ fn dolphinscheduler_plugin(args: &ServeArgs, http_addr: std::net::SocketAddr) ->
     config.tenant = args.dolphinscheduler_tenant.clone();
     config.worker_group = args.dolphinscheduler_worker_group.clone();
     config.refresh_token = args.http_token.clone();
+    // The task sends the token as a header, where DolphinScheduler would replace placeholders.
+    if args.http_token.as_deref().is_some_and(|t| t.contains("${") || t.contains("$[")) {
+        return Err(ServeError::Scheduler(
+            "--http-token holds ${ or $[, which DolphinScheduler's tasks would replace as placeholders: choose another token".into(),
+        ));
+    }
     Ok(Some(Arc::new(dolphinscheduler::DolphinScheduler::new(config))))
 }
 

@@ -37,6 +37,24 @@ pub struct RefreshBody {
     pub scheduler_run_id: Option<String>,
 }
 
+/// A comma-separated list of table names, split at the commas outside double quotes (a quoted
+/// name may hold one: `"Sales, EU"`).
+pub fn split_names(s: &str) -> Vec<String> {
+    let (mut names, mut cur, mut quoted) = (Vec::new(), String::new(), false);
+    for c in s.chars() {
+        match c {
+            '"' => {
+                quoted = !quoted;
+                cur.push(c);
+            }
+            ',' if !quoted => names.push(std::mem::take(&mut cur)),
+            _ => cur.push(c),
+        }
+    }
+    names.push(cur);
+    names.into_iter().map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).collect()
+}
+
 /// Reads a refresh request body; the error says what is wrong with it.
 pub fn parse_refresh_body(body: &[u8]) -> Result<RefreshBody, String> {
     let v: Value = serde_json::from_slice(body).map_err(|e| format!("the body is not JSON: {e}"))?;
@@ -46,7 +64,7 @@ pub fn parse_refresh_body(body: &[u8]) -> Result<RefreshBody, String> {
             .iter()
             .map(|t| t.as_str().map(str::to_string).ok_or("tables must be strings"))
             .collect::<Result<_, _>>()?,
-        Some(Value::String(s)) => s.split(',').map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).collect(),
+        Some(Value::String(s)) => split_names(s),
         _ => return Err("tables is required: a list of table names, or a comma-separated string".into()),
     };
     if names.is_empty() {
@@ -198,6 +216,29 @@ pub async fn job(State(state): State<Arc<AppState>>, headers: HeaderMap, Path(id
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_split_outside_quotes() {
+        let cases: [(&str, &[&str]); 6] = [
+            ("a, b", &["a", "b"]),
+            ("a,,b,", &["a", "b"]),
+            (r#""s"."Sales, EU""#, &[r#""s"."Sales, EU""#]),
+            (r#""a,b",c"#, &[r#""a,b""#, "c"]),
+            (r#""say ""hi"", ok",x"#, &[r#""say ""hi"", ok""#, "x"]),
+            ("", &[]),
+        ];
+        for (s, want) in cases {
+            assert_eq!(split_names(s), want, "{s}");
+        }
+        let ok = parse_refresh_body(br#"{"tables":"\"s\".\"Sales, EU\"","scheduleTime":"2024-01-02 00:00:00"}"#).unwrap();
+        assert_eq!(
+            ok.tables,
+            [TableName {
+                schema: Some("s".into()),
+                name: "Sales, EU".into()
+            }]
+        );
+    }
 
     #[test]
     fn refresh_bodies() {

@@ -38,7 +38,7 @@ pub static NO_CONFIGURATION: BTreeMap<String, String> = BTreeMap::new();
 pub fn plugin_error(e: PluginError) -> ManagerError {
     match e {
         PluginError::Unschedulable(m) => ManagerError::InvalidOption(m),
-        PluginError::Failed(m) => ManagerError::Scheduler(m),
+        PluginError::Failed(m) | PluginError::Conflict(m) => ManagerError::Scheduler(m),
     }
 }
 

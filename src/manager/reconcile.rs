@@ -203,7 +203,7 @@ impl Manager {
                 }
                 // The scheduler is down or refusing: the other tables would fail the same way.
                 Err(PluginError::Failed(e)) => return Err(ManagerError::Scheduler(e)),
-                Err(PluginError::Unschedulable(e)) => report.errors.push(format!("{}: {e}", dt.name)),
+                Err(PluginError::Unschedulable(e) | PluginError::Conflict(e)) => report.errors.push(format!("{}: {e}", dt.name)),
             }
             tx.commit().await?;
         }

@@ -354,7 +354,7 @@ impl Api {
                 method: method.to_string(),
                 path: format!("{}{path}", self.version.prefix()),
                 status: r.status,
-                body: r.snippet(),
+                body: r.snippet_without(&[&self.password]),
             })
         }
     }
@@ -410,7 +410,7 @@ impl Api {
                 method: "POST".into(),
                 path: format!("{}/connections", self.version.prefix()),
                 status: r.status,
-                body: r.snippet(),
+                body: r.snippet_without(&[&self.password, token]),
             });
         }
         Ok(())

@@ -71,13 +71,28 @@ impl Response {
 
     /// The body as text, shortened, for error messages.
     pub fn snippet(&self) -> String {
-        let text = String::from_utf8_lossy(&self.body);
-        let mut s: String = text.chars().take(300).collect();
-        if text.chars().count() > 300 {
-            s.push('…');
-        }
-        s
+        self.snippet_without(&[])
     }
+
+    /// The body as text with every `secrets` hidden, shortened, for error messages (services
+    /// echo what they were sent in their validation errors).
+    pub fn snippet_without(&self, secrets: &[&str]) -> String {
+        scrub(&String::from_utf8_lossy(&self.body), secrets)
+    }
+}
+
+/// `text` for an error message: each of `secrets` replaced by `***` (before shortening, so no
+/// part of one is left), then cut at 300 characters.
+pub fn scrub(text: &str, secrets: &[&str]) -> String {
+    let mut text = text.to_string();
+    for secret in secrets.iter().filter(|s| !s.is_empty()) {
+        text = text.replace(secret, "***");
+    }
+    let mut s: String = text.chars().take(300).collect();
+    if text.chars().count() > 300 {
+        s.push('…');
+    }
+    s
 }
 
 /// `url` without credentials (`user:password@`), for messages.

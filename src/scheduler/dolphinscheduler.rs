@@ -432,25 +432,30 @@ impl ApiError {
     }
 }
 
-/// The `data` of a successful answer (200, or 201 from a create), else what went wrong.
-pub fn envelope(r: &Response) -> Result<Value, ApiError> {
+/// The `data` of a successful answer (200, or 201 from a create), else what went wrong, with
+/// `secrets` hidden: DolphinScheduler's validation errors repeat the parameters they were sent
+/// (a task definition holds the refresh endpoint's token).
+pub fn envelope(r: &Response, secrets: &[&str]) -> Result<Value, ApiError> {
     match r.status {
         200 | 201 => {}
         401 => return Err(ApiError::Unauthorized),
         status => {
-            return Err(ApiError::Status { status, body: r.snippet() });
+            return Err(ApiError::Status {
+                status,
+                body: r.snippet_without(secrets),
+            });
         }
     }
     let not = || ApiError::NotEnvelope {
         status: r.status,
-        body: r.snippet(),
+        body: r.snippet_without(secrets),
     };
     let v = r.json().map_err(|_| not())?;
     let code = v.get("code").and_then(Value::as_i64).ok_or_else(not)?;
     if code != 0 {
         return Err(ApiError::Refused {
             code,
-            msg: v.get("msg").and_then(Value::as_str).unwrap_or("").to_string(),
+            msg: client::scrub(v.get("msg").and_then(Value::as_str).unwrap_or(""), secrets),
         });
     }
     Ok(v.get("data").cloned().unwrap_or(Value::Null))
@@ -520,7 +525,7 @@ impl DolphinScheduler {
             .send(method, path, &Auth::Header("token", self.cfg.token.clone()), body)
             .await
             .map_err(|e| ApiError::Unreachable(e.to_string()))?;
-        envelope(&r)
+        envelope(&r, &[&self.cfg.token, self.cfg.refresh_token.as_deref().unwrap_or_default()])
     }
 
     async fn get(&self, path: &str, query: &[(&str, String)]) -> Result<Value, ApiError> {
@@ -661,7 +666,8 @@ impl DolphinScheduler {
                     .get(param)
                     .or_else(|| s.get("processDefinitionCode"))
                     .or_else(|| s.get("workflowDefinitionCode"));
-                c.and_then(as_code).is_none_or(|c| c == code)
+                // Only a schedule that names the workflow: never another's.
+                c.and_then(as_code) == Some(code)
             })
             .and_then(|s| {
                 Some(ScheduleInfo {
@@ -791,7 +797,7 @@ impl DolphinScheduler {
             )
         })?;
         if !owned_by(desc, catalog) {
-            return Err(PluginError::Failed(format!(
+            return Err(PluginError::Conflict(format!(
                 "{SERVICE}: project {} already has a workflow named {name} that this catalog does not own",
                 self.cfg.project
             )));
@@ -878,6 +884,9 @@ impl DolphinScheduler {
         Ok(())
     }
 
+    /// Gives the workflow the target's task and schedule, keeping the schedule's online state. A
+    /// failure part-way leaves a changed part changed (the caller's transaction then rolls back,
+    /// and reconciliation puts the schedule back to what the catalog says).
     async fn reschedule_workflow(&self, h: &WorkflowHandle, t: &Target<'_>) -> Result<WorkflowHandle, PluginError> {
         let w = self.wanted(t)?;
         let (pc, code, name) = (h.project_code, h.workflow_code, h.workflow_name.as_str());
@@ -895,26 +904,33 @@ impl DolphinScheduler {
                     "{SERVICE}: the schedule of workflow {name} is gone (reconciliation creates it again)"
                 ))
             })?;
-        let mut online = s.online;
-        let params = self.params(t, name);
-        let task_changed = wf.task_params.as_ref().map(task_fingerprint) != Some(task_fingerprint(&params));
-        if task_changed {
-            self.update_task(h, &description(t.catalog, &t.endpoint_name()), &params).await?;
-            online = false;
-        }
-        if s.crontab != w.cron || s.time_zone != w.time_zone {
-            if let Err(e) = self.change_schedule(pc, &s, &w, online).await {
-                if s.online {
-                    let _ = self.schedule_state(pc, s.id, true).await;
-                }
-                return Err(e);
+        let changed = async {
+            let mut online = s.online;
+            let params = self.params(t, name);
+            if wf.task_params.as_ref().map(task_fingerprint) != Some(task_fingerprint(&params)) {
+                // (Taking the workflow OFFLINE for this takes the schedule offline too.)
+                self.update_task(h, &description(t.catalog, &t.endpoint_name()), &params).await?;
+                online = false;
             }
-            online = false;
+            if s.crontab != w.cron || s.time_zone != w.time_zone {
+                self.change_schedule(pc, &s, &w, online).await?;
+                online = false;
+            }
+            if s.online && !online {
+                self.schedule_state(pc, s.id, true)
+                    .await
+                    .map_err(|e| failed(&format!("putting schedule {} online again", s.id), e))?;
+            }
+            Ok::<_, PluginError>(())
         }
-        if s.online && !online {
-            self.schedule_state(pc, s.id, true)
-                .await
-                .map_err(|e| failed(&format!("putting schedule {} online again", s.id), e))?;
+        .await;
+        if let Err(e) = changed {
+            // Whatever step failed, an active table's schedule stays online (best effort; the
+            // reconciliation loop puts the rest right).
+            if s.online {
+                let _ = self.schedule_state(pc, s.id, true).await;
+            }
+            return Err(e);
         }
         Ok(WorkflowHandle {
             schedule_id: Some(s.id),
@@ -978,7 +994,13 @@ impl DolphinScheduler {
                     .await
                     .map_err(|e| failed(&format!("putting schedule {id} online"), e))?;
             }
-            return Ok(Repair::Recreated(Handle::of(&new)));
+            // Updated, not Recreated: the workflow is the one the catalog names, and must not be
+            // removed should the catalog fail to record the new schedule (the next round finds it).
+            notes.push(format!("schedule {id} created again"));
+            return Ok(Repair::Updated {
+                handle: Handle::of(&new),
+                fixes: notes,
+            });
         };
         // Taking the workflow OFFLINE took the schedule offline.
         let mut online = s.online && notes.is_empty();
@@ -1000,10 +1022,14 @@ impl DolphinScheduler {
         }
         if h.schedule_id != Some(s.id) {
             // The catalog's handle named another schedule: keep the one found.
-            return Ok(Repair::Recreated(Handle::of(&WorkflowHandle {
-                schedule_id: Some(s.id),
-                ..h.clone()
-            })));
+            notes.push(format!("the catalog now names schedule {}", s.id));
+            return Ok(Repair::Updated {
+                handle: Handle::of(&WorkflowHandle {
+                    schedule_id: Some(s.id),
+                    ..h.clone()
+                }),
+                fixes: notes,
+            });
         }
         Ok(Repair::InPlace(notes))
     }
@@ -1337,31 +1363,49 @@ mod tests {
             body: Bytes::from(body.to_string()),
         };
         assert_eq!(
-            envelope(&r(
-                200,
-                r#"{"code":0,"msg":"success","data":{"code":5},"success":true,"failed":false}"#
-            )),
+            envelope(
+                &r(200, r#"{"code":0,"msg":"success","data":{"code":5},"success":true,"failed":false}"#),
+                &[]
+            ),
             Ok(json!({"code": 5}))
         );
-        assert_eq!(envelope(&r(201, r#"{"code":0,"msg":"success","data":null}"#)), Ok(Value::Null));
-        assert_eq!(envelope(&r(401, "")), Err(ApiError::Unauthorized));
-        let e = envelope(&r(
-            200,
-            r#"{"code":10168,"msg":"process definition name x already exists","data":null}"#,
-        ))
+        assert_eq!(envelope(&r(201, r#"{"code":0,"msg":"success","data":null}"#), &[]), Ok(Value::Null));
+        assert_eq!(envelope(&r(401, ""), &[]), Err(ApiError::Unauthorized));
+        let e = envelope(
+            &r(
+                200,
+                r#"{"code":10168,"msg":"process definition name x already exists","data":null}"#,
+            ),
+            &[],
+        )
         .unwrap_err();
         assert_eq!(e.code(), Some(10168));
         assert!(!e.gone());
         assert_eq!(e.to_string(), "code 10168: process definition name x already exists");
         for code in [10018, 10022, 10203, 50003] {
             assert!(
-                envelope(&r(200, &format!(r#"{{"code":{code},"msg":"gone"}}"#))).unwrap_err().gone(),
+                envelope(&r(200, &format!(r#"{{"code":{code},"msg":"gone"}}"#)), &[])
+                    .unwrap_err()
+                    .gone(),
                 "{code}"
             );
         }
-        assert!(matches!(envelope(&r(500, "boom")), Err(ApiError::Status { status: 500, .. })));
-        assert!(matches!(envelope(&r(200, "<html>")), Err(ApiError::NotEnvelope { .. })));
-        assert!(matches!(envelope(&r(200, r#"{"data":1}"#)), Err(ApiError::NotEnvelope { .. })));
+        assert!(matches!(envelope(&r(500, "boom"), &[]), Err(ApiError::Status { status: 500, .. })));
+        assert!(matches!(envelope(&r(200, "<html>"), &[]), Err(ApiError::NotEnvelope { .. })));
+        assert!(matches!(envelope(&r(200, r#"{"data":1}"#), &[]), Err(ApiError::NotEnvelope { .. })));
+        // Validation errors repeat what was sent: the tokens never reach a message, not even in
+        // part where the message is cut.
+        let secret = "s3cr3t-refresh-token";
+        let echoed = format!(
+            r#"{{"code":10001,"msg":"request parameter taskDefinitionJson {{\"Authorization\": \"Bearer {secret}\"}} is not valid"}}"#
+        );
+        let e = envelope(&r(200, &echoed), &[secret, "api-token"]).unwrap_err().to_string();
+        assert!(e.contains("Bearer ***") && !e.contains(secret), "{e}");
+        let long = format!("{}{secret}", "x".repeat(290));
+        for bad in [r(500, &long), r(200, &long)] {
+            let e = envelope(&bad, &[secret]).unwrap_err().to_string();
+            assert!(!e.contains("s3cr"), "{e}");
+        }
         let f = failed("creating workflow w", ApiError::Unauthorized);
         assert!(
             f.to_string()

@@ -145,6 +145,11 @@ pub enum PluginError {
     /// The scheduler failed, refused or could not be reached (58000).
     #[error("{0}")]
     Failed(String),
+    /// Something not this catalog's stands in the way of this one table's schedule (a workflow
+    /// of the same name that someone else made): 58000 for the statement; reconciliation goes on
+    /// with the other tables, as the scheduler itself works.
+    #[error("{0}")]
+    Conflict(String),
 }
 
 /// A workflow scheduler for FULL-mode tables.
