@@ -5,6 +5,7 @@
 //! each refresh. Refreshes report what they did ([`RefreshAction`]) so that an incremental
 //! refresh can later report INCREMENTAL or NO_DATA instead of FULL.
 
+pub mod incremental;
 pub mod postgres;
 
 /// What a refresh did, as recorded in the history.

@@ -1,0 +1,304 @@
+//! Which refreshes of a query can be incremental, read from its resolved text (what
+//! `pg_get_viewdef` prints: every relation schema-qualified, every column qualified by its
+//! table's name or alias). Pure: text in, a [`Plan`] or the reason it is refreshed fully out.
+//!
+//! Shapes supported so far:
+//! - [`Plan::Rows`]: `SELECT <scalar expressions> FROM <one table> [WHERE <condition>]`: each
+//!   source row gives at most one result row, so a deleted source row deletes one copy of what it
+//!   gave and an inserted one adds one.
+//!
+//! Everything else is refreshed fully, with the reason users see in DESCRIBE and SHOW (like
+//! Snowflake's `refresh_mode_reason`). Functions are checked apart, against PostgreSQL's catalog
+//! (see `capture::function_reason`): only built-in immutable functions and stable ones of
+//! `pg_catalog` that read no table can be part of an incremental refresh.
+
+use sqlparser::ast::{Distinct, Expr, GroupByExpr, Query, SelectItem, SetExpr, Statement, TableFactor};
+use sqlparser::dialect::PostgreSqlDialect;
+use sqlparser::parser::Parser;
+use sqlparser::tokenizer::{Token, Tokenizer};
+
+/// A table a query reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Source {
+    pub schema: String,
+    pub name: String,
+    /// The name the query's columns are qualified with (the alias, else the table's name).
+    pub binding: String,
+}
+
+/// How a query is refreshed incrementally.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Plan {
+    /// One row out per qualifying row in: `SELECT {projection} FROM {source} WHERE {filter}`.
+    Rows {
+        source: Source,
+        /// The select list, as printed (`orders.id, orders.amount * 2::numeric AS a2`).
+        projection: String,
+        filter: Option<String>,
+    },
+}
+
+impl Plan {
+    /// The tables whose changes the plan reads.
+    pub fn sources(&self) -> Vec<&Source> {
+        match self {
+            Plan::Rows { source, .. } => vec![source],
+        }
+    }
+}
+
+/// Reads `resolved` (a query as `pg_get_viewdef` prints it): the plan, or why the table is
+/// refreshed fully.
+pub fn analyze(resolved: &str) -> Result<Plan, String> {
+    let statements = Parser::parse_sql(&PostgreSqlDialect {}, resolved).map_err(|e| format!("the query could not be analyzed ({e})"))?;
+    let [Statement::Query(q)] = statements.as_slice() else {
+        return Err("the query could not be analyzed (not one SELECT)".into());
+    };
+    if q.with.is_some() {
+        return Err("WITH (common table expressions) is not supported incrementally yet".into());
+    }
+    check_query_tail(q)?;
+    let select = match q.body.as_ref() {
+        SetExpr::Select(s) => s,
+        SetExpr::SetOperation { op, set_quantifier, .. } => {
+            let all = if set_quantifier.to_string().is_empty() {
+                String::new()
+            } else {
+                format!(" {set_quantifier}")
+            };
+            return Err(format!("{op}{all} is not supported incrementally yet"));
+        }
+        _ => return Err("the query's form is not supported incrementally".into()),
+    };
+    if let Some(d) = &select.distinct {
+        return Err(match d {
+            Distinct::Distinct => "DISTINCT is not supported incrementally yet".into(),
+            _ => "DISTINCT ON is not supported incrementally".into(),
+        });
+    }
+    if select.having.is_some() {
+        return Err("HAVING is not supported incrementally yet".into());
+    }
+    match &select.group_by {
+        GroupByExpr::Expressions(e, m) if e.is_empty() && m.is_empty() => {}
+        _ => return Err("GROUP BY is not supported incrementally yet".into()),
+    }
+    if !select.named_window.is_empty() {
+        return Err("window functions (WINDOW) are not supported incrementally".into());
+    }
+    let [from] = select.from.as_slice() else {
+        return Err(if select.from.is_empty() {
+            "a query without FROM is refreshed fully".into()
+        } else {
+            "queries over several tables (FROM a, b) are not supported incrementally yet".into()
+        });
+    };
+    if !from.joins.is_empty() {
+        return Err("joins are not supported incrementally yet".into());
+    }
+    let source = table_of(&from.relation)?;
+    for item in &select.projection {
+        let expr = match item {
+            SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => e,
+            _ => return Err("a select list with * is not supported incrementally".into()),
+        };
+        check_scalar(expr, "the select list")?;
+    }
+    if let Some(w) = &select.selection {
+        check_scalar(w, "WHERE")?;
+    }
+    let projection = select.projection.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
+    Ok(Plan::Rows {
+        source,
+        projection,
+        filter: select.selection.as_ref().map(ToString::to_string),
+    })
+}
+
+/// ORDER BY is harmless (a table has no order); LIMIT, OFFSET and FETCH are not.
+fn check_query_tail(q: &Query) -> Result<(), String> {
+    if q.limit_clause.is_some() || q.fetch.is_some() {
+        return Err("LIMIT, OFFSET and FETCH are refreshed fully".into());
+    }
+    if !q.locks.is_empty() {
+        return Err("FOR UPDATE / FOR SHARE is refreshed fully".into());
+    }
+    Ok(())
+}
+
+fn table_of(f: &TableFactor) -> Result<Source, String> {
+    let TableFactor::Table { name, alias, args, .. } = f else {
+        return Err(match f {
+            TableFactor::Derived { .. } => "subqueries in FROM are not supported incrementally yet".into(),
+            _ => "this FROM item is not supported incrementally".into(),
+        });
+    };
+    if args.is_some() {
+        return Err("table functions in FROM are refreshed fully".into());
+    }
+    let parts: Vec<String> = name.0.iter().filter_map(|p| p.as_ident().map(|i| i.value.clone())).collect();
+    let [schema, table] = parts.as_slice() else {
+        return Err(format!("the table {name} could not be resolved"));
+    };
+    if alias.as_ref().is_some_and(|a| !a.columns.is_empty()) {
+        return Err("column aliases on a FROM item are not supported incrementally yet".into());
+    }
+    Ok(Source {
+        schema: schema.clone(),
+        name: table.clone(),
+        binding: alias.as_ref().map_or_else(|| table.clone(), |a| a.name.value.clone()),
+    })
+}
+
+/// Refuses what cannot be computed row by row: aggregates, window functions, subqueries, and
+/// the SQL value functions of the clock (`CURRENT_DATE`, ...), whose result changes with no
+/// change in the sources. Read from the expression's tokens: a word before `(` is a function.
+fn check_scalar(e: &Expr, place: &str) -> Result<(), String> {
+    let text = e.to_string();
+    let tokens = Tokenizer::new(&PostgreSqlDialect {}, &text)
+        .tokenize()
+        .map_err(|e| format!("the query could not be analyzed ({e})"))?;
+    let tokens: Vec<&Token> = tokens.iter().filter(|t| !matches!(t, Token::Whitespace(_))).collect();
+    for (i, t) in tokens.iter().enumerate() {
+        let Token::Word(w) = t else { continue };
+        let word = w.value.to_lowercase();
+        let call = matches!(tokens.get(i + 1), Some(Token::LParen));
+        let unquoted = w.quote_style.is_none();
+        if unquoted && matches!(word.as_str(), "select" | "exists") {
+            return Err(format!("subqueries in {place} are not supported incrementally yet"));
+        }
+        if unquoted && word == "over" {
+            return Err("window functions (OVER) are refreshed fully".into());
+        }
+        if call && AGGREGATES.contains(&word.as_str()) {
+            return Err(format!("aggregates ({word}) are not supported incrementally yet"));
+        }
+        if unquoted && !call && CLOCK.contains(&word.as_str()) {
+            return Err(format!("{} changes with time, not with the sources", word.to_uppercase()));
+        }
+    }
+    Ok(())
+}
+
+/// PostgreSQL's aggregates, as a query may call them (so that `count(*)` in a select list without
+/// GROUP BY is known for one).
+const AGGREGATES: &[&str] = &[
+    "count",
+    "sum",
+    "avg",
+    "min",
+    "max",
+    "array_agg",
+    "string_agg",
+    "bool_and",
+    "bool_or",
+    "every",
+    "bit_and",
+    "bit_or",
+    "bit_xor",
+    "json_agg",
+    "jsonb_agg",
+    "json_object_agg",
+    "jsonb_object_agg",
+    "stddev",
+    "stddev_pop",
+    "stddev_samp",
+    "variance",
+    "var_pop",
+    "var_samp",
+    "corr",
+    "covar_pop",
+    "covar_samp",
+    "regr_count",
+    "percentile_cont",
+    "percentile_disc",
+    "mode",
+    "xmlagg",
+    "range_agg",
+    "range_intersect_agg",
+];
+
+/// SQL value functions of the clock, which PostgreSQL prints without parentheses.
+const CLOCK: &[&str] = &["current_date", "current_time", "current_timestamp", "localtime", "localtimestamp"];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn src(schema: &str, name: &str, binding: &str) -> Source {
+        Source {
+            schema: schema.into(),
+            name: name.into(),
+            binding: binding.into(),
+        }
+    }
+
+    #[test]
+    fn rows_plans() {
+        let cases = [
+            (
+                "SELECT orders.id, orders.amount * 2::numeric AS a2 FROM public.orders WHERE orders.amount > 10::numeric AND orders.day IS NOT NULL",
+                Plan::Rows {
+                    source: src("public", "orders", "orders"),
+                    projection: "orders.id, orders.amount * 2::NUMERIC AS a2".into(),
+                    filter: Some("orders.amount > 10::NUMERIC AND orders.day IS NOT NULL".into()),
+                },
+            ),
+            (
+                " SELECT o.id,\n    upper(o.note) AS u\n   FROM \"My Schema\".\"Orders\" o\n  ORDER BY o.id;",
+                Plan::Rows {
+                    source: src("My Schema", "Orders", "o"),
+                    projection: "o.id, upper(o.note) AS u".into(),
+                    filter: None,
+                },
+            ),
+        ];
+        for (sql, want) in cases {
+            assert_eq!(analyze(sql), Ok(want), "{sql}");
+        }
+    }
+
+    #[test]
+    fn reasons() {
+        let cases = [
+            (
+                "SELECT orders.day, count(*) AS count FROM public.orders GROUP BY orders.day",
+                "GROUP BY",
+            ),
+            ("SELECT count(*) AS count FROM public.orders", "aggregates (count)"),
+            ("SELECT DISTINCT orders.day FROM public.orders", "DISTINCT"),
+            ("SELECT orders.id FROM public.orders LIMIT 10", "LIMIT"),
+            ("SELECT orders.id FROM public.orders OFFSET 10", "LIMIT, OFFSET"),
+            (
+                "SELECT o.id FROM public.orders o JOIN public.customers c ON c.id = o.customer_id",
+                "joins",
+            ),
+            ("SELECT o.id FROM public.orders o, public.customers c", "several tables"),
+            ("SELECT 1 AS one", "without FROM"),
+            (
+                "SELECT orders.id, row_number() OVER (ORDER BY orders.id) AS n FROM public.orders",
+                "window functions",
+            ),
+            (
+                "SELECT orders.id FROM public.orders WHERE orders.day > CURRENT_DATE",
+                "CURRENT_DATE changes with time",
+            ),
+            (
+                "SELECT orders.id FROM public.orders WHERE orders.id IN (SELECT 1)",
+                "subqueries in WHERE",
+            ),
+            ("SELECT x.id FROM (SELECT orders.id FROM public.orders) x", "subqueries in FROM"),
+            ("SELECT a.id FROM public.a UNION ALL SELECT b.id FROM public.b", "UNION ALL"),
+            ("WITH x AS (SELECT 1 AS id) SELECT x.id FROM x", "WITH"),
+            ("SELECT g.g FROM generate_series(1, 3) g(g)", "table functions"),
+            ("SELECT orders.* FROM public.orders", "*"),
+            ("SELECT orders.id FROM public.orders HAVING true", "HAVING"),
+        ];
+        for (sql, want) in cases {
+            match analyze(sql) {
+                Err(reason) => assert!(reason.contains(want), "{sql}: {reason}"),
+                Ok(p) => panic!("{sql}: planned {p:?}"),
+            }
+        }
+    }
+}
