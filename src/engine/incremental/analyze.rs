@@ -8,9 +8,9 @@
 //!   gave and an inserted one adds one.
 //!
 //! Everything else is refreshed fully, with the reason users see in DESCRIBE and SHOW (like
-//! Snowflake's `refresh_mode_reason`). Functions are checked apart, against PostgreSQL's catalog
-//! (see `capture::function_reason`): only built-in immutable functions and stable ones of
-//! `pg_catalog` that read no table can be part of an incremental refresh.
+//! Snowflake's `refresh_mode_reason`). The functions a query calls are to be checked apart,
+//! against PostgreSQL's catalog (volatility, and whether they are the user's): text alone cannot
+//! tell.
 
 use sqlparser::ast::{Distinct, Expr, GroupByExpr, Query, SelectItem, SetExpr, Statement, TableFactor};
 use sqlparser::dialect::PostgreSqlDialect;

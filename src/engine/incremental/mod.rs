@@ -3,5 +3,8 @@
 //!
 //! - [`analyze`] decides, from the resolved query, whether and how a table can be refreshed
 //!   incrementally, or why not (the reason users see).
+//!
+//! Work in progress (issue 6): change capture and the delta application are not wired in yet;
+//! every dynamic table is still refreshed fully.
 
 pub mod analyze;
