@@ -91,6 +91,12 @@ fn dolphinscheduler_plugin(args: &ServeArgs, http_addr: std::net::SocketAddr) ->
             ));
         }
     };
+    // The task sends the token as a header, where DolphinScheduler would replace placeholders.
+    if args.http_token.as_deref().is_some_and(|t| t.contains("${") || t.contains("$[")) {
+        return Err(ServeError::Scheduler(
+            "--http-token holds ${ or $[, which DolphinScheduler's tasks would replace as placeholders: choose another token".into(),
+        ));
+    }
     let endpoint = Endpoint::parse_with_ca("DolphinScheduler", url, Duration::from_secs(30), args.scheduler_ca_file.as_deref())
         .map_err(|e| ServeError::Scheduler(e.to_string()))?;
     let refresh_url = args
@@ -102,12 +108,6 @@ fn dolphinscheduler_plugin(args: &ServeArgs, http_addr: std::net::SocketAddr) ->
     config.tenant = args.dolphinscheduler_tenant.clone();
     config.worker_group = args.dolphinscheduler_worker_group.clone();
     config.refresh_token = args.http_token.clone();
-    // The task sends the token as a header, where DolphinScheduler would replace placeholders.
-    if args.http_token.as_deref().is_some_and(|t| t.contains("${") || t.contains("$[")) {
-        return Err(ServeError::Scheduler(
-            "--http-token holds ${ or $[, which DolphinScheduler's tasks would replace as placeholders: choose another token".into(),
-        ));
-    }
     Ok(Some(Arc::new(dolphinscheduler::DolphinScheduler::new(config))))
 }
 

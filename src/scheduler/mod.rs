@@ -146,8 +146,8 @@ pub enum PluginError {
     #[error("{0}")]
     Failed(String),
     /// Something not this catalog's stands in the way of this one table's schedule (a workflow
-    /// of the same name that someone else made): 58000 for the statement; reconciliation goes on
-    /// with the other tables, as the scheduler itself works.
+    /// of the same name that someone else made): 58000 for the statement; reconciliation reports
+    /// it and goes on with the other tables (unlike `Failed`, which ends the round).
     #[error("{0}")]
     Conflict(String),
 }

@@ -38,15 +38,6 @@ pub enum Plan {
     },
 }
 
-impl Plan {
-    /// The tables whose changes the plan reads.
-    pub fn sources(&self) -> Vec<&Source> {
-        match self {
-            Plan::Rows { source, .. } => vec![source],
-        }
-    }
-}
-
 /// Reads `resolved` (a query as `pg_get_viewdef` prints it): the plan, or why the table is
 /// refreshed fully.
 pub fn analyze(resolved: &str) -> Result<Plan, String> {
@@ -61,12 +52,8 @@ pub fn analyze(resolved: &str) -> Result<Plan, String> {
     let select = match q.body.as_ref() {
         SetExpr::Select(s) => s,
         SetExpr::SetOperation { op, set_quantifier, .. } => {
-            let all = if set_quantifier.to_string().is_empty() {
-                String::new()
-            } else {
-                format!(" {set_quantifier}")
-            };
-            return Err(format!("{op}{all} is not supported incrementally yet"));
+            let op = format!("{op} {set_quantifier}");
+            return Err(format!("{} is not supported incrementally yet", op.trim_end()));
         }
         _ => return Err("the query's form is not supported incrementally".into()),
     };
