@@ -579,23 +579,37 @@ async fn tokio_postgres_cancel() {
             .expect("cancelled query returns within seconds");
         (r, Instant::now())
     };
+    // a's cancel is sent once both sleep; b's only after a's query has returned to the client
+    // (not merely after a's backend went idle: the error still has to cross the gateway).
+    let (a_returned, a_has_returned) = tokio::sync::oneshot::channel::<()>();
     let started = Instant::now();
-    let ((ra, a_done), (rb, b_done), b_cancelled) = tokio::join!(timed(a.simple_query(sleep)), timed(b.simple_query(sleep)), async {
-        wait_running(&pg, &db, sleep, 2).await;
-        a.cancel_token().cancel_query(NoTls).await.unwrap();
-        // a's backend stops, b's goes on sleeping.
-        wait_running(&pg, &db, sleep, 1).await;
-        let t = Instant::now();
-        b.cancel_token().cancel_query(NoTls).await.unwrap();
-        t
-    });
+    let ((ra, _), (rb, b_done), b_cancelled) = tokio::join!(
+        async {
+            let r = timed(a.simple_query(sleep)).await;
+            a_returned.send(()).unwrap();
+            r
+        },
+        timed(b.simple_query(sleep)),
+        async {
+            wait_running(&pg, &db, sleep, 2).await;
+            a.cancel_token().cancel_query(NoTls).await.unwrap();
+            tokio::time::timeout(Duration::from_secs(10), a_has_returned)
+                .await
+                .expect("a's query returns within seconds of its cancel")
+                .unwrap();
+            // b's backend goes on sleeping.
+            wait_running(&pg, &db, sleep, 1).await;
+            let t = Instant::now();
+            b.cancel_token().cancel_query(NoTls).await.unwrap();
+            t
+        }
+    );
     for r in [ra, rb] {
         let err = r.expect_err("the query was cancelled");
         let e = db_error(&err);
         assert_eq!(e.code().code(), "57014");
         assert_eq!(e.message(), "canceling statement due to user request");
     }
-    assert!(a_done < b_cancelled, "a's query ended only after b's cancel");
     assert!(b_done >= b_cancelled, "b's query was cancelled by a's cancel");
     assert!(started.elapsed() < Duration::from_secs(10));
 
