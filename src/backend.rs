@@ -77,6 +77,8 @@ pub struct ServicePool {
 /// A pooled connection; goes back to the pool when dropped.
 pub struct Pooled {
     client: Option<tokio_postgres::Client>,
+    /// Closed instead of returned when dropped (see [`Pooled::discard_on_drop`]).
+    discard: bool,
     idle: Arc<Mutex<Vec<tokio_postgres::Client>>>,
     max_idle: usize,
 }
@@ -105,9 +107,19 @@ impl ServicePool {
         };
         Ok(Pooled {
             client: Some(client),
+            discard: false,
             idle: self.idle.clone(),
             max_idle: self.max_idle,
         })
+    }
+}
+
+impl Pooled {
+    /// While set, the connection is closed when dropped instead of going back to the pool: for
+    /// the span of a session-level advisory lock, which a connection given back (by an error
+    /// path, or a future dropped midway) would hold for whoever uses it next.
+    pub fn discard_on_drop(&mut self, discard: bool) {
+        self.discard = discard;
     }
 }
 
@@ -128,7 +140,7 @@ impl Drop for Pooled {
     fn drop(&mut self) {
         if let Some(c) = self.client.take() {
             let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-            if !c.is_closed() && idle.len() < self.max_idle {
+            if !self.discard && !c.is_closed() && idle.len() < self.max_idle {
                 idle.push(c);
             }
         }

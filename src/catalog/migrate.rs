@@ -23,7 +23,12 @@ macro_rules! migrations {
 }
 
 /// Every migration, in order. A new file under `sql/` must be listed here (a test checks).
-pub const MIGRATIONS: &[Migration] = migrations![(1, "catalog"), (2, "resolved_queries_and_guards"), (3, "scheduler_reconciliation"),];
+pub const MIGRATIONS: &[Migration] = migrations![
+    (1, "catalog"),
+    (2, "resolved_queries_and_guards"),
+    (3, "scheduler_reconciliation"),
+    (4, "incremental_refresh"),
+];
 
 /// Arbitrary but fixed key of the advisory lock that serializes migrations ("dyngate" in ASCII).
 const LOCK_KEY: i64 = 0x0064_796e_6761_7465;

@@ -37,7 +37,7 @@ const fn col(name: &'static str, type_oid: u32) -> Column {
     Column { name, type_oid }
 }
 
-const SHOW_COLUMNS: [Column; 10] = [
+const SHOW_COLUMNS: [Column; 12] = [
     col("schema_name", TEXT),
     col("table_name", TEXT),
     col("freshness", TEXT),
@@ -49,6 +49,8 @@ const SHOW_COLUMNS: [Column; 10] = [
     col("last_refresh_at", TEXT),
     col("lag", TEXT),
     col("freshness_met", BOOL),
+    col("refresh_action", TEXT),
+    col("refresh_action_reason", TEXT),
 ];
 const DESCRIBE_COLUMNS: [Column; 2] = [col("property", TEXT), col("value", TEXT)];
 const SHOW_CREATE_COLUMNS: [Column; 1] = [col("create_statement", TEXT)];
@@ -191,6 +193,8 @@ impl Handler {
                             l.last_refresh_at,
                             l.lag,
                             Some(if l.freshness_met { "t" } else { "f" }.to_string()),
+                            Some(l.refresh_action),
+                            l.refresh_action_reason,
                         ]
                     })
                     .collect();

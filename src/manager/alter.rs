@@ -15,8 +15,10 @@ use std::sync::Arc;
 use tokio_postgres::Transaction;
 
 use crate::config::SchedulerKind;
+use crate::engine::incremental;
 use crate::manager::catalog::{self, DtRow};
-use crate::manager::create::{TIME_ZONE_OPTION, check_time_zone, refresh_mode_name};
+use crate::manager::create::{TIME_ZONE_OPTION, check_time_zone, not_incremental, refresh_mode_name};
+use crate::manager::drop::TABLE_LOCK_SPACE;
 use crate::manager::external::{self, SCHEDULER_OPTION, Scheduled};
 use crate::manager::rules::{self, Freshness, LogicalMode, RefreshMode};
 use crate::manager::{Manager, ManagerError, Requester};
@@ -295,6 +297,9 @@ impl Manager {
                 SCHEDULER_OPTION => {
                     external::parse_kind(v)?;
                 }
+                incremental::ACTION_OPTION => {
+                    incremental::requested(&[(k.clone(), v.clone())]).map_err(ManagerError::InvalidOption)?;
+                }
                 _ => {}
             }
         }
@@ -330,9 +335,16 @@ impl Manager {
             Some(kind) if time_zone != dt.time_zone => Some(self.plugin_for(kind, f)?),
             _ => None,
         };
+        let action_changes = set.iter().any(|(k, _)| k == incremental::ACTION_OPTION) || reset.iter().any(|k| k == incremental::ACTION_OPTION);
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
         check_time_zone(&tx, &time_zone).await?;
+        if action_changes {
+            // No refresh runs while the refresh action changes (taken before the schedule's
+            // lock, in the order DROP takes them).
+            tx.execute("SELECT pg_advisory_xact_lock($1, $2)", &[&TABLE_LOCK_SPACE, &(dt.id as i32)])
+                .await?;
+        }
         external::lock_schedule(&tx, dt.id).await?;
         tx.execute(
             "UPDATE dyngate.dynamic_table
@@ -346,6 +358,22 @@ impl Manager {
         let cur = catalog::load_by_id(&tx, dt.id)
             .await?
             .ok_or_else(|| ManagerError::NotFound(dt.name.to_string()))?;
+        if action_changes && let Some(view) = &cur.query_view {
+            // The next refresh is full; from then on, the action decided here.
+            let requested = incremental::requested(&flat).map_err(ManagerError::InvalidOption)?;
+            let decision = incremental::decide(&tx, view, cur.refresh_query(), requested)
+                .await?
+                .map_err(|why| not_incremental(&dt.name, &why))?;
+            incremental::record(&tx, dt.id, &decision, &cur.owner, false).await?;
+            incremental::capture::remove_unused(&tx).await?;
+            if decision.action() != cur.refresh_action {
+                notices.push(format!(
+                    "dynamic table {} is now refreshed {}",
+                    dt.name,
+                    if decision.action() == "INCREMENTAL" { "incrementally" } else { "fully" }
+                ));
+            }
+        }
         let switched = match plugin {
             Some(plugin) => {
                 let to = plugin.kind();

@@ -9,6 +9,8 @@
 //! ALTER is undone and the user gets PostgreSQL's error.
 
 use crate::engine;
+use crate::engine::incremental;
+use crate::manager::create::not_incremental;
 use crate::manager::alter::Altered;
 use crate::manager::catalog;
 use crate::manager::drop::TABLE_LOCK_SPACE;
@@ -63,8 +65,15 @@ impl Manager {
             let sql = format!("ALTER TABLE {} ADD COLUMN {} {ty}", dt.name.quoted(), quote_ident(col));
             engine::postgres::run_as(&tx, &dt.owner, &sql).await?;
         }
+        // Refreshed incrementally if the new query allows it (capture from before the refill).
+        let requested = incremental::requested(&dt.option_pairs()).map_err(ManagerError::InvalidOption)?;
+        let decision = incremental::decide(&tx, &view, &bound.resolved, requested)
+            .await?
+            .map_err(|why| not_incremental(&dt.name, &why))?;
+        incremental::prepare(&tx, &decision).await?;
+        let activated = dt.status == "ACTIVATED";
         let mut notices = Vec::new();
-        if dt.status == "ACTIVATED" {
+        if activated {
             let job_id = new_job_id();
             let start = tx
                 .query_one("SELECT now()::text, extract(epoch FROM clock_timestamp())::float8", &[])
@@ -86,8 +95,10 @@ impl Manager {
                 dt.name
             ));
         }
+        incremental::record(&tx, dt.id, &decision, &dt.owner, activated).await?;
+        incremental::capture::remove_unused(&tx).await?;
         tx.commit().await?;
-        tracing::info!(table = %dt.name, by = who.user, added = added.len(), "dynamic table query replaced");
+        tracing::info!(table = %dt.name, by = who.user, added = added.len(), action = decision.action(), "dynamic table query replaced");
         Ok(Altered { notices })
     }
 }

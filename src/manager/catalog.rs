@@ -36,6 +36,10 @@ pub struct DtRow {
     pub scheduler_handle: Option<String>,
     /// RESUME WITH options: the configuration scheduled refresh calls carry.
     pub refresh_options: std::collections::BTreeMap<String, String>,
+    /// INCREMENTAL or FULL (engine::incremental).
+    pub refresh_action: String,
+    /// Why a table is refreshed fully.
+    pub refresh_action_reason: Option<String>,
 }
 
 impl DtRow {
@@ -81,7 +85,7 @@ impl DtRow {
 
 const COLUMNS: &str = "id, schema_name, table_name, definition, query, columns, comment, options::text, freshness_n, freshness_unit, \
      logical_mode, refresh_mode, status, engine, scheduler, owner_role, created_at::text, altered_at::text, resolved_query, query_view, \
-     time_zone, partitioned_by, scheduler_handle::text, refresh_options::text";
+     time_zone, partitioned_by, scheduler_handle::text, refresh_options::text, refresh_action, refresh_action_reason";
 
 fn row(r: &tokio_postgres::Row) -> DtRow {
     DtRow {
@@ -114,6 +118,8 @@ fn row(r: &tokio_postgres::Row) -> DtRow {
             .get::<_, Option<String>>(23)
             .and_then(|t| serde_json::from_str::<std::collections::BTreeMap<String, String>>(&t).ok())
             .unwrap_or_default(),
+        refresh_action: r.get(24),
+        refresh_action_reason: r.get(25),
     }
 }
 
@@ -269,6 +275,8 @@ pub struct RefreshRow<'a> {
     pub action: Option<&'a str>,
     pub data_time: Option<&'a str>,
     pub rows: Option<i64>,
+    /// Captured changes applied (an incremental table's refresh).
+    pub changes: Option<i64>,
     pub error_code: Option<&'a str>,
     pub error_message: Option<&'a str>,
     pub partition: &'a [(String, String)],
@@ -298,13 +306,13 @@ pub async fn record_refresh(c: &impl GenericClient, r: &RefreshRow<'_>) -> Resul
     let rows = c
         .query_typed(
             "INSERT INTO dyngate.refresh (dynamic_table_id, schema_name, table_name, job_id, trigger, state, schedule_time, started_at,
-                                          ended_at, action, data_time, rows_written, error_code, error_message, partition_spec)
+                                          ended_at, action, data_time, rows_written, error_code, error_message, partition_spec, changes)
              VALUES ($1, $2, $3, $4, $5, $6, to_timestamp($7), coalesce(to_timestamp($8), clock_timestamp()),
-                     CASE WHEN $9 THEN clock_timestamp() END, $10, $11::timestamptz, $12, $13, $14, $15::jsonb)
+                     CASE WHEN $9 THEN clock_timestamp() END, $10, $11::timestamptz, $12, $13, $14, $15::jsonb, $16)
              ON CONFLICT (job_id, dynamic_table_id) DO UPDATE
                 SET state = excluded.state, ended_at = excluded.ended_at, action = excluded.action, data_time = excluded.data_time,
                     rows_written = excluded.rows_written, error_code = excluded.error_code, error_message = excluded.error_message,
-                    partition_spec = excluded.partition_spec
+                    partition_spec = excluded.partition_spec, changes = excluded.changes
               WHERE excluded.state <> 'EXECUTING'
              RETURNING id",
             &[
@@ -323,6 +331,7 @@ pub async fn record_refresh(c: &impl GenericClient, r: &RefreshRow<'_>) -> Resul
                 (&r.error_code, Type::TEXT),
                 (&r.error_message, Type::TEXT),
                 (&partition, Type::TEXT),
+                (&r.changes, Type::INT8),
             ],
         )
         .await?;

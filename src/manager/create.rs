@@ -3,6 +3,7 @@
 //! (no table, no catalog row).
 
 use crate::engine;
+use crate::engine::incremental;
 use crate::manager::catalog::{self, NewDt};
 use crate::manager::external;
 use crate::manager::rules::{self, LogicalMode, RefreshMode, quote_ident, quote_literal};
@@ -68,6 +69,14 @@ async fn check_partition_columns(
     Ok(())
 }
 
+/// The error for an explicit request of an incremental refresh that the query rules out.
+pub(crate) fn not_incremental(name: &QualifiedName, why: &str) -> ManagerError {
+    ManagerError::Unsupported(format!(
+        "dynamic table {name} cannot be refreshed incrementally: {why} (remove '{}' to have it refreshed fully)",
+        incremental::ACTION_OPTION
+    ))
+}
+
 impl Manager {
     /// Binds the query of table `id` to what it reads (engine::postgres::bind_query) and records
     /// the binding.
@@ -110,6 +119,7 @@ impl Manager {
                 "engine '{engine}' is not available yet (only 'postgres' is)"
             )));
         }
+        let requested = incremental::requested(&c.options).map_err(ManagerError::InvalidOption)?;
         let freshness = c.freshness.unwrap_or_else(|| rules::default_freshness(c.mode));
         let mode = rules::derive_mode(freshness, c.mode, self.threshold);
         if mode == RefreshMode::Full {
@@ -170,8 +180,15 @@ impl Manager {
         )
         .await?;
         let bound = self.bind(&tx, &search_path, &name, id, &c.query).await?;
+        let decision = incremental::decide(&tx, &bound.view, &bound.resolved, requested)
+            .await?
+            .map_err(|why| not_incremental(&name, &why))?;
+        // The sources stay locked from before the fill until the commit, so the capture that
+        // starts after the fill misses nothing.
+        incremental::prepare(&tx, &decision).await?;
         // User SQL runs with the requester's privileges (see engine::postgres::run_as).
         let filled = engine::postgres::create(&tx, who.user, &name.quoted(), c.columns.as_deref(), &bound.resolved).await?;
+        incremental::record(&tx, id, &decision, who.user, true).await?;
         if !c.partitioned_by.is_empty() {
             check_partition_columns(&tx, &name, &c.partitioned_by, &formatters).await?;
             // A partition's refresh deletes by the partition columns.
@@ -217,7 +234,7 @@ impl Manager {
             }
             return Err(e.into());
         }
-        tracing::info!(table = %name, owner = who.user, mode = refresh_mode_name(mode), rows = filled.rows, "dynamic table created");
+        tracing::info!(table = %name, owner = who.user, mode = refresh_mode_name(mode), action = decision.action(), rows = filled.rows, "dynamic table created");
         Ok(Created::Created { rows: filled.rows })
     }
 }

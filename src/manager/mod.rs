@@ -1,6 +1,6 @@
 //! The dynamic-table manager: the operations behind each statement (create, refresh, drop, show,
-//! describe; alter, suspend and resume to come), independent of how they were asked for (pgwire
-//! now, HTTP with the refresh endpoint). It knows nothing of the wire protocol.
+//! describe, alter, suspend, resume), independent of how they were asked for (pgwire, or the
+//! HTTP refresh endpoint). It knows nothing of the wire protocol.
 //!
 //! Every operation runs on a service-account connection but executes the SQL that touches user
 //! data with the requester's privileges (or, for a refresh, the table owner's), so PostgreSQL's
@@ -17,6 +17,7 @@ pub mod error;
 pub mod external;
 pub mod reconcile;
 pub mod refresh;
+pub mod refresh_incremental;
 pub mod rules;
 pub mod scheduler;
 pub mod show;

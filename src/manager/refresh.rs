@@ -18,6 +18,20 @@ use tokio_postgres::GenericClient;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::Type;
 
+/// How a refresh attempt ended (see `refresh_with`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Outcome {
+    /// Done and recorded: the rows written.
+    Done(i64),
+    /// The table's refresh lock was taken (a scheduled refresh only): nothing ran.
+    Locked,
+    /// The table's definition changed after it was loaded: nothing ran; reload and retry.
+    Stale,
+}
+
+/// How many times a refresh reloads a table whose definition changed under it before it gives up.
+const STALE_RETRIES: usize = 5;
+
 /// A refresh, as the history records it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RefreshRecord {
@@ -39,14 +53,14 @@ pub enum Trigger {
 }
 
 impl Trigger {
-    fn name(self) -> &'static str {
+    pub(super) fn name(self) -> &'static str {
         match self {
             Trigger::Manual => "MANUAL",
             Trigger::Scheduled { .. } => "SCHEDULED",
             Trigger::Api { .. } => "API",
         }
     }
-    fn schedule_time(self) -> Option<i64> {
+    pub(super) fn schedule_time(self) -> Option<i64> {
         match self {
             Trigger::Manual => None,
             Trigger::Scheduled { slot } => Some(slot),
@@ -163,13 +177,36 @@ impl Manager {
                 }))
             }
         };
-        let sql = engine::postgres::replace_sql(&dt.name.quoted(), dt.refresh_query(), &spec);
-        let result = self.refresh_statement(&mut client, dt, trigger, &job_id, &sql, &spec).await;
+        // A table altered since it was loaded is loaded again: the refresh runs what it is now.
+        let mut current = std::borrow::Cow::Borrowed(dt);
+        let mut result = Ok(Outcome::Stale);
+        for _ in 0..STALE_RETRIES {
+            result = if current.refresh_action == "INCREMENTAL" {
+                self.incremental_refresh(&mut client, &current, trigger, &job_id, &spec, began)
+                    .await
+            } else {
+                let sql = engine::postgres::replace_sql(&current.name.quoted(), current.refresh_query(), &spec);
+                self.refresh_statement(&mut client, &current, trigger, &job_id, &sql, &spec)
+                    .await
+            };
+            if !matches!(result, Ok(Outcome::Stale)) {
+                break;
+            }
+            match catalog::load_by_id(&*client, dt.id).await {
+                Ok(Some(reloaded)) => current = std::borrow::Cow::Owned(reloaded),
+                Ok(None) => result = Err(ManagerError::NotFound(dt.name.to_string())),
+                Err(e) => result = Err(e.into()),
+            }
+        }
         if let Some(t) = timer {
             t.abort();
         }
+        if matches!(result, Ok(Outcome::Stale)) {
+            tracing::error!(table = %dt.name, "the table's definition changed under every refresh attempt");
+            result = Err(ManagerError::Internal);
+        }
         match result {
-            Ok(Some(rows)) => {
+            Ok(Outcome::Done(rows)) => {
                 tracing::info!(table = %dt.name, job_id, rows, trigger = trigger.name(), "refresh succeeded");
                 Ok(RefreshRecord {
                     job_id,
@@ -177,7 +214,8 @@ impl Manager {
                     rows,
                 })
             }
-            Ok(None) => {
+            Ok(Outcome::Stale) => Err(ManagerError::Internal),
+            Ok(Outcome::Locked) => {
                 let reason = "the previous refresh was still running";
                 catalog::record_refresh(
                     &*client,
@@ -213,8 +251,9 @@ impl Manager {
         }
     }
 
-    /// Runs the refresh statement (see `refresh_with`): the rows written, or None when the
-    /// table's refresh lock was taken (a scheduled refresh only).
+    /// Runs the refresh statement (see `refresh_with`). Whether the table was altered while the
+    /// statement waited for its lock is read by `dyngate.altered_at`, with a snapshot taken after
+    /// the wait (the statement's own predates it).
     async fn refresh_statement(
         &self,
         client: &mut tokio_postgres::Client,
@@ -223,7 +262,7 @@ impl Manager {
         job_id: &str,
         sql: &str,
         spec: &Options,
-    ) -> Result<Option<i64>, ManagerError> {
+    ) -> Result<Outcome, ManagerError> {
         let wait = !matches!(trigger, Trigger::Scheduled { .. });
         let partition = (!spec.is_empty()).then(|| catalog::partition_json(spec));
         let app = format!("dyngate:{job_id}");
@@ -236,7 +275,9 @@ impl Manager {
                                CASE WHEN $2 THEN (SELECT true FROM pg_advisory_xact_lock($3, $4)) ELSE pg_try_advisory_xact_lock($3, $4) END
                                  AS locked,
                                now() AS data_time, clock_timestamp() AS started),
-                      r AS MATERIALIZED (SELECT CASE WHEN s.locked THEN {call} END AS n FROM s),
+                      v AS MATERIALIZED (
+                        SELECT s.locked AND dyngate.altered_at($7) IS DISTINCT FROM $15 AS stale FROM s),
+                      r AS MATERIALIZED (SELECT CASE WHEN s.locked AND NOT v.stale THEN {call} END AS n FROM s, v),
                       h AS (INSERT INTO dyngate.refresh AS o (dynamic_table_id, schema_name, table_name, job_id, trigger, state,
                                                              schedule_time, started_at, ended_at, action, data_time, rows_written,
                                                              partition_spec)
@@ -247,7 +288,7 @@ impl Manager {
                                SET state = excluded.state, started_at = excluded.started_at, ended_at = excluded.ended_at,
                                    action = excluded.action, data_time = excluded.data_time, rows_written = excluded.rows_written,
                                    partition_spec = excluded.partition_spec)
-                 SELECT s.locked, r.n FROM s, r",
+                 SELECT s.locked, v.stale, r.n FROM s, v, r",
                 call = engine::postgres::run_as_call(oid, 5, 6)
             );
             let result = client
@@ -268,6 +309,7 @@ impl Manager {
                         (&trigger.schedule_time(), Type::INT8),
                         (&partition, Type::TEXT),
                         (&RefreshAction::Full.as_str(), Type::TEXT),
+                        (&dt.altered_at, Type::TEXT),
                     ],
                 )
                 .await;
@@ -280,12 +322,13 @@ impl Manager {
                     return Err(e.into());
                 }
             };
-            let (locked, rows): (bool, Option<i64>) = (row.get(0), row.get(1));
-            match (locked, rows) {
-                (false, _) => return Ok(None),
-                (true, Some(n)) => return Ok(Some(n)),
-                (true, None) if attempt == 0 => engine::postgres::forget_runner(&dt.owner),
-                (true, None) => break,
+            let (locked, stale, rows): (bool, bool, Option<i64>) = (row.get(0), row.get(1), row.get(2));
+            match (locked, stale, rows) {
+                (false, _, _) => return Ok(Outcome::Locked),
+                (true, true, _) => return Ok(Outcome::Stale),
+                (true, false, Some(n)) => return Ok(Outcome::Done(n)),
+                (true, false, None) if attempt == 0 => engine::postgres::forget_runner(&dt.owner),
+                (true, false, None) => break,
             }
         }
         tracing::error!(table = %dt.name, owner = dt.owner, "the owner's runner function did not match the owner twice in a row");

@@ -21,6 +21,9 @@ pub struct Listed {
     pub last_refresh_at: Option<String>,
     pub lag: Option<String>,
     pub freshness_met: bool,
+    /// INCREMENTAL or FULL, and why FULL.
+    pub refresh_action: String,
+    pub refresh_action_reason: Option<String>,
 }
 
 impl Manager {
@@ -30,7 +33,7 @@ impl Manager {
         let rows = client
             .query(
                 "SELECT schema_name, table_name, freshness, refresh_mode, status, engine, owner_role, last_refresh_at::text,
-                        date_trunc('second', lag)::text, freshness_met
+                        date_trunc('second', lag)::text, freshness_met, refresh_action, refresh_action_reason
                    FROM dyngate.dynamic_tables
                   WHERE ($1::text IS NULL OR table_name LIKE $1)
                     AND CASE WHEN to_regclass(format('%I.%I', schema_name, table_name)) IS NULL THEN false
@@ -52,6 +55,8 @@ impl Manager {
                 last_refresh_at: r.get(7),
                 lag: r.get(8),
                 freshness_met: r.get(9),
+                refresh_action: r.get(10),
+                refresh_action_reason: r.get(11),
             })
             .collect())
     }
@@ -102,6 +107,8 @@ impl Manager {
             ("freshness", Some(format!("{} {}", dt.freshness_n, dt.freshness_unit))),
             ("logical_refresh_mode", Some(dt.logical_mode.clone())),
             ("refresh_mode", Some(dt.refresh_mode.clone())),
+            ("refresh_action", Some(dt.refresh_action.clone())),
+            ("refresh_action_reason", dt.refresh_action_reason.clone()),
             ("status", Some(dt.status.clone())),
             ("engine", Some(dt.engine.clone())),
             ("scheduler", dt.scheduler.clone()),

@@ -146,16 +146,23 @@ fn check_scalar(e: &Expr, place: &str) -> Result<(), String> {
         .tokenize()
         .map_err(|e| format!("the query could not be analyzed ({e})"))?;
     let tokens: Vec<&Token> = tokens.iter().filter(|t| !matches!(t, Token::Whitespace(_))).collect();
+    // Before aggregates: `count(*) OVER ()` is a window function.
+    if tokens
+        .iter()
+        .any(|t| matches!(t, Token::Word(w) if w.quote_style.is_none() && w.value.eq_ignore_ascii_case("over")))
+    {
+        return Err("window functions (OVER) are refreshed fully".into());
+    }
     for (i, t) in tokens.iter().enumerate() {
+        if matches!(t, Token::Period) && matches!(tokens.get(i + 1), Some(Token::Mul)) {
+            return Err(format!("whole-row references (x.*) in {place} are not supported incrementally"));
+        }
         let Token::Word(w) = t else { continue };
         let word = w.value.to_lowercase();
         let call = matches!(tokens.get(i + 1), Some(Token::LParen));
         let unquoted = w.quote_style.is_none();
         if unquoted && matches!(word.as_str(), "select" | "exists") {
             return Err(format!("subqueries in {place} are not supported incrementally yet"));
-        }
-        if unquoted && word == "over" {
-            return Err("window functions (OVER) are refreshed fully".into());
         }
         if call && AGGREGATES.contains(&word.as_str()) {
             return Err(format!("aggregates ({word}) are not supported incrementally yet"));
@@ -165,6 +172,29 @@ fn check_scalar(e: &Expr, place: &str) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// The names of the functions `resolved` calls (a word before `(`, lower-cased unless quoted),
+/// for the catalog to check (capture::function_reason). Keywords that take parentheses come
+/// along; no function of PostgreSQL's bears their names.
+pub fn called_functions(resolved: &str) -> Vec<String> {
+    let Ok(tokens) = Tokenizer::new(&PostgreSqlDialect {}, resolved).tokenize() else {
+        return Vec::new();
+    };
+    let tokens: Vec<&Token> = tokens.iter().filter(|t| !matches!(t, Token::Whitespace(_))).collect();
+    let mut names: Vec<String> = tokens
+        .windows(2)
+        .filter_map(|w| match w {
+            [Token::Word(word), Token::LParen] => Some(match word.quote_style {
+                Some(_) => word.value.clone(),
+                None => word.value.to_lowercase(),
+            }),
+            _ => None,
+        })
+        .collect();
+    names.sort();
+    names.dedup();
+    names
 }
 
 /// PostgreSQL's aggregates, as a query may call them (so that `count(*)` in a select list without
@@ -266,6 +296,7 @@ mod tests {
                 "SELECT orders.id, row_number() OVER (ORDER BY orders.id) AS n FROM public.orders",
                 "window functions",
             ),
+            ("SELECT orders.id, count(*) OVER () AS n FROM public.orders", "window functions"),
             (
                 "SELECT orders.id FROM public.orders WHERE orders.day > CURRENT_DATE",
                 "CURRENT_DATE changes with time",
@@ -280,6 +311,7 @@ mod tests {
             ("SELECT g.g FROM generate_series(1, 3) g(g)", "table functions"),
             ("SELECT orders.* FROM public.orders", "*"),
             ("SELECT orders.id FROM public.orders HAVING true", "HAVING"),
+            ("SELECT row_to_json(o.*) AS j FROM public.orders o", "whole-row"),
         ];
         for (sql, want) in cases {
             match analyze(sql) {
@@ -287,5 +319,11 @@ mod tests {
                 Ok(p) => panic!("{sql}: planned {p:?}"),
             }
         }
+    }
+
+    #[test]
+    fn called_functions_are_listed_once() {
+        let sql = "SELECT upper(o.note) AS u, \"MyFn\"(o.id) AS m FROM public.orders o WHERE random() > 0.5::double precision AND Upper(o.note) IN ('A', 'B')";
+        assert_eq!(called_functions(sql), ["MyFn", "in", "random", "upper"]);
     }
 }

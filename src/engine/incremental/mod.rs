@@ -3,8 +3,300 @@
 //!
 //! - [`analyze`] decides, from the resolved query, whether and how a table can be refreshed
 //!   incrementally, or why not (the reason users see).
+//! - [`capture`] logs the changes of the sources (statement triggers with transition tables).
+//! - [`delta`] writes the SQL that applies a plan's delta.
 //!
-//! Work in progress (issue 6): change capture and the delta application are not wired in yet;
-//! every dynamic table is still refreshed fully.
+//! This module ties them together for the manager: [`decide`] at CREATE and ALTER ... AS,
+//! [`prepare`] and [`record`] around the first fill, and, at each refresh (run by the manager in
+//! one REPEATABLE READ transaction, so the log and the sources are read as of one snapshot),
+//! [`pending`], [`prefer_full`] (the cost guard) and [`apply`]; [`discard_applied`] afterwards.
+//!
+//! Which snapshot a table is up to date with is its `applied_snapshot` (catalog V4): NULL means
+//! the next refresh is full (a table altered while suspended, or just switched to incremental).
 
 pub mod analyze;
+pub mod capture;
+pub mod delta;
+
+use tokio_postgres::{GenericClient, Transaction};
+
+use crate::engine::incremental::analyze::Plan;
+use crate::engine::incremental::capture::SourceTable;
+
+/// The option that asks for a refresh action: `auto` (the default: incremental when the query
+/// allows it), `incremental` (an error names what keeps the query from it) or `full`.
+pub const ACTION_OPTION: &str = "refresh.action";
+
+/// What a table's options ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Requested {
+    Auto,
+    Incremental,
+    Full,
+}
+
+/// Reads the `refresh.action` option (case-insensitive).
+pub fn requested(options: &[(String, String)]) -> Result<Requested, String> {
+    match options.iter().find(|(k, _)| k == ACTION_OPTION) {
+        None => Ok(Requested::Auto),
+        Some((_, v)) => match v.to_ascii_lowercase().as_str() {
+            "auto" => Ok(Requested::Auto),
+            "incremental" => Ok(Requested::Incremental),
+            "full" => Ok(Requested::Full),
+            _ => Err(format!(
+                "invalid value for option '{ACTION_OPTION}': '{v}' (expected 'auto', 'incremental' or 'full')"
+            )),
+        },
+    }
+}
+
+/// How a table is refreshed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    Incremental { sources: Vec<SourceTable> },
+    /// Why not incrementally.
+    Full { reason: String },
+}
+
+impl Decision {
+    pub fn action(&self) -> &'static str {
+        match self {
+            Decision::Incremental { .. } => "INCREMENTAL",
+            Decision::Full { .. } => "FULL",
+        }
+    }
+}
+
+/// How the query bound in view `dyngate.<view>` (printed as `resolved`) is to be refreshed. An
+/// explicit request for `incremental` that cannot be met is `Err(reason)`.
+pub async fn decide(
+    tx: &Transaction<'_>,
+    view: &str,
+    resolved: &str,
+    requested: Requested,
+) -> Result<Result<Decision, String>, tokio_postgres::Error> {
+    if requested == Requested::Full {
+        return Ok(Ok(Decision::Full {
+            reason: format!("'{ACTION_OPTION}' = 'full' was asked for"),
+        }));
+    }
+    let reason = match why_not(tx, view, resolved).await? {
+        Ok(sources) => return Ok(Ok(Decision::Incremental { sources })),
+        Err(reason) => reason,
+    };
+    Ok(match requested {
+        Requested::Incremental => Err(reason),
+        _ => Ok(Decision::Full { reason }),
+    })
+}
+
+/// The sources to capture, or why the query cannot be refreshed incrementally.
+async fn why_not(tx: &Transaction<'_>, view: &str, resolved: &str) -> Result<Result<Vec<SourceTable>, String>, tokio_postgres::Error> {
+    let plan = match analyze::analyze(resolved) {
+        Ok(p) => p,
+        Err(reason) => return Ok(Err(reason)),
+    };
+    if let Some(reason) = capture::function_reason(tx, view, &analyze::called_functions(resolved)).await? {
+        return Ok(Err(reason));
+    }
+    let sources = match capture::sources_of(tx, view).await? {
+        Ok(s) => s,
+        Err(reason) => return Ok(Err(reason)),
+    };
+    let Plan::Rows { source, .. } = &plan;
+    if sources.len() != 1 {
+        return Ok(Err(format!(
+            "the query reads {} relations where {}.{} was expected",
+            sources.len(),
+            source.schema,
+            source.name
+        )));
+    }
+    Ok(Ok(sources))
+}
+
+/// Locks an incremental table's sources against writers until the transaction ends, before
+/// the fill: no change can then fall between the fill's snapshot and the start of the capture
+/// ([`record`], after the fill).
+pub async fn prepare(tx: &Transaction<'_>, decision: &Decision) -> Result<(), tokio_postgres::Error> {
+    if let Decision::Incremental { sources } = decision {
+        for s in sources {
+            capture::lock(tx, s).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Starts capturing the changes of an incremental table's sources (read by `owner`) and
+/// records the decision for table `id`, after its content was made from the current sources
+/// (`filled`) or not (a suspended table altered: its next refresh is full).
+pub async fn record(tx: &Transaction<'_>, id: i64, decision: &Decision, owner: &str, filled: bool) -> Result<(), tokio_postgres::Error> {
+    if let Decision::Incremental { sources } = decision {
+        for s in sources {
+            capture::install(tx, s, owner).await?;
+        }
+    }
+    let reason = match decision {
+        Decision::Incremental { .. } => None,
+        Decision::Full { reason } => Some(reason.as_str()),
+    };
+    tx.execute(
+        "UPDATE dyngate.dynamic_table
+            SET refresh_action = $2, refresh_action_reason = $3,
+                applied_snapshot = CASE WHEN $2 = 'INCREMENTAL' AND $4 THEN pg_catalog.pg_current_snapshot() END
+          WHERE id = $1",
+        &[&id, &decision.action(), &reason, &filled],
+    )
+    .await?;
+    Ok(())
+}
+
+/// What the sources logged since the snapshot `applied`, read in the caller's snapshot.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Pending {
+    /// Logged rows (an UPDATE logs two).
+    pub changes: i64,
+    /// Some source was truncated.
+    pub truncated: bool,
+    /// The sources' estimated rows (planner statistics, or the live rows counted by the
+    /// statistics system when the table was not analyzed yet).
+    pub source_rows: f64,
+}
+
+pub async fn pending(tx: &Transaction<'_>, sources: &[SourceTable], applied: &str) -> Result<Pending, tokio_postgres::Error> {
+    let mut p = Pending {
+        changes: 0,
+        truncated: false,
+        source_rows: 0.0,
+    };
+    for s in sources {
+        let row = tx
+            .query_one(
+                &format!(
+                    "SELECT (SELECT count(*) FROM ({}) AS pending),
+                            EXISTS (SELECT 1 FROM dyngate.truncation
+                                     WHERE source = $1 AND NOT pg_visible_in_snapshot(xid, $2::text::pg_snapshot)),
+                            (SELECT greatest(reltuples, pg_stat_get_live_tuples(oid), 0)::float8 FROM pg_class WHERE oid = $1)",
+                    delta::pending_changes(s, applied)
+                ),
+                &[&s.oid, &applied],
+            )
+            .await?;
+        p.changes += row.get::<_, i64>(0);
+        p.truncated |= row.get::<_, bool>(1);
+        p.source_rows += row.get::<_, Option<f64>>(2).unwrap_or(0.0);
+    }
+    Ok(p)
+}
+
+/// The share of the sources' rows beyond which a refresh recomputes instead of applying the
+/// changes: applying costs a few times more per row than recomputing (bench/incremental).
+pub const FULL_ABOVE_SHARE: f64 = 0.25;
+
+/// The cost guard: whether recomputing is cheaper than applying `changes`.
+pub fn prefer_full(changes: i64, source_rows: f64) -> bool {
+    changes as f64 > FULL_ABOVE_SHARE * source_rows.max(1.0)
+}
+
+/// Applies the changes since `applied` to `target` (quoted) as `owner`; the rows inserted.
+pub async fn apply(
+    tx: &Transaction<'_>,
+    owner: &str,
+    resolved: &str,
+    sources: &[SourceTable],
+    applied: &str,
+    target: &str,
+) -> Result<u64, ApplyError> {
+    let plan = analyze::analyze(resolved).map_err(ApplyError::Plan)?;
+    let [source] = sources else {
+        return Err(ApplyError::Plan(format!("{} sources for one plan", sources.len())));
+    };
+    let columns: Vec<delta::Column> = crate::manager::catalog::columns_of(tx, target)
+        .await?
+        .into_iter()
+        .map(|(name, ty)| delta::Column { name, ty })
+        .collect();
+    let sql = delta::apply_sql(&plan, source, applied, target, &columns);
+    Ok(crate::engine::postgres::run_as(tx, owner, &sql).await?)
+}
+
+/// Why applying failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// The recorded query no longer plans (it was planned when recorded): a bug.
+    #[error("the incremental plan could not be made: {0}")]
+    Plan(String),
+    #[error(transparent)]
+    Postgres(#[from] tokio_postgres::Error),
+}
+
+/// The incremental tables reading source `$1`, with the snapshot each is up to date with.
+const READERS: &str = "SELECT t.applied_snapshot FROM dyngate.dynamic_table t
+      JOIN pg_rewrite rw ON rw.ev_class = to_regclass(format('dyngate.%I', t.query_view))
+      JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = rw.oid
+                      AND d.refclassid = 'pg_class'::regclass AND d.refobjid = $1
+     WHERE t.refresh_action = 'INCREMENTAL' AND t.applied_snapshot IS NOT NULL";
+
+/// Deletes the logged changes of `sources` that every incremental reader has applied (those
+/// whose next refresh is full need none). Run in its own READ COMMITTED transaction after a
+/// refresh committed; two running at once delete disjoint or equal rows, never wait long.
+pub async fn discard_applied(c: &impl GenericClient, sources: &[SourceTable]) -> Result<u64, tokio_postgres::Error> {
+    let mut n = 0;
+    for s in sources {
+        let log = format!("dyngate.{}", crate::manager::rules::quote_ident(&capture::log_table(s.oid)));
+        n += c
+            .execute(
+                &format!(
+                    "WITH readers AS MATERIALIZED ({READERS})
+                     DELETE FROM {log} AS l
+                      WHERE NOT EXISTS (SELECT 1 FROM readers r WHERE NOT pg_visible_in_snapshot(l.{xid}, r.applied_snapshot))",
+                    xid = crate::manager::rules::quote_ident(capture::XID)
+                ),
+                &[&s.oid],
+            )
+            .await?;
+        c.execute(
+            &format!(
+                "WITH readers AS MATERIALIZED ({READERS})
+                 DELETE FROM dyngate.truncation AS l
+                  WHERE l.source = $1
+                    AND NOT EXISTS (SELECT 1 FROM readers r WHERE NOT pg_visible_in_snapshot(l.xid, r.applied_snapshot))"
+            ),
+            &[&s.oid],
+        )
+        .await?;
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requested_actions() {
+        let opt = |v: &str| vec![(ACTION_OPTION.to_string(), v.to_string())];
+        assert_eq!(requested(&[]), Ok(Requested::Auto));
+        assert_eq!(requested(&opt("AUTO")), Ok(Requested::Auto));
+        assert_eq!(requested(&opt("Incremental")), Ok(Requested::Incremental));
+        assert_eq!(requested(&opt("full")), Ok(Requested::Full));
+        let err = requested(&opt("fast")).unwrap_err();
+        assert!(err.contains("'fast'") && err.contains("'incremental'"), "{err}");
+    }
+
+    #[test]
+    fn cost_guard() {
+        let cases = [
+            (0, 0.0, false),
+            (1, 0.0, true),
+            (10, 100.0, false),
+            (25, 100.0, false),
+            (26, 100.0, true),
+            (10_000, 10_000_000.0, false),
+            (3_000_000, 10_000_000.0, true),
+        ];
+        for (changes, rows, full) in cases {
+            assert_eq!(prefer_full(changes, rows), full, "{changes} changes, {rows} rows");
+        }
+    }
+}

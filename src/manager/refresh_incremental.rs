@@ -1,0 +1,156 @@
+//! The refresh of a table refreshed incrementally (engine::incremental). Unlike the
+//! one-statement refresh of a FULL table (refresh.rs), it is a REPEATABLE READ transaction of
+//! several statements: the changes counted, the changes applied and the snapshot recorded as
+//! applied must all be one snapshot. So the table's refresh lock is taken before the
+//! transaction, at session level: a snapshot taken before waiting for the lock would miss what
+//! the previous refresh committed, and apply its changes a second time.
+//!
+//! In the transaction: reload the table; count what its sources logged since `applied_snapshot`;
+//! recompute instead when a source was truncated, the table has no applied snapshot, or the cost
+//! guard says so (engine::incremental::prefer_full); else apply the changes as the owner, or
+//! record NO_DATA when there were none; record the new applied snapshot and the history row
+//! (action and changes). After the commit, the logged rows every reader has applied are deleted.
+//! A partition refresh of an incremental table applies every change (a partition alone would
+//! leave the others behind its applied snapshot).
+
+use tokio_postgres::IsolationLevel;
+
+use crate::backend::Pooled;
+use crate::engine::incremental::{self, capture};
+use crate::engine::{self, RefreshAction};
+use crate::manager::catalog::{self, DtRow};
+use crate::manager::drop::TABLE_LOCK_SPACE;
+use crate::manager::refresh::{Outcome, Trigger};
+use crate::manager::{Manager, ManagerError};
+use crate::sql::dynamic::Options;
+
+impl Manager {
+    /// Refreshes `dt` (loaded as INCREMENTAL) and records it; see the module's doc.
+    pub(super) async fn incremental_refresh(
+        &self,
+        client: &mut Pooled,
+        dt: &DtRow,
+        trigger: Trigger,
+        job_id: &str,
+        spec: &Options,
+        began: Option<f64>,
+    ) -> Result<Outcome, ManagerError> {
+        let key = (TABLE_LOCK_SPACE, dt.id as i32);
+        if matches!(trigger, Trigger::Scheduled { .. }) {
+            let locked: bool = client
+                .query_one("SELECT pg_try_advisory_lock($1, $2)", &[&key.0, &key.1])
+                .await?
+                .get(0);
+            if !locked {
+                return Ok(Outcome::Locked);
+            }
+        } else {
+            client.execute("SELECT pg_advisory_lock($1, $2)", &[&key.0, &key.1]).await?;
+        }
+        // Until the lock is released, an early return or a dropped future closes the connection.
+        client.discard_on_drop(true);
+        let result = self.incremental_transaction(client, dt, trigger, job_id, spec, began).await;
+        if client
+            .execute("SELECT pg_advisory_unlock($1, $2)", &[&key.0, &key.1])
+            .await
+            .is_ok()
+        {
+            client.discard_on_drop(false);
+        }
+        let (outcome, sources) = result?;
+        if let Err(e) = incremental::discard_applied(&**client, &sources).await {
+            // The next refresh tries again; until then the log only grows.
+            tracing::warn!(table = %dt.name, error = %e, "discarding applied changes");
+        }
+        Ok(outcome)
+    }
+
+    /// The refresh transaction: the outcome, and the sources whose logs may be cleaned.
+    async fn incremental_transaction(
+        &self,
+        client: &mut Pooled,
+        loaded: &DtRow,
+        trigger: Trigger,
+        job_id: &str,
+        spec: &Options,
+        began: Option<f64>,
+    ) -> Result<(Outcome, Vec<capture::SourceTable>), ManagerError> {
+        let tx = client
+            .build_transaction()
+            .isolation_level(IsolationLevel::RepeatableRead)
+            .start()
+            .await?;
+        tx.execute("SELECT set_config('application_name', $1, true)", &[&format!("dyngate:{job_id}")])
+            .await?;
+        let Some(dt) = catalog::load_by_id(&tx, loaded.id).await? else {
+            return Err(ManagerError::NotFound(loaded.name.to_string()));
+        };
+        if dt.altered_at != loaded.altered_at {
+            return Ok((Outcome::Stale, Vec::new()));
+        }
+        let row = tx
+            .query_one(
+                "SELECT applied_snapshot::text, now()::text FROM dyngate.dynamic_table WHERE id = $1",
+                &[&dt.id],
+            )
+            .await?;
+        let (applied, data_time): (Option<String>, String) = (row.get(0), row.get(1));
+        let target = dt.name.quoted();
+        let query = dt.refresh_query();
+
+        let mut sources = Vec::new();
+        let mut changes = None;
+        let mut action = RefreshAction::Full;
+        if let (Some(applied), Some(view)) = (&applied, &dt.query_view) {
+            if let Ok(s) = capture::sources_of(&tx, view).await? {
+                sources = s;
+                let pending = incremental::pending(&tx, &sources, applied).await?;
+                changes = Some(pending.changes);
+                action = if pending.truncated || incremental::prefer_full(pending.changes, pending.source_rows) {
+                    RefreshAction::Full
+                } else if pending.changes == 0 {
+                    RefreshAction::NoData
+                } else {
+                    RefreshAction::Incremental
+                };
+            }
+        }
+        let rows = match action {
+            RefreshAction::NoData => 0,
+            RefreshAction::Incremental => incremental::apply(&tx, &dt.owner, query, &sources, applied.as_deref().unwrap_or_default(), &target)
+                .await
+                .map_err(|e| match e {
+                    incremental::ApplyError::Postgres(e) => ManagerError::from(e),
+                    incremental::ApplyError::Plan(why) => {
+                        tracing::error!(table = %dt.name, why, "incremental plan");
+                        ManagerError::Internal
+                    }
+                })?,
+            RefreshAction::Full => engine::postgres::full_refresh(&tx, &dt.owner, &target, query).await?.rows,
+        };
+        tx.execute(
+            "UPDATE dyngate.dynamic_table
+                SET applied_snapshot = CASE WHEN refresh_action = 'INCREMENTAL' THEN pg_catalog.pg_current_snapshot() END
+              WHERE id = $1",
+            &[&dt.id],
+        )
+        .await?;
+        catalog::record_refresh(
+            &tx,
+            &catalog::RefreshRow {
+                schedule_time: trigger.schedule_time(),
+                started_at: began,
+                ended: true,
+                action: Some(action.as_str()),
+                data_time: Some(&data_time),
+                rows: Some(rows as i64),
+                changes,
+                partition: spec,
+                ..catalog::RefreshRow::of(&dt, job_id, trigger.name(), "SUCCEEDED")
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        Ok((Outcome::Done(rows as i64), sources))
+    }
+}
