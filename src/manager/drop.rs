@@ -59,8 +59,8 @@ impl Manager {
             engine::postgres::unbind_query(&tx, view).await?;
         }
         catalog::delete(&tx, dt.id).await?;
-        // Change capture that no incremental table needs any more goes with it.
-        engine::incremental::capture::remove_unused(&tx).await?;
+        // Its incremental state, and change capture no other table needs, go with it.
+        engine::incremental::forget(&tx, dt.id).await?;
         // The schedule goes after the table (a removal that fails is retried by reconciliation;
         // until then, the schedule only calls an endpoint that answers 404).
         let schedule = external::schedule_of(&dt);

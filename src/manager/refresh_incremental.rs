@@ -101,7 +101,11 @@ impl Manager {
         let mut sources = Vec::new();
         let mut changes = None;
         let mut action = RefreshAction::Full;
-        if let (Some(applied), Some(view)) = (&applied, &dt.query_view) {
+        // Planned again from the recorded query (it was planned when recorded).
+        let plan = (dt.refresh_action == "INCREMENTAL")
+            .then(|| incremental::analyze::analyze(query).ok())
+            .flatten();
+        if let (Some(applied), Some(view), Some(_)) = (&applied, &dt.query_view, &plan) {
             if let Ok(s) = capture::sources_of(&tx, view).await? {
                 sources = s;
                 let pending = incremental::pending(&tx, &sources, applied).await?;
@@ -115,18 +119,26 @@ impl Manager {
                 };
             }
         }
-        let rows = match action {
-            RefreshAction::NoData => 0,
-            RefreshAction::Incremental => incremental::apply(&tx, &dt.owner, query, &sources, applied.as_deref().unwrap_or_default(), &target)
-                .await
-                .map_err(|e| match e {
-                    incremental::ApplyError::Postgres(e) => ManagerError::from(e),
-                    incremental::ApplyError::Plan(why) => {
-                        tracing::error!(table = %dt.name, why, "incremental plan");
-                        ManagerError::Internal
-                    }
-                })?,
-            RefreshAction::Full => engine::postgres::full_refresh(&tx, &dt.owner, &target, query).await?.rows,
+        let rows = match (action, &plan) {
+            (RefreshAction::NoData, _) => 0,
+            (RefreshAction::Incremental, Some(plan)) => {
+                let applied = applied.as_deref().unwrap_or_default();
+                incremental::apply(&tx, &dt.owner, plan, dt.id, &sources, applied, &target)
+                    .await
+                    .map_err(|e| match e {
+                        incremental::ApplyError::Postgres(e) => ManagerError::from(e),
+                        incremental::ApplyError::Plan(why) => {
+                            tracing::error!(table = %dt.name, why, "incremental plan");
+                            ManagerError::Internal
+                        }
+                    })?
+            }
+            _ => {
+                if let Some(plan) = &plan {
+                    incremental::refill_state(&tx, &dt.owner, plan, dt.id).await?;
+                }
+                engine::postgres::full_refresh(&tx, &dt.owner, &target, query).await?.rows
+            }
         };
         tx.execute(
             "UPDATE dyngate.dynamic_table

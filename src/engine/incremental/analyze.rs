@@ -6,13 +6,18 @@
 //! - [`Plan::Rows`]: `SELECT <scalar expressions> FROM <one table> [WHERE <condition>]`: each
 //!   source row gives at most one result row, so a deleted source row deletes one copy of what it
 //!   gave and an inserted one adds one.
+//! - [`Plan::Groups`]: `SELECT <group keys and count(*), count, sum, avg, min, max of scalar
+//!   expressions> FROM <one table> [WHERE ...] GROUP BY <keys>`: each group's aggregates are kept
+//!   as mergeable state (counts and sums), so a change touches only its group.
 //!
 //! Everything else is refreshed fully, with the reason users see in DESCRIBE and SHOW (like
 //! Snowflake's `refresh_mode_reason`). The functions a query calls are to be checked apart,
 //! against PostgreSQL's catalog (volatility, and whether they are the user's): text alone cannot
 //! tell.
 
-use sqlparser::ast::{Distinct, Expr, GroupByExpr, Query, SelectItem, SetExpr, Statement, TableFactor};
+use sqlparser::ast::{
+    Distinct, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, GroupByExpr, Query, SelectItem, SetExpr, Statement, TableFactor,
+};
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
 use sqlparser::tokenizer::{Token, Tokenizer};
@@ -36,6 +41,42 @@ pub enum Plan {
         projection: String,
         filter: Option<String>,
     },
+    /// One row out per group: `SELECT {outputs} FROM {source} WHERE {filter} GROUP BY {keys}`.
+    Groups {
+        source: Source,
+        filter: Option<String>,
+        /// The GROUP BY expressions, as printed; each is in the select list.
+        keys: Vec<String>,
+        /// The select list, in order.
+        outputs: Vec<Output>,
+    },
+}
+
+impl Plan {
+    pub fn source(&self) -> &Source {
+        match self {
+            Plan::Rows { source, .. } | Plan::Groups { source, .. } => source,
+        }
+    }
+}
+
+/// An item of a grouped query's select list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// The i-th group key.
+    Key(usize),
+    /// An aggregate of an expression (`None`: `count(*)`).
+    Agg(Agg, Option<String>),
+}
+
+/// The aggregates maintained incrementally.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Agg {
+    Count,
+    Sum,
+    Avg,
+    Min,
+    Max,
 }
 
 /// Reads `resolved` (a query as `pg_get_viewdef` prints it): the plan, or why the table is
@@ -66,10 +107,10 @@ pub fn analyze(resolved: &str) -> Result<Plan, String> {
     if select.having.is_some() {
         return Err("HAVING is not supported incrementally yet".into());
     }
-    match &select.group_by {
-        GroupByExpr::Expressions(e, m) if e.is_empty() && m.is_empty() => {}
-        _ => return Err("GROUP BY is not supported incrementally yet".into()),
-    }
+    let keys = match &select.group_by {
+        GroupByExpr::Expressions(e, m) if m.is_empty() => e,
+        _ => return Err("GROUP BY ALL, ROLLUP, CUBE and GROUPING SETS are refreshed fully".into()),
+    };
     if !select.named_window.is_empty() {
         return Err("window functions (WINDOW) are not supported incrementally".into());
     }
@@ -84,6 +125,13 @@ pub fn analyze(resolved: &str) -> Result<Plan, String> {
         return Err("joins are not supported incrementally yet".into());
     }
     let source = table_of(&from.relation)?;
+    if let Some(w) = &select.selection {
+        check_scalar(w, "WHERE")?;
+    }
+    let filter = select.selection.as_ref().map(ToString::to_string);
+    if !keys.is_empty() {
+        return groups(source, filter, keys, &select.projection);
+    }
     for item in &select.projection {
         let expr = match item {
             SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => e,
@@ -91,15 +139,100 @@ pub fn analyze(resolved: &str) -> Result<Plan, String> {
         };
         check_scalar(expr, "the select list")?;
     }
-    if let Some(w) = &select.selection {
-        check_scalar(w, "WHERE")?;
-    }
     let projection = select.projection.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
     Ok(Plan::Rows {
         source,
         projection,
-        filter: select.selection.as_ref().map(ToString::to_string),
+        filter,
     })
+}
+
+/// A grouped query: every select item is a group key or one of the aggregates kept as state.
+fn groups(source: Source, filter: Option<String>, keys: &[Expr], projection: &[SelectItem]) -> Result<Plan, String> {
+    if keys
+        .iter()
+        .any(|k| matches!(k, Expr::Rollup(_) | Expr::Cube(_) | Expr::GroupingSets(_)))
+    {
+        return Err("GROUP BY ALL, ROLLUP, CUBE and GROUPING SETS are refreshed fully".into());
+    }
+    // PostgreSQL prints an expression key in parentheses in GROUP BY, not in the select list.
+    let keys: Vec<String> = keys.iter().map(|k| unparenthesized(k).to_string()).collect();
+    let mut outputs = Vec::new();
+    for item in projection {
+        let expr = match item {
+            SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => e,
+            _ => return Err("a select list with * is not supported incrementally".into()),
+        };
+        if let Some(i) = keys.iter().position(|k| *k == unparenthesized(expr).to_string()) {
+            outputs.push(Output::Key(i));
+            continue;
+        }
+        outputs.push(aggregate(expr)?);
+    }
+    for (i, k) in keys.iter().enumerate() {
+        if !outputs.contains(&Output::Key(i)) {
+            return Err(format!("GROUP BY {k} without {k} in the select list is not supported incrementally yet"));
+        }
+    }
+    for k in &keys {
+        let e = Parser::new(&PostgreSqlDialect {})
+            .try_with_sql(k)
+            .and_then(|mut p| p.parse_expr())
+            .map_err(|e| format!("the query could not be analyzed ({e})"))?;
+        check_scalar(&e, "GROUP BY")?;
+    }
+    Ok(Plan::Groups {
+        source,
+        filter,
+        keys,
+        outputs,
+    })
+}
+
+fn unparenthesized(e: &Expr) -> &Expr {
+    match e {
+        Expr::Nested(inner) => unparenthesized(inner),
+        _ => e,
+    }
+}
+
+/// `count(*)`, or count, sum, avg, min or max of a scalar expression, plainly (no DISTINCT,
+/// FILTER, ORDER BY or OVER).
+fn aggregate(expr: &Expr) -> Result<Output, String> {
+    let unsupported = || {
+        Err(format!(
+            "{expr} in a grouped select list is not supported incrementally (only group keys, and count, sum, avg, min and max of expressions)"
+        ))
+    };
+    let Expr::Function(f) = expr else {
+        return unsupported();
+    };
+    let name = f.name.to_string().to_lowercase();
+    let agg = match name.as_str() {
+        "count" => Agg::Count,
+        "sum" => Agg::Sum,
+        "avg" => Agg::Avg,
+        "min" => Agg::Min,
+        "max" => Agg::Max,
+        _ => return unsupported(),
+    };
+    if f.filter.is_some() || f.over.is_some() || !f.within_group.is_empty() || !matches!(f.parameters, FunctionArguments::None) {
+        return Err(format!("{expr}: FILTER, OVER and WITHIN GROUP are not supported incrementally"));
+    }
+    let FunctionArguments::List(list) = &f.args else {
+        return unsupported();
+    };
+    if list.duplicate_treatment.is_some() || !list.clauses.is_empty() {
+        return Err(format!("{expr}: DISTINCT and ORDER BY in aggregates are not supported incrementally"));
+    }
+    match list.args.as_slice() {
+        [FunctionArg::Unnamed(FunctionArgExpr::Wildcard)] if agg == Agg::Count => Ok(Output::Agg(Agg::Count, None)),
+        [FunctionArg::Unnamed(FunctionArgExpr::Expr(e))] => {
+            check_scalar(e, "an aggregate's argument")?;
+            Ok(Output::Agg(agg, Some(e.to_string())))
+        }
+        _ => unsupported(),
+    }
 }
 
 /// ORDER BY is harmless (a table has no order); LIMIT, OFFSET and FETCH are not.
@@ -276,11 +409,61 @@ mod tests {
     }
 
     #[test]
+    fn groups_plans() {
+        let sql = "SELECT o.day, count(*) AS n, sum(o.amount) AS total, avg(o.amount * 2::numeric) AS a, min(o.note) AS lo, max(o.id) AS hi, count(o.note) AS notes
+                     FROM public.orders o WHERE o.amount > 0::numeric GROUP BY o.day";
+        assert_eq!(
+            analyze(sql),
+            Ok(Plan::Groups {
+                source: src("public", "orders", "o"),
+                filter: Some("o.amount > 0::NUMERIC".into()),
+                keys: vec!["o.day".into()],
+                outputs: vec![
+                    Output::Key(0),
+                    Output::Agg(Agg::Count, None),
+                    Output::Agg(Agg::Sum, Some("o.amount".into())),
+                    Output::Agg(Agg::Avg, Some("o.amount * 2::NUMERIC".into())),
+                    Output::Agg(Agg::Min, Some("o.note".into())),
+                    Output::Agg(Agg::Max, Some("o.id".into())),
+                    Output::Agg(Agg::Count, Some("o.note".into())),
+                ],
+            })
+        );
+        // Keys in another order than selected, and expressions as keys.
+        let sql = "SELECT sum(o.amount) AS s, (o.id % 10) AS bucket, o.day FROM public.orders o GROUP BY o.day, (o.id % 10)";
+        let Ok(Plan::Groups { keys, outputs, .. }) = analyze(sql) else {
+            panic!("{sql}");
+        };
+        assert_eq!(keys, ["o.day", "o.id % 10"]);
+        assert_eq!(outputs, [Output::Agg(Agg::Sum, Some("o.amount".into())), Output::Key(1), Output::Key(0)]);
+    }
+
+    #[test]
     fn reasons() {
         let cases = [
             (
-                "SELECT orders.day, count(*) AS count FROM public.orders GROUP BY orders.day",
-                "GROUP BY",
+                "SELECT orders.day, count(DISTINCT orders.id) AS count FROM public.orders GROUP BY orders.day",
+                "DISTINCT and ORDER BY in aggregates",
+            ),
+            (
+                "SELECT orders.day, sum(orders.amount) / count(*) AS a FROM public.orders GROUP BY orders.day",
+                "only group keys",
+            ),
+            (
+                "SELECT count(*) AS n FROM public.orders GROUP BY orders.day",
+                "without orders.day in the select list",
+            ),
+            (
+                "SELECT orders.day, string_agg(orders.note, ',') AS s FROM public.orders GROUP BY orders.day",
+                "only group keys",
+            ),
+            (
+                "SELECT orders.day, count(*) FILTER (WHERE orders.amount > 1) AS s FROM public.orders GROUP BY orders.day",
+                "FILTER",
+            ),
+            (
+                "SELECT orders.day, count(*) AS n FROM public.orders GROUP BY ROLLUP (orders.day)",
+                "ROLLUP",
             ),
             ("SELECT count(*) AS count FROM public.orders", "aggregates (count)"),
             ("SELECT DISTINCT orders.day FROM public.orders", "DISTINCT"),

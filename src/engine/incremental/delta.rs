@@ -40,12 +40,15 @@ pub fn pending_changes(source: &SourceTable, applied: &str) -> String {
 ///
 /// Cost: the changes, plus, when some row lost copies, one scan of the table (a dynamic table
 /// of plain rows has no key to look them up by); the cost guard weighs that.
-pub fn apply_sql(plan: &Plan, source_table: &SourceTable, applied: &str, target: &str, columns: &[Column]) -> String {
+pub fn apply_sql(plan: &Plan, source_table: &SourceTable, applied: &str, target: &str, columns: &[Column]) -> Option<String> {
     let Plan::Rows {
         source,
         projection,
         filter,
-    } = plan;
+    } = plan
+    else {
+        return None;
+    };
     let binding = quote_ident(&source.binding);
     let names: Vec<String> = columns.iter().map(|c| quote_ident(&c.name)).collect();
     let list = names.join(", ");
@@ -57,7 +60,7 @@ pub fn apply_sql(plan: &Plan, source_table: &SourceTable, applied: &str, target:
         .join(", ");
     let sign = quote_ident(SIGN);
     let where_ = filter.as_ref().map(|f| format!(" WHERE {f}")).unwrap_or_default();
-    format!(
+    Some(format!(
         "WITH changed ({list}, \"dyngate$n\") AS MATERIALIZED (
              SELECT {projection}, {binding}.{sign} FROM ({pending}) AS {binding}{where_}),
          typed AS MATERIALIZED (SELECT {cast}, c.\"dyngate$n\" FROM changed AS c),
@@ -83,7 +86,7 @@ pub fn apply_sql(plan: &Plan, source_table: &SourceTable, applied: &str, target:
         typed_cols = qualified("typed"),
         t2_cols = qualified("t2"),
         one_cols = qualified("one"),
-    )
+    ))
 }
 
 #[cfg(test)]
@@ -109,7 +112,7 @@ mod tests {
             quoted: "public.orders".into(),
             columns: vec![(1, "id".into()), (4, "amount".into())],
         };
-        let sql = apply_sql(&plan, &source, "10:20:", "public.\"T\"", &cols);
+        let sql = apply_sql(&plan, &source, "10:20:", "public.\"T\"", &cols).unwrap();
         if let Ok(path) = std::env::var("DYNGATE_PRINT_DELTA_SQL") {
             std::fs::write(path, &sql).unwrap();
         }

@@ -4,7 +4,8 @@
 //! - [`analyze`] decides, from the resolved query, whether and how a table can be refreshed
 //!   incrementally, or why not (the reason users see).
 //! - [`capture`] logs the changes of the sources (statement triggers with transition tables).
-//! - [`delta`] writes the SQL that applies a plan's delta.
+//! - [`delta`] writes the SQL that applies a plan's delta to a table of rows; [`groups`] that of
+//!   a grouped table, whose aggregates are kept as state in a side table.
 //!
 //! This module ties them together for the manager: [`decide`] at CREATE and ALTER ... AS,
 //! [`prepare`] and [`record`] around the first fill, and, at each refresh (run by the manager in
@@ -17,6 +18,7 @@
 pub mod analyze;
 pub mod capture;
 pub mod delta;
+pub mod groups;
 
 use tokio_postgres::{GenericClient, Transaction};
 
@@ -53,7 +55,7 @@ pub fn requested(options: &[(String, String)]) -> Result<Requested, String> {
 /// How a table is refreshed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
-    Incremental { sources: Vec<SourceTable> },
+    Incremental { sources: Vec<SourceTable>, plan: Plan },
     /// Why not incrementally.
     Full { reason: String },
 }
@@ -81,7 +83,7 @@ pub async fn decide(
         }));
     }
     let reason = match why_not(tx, view, resolved).await? {
-        Ok(sources) => return Ok(Ok(Decision::Incremental { sources })),
+        Ok((sources, plan)) => return Ok(Ok(Decision::Incremental { sources, plan })),
         Err(reason) => reason,
     };
     Ok(match requested {
@@ -90,8 +92,8 @@ pub async fn decide(
     })
 }
 
-/// The sources to capture, or why the query cannot be refreshed incrementally.
-async fn why_not(tx: &Transaction<'_>, view: &str, resolved: &str) -> Result<Result<Vec<SourceTable>, String>, tokio_postgres::Error> {
+/// The sources to capture and the plan, or why the query cannot be refreshed incrementally.
+async fn why_not(tx: &Transaction<'_>, view: &str, resolved: &str) -> Result<Result<(Vec<SourceTable>, Plan), String>, tokio_postgres::Error> {
     let plan = match analyze::analyze(resolved) {
         Ok(p) => p,
         Err(reason) => return Ok(Err(reason)),
@@ -103,7 +105,7 @@ async fn why_not(tx: &Transaction<'_>, view: &str, resolved: &str) -> Result<Res
         Ok(s) => s,
         Err(reason) => return Ok(Err(reason)),
     };
-    let Plan::Rows { source, .. } = &plan;
+    let source = plan.source();
     if sources.len() != 1 {
         return Ok(Err(format!(
             "the query reads {} relations where {}.{} was expected",
@@ -112,14 +114,28 @@ async fn why_not(tx: &Transaction<'_>, view: &str, resolved: &str) -> Result<Res
             source.name
         )));
     }
-    Ok(Ok(sources))
+    if let Plan::Groups { .. } = plan {
+        let version: i32 = tx
+            .query_one("SELECT current_setting('server_version_num')::int", &[])
+            .await?
+            .get(0);
+        if version < 150_000 {
+            return Ok(Err("GROUP BY is refreshed incrementally from PostgreSQL 15 on (UNIQUE NULLS NOT DISTINCT)".into()));
+        }
+        let view_columns = crate::manager::catalog::columns_of(tx, &format!("dyngate.{}", crate::manager::rules::quote_ident(view))).await?;
+        let columns: Vec<delta::Column> = view_columns.into_iter().map(|(name, ty)| delta::Column { name, ty }).collect();
+        if let Some(reason) = groups::float_reason(&plan, &columns) {
+            return Ok(Err(reason));
+        }
+    }
+    Ok(Ok((sources, plan)))
 }
 
 /// Locks an incremental table's sources against writers until the transaction ends, before
 /// the fill: no change can then fall between the fill's snapshot and the start of the capture
 /// ([`record`], after the fill).
 pub async fn prepare(tx: &Transaction<'_>, decision: &Decision) -> Result<(), tokio_postgres::Error> {
-    if let Decision::Incremental { sources } = decision {
+    if let Decision::Incremental { sources, .. } = decision {
         for s in sources {
             capture::lock(tx, s).await?;
         }
@@ -131,9 +147,16 @@ pub async fn prepare(tx: &Transaction<'_>, decision: &Decision) -> Result<(), to
 /// records the decision for table `id`, after its content was made from the current sources
 /// (`filled`) or not (a suspended table altered: its next refresh is full).
 pub async fn record(tx: &Transaction<'_>, id: i64, decision: &Decision, owner: &str, filled: bool) -> Result<(), tokio_postgres::Error> {
-    if let Decision::Incremental { sources } = decision {
+    tx.batch_execute(&groups::drop_state_sql(id)).await?;
+    if let Decision::Incremental { sources, plan } = decision {
         for s in sources {
             capture::install(tx, s, owner).await?;
+        }
+        if let Some(create) = groups::create_state_sql(plan, id, owner) {
+            tx.batch_execute(&create).await?;
+        }
+        if filled {
+            refill_state(tx, owner, plan, id).await?;
         }
     }
     let reason = match decision {
@@ -198,16 +221,32 @@ pub fn prefer_full(changes: i64, source_rows: f64) -> bool {
     changes as f64 > FULL_ABOVE_SHARE * source_rows.max(1.0)
 }
 
-/// Applies the changes since `applied` to `target` (quoted) as `owner`; the rows inserted.
+/// Recomputes the state a plan keeps (a grouped table's) from the sources, as `owner`: after
+/// a fill, and with every full refresh of an incremental table.
+pub async fn refill_state(tx: &Transaction<'_>, owner: &str, plan: &Plan, id: i64) -> Result<(), tokio_postgres::Error> {
+    if let Some(fill) = groups::fill_state_sql(plan, id) {
+        crate::engine::postgres::run_as(tx, owner, &fill).await?;
+    }
+    Ok(())
+}
+
+/// Removes what table `id` kept for its incremental refreshes (DROP).
+pub async fn forget(tx: &Transaction<'_>, id: i64) -> Result<(), tokio_postgres::Error> {
+    tx.batch_execute(&groups::drop_state_sql(id)).await?;
+    capture::remove_unused(tx).await
+}
+
+/// Applies the changes since `applied` to table `id` (`target`, quoted) as `owner`; the rows
+/// inserted.
 pub async fn apply(
     tx: &Transaction<'_>,
     owner: &str,
-    resolved: &str,
+    plan: &Plan,
+    id: i64,
     sources: &[SourceTable],
     applied: &str,
     target: &str,
 ) -> Result<u64, ApplyError> {
-    let plan = analyze::analyze(resolved).map_err(ApplyError::Plan)?;
     let [source] = sources else {
         return Err(ApplyError::Plan(format!("{} sources for one plan", sources.len())));
     };
@@ -216,7 +255,11 @@ pub async fn apply(
         .into_iter()
         .map(|(name, ty)| delta::Column { name, ty })
         .collect();
-    let sql = delta::apply_sql(&plan, source, applied, target, &columns);
+    let sql = match plan {
+        Plan::Rows { .. } => delta::apply_sql(plan, source, applied, target, &columns),
+        Plan::Groups { .. } => groups::apply_sql(plan, id, source, applied, target, &columns),
+    }
+    .ok_or_else(|| ApplyError::Plan("no apply for this plan".into()))?;
     Ok(crate::engine::postgres::run_as(tx, owner, &sql).await?)
 }
 

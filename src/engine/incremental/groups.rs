@@ -1,0 +1,375 @@
+//! The SQL of a grouped table ([`Plan::Groups`]): its aggregates are kept as mergeable state in
+//! a side table `dyngate."state_<table id>"`, one row per group (unique on the keys, NULLs not
+//! distinct), owned by the table's owner:
+//!
+//! - `dyngate$n`: the group's rows (count(*)); a group with none is no row of the table;
+//! - per count(e): `dyngate$c<i>`, the non-NULL values;
+//! - per sum(e) and avg(e): `dyngate$s<i>` (their sum) and `dyngate$c<i>`; the output is the sum,
+//!   or the sum divided by the count, as PostgreSQL's avg computes it, NULL with no values;
+//! - per min(e) and max(e): `dyngate$m<i>`, the extremum; `dyngate$d<i>` holds the extremum of
+//!   the values a delta deleted, and `dyngate$redo` marks a group whose extremum may have been
+//!   deleted: it is recomputed from the source (one scan of it; only then);
+//! - `dyngate$dirty` marks the groups the last delta touched.
+//!
+//! Pure: plan and names in, SQL out. The apply is one text of several statements, run as the
+//! owner inside the refresh's REPEATABLE READ transaction: merge the delta into the state, redo
+//! the extrema, then delete the touched groups' rows from the table and insert their new ones.
+//! Sums of floating-point values are not kept (their rounding would depend on the order the
+//! rows came in): such tables are refreshed fully (see `float_reason`).
+
+use crate::engine::incremental::analyze::{Agg, Output, Plan, Source};
+use crate::engine::incremental::capture::{SIGN, SourceTable};
+use crate::engine::incremental::delta::{Column, pending_changes};
+use crate::manager::rules::quote_ident;
+
+/// The state table of dynamic table `id` (unquoted, in schema `dyngate`).
+pub fn state_table(id: i64) -> String {
+    format!("state_{id}")
+}
+
+fn qstate(id: i64) -> String {
+    format!("dyngate.{}", quote_ident(&state_table(id)))
+}
+
+fn col(kind: &str, i: usize) -> String {
+    quote_ident(&format!("dyngate${kind}{i}"))
+}
+
+const N: &str = "\"dyngate$n\"";
+const DIRTY: &str = "\"dyngate$dirty\"";
+const REDO: &str = "\"dyngate$redo\"";
+
+/// The parts of a grouped plan.
+struct Grouped<'a> {
+    source: &'a Source,
+    filter: &'a Option<String>,
+    keys: &'a [String],
+    outputs: &'a [Output],
+}
+
+fn grouped(plan: &Plan) -> Option<Grouped<'_>> {
+    match plan {
+        Plan::Groups {
+            source,
+            filter,
+            keys,
+            outputs,
+        } => Some(Grouped {
+            source,
+            filter,
+            keys,
+            outputs,
+        }),
+        Plan::Rows { .. } => None,
+    }
+}
+
+/// Why a grouped plan whose outputs have `columns`' types is refreshed fully, if it is.
+pub fn float_reason(plan: &Plan, columns: &[Column]) -> Option<String> {
+    let g = grouped(plan)?;
+    g.outputs.iter().zip(columns).find_map(|(o, c)| match o {
+        Output::Agg(Agg::Sum | Agg::Avg, Some(e)) if c.ty == "real" || c.ty == "double precision" => Some(format!(
+            "the sum of floating-point values ({e}) depends on the order rows are added; it is recomputed"
+        )),
+        _ => None,
+    })
+}
+
+/// The state's columns and how the state query computes them from the source's rows, in order.
+fn state_columns(g: &Grouped<'_>) -> Vec<(String, String)> {
+    let mut cols: Vec<(String, String)> = g.keys.iter().enumerate().map(|(j, k)| (col("k", j), k.clone())).collect();
+    cols.push((N.to_string(), "count(*)".into()));
+    for (i, o) in g.outputs.iter().enumerate() {
+        match o {
+            Output::Key(_) | Output::Agg(Agg::Count, None) => {}
+            Output::Agg(Agg::Count, Some(e)) => cols.push((col("c", i), format!("count({e})"))),
+            Output::Agg(Agg::Sum | Agg::Avg, Some(e)) => {
+                cols.push((col("s", i), format!("sum({e})")));
+                cols.push((col("c", i), format!("count({e})")));
+            }
+            Output::Agg(a @ (Agg::Min | Agg::Max), Some(e)) => {
+                let f = if *a == Agg::Min { "min" } else { "max" };
+                cols.push((col("m", i), format!("{f}({e})")));
+                cols.push((col("d", i), format!("{f}({e})")));
+            }
+            Output::Agg(_, None) => {}
+        }
+    }
+    cols
+}
+
+fn from_source(g: &Grouped<'_>) -> String {
+    let where_ = g.filter.as_ref().map(|f| format!(" WHERE ({f})")).unwrap_or_default();
+    format!(
+        "FROM {}.{} AS {}{where_}",
+        quote_ident(&g.source.schema),
+        quote_ident(&g.source.name),
+        quote_ident(&g.source.binding)
+    )
+}
+
+/// The state of every group, computed from the source.
+fn state_query(g: &Grouped<'_>) -> String {
+    let cols = state_columns(g);
+    let select: Vec<String> = cols.iter().map(|(c, e)| format!("{e} AS {c}")).collect();
+    format!("SELECT {} {} GROUP BY {}", select.join(", "), from_source(g), g.keys.join(", "))
+}
+
+fn state_list(g: &Grouped<'_>) -> String {
+    state_columns(g).into_iter().map(|(c, _)| c).collect::<Vec<_>>().join(", ")
+}
+
+/// Creates the empty state table of table `id` for `owner` (run by the service account: the
+/// columns' types are derived from the query without reading a row).
+pub fn create_state_sql(plan: &Plan, id: i64, owner: &str) -> Option<String> {
+    let g = grouped(plan)?;
+    let keys: Vec<String> = (0..g.keys.len()).map(|j| col("k", j)).collect();
+    let t = qstate(id);
+    Some(format!(
+        "CREATE TABLE {t} AS {q} WITH NO DATA;
+         ALTER TABLE {t} ADD COLUMN {DIRTY} boolean NOT NULL DEFAULT false, ADD COLUMN {REDO} boolean NOT NULL DEFAULT false;
+         CREATE UNIQUE INDEX ON {t} ({keys}) NULLS NOT DISTINCT;
+         COMMENT ON TABLE {t} IS 'dyngate: the aggregates of a dynamic table refreshed incrementally';
+         ALTER TABLE {t} OWNER TO {owner};",
+        q = state_query(&g),
+        keys = keys.join(", "),
+        owner = quote_ident(owner),
+    ))
+}
+
+/// Drops the state table of table `id`, if any.
+pub fn drop_state_sql(id: i64) -> String {
+    format!("DROP TABLE IF EXISTS {}", qstate(id))
+}
+
+/// Fills (or refills) the state from the source, as the owner.
+pub fn fill_state_sql(plan: &Plan, id: i64) -> Option<String> {
+    let g = grouped(plan)?;
+    let t = qstate(id);
+    Some(format!("DELETE FROM {t}; INSERT INTO {t} ({}) {}", state_list(&g), state_query(&g)))
+}
+
+/// The statements that apply the changes logged since `applied` to table `id` (`target`, quoted,
+/// with `columns`): see the module's doc. The last statement's row count is the rows inserted.
+pub fn apply_sql(plan: &Plan, id: i64, source: &SourceTable, applied: &str, target: &str, columns: &[Column]) -> Option<String> {
+    let g = grouped(plan)?;
+    let t = qstate(id);
+    let binding = quote_ident(&g.source.binding);
+    let where_ = g.filter.as_ref().map(|f| format!(" WHERE ({f})")).unwrap_or_default();
+    let keys: Vec<String> = (0..g.keys.len()).map(|j| col("k", j)).collect();
+    let key_list = keys.join(", ");
+
+    // The changes, as keys, sign and the aggregates' arguments.
+    let mut changed: Vec<String> = g.keys.iter().enumerate().map(|(j, k)| format!("{k} AS {}", col("k", j))).collect();
+    changed.push(format!("{binding}.{} AS \"dyngate$sign\"", quote_ident(SIGN)));
+    for (i, o) in g.outputs.iter().enumerate() {
+        if let Output::Agg(_, Some(e)) = o {
+            changed.push(format!("{e} AS {}", col("e", i)));
+        }
+    }
+    // Per group: the delta of each state column, and whether it is touched.
+    let mut delta: Vec<String> = keys.clone();
+    let mut insert_cols: Vec<String> = keys.clone();
+    delta.push("sum(\"dyngate$sign\")".into());
+    insert_cols.push(N.into());
+    let mut merge: Vec<String> = vec![format!("{N} = st.{N} + excluded.{N}"), format!("{DIRTY} = true")];
+    let mut redo: Vec<String> = Vec::new();
+    let mut redo_new: Vec<String> = Vec::new();
+    let mut extrema: Vec<(usize, &str, &String)> = Vec::new();
+    for (i, o) in g.outputs.iter().enumerate() {
+        let e = col("e", i);
+        let count = format!("coalesce(sum(\"dyngate$sign\") FILTER (WHERE {e} IS NOT NULL), 0)");
+        let sum_merge = |c: &str| format!("{c} = CASE WHEN st.{c} IS NULL THEN excluded.{c} WHEN excluded.{c} IS NULL THEN st.{c} ELSE st.{c} + excluded.{c} END");
+        match o {
+            Output::Key(_) | Output::Agg(_, None) => {}
+            Output::Agg(Agg::Count, Some(_)) => {
+                delta.push(count);
+                insert_cols.push(col("c", i));
+                merge.push(format!("{c} = st.{c} + excluded.{c}", c = col("c", i)));
+            }
+            Output::Agg(Agg::Sum | Agg::Avg, Some(_)) => {
+                delta.push(format!("sum(\"dyngate$sign\" * {e})"));
+                delta.push(count);
+                insert_cols.push(col("s", i));
+                insert_cols.push(col("c", i));
+                merge.push(sum_merge(&col("s", i)));
+                merge.push(format!("{c} = st.{c} + excluded.{c}", c = col("c", i)));
+            }
+            Output::Agg(a @ (Agg::Min | Agg::Max), Some(arg)) => {
+                let (f, pick, cmp) = if *a == Agg::Min {
+                    ("min", "least", "<=")
+                } else {
+                    ("max", "greatest", ">=")
+                };
+                let (m, d) = (col("m", i), col("d", i));
+                delta.push(format!("{f}({e}) FILTER (WHERE \"dyngate$sign\" > 0)"));
+                delta.push(format!("{f}({e}) FILTER (WHERE \"dyngate$sign\" < 0)"));
+                insert_cols.push(m.clone());
+                insert_cols.push(d.clone());
+                merge.push(format!("{m} = {pick}(st.{m}, excluded.{m})"));
+                // A deleted value at or beyond the extremum: the group is recomputed.
+                redo.push(format!("coalesce(excluded.{d} {cmp} {pick}(st.{m}, excluded.{m}), false)"));
+                redo_new.push(format!("{f}({e}) FILTER (WHERE \"dyngate$sign\" < 0) IS NOT NULL"));
+                extrema.push((i, f, arg));
+            }
+        }
+    }
+    let redo_insert = if redo_new.is_empty() {
+        "false".to_string()
+    } else {
+        redo_new.join(" OR ")
+    };
+    delta.push("true".into());
+    delta.push(redo_insert);
+    insert_cols.push(DIRTY.into());
+    insert_cols.push(REDO.into());
+    if !redo.is_empty() {
+        merge.push(format!("{REDO} = st.{REDO} OR {}", redo.join(" OR ")));
+    }
+    let mut sql = vec![
+        // What the previous apply left marked, and groups left empty.
+        format!("UPDATE {t} SET {DIRTY} = false, {REDO} = false WHERE {DIRTY} OR {REDO}"),
+        format!("DELETE FROM {t} WHERE {N} = 0"),
+        format!(
+            "INSERT INTO {t} AS st ({cols})
+             SELECT {delta} FROM (SELECT {changed} FROM ({pending}) AS {binding}{where_}) AS c GROUP BY {key_list}
+             ON CONFLICT ({key_list}) DO UPDATE SET {merge}",
+            cols = insert_cols.join(", "),
+            delta = delta.join(", "),
+            changed = changed.join(", "),
+            pending = pending_changes(source, applied),
+            merge = merge.join(", "),
+        ),
+    ];
+    if !extrema.is_empty() {
+        let sets: Vec<String> = extrema.iter().map(|(i, _, _)| format!("{m} = NULL", m = col("m", *i))).collect();
+        sql.push(format!("UPDATE {t} SET {} WHERE {REDO}", sets.join(", ")));
+        let aggs: Vec<String> = extrema
+            .iter()
+            .map(|(i, f, arg)| format!("{f}({arg}) AS {}", col("m", *i)))
+            .collect();
+        let sets: Vec<String> = extrema.iter().map(|(i, _, _)| format!("{m} = r.{m}", m = col("m", *i))).collect();
+        let src_keys: Vec<String> = g.keys.iter().enumerate().map(|(j, k)| format!("{k} AS {}", col("k", j))).collect();
+        let row_of = |alias: &str| format!("ROW({})::text", keys.iter().map(|k| format!("{alias}.{k}")).collect::<Vec<_>>().join(", "));
+        let src_row = format!("ROW({})::text", g.keys.join(", "));
+        let and_where = g.filter.as_ref().map(|f| format!(" AND ({f})")).unwrap_or_default();
+        sql.push(format!(
+            "UPDATE {t} AS st SET {sets}
+               FROM (SELECT {src_keys}, {aggs} FROM {src}.{name} AS {binding}
+                      WHERE {src_row} IN (SELECT {redo_rows} FROM {t} AS rd WHERE rd.{REDO}){and_where}
+                      GROUP BY {group}) AS r
+              WHERE st.{REDO} AND {st_row} = {r_row}",
+            sets = sets.join(", "),
+            src_keys = src_keys.join(", "),
+            aggs = aggs.join(", "),
+            src = quote_ident(&g.source.schema),
+            name = quote_ident(&g.source.name),
+            redo_rows = row_of("rd"),
+            group = g.keys.join(", "),
+            st_row = row_of("st"),
+            r_row = row_of("r"),
+        ));
+    }
+    // The touched groups' rows: out with the old, in with the new.
+    let names: Vec<String> = columns.iter().map(|c| quote_ident(&c.name)).collect();
+    let target_keys: Vec<String> = (0..g.keys.len())
+        .map(|j| {
+            let i = g.outputs.iter().position(|o| *o == Output::Key(j)).unwrap_or(j);
+            format!("t.{}", names.get(i).cloned().unwrap_or_default())
+        })
+        .collect();
+    let state_keys: Vec<String> = (0..g.keys.len())
+        .map(|j| {
+            let i = g.outputs.iter().position(|o| *o == Output::Key(j)).unwrap_or(j);
+            let ty = columns.get(i).map_or("text", |c| c.ty.as_str());
+            format!("st.{}::{ty}", col("k", j))
+        })
+        .collect();
+    sql.push(format!(
+        "DELETE FROM {target} AS t USING {t} AS st WHERE st.{DIRTY} AND ROW({})::text = ROW({})::text",
+        target_keys.join(", "),
+        state_keys.join(", ")
+    ));
+    let outputs: Vec<String> = g
+        .outputs
+        .iter()
+        .enumerate()
+        .map(|(i, o)| {
+            let ty = columns.get(i).map_or("text", |c| c.ty.as_str());
+            let value = match o {
+                Output::Key(j) => format!("st.{}", col("k", *j)),
+                Output::Agg(Agg::Count, None) => format!("st.{N}"),
+                Output::Agg(Agg::Count, Some(_)) => format!("st.{}", col("c", i)),
+                Output::Agg(Agg::Sum, _) => format!("CASE WHEN st.{c} > 0 THEN st.{s} END", c = col("c", i), s = col("s", i)),
+                Output::Agg(Agg::Avg, _) => format!(
+                    "CASE WHEN st.{c} > 0 THEN st.{s}::{ty} / st.{c} END",
+                    c = col("c", i),
+                    s = col("s", i)
+                ),
+                Output::Agg(Agg::Min | Agg::Max, _) => format!("st.{}", col("m", i)),
+            };
+            format!("({value})::{ty}")
+        })
+        .collect();
+    sql.push(format!(
+        "INSERT INTO {target} ({}) SELECT {} FROM {t} AS st WHERE st.{DIRTY} AND st.{N} > 0",
+        names.join(", "),
+        outputs.join(", ")
+    ));
+    Some(sql.join(";\n"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::incremental::analyze::analyze;
+
+    fn column(name: &str, ty: &str) -> Column {
+        Column {
+            name: name.into(),
+            ty: ty.into(),
+        }
+    }
+
+    #[test]
+    fn state_and_apply_sql() {
+        let plan = analyze("SELECT o.day, count(*) AS n, sum(o.amount) AS total, min(o.amount) AS lo FROM public.orders o GROUP BY o.day").unwrap();
+        let create = create_state_sql(&plan, 5, "alice").unwrap();
+        for part in [
+            "CREATE TABLE dyngate.\"state_5\" AS SELECT o.day AS \"dyngate$k0\", count(*) AS \"dyngate$n\", sum(o.amount) AS \"dyngate$s2\", count(o.amount) AS \"dyngate$c2\", min(o.amount) AS \"dyngate$m3\", min(o.amount) AS \"dyngate$d3\" FROM \"public\".\"orders\" AS \"o\" GROUP BY o.day WITH NO DATA",
+            "CREATE UNIQUE INDEX ON dyngate.\"state_5\" (\"dyngate$k0\") NULLS NOT DISTINCT",
+            "OWNER TO \"alice\"",
+        ] {
+            assert!(create.contains(part), "{part}\n---\n{create}");
+        }
+        let source = SourceTable {
+            oid: 9,
+            quoted: "public.orders".into(),
+            columns: vec![(2, "day".into()), (3, "amount".into())],
+        };
+        let cols = [column("day", "date"), column("n", "bigint"), column("total", "numeric"), column("lo", "numeric")];
+        let apply = apply_sql(&plan, 5, &source, "1:2:", "public.daily", &cols).unwrap();
+        if let Ok(path) = std::env::var("DYNGATE_PRINT_GROUPS_SQL") {
+            std::fs::write(path, &apply).unwrap();
+        }
+        for part in [
+            "ON CONFLICT (\"dyngate$k0\") DO UPDATE SET \"dyngate$n\" = st.\"dyngate$n\" + excluded.\"dyngate$n\"",
+            "\"dyngate$m3\" = least(st.\"dyngate$m3\", excluded.\"dyngate$m3\")",
+            "\"dyngate$redo\" = st.\"dyngate$redo\" OR coalesce(excluded.\"dyngate$d3\" <= least(st.\"dyngate$m3\", excluded.\"dyngate$m3\"), false)",
+            "DELETE FROM public.daily AS t USING dyngate.\"state_5\" AS st WHERE st.\"dyngate$dirty\" AND ROW(t.\"day\")::text = ROW(st.\"dyngate$k0\"::date)::text",
+            "(CASE WHEN st.\"dyngate$c2\" > 0 THEN st.\"dyngate$s2\" END)::numeric",
+        ] {
+            assert!(apply.contains(part), "{part}\n---\n{apply}");
+        }
+        assert!(apply.trim_end().ends_with("WHERE st.\"dyngate$dirty\" AND st.\"dyngate$n\" > 0"));
+        assert!(apply_sql(&analyze("SELECT o.id FROM public.orders o").unwrap(), 5, &source, "1:2:", "t", &cols).is_none());
+    }
+
+    #[test]
+    fn float_sums_are_recomputed() {
+        let plan = analyze("SELECT o.day, sum(o.x) AS s, max(o.x) AS m FROM public.orders o GROUP BY o.day").unwrap();
+        let cols = |ty: &str| vec![column("day", "date"), column("s", ty), column("m", ty)];
+        assert!(float_reason(&plan, &cols("double precision")).unwrap().contains("floating-point"));
+        assert_eq!(float_reason(&plan, &cols("numeric")), None);
+    }
+}
