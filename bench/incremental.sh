@@ -1,0 +1,170 @@
+#!/usr/bin/env bash
+# Incremental refresh on the PostgreSQL engine (issue 6), against a throwaway PostgreSQL, with
+# baselines measured in the same run. Data: orders(id, customer_id, day, amount) with
+# BENCH_ORDERS rows (10M), customers(id, region) with BENCH_CUSTOMERS rows (100k);
+#   V1 = SELECT day, count(*), sum(amount) FROM orders GROUP BY day
+#   V2 = SELECT c.region, o.day, count(*), sum(o.amount) FROM orders o JOIN customers c
+#        ON c.id = o.customer_id GROUP BY c.region, o.day
+# created through dyngate (each run prints how each is refreshed: INCREMENTAL or FULL, and why).
+#
+#   write   10k single-row INSERTs into orders (pgbench, one client) with V1 and V2 defined vs
+#           none. Goal: at most 1.2x.
+#   concur  8 writers inserting for BENCH_SECONDS (pgbench -c 8): throughput with V1 and V2
+#           defined vs none. Goal: at least 90%.
+#   apply   one REFRESH of V1 and of V2 after 10k changed orders rows (4k inserted, 4k updated,
+#           2k deleted), and after 1k changed customers rows (regions), vs a full recompute of
+#           both (the same queries as twin dynamic tables with 'refresh.action' = 'full').
+#           Goal: at most 50 ms for both after the 10k orders changes.
+#
+#   bench/incremental.sh
+#   BENCH_ORDERS=1000000 bench/incremental.sh     # smaller data
+#
+# Settings (environment): BENCH_ORDERS (10000000), BENCH_CUSTOMERS (100000), BENCH_SECONDS (15),
+# BENCH_DYNGATE_BIN (a binary instead of building this checkout), BENCH_KEEP (1: keep the work dir).
+# Everything runs on loopback ports chosen at run time; everything started is stopped on exit.
+set -euo pipefail
+
+repo=$(cd "$(dirname "$0")/.." && pwd)
+cd "$repo"
+orders=${BENCH_ORDERS:-10000000}
+customers=${BENCH_CUSTOMERS:-100000}
+seconds=${BENCH_SECONDS:-15}
+
+log() { printf '[bench] %s\n' "$*" >&2; }
+
+scripts/pg-bindir >/dev/null 2>&1 || scripts/deps
+bindir=$(scripts/pg-bindir)
+pgbench=$bindir/pgbench
+[ -x "$pgbench" ] || pgbench=$(command -v pgbench)
+if [ -n "${BENCH_DYNGATE_BIN:-}" ]; then
+  dyngate_bin=$BENCH_DYNGATE_BIN
+  build=$dyngate_bin
+else
+  build=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+  git diff --quiet HEAD -- src Cargo.toml Cargo.lock sql 2>/dev/null || build="$build + uncommitted changes"
+  log "building dyngate $build (cargo build --release)"
+  cargo build --release -q
+  dyngate_bin=${CARGO_TARGET_DIR:-$repo/target}/release/dyngate
+fi
+
+work=$(mktemp -d /tmp/dyngate-bench.XXXXXX)
+chmod 755 "$work"
+dyngate_pid=
+cleanup() {
+  set +e
+  [ -n "$dyngate_pid" ] && kill "$dyngate_pid" 2>/dev/null && wait "$dyngate_pid" 2>/dev/null
+  scripts/pg-temp stop "$work/pg"
+  if [ "${BENCH_KEEP:-0}" = 1 ]; then log "kept $work"; else rm -rf "$work"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+log "starting a throwaway PostgreSQL"
+eval "$(scripts/pg-temp start "$work/pg")"
+pg_url=$DYNGATE_TEST_PG
+pg_port=${pg_url##*:}
+pg_port=${pg_port%%/*}
+export PGPASSWORD=$(cat "$work/pg/pw") PGUSER=postgres PGDATABASE=postgres PGHOST=127.0.0.1 PGSSLMODE=disable PGTZ=UTC
+direct() { psql -X -q -v ON_ERROR_STOP=1 -p "$pg_port" "$@"; }
+
+rm -f "$work/dyngate.ready"
+"$dyngate_bin" serve --postgres "$pg_url" --listen 127.0.0.1:0 --http-listen 127.0.0.1:0 \
+  --ready-file "$work/dyngate.ready" --log warn >"$work/dyngate.log" 2>&1 &
+dyngate_pid=$!
+for _ in $(seq 300); do
+  [ -s "$work/dyngate.ready" ] && break
+  kill -0 "$dyngate_pid" 2>/dev/null || { cat "$work/dyngate.log" >&2; exit 1; }
+  sleep 0.1
+done
+[ -s "$work/dyngate.ready" ] || { log "dyngate did not become ready"; exit 1; }
+dyngate_port=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["pg"].rsplit(":",1)[1])' "$work/dyngate.ready")
+gateway() { psql -X -q -v ON_ERROR_STOP=1 -p "$dyngate_port" "$@"; }
+log "dyngate $build on port $dyngate_port"
+
+# Milliseconds one command takes.
+ms() {
+  local t0 t1
+  t0=$(date +%s%N)
+  "$@" >/dev/null
+  t1=$(date +%s%N)
+  echo $(((t1 - t0) / 1000000))
+}
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
+
+log "loading $orders orders and $customers customers"
+direct -c "CREATE TABLE customers (id int PRIMARY KEY, region text NOT NULL)" \
+  -c "INSERT INTO customers SELECT g, 'region-' || (g % 10) FROM generate_series(1, $customers) g" \
+  -c "CREATE TABLE orders (id bigint PRIMARY KEY, customer_id int NOT NULL, day date NOT NULL, amount numeric NOT NULL)" \
+  -c "INSERT INTO orders SELECT g, 1 + g % $customers, date '2024-01-01' + (g / 7 % 730)::int, (g % 997) / 10.0 FROM generate_series(1, $orders) g" \
+  -c "CREATE SEQUENCE order_ids START $((orders + 1))" \
+  -c "VACUUM ANALYZE customers" -c "VACUUM ANALYZE orders"
+
+V1="SELECT day, count(*) AS n, sum(amount) AS total FROM orders GROUP BY day"
+V2="SELECT c.region, o.day, count(*) AS n, sum(o.amount) AS total FROM orders o JOIN customers c ON c.id = o.customer_id GROUP BY c.region, o.day"
+create_views() {
+  gateway -c "CREATE DYNAMIC TABLE v1 FRESHNESS = INTERVAL '1' DAY AS $V1" \
+    -c "CREATE DYNAMIC TABLE v2 FRESHNESS = INTERVAL '1' DAY AS $V2"
+}
+drop_views() { gateway -c "DROP DYNAMIC TABLE v1" -c "DROP DYNAMIC TABLE v2"; }
+
+cat >"$work/insert.sql" <<'EOF'
+\set c random(1, :customers)
+\set d random(0, 729)
+INSERT INTO orders VALUES (nextval('order_ids'), :c, date '2024-01-01' + :d::int, 10.5);
+EOF
+# Milliseconds for 10k single-row inserts, one client.
+write_ms() {
+  ms "$pgbench" -n -p "$pg_port" -c 1 -t 10000 -M prepared -D customers="$customers" -f "$work/insert.sql" postgres
+}
+# Inserts per second of 8 writers.
+concurrent_tps() {
+  "$pgbench" -n -p "$pg_port" -c 8 -j 2 -T "$seconds" -M prepared -D customers="$customers" -f "$work/insert.sql" postgres 2>/dev/null |
+    awk '/^tps/ {printf "%d", $3}'
+}
+
+log "write path and concurrency: without dynamic tables, with, without, with"
+w0=() w1=() t0=() t1=()
+for round in 1 2; do
+  w0+=("$(write_ms)"); t0+=("$(concurrent_tps)")
+  create_views
+  w1+=("$(write_ms)"); t1+=("$(concurrent_tps)")
+  drop_views
+  direct -c "VACUUM ANALYZE orders"
+  log "round $round: 10k inserts ${w0[-1]} ms without, ${w1[-1]} ms with; 8 writers ${t0[-1]} tps without, ${t1[-1]} tps with"
+done
+wa=$(( (w0[0] + w0[1]) / 2 )); wb=$(( (w1[0] + w1[1]) / 2 ))
+ta=$(( (t0[0] + t0[1]) / 2 )); tb=$(( (t1[0] + t1[1]) / 2 ))
+
+log "apply: V1 and V2 and their full-refresh twins"
+create_views
+gateway -c "CREATE DYNAMIC TABLE v1_full WITH ('refresh.action' = 'full') FRESHNESS = INTERVAL '1' DAY AS $V1" \
+  -c "CREATE DYNAMIC TABLE v2_full WITH ('refresh.action' = 'full') FRESHNESS = INTERVAL '1' DAY AS $V2"
+actions=$(gateway -Atc "SELECT string_agg(format('%s: %s%s', table_name, refresh_action, coalesce(' (' || refresh_action_reason || ')', '')), E'\n' ORDER BY table_name) FROM dyngate.dynamic_tables")
+refresh_ms() { ms gateway -c "REFRESH DYNAMIC TABLE $1"; }
+last_action() { gateway -Atc "SELECT action || ' ' || coalesce(changes::text, '-') FROM dyngate.refresh_history WHERE table_name = '$1' ORDER BY started_at DESC LIMIT 1"; }
+
+direct -c "INSERT INTO orders SELECT nextval('order_ids'), 1 + g * 7 % $customers, date '2024-01-01' + g % 730, 3.5 FROM generate_series(1, 4000) g" \
+  -c "UPDATE orders SET amount = amount + 1 WHERE id IN (SELECT g * 997 FROM generate_series(1, 4000) g)" \
+  -c "DELETE FROM orders WHERE id IN (SELECT g * 991 + 5 FROM generate_series(1, 2000) g)"
+a1=$(refresh_ms v1); a1x=$(last_action v1)
+a2=$(refresh_ms v2); a2x=$(last_action v2)
+f1=$(refresh_ms v1_full); f2=$(refresh_ms v2_full)
+check=$(direct -Atc "SELECT (SELECT count(*) FROM (TABLE v1 EXCEPT ALL TABLE v1_full) d) + (SELECT count(*) FROM (TABLE v1_full EXCEPT ALL TABLE v1) d)
+                          + (SELECT count(*) FROM (TABLE v2 EXCEPT ALL TABLE v2_full) d) + (SELECT count(*) FROM (TABLE v2_full EXCEPT ALL TABLE v2) d)")
+
+direct -c "UPDATE customers SET region = 'region-' || ((id + 3) % 10) WHERE id IN (SELECT g * 97 FROM generate_series(1, 1000) g)"
+c1=$(refresh_ms v1); c1x=$(last_action v1)
+c2=$(refresh_ms v2); c2x=$(last_action v2)
+g1=$(refresh_ms v1_full); g2=$(refresh_ms v2_full)
+
+echo
+echo "Incremental refresh, build $build: $orders orders, $customers customers"
+echo "$actions" | sed 's/^/  /'
+echo
+echo "write path, 10k single-row inserts (mean of 2): $wa ms without, $wb ms with V1 and V2: $(ratio "$wb" "$wa")x (goal <= 1.2x)"
+echo "8 writers (mean of 2, ${seconds}s each): $ta tps without, $tb tps with: $(awk -v a="$tb" -v b="$ta" 'BEGIN {printf "%.0f", 100 * a / b}')% (goal >= 90%)"
+echo "after 10k changed orders rows: V1 $a1 ms ($a1x), V2 $a2 ms ($a2x); both $((a1 + a2)) ms (goal <= 50 ms)"
+echo "  full recompute: V1 $f1 ms, V2 $f2 ms; both $((f1 + f2)) ms; incremental / full: $(ratio $((a1 + a2)) $((f1 + f2)))x"
+echo "  rows differing from the recompute: $check"
+echo "after 1k changed customers rows: V1 $c1 ms ($c1x), V2 $c2 ms ($c2x); full recompute V1 $g1 ms, V2 $g2 ms"
+echo "(each refresh timed as psql through the gateway, connection included)"
