@@ -384,6 +384,14 @@ const SHAPES: &[(&str, &str)] = &[
         "SELECT k, count(*) AS n, sum(v) AS s, avg(v) AS a, min(v) AS lo, max(v) AS hi, count(note) AS notes FROM r GROUP BY k",
     ),
     (
+        "joined",
+        "SELECT r.k, r.v, s.w, s.k AS sk FROM r JOIN s ON s.k = r.k WHERE s.w IS NULL OR s.w <> 2",
+    ),
+    (
+        "joined_groups",
+        "SELECT s.w, count(*) AS n, sum(r.v) AS total, max(r.note) AS mx, min(s.k) AS lo FROM r JOIN s ON s.k = r.k GROUP BY s.w",
+    ),
+    (
         "grouped_expr",
         "SELECT v % 3 AS b, note, count(*) AS n, min(note) AS mn, max(k) AS mx, avg(k::numeric / 7) AS a FROM r WHERE k IS NULL OR k > 2 GROUP BY v % 3, note",
     ),
@@ -402,7 +410,8 @@ async fn randomized_workloads_match_a_recompute() {
     let load = "INSERT INTO r SELECT CASE WHEN g % 7 = 0 THEN NULL ELSE g % 10 END, CASE WHEN g % 5 = 0 THEN NULL ELSE g % 6 END,
                        CASE WHEN g % 3 = 0 THEN NULL ELSE 'n' || (g % 4) END
                   FROM generate_series(1, 400) g; ANALYZE r;";
-    c.batch_execute(&format!("CREATE TABLE r (k int, v int, note text); {load}"))
+    let load_s = "INSERT INTO s SELECT CASE WHEN g % 9 = 0 THEN NULL ELSE g % 10 END, g % 4 FROM generate_series(1, 30) g; ANALYZE s;";
+    c.batch_execute(&format!("CREATE TABLE r (k int, v int, note text); {load} CREATE TABLE s (k int, w int); {load_s}"))
         .await
         .unwrap();
     for (name, query) in SHAPES {
@@ -416,8 +425,14 @@ async fn randomized_workloads_match_a_recompute() {
         let mut statements = Vec::new();
         for _ in 0..1 + rng.below(4) {
             let k = rng.value(10);
-            let s = match rng.below(20) {
+            let s = match rng.below(21) {
                 0 => format!("TRUNCATE r; {load}"),
+                19 if rng.below(3) == 0 => format!("TRUNCATE s; {load_s}"),
+                19 => match rng.below(3) {
+                    0 => format!("INSERT INTO s VALUES ({k}, {}), ({}, {})", rng.value(4), rng.value(10), rng.value(4)),
+                    1 => format!("UPDATE s SET w = {} WHERE k IS NOT DISTINCT FROM {k}", rng.value(4)),
+                    _ => format!("DELETE FROM s WHERE ctid IN (SELECT ctid FROM s WHERE k IS NOT DISTINCT FROM {k} LIMIT 1)"),
+                },
                 1..=6 => {
                     let rows: Vec<String> = (0..1 + rng.below(8))
                         .map(|_| {
@@ -433,7 +448,11 @@ async fn randomized_workloads_match_a_recompute() {
                 7..=12 => format!("UPDATE r SET v = {} WHERE k IS NOT DISTINCT FROM {k} AND ctid IN (SELECT ctid FROM r WHERE k IS NOT DISTINCT FROM {k} LIMIT 3)", rng.value(6)),
                 13..=16 => format!("DELETE FROM r WHERE ctid IN (SELECT ctid FROM r WHERE k IS NOT DISTINCT FROM {k} LIMIT 2)"),
                 17 => format!("BEGIN; DELETE FROM r WHERE k IS NOT DISTINCT FROM {k}; ROLLBACK"),
-                _ => format!("DELETE FROM r WHERE v = (SELECT max(v) FROM r) AND k IS NOT DISTINCT FROM {k}"),
+                18 => format!("BEGIN; UPDATE r SET v = v + 1 WHERE k IS NOT DISTINCT FROM {k}; UPDATE s SET w = 3 WHERE k IS NOT DISTINCT FROM {k}; COMMIT"),
+                _ => format!(
+                    "DELETE FROM r WHERE v = (SELECT max(v) FROM r) AND k IS NOT DISTINCT FROM {k}; UPDATE s SET k = {} WHERE ctid IN (SELECT ctid FROM s WHERE k IS NOT DISTINCT FROM {k} LIMIT 1)",
+                    rng.value(10)
+                ),
             };
             statements.push(s);
         }

@@ -16,7 +16,8 @@
 //! tell.
 
 use sqlparser::ast::{
-    Distinct, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, GroupByExpr, Query, SelectItem, SetExpr, Statement, TableFactor,
+    Distinct, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, GroupByExpr, JoinConstraint, JoinOperator, Query, SelectItem, SetExpr,
+    Statement, TableFactor,
 };
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
@@ -31,19 +32,48 @@ pub struct Source {
     pub binding: String,
 }
 
+/// What a query reads: tables joined by inner joins (a comma is a join without condition).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct From {
+    pub tables: Vec<Source>,
+    /// The join condition of each table after the first (`None`: a cross join).
+    pub on: Vec<Option<String>>,
+}
+
+impl From {
+    fn one(source: Source) -> From {
+        From {
+            tables: vec![source],
+            on: Vec::new(),
+        }
+    }
+
+    /// The FROM clause (without the keyword), the i-th table given by `table(i)`.
+    pub fn render(&self, table: impl Fn(usize) -> String) -> String {
+        let mut sql = table(0);
+        for (i, on) in self.on.iter().enumerate() {
+            match on {
+                Some(c) => sql.push_str(&format!(" JOIN {} ON {c}", table(i + 1))),
+                None => sql.push_str(&format!(" CROSS JOIN {}", table(i + 1))),
+            }
+        }
+        sql
+    }
+}
+
 /// How a query is refreshed incrementally.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Plan {
     /// One row out per qualifying row in: `SELECT {projection} FROM {source} WHERE {filter}`.
     Rows {
-        source: Source,
+        from: From,
         /// The select list, as printed (`orders.id, orders.amount * 2::numeric AS a2`).
         projection: String,
         filter: Option<String>,
     },
     /// One row out per group: `SELECT {outputs} FROM {source} WHERE {filter} GROUP BY {keys}`.
     Groups {
-        source: Source,
+        from: From,
         filter: Option<String>,
         /// The GROUP BY expressions, as printed; each is in the select list.
         keys: Vec<String>,
@@ -53,9 +83,9 @@ pub enum Plan {
 }
 
 impl Plan {
-    pub fn source(&self) -> &Source {
+    pub fn from(&self) -> &From {
         match self {
-            Plan::Rows { source, .. } | Plan::Groups { source, .. } => source,
+            Plan::Rows { from, .. } | Plan::Groups { from, .. } => from,
         }
     }
 }
@@ -114,23 +144,13 @@ pub fn analyze(resolved: &str) -> Result<Plan, String> {
     if !select.named_window.is_empty() {
         return Err("window functions (WINDOW) are not supported incrementally".into());
     }
-    let [from] = select.from.as_slice() else {
-        return Err(if select.from.is_empty() {
-            "a query without FROM is refreshed fully".into()
-        } else {
-            "queries over several tables (FROM a, b) are not supported incrementally yet".into()
-        });
-    };
-    if !from.joins.is_empty() {
-        return Err("joins are not supported incrementally yet".into());
-    }
-    let source = table_of(&from.relation)?;
+    let from = from_of(&select.from)?;
     if let Some(w) = &select.selection {
         check_scalar(w, "WHERE")?;
     }
     let filter = select.selection.as_ref().map(ToString::to_string);
     if !keys.is_empty() {
-        return groups(source, filter, keys, &select.projection);
+        return groups(from, filter, keys, &select.projection);
     }
     for item in &select.projection {
         let expr = match item {
@@ -141,14 +161,56 @@ pub fn analyze(resolved: &str) -> Result<Plan, String> {
     }
     let projection = select.projection.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
     Ok(Plan::Rows {
-        source,
+        from,
         projection,
         filter,
     })
 }
 
+/// Tables joined by inner joins on conditions (or commas); outer joins are not planned yet.
+fn from_of(items: &[sqlparser::ast::TableWithJoins]) -> Result<From, String> {
+    let Some(first) = items.first() else {
+        return Err("a query without FROM is refreshed fully".into());
+    };
+    let mut from = From::one(table_of(&first.relation)?);
+    for j in &first.joins {
+        let on = match &j.join_operator {
+            JoinOperator::Join(JoinConstraint::On(c)) | JoinOperator::Inner(JoinConstraint::On(c)) => {
+                check_scalar(c, "a join condition")?;
+                Some(c.to_string())
+            }
+            JoinOperator::CrossJoin(JoinConstraint::None) => None,
+            JoinOperator::Join(_) | JoinOperator::Inner(_) => {
+                return Err("joins with USING or NATURAL are not supported incrementally yet".into());
+            }
+            JoinOperator::Left(_)
+            | JoinOperator::LeftOuter(_)
+            | JoinOperator::Right(_)
+            | JoinOperator::RightOuter(_)
+            | JoinOperator::FullOuter(_) => return Err("outer joins are not supported incrementally yet".into()),
+            _ => return Err("this join is not supported incrementally".into()),
+        };
+        from.tables.push(table_of(&j.relation)?);
+        from.on.push(on);
+    }
+    for item in &items[1..] {
+        if !item.joins.is_empty() {
+            return Err("joins after a comma in FROM are not supported incrementally yet".into());
+        }
+        from.tables.push(table_of(&item.relation)?);
+        from.on.push(None);
+    }
+    let mut bindings: Vec<&str> = from.tables.iter().map(|t| t.binding.as_str()).collect();
+    bindings.sort();
+    bindings.dedup();
+    if bindings.len() != from.tables.len() {
+        return Err("a FROM list naming one binding twice could not be analyzed".into());
+    }
+    Ok(from)
+}
+
 /// A grouped query: every select item is a group key or one of the aggregates kept as state.
-fn groups(source: Source, filter: Option<String>, keys: &[Expr], projection: &[SelectItem]) -> Result<Plan, String> {
+fn groups(from: From, filter: Option<String>, keys: &[Expr], projection: &[SelectItem]) -> Result<Plan, String> {
     if keys
         .iter()
         .any(|k| matches!(k, Expr::Rollup(_) | Expr::Cube(_) | Expr::GroupingSets(_)))
@@ -182,7 +244,7 @@ fn groups(source: Source, filter: Option<String>, keys: &[Expr], projection: &[S
         check_scalar(&e, "GROUP BY")?;
     }
     Ok(Plan::Groups {
-        source,
+        from,
         filter,
         keys,
         outputs,
@@ -389,7 +451,7 @@ mod tests {
             (
                 "SELECT orders.id, orders.amount * 2::numeric AS a2 FROM public.orders WHERE orders.amount > 10::numeric AND orders.day IS NOT NULL",
                 Plan::Rows {
-                    source: src("public", "orders", "orders"),
+                    from: From::one(src("public", "orders", "orders")),
                     projection: "orders.id, orders.amount * 2::NUMERIC AS a2".into(),
                     filter: Some("orders.amount > 10::NUMERIC AND orders.day IS NOT NULL".into()),
                 },
@@ -397,7 +459,7 @@ mod tests {
             (
                 " SELECT o.id,\n    upper(o.note) AS u\n   FROM \"My Schema\".\"Orders\" o\n  ORDER BY o.id;",
                 Plan::Rows {
-                    source: src("My Schema", "Orders", "o"),
+                    from: From::one(src("My Schema", "Orders", "o")),
                     projection: "o.id, upper(o.note) AS u".into(),
                     filter: None,
                 },
@@ -409,13 +471,31 @@ mod tests {
     }
 
     #[test]
+    fn join_plans() {
+        let sql = "SELECT c.region, o.day, count(*) AS n, sum(o.amount) AS total FROM public.orders o JOIN public.customers c ON c.id = o.customer_id GROUP BY c.region, o.day";
+        let Ok(Plan::Groups { from, keys, .. }) = analyze(sql) else {
+            panic!("{sql}");
+        };
+        assert_eq!(from.tables, [src("public", "orders", "o"), src("public", "customers", "c")]);
+        assert_eq!(from.on, [Some("c.id = o.customer_id".to_string())]);
+        assert_eq!(keys, ["c.region", "o.day"]);
+        assert_eq!(from.render(|i| format!("T{i}")), "T0 JOIN T1 ON c.id = o.customer_id");
+        let sql = "SELECT a.id, b.id AS bid FROM public.a, public.b WHERE a.id = b.id";
+        let Ok(Plan::Rows { from, filter, .. }) = analyze(sql) else {
+            panic!("{sql}");
+        };
+        assert_eq!(from.render(|i| format!("T{i}")), "T0 CROSS JOIN T1");
+        assert_eq!(filter.as_deref(), Some("a.id = b.id"));
+    }
+
+    #[test]
     fn groups_plans() {
         let sql = "SELECT o.day, count(*) AS n, sum(o.amount) AS total, avg(o.amount * 2::numeric) AS a, min(o.note) AS lo, max(o.id) AS hi, count(o.note) AS notes
                      FROM public.orders o WHERE o.amount > 0::numeric GROUP BY o.day";
         assert_eq!(
             analyze(sql),
             Ok(Plan::Groups {
-                source: src("public", "orders", "o"),
+                from: From::one(src("public", "orders", "o")),
                 filter: Some("o.amount > 0::NUMERIC".into()),
                 keys: vec!["o.day".into()],
                 outputs: vec![
@@ -470,10 +550,13 @@ mod tests {
             ("SELECT orders.id FROM public.orders LIMIT 10", "LIMIT"),
             ("SELECT orders.id FROM public.orders OFFSET 10", "LIMIT, OFFSET"),
             (
-                "SELECT o.id FROM public.orders o JOIN public.customers c ON c.id = o.customer_id",
-                "joins",
+                "SELECT o.id FROM public.orders o LEFT JOIN public.customers c ON c.id = o.customer_id",
+                "outer joins",
             ),
-            ("SELECT o.id FROM public.orders o, public.customers c", "several tables"),
+            (
+                "SELECT o.id FROM public.orders o JOIN public.customers c USING (id)",
+                "USING",
+            ),
             ("SELECT 1 AS one", "without FROM"),
             (
                 "SELECT orders.id, row_number() OVER (ORDER BY orders.id) AS n FROM public.orders",

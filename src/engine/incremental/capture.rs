@@ -1,20 +1,33 @@
 //! Change capture: what an incremental dynamic table's sources log for it.
 //!
-//! Chosen by measurement (2 cores, PostgreSQL 15, 10k single-row INSERTs through pgbench):
-//! statement-level AFTER triggers with transition tables cost 1.10-1.15x the plain INSERT, and
-//! writers only append to a log, so they never wait on one another (pg_ivm updates the view in
-//! the writer's transaction under an exclusive lock: 12.8x, and 8 writers fall to 5%). Logical
-//! decoding costs writers nothing more, but its changes come as of a WAL position, while a
-//! refresh must read the log and the sources as of one snapshot (a join's delta reads the other
-//! side's current rows); the triggers' log is an ordinary table, read in the refresh's own
-//! snapshot.
+//! Chosen by measurement (2 cores, PostgreSQL 15, fsync off, orders(id PK, customer_id, day,
+//! amount); bench/incremental.sh and by hand, 2026-11-24):
+//!
+//! | capture                                   | 1 writer, 10k 1-row INSERTs | 8 writers, 1-row INSERTs | INSERT ... SELECT of 200k rows |
+//! |-------------------------------------------|-----------------------------|--------------------------|--------------------------------|
+//! | statement triggers, transition tables     | 0.9-1.15x                   | 70-74% of the throughput | 1.5x                           |
+//! | row triggers (VALUES (NEW.x, ...))        |                             | 83%                      | 3.2x                           |
+//! | row triggers, not SECURITY DEFINER        |                             | 87%                      |                                |
+//! | pg_ivm 1.15 (immediate, from the issue)   | 12.8x                       | 5%                       |                                |
+//!
+//! Statement triggers are kept: bulk writes (INSERT ... SELECT, COPY, set-wide UPDATEs) cost a
+//! row trigger twice as much, and writers only append to a log, so they never wait on one
+//! another. With 8 writers on 2 cores the extra heap insert and the trigger's execution are CPU
+//! that writers no longer have (an unlogged log, or no xid column, gained nothing); the goal of
+//! 90% is not met by any trigger. Logical decoding would cost writers nothing, but its changes
+//! come as of WAL positions while a refresh must read the log and the sources as of one
+//! snapshot (a join's delta reads the other side's rows), and it needs wal_level = logical; it
+//! is the way to that goal (see the issue's notes). SECURITY DEFINER stays: writers must not be
+//! able to write the log themselves (a forged change would reach other users' tables).
 //!
 //! Per source table (`dyngate.change_capture`): a log `dyngate."changes_<oid>"` holding the
-//! source's columns that dynamic tables read, plus the writer's transaction id and a sign (-1 an
-//! old row, +1 a new one: an UPDATE logs both), filled by three triggers; a TRUNCATE is recorded
-//! in `dyngate.truncation` (the next refresh of each reader is then full). The trigger functions
-//! are SECURITY DEFINER (writers need no privilege on the log) and name everything
-//! schema-qualified, with no operator in their SQL, so a writer's search_path cannot divert them.
+//! source's columns that dynamic tables read (as `a<attnum>`), plus the writer's transaction id
+//! and a sign (-1 an old row, +1 a new one: an UPDATE logs both), filled by three triggers; a
+//! TRUNCATE is recorded in `dyngate.truncation` (the next refresh of each reader is then full).
+//! The trigger functions are written by `dyngate.capture_functions` (catalog V4), again after a
+//! source column is renamed; they are SECURITY DEFINER (writers need no privilege on the log)
+//! and name everything schema-qualified, with no operator in their SQL, so a writer's
+//! search_path cannot divert them.
 //!
 //! Which changes a refresh applies: those of transactions visible in its snapshot and not in the
 //! snapshot the table was last brought up to date with (`applied_snapshot`); the log rows every
@@ -38,6 +51,8 @@ pub fn log_table(oid: u32) -> String {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SourceTable {
     pub oid: u32,
+    pub schema: String,
+    pub name: String,
     /// `"schema"."name"`, quoted.
     pub quoted: String,
     /// The columns the dynamic table's query reads: number and current name.
@@ -54,7 +69,7 @@ pub fn log_column(attnum: i16) -> String {
 pub async fn sources_of(tx: &Transaction<'_>, view: &str) -> Result<Result<Vec<SourceTable>, String>, tokio_postgres::Error> {
     let rows = tx
         .query(
-            "SELECT c.oid, format('%I.%I', n.nspname, c.relname), c.relkind::text, c.relpersistence::text,
+            "SELECT c.oid, format('%I.%I', n.nspname, c.relname), c.relkind::text, c.relpersistence::text, n.nspname::text, c.relname::text,
                     coalesce(array_agg(a.attnum ORDER BY a.attnum) FILTER (WHERE a.attnum > 0), '{}'),
                     coalesce(array_agg(a.attname::text ORDER BY a.attnum) FILTER (WHERE a.attnum > 0), '{}')
                FROM pg_depend d
@@ -70,8 +85,9 @@ pub async fn sources_of(tx: &Transaction<'_>, view: &str) -> Result<Result<Vec<S
         .await?;
     let mut sources = Vec::new();
     for r in rows {
-        let (oid, quoted, kind, persistence, attnums, names): (u32, String, String, String, Vec<i16>, Vec<String>) =
+        let (oid, quoted, kind, persistence, schema, name): (u32, String, String, String, String, String) =
             (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5));
+        let (attnums, names): (Vec<i16>, Vec<String>) = (r.get(6), r.get(7));
         let what = match kind.as_str() {
             "r" if persistence == "t" => Some("a temporary table"),
             "r" => None,
@@ -89,6 +105,8 @@ pub async fn sources_of(tx: &Transaction<'_>, view: &str) -> Result<Result<Vec<S
         }
         sources.push(SourceTable {
             oid,
+            schema,
+            name,
             quoted,
             columns: attnums.into_iter().zip(names).collect(),
         });
@@ -289,6 +307,8 @@ mod tests {
     fn triggers_are_statement_level_with_transition_tables() {
         let s = SourceTable {
             oid: 42,
+            schema: "public".into(),
+            name: "Orders".into(),
             quoted: "public.\"Orders\"".into(),
             columns: vec![(1, "id".into()), (3, "Amount".into())],
         };

@@ -2,7 +2,7 @@
 //! statement out, which the refresh runs as the table's owner inside its REPEATABLE READ
 //! transaction (so the log and the sources are read as of one snapshot).
 
-use crate::engine::incremental::analyze::Plan;
+use crate::engine::incremental::analyze::{From, Plan};
 use crate::engine::incremental::capture::{SIGN, SourceTable, XID, log_column, log_table};
 use crate::manager::rules::{quote_ident, quote_literal};
 
@@ -31,6 +31,57 @@ pub fn pending_changes(source: &SourceTable, applied: &str) -> String {
     )
 }
 
+/// `source`'s rows as they were at `applied`, with a sign: its rows now (+1), and the changes
+/// since undone (each change's sign negated).
+pub fn old_rows(source: &SourceTable, applied: &str) -> String {
+    let now: Vec<String> = source.columns.iter().map(|(_, name)| quote_ident(name)).collect();
+    let mut now = now.join(", ");
+    if !now.is_empty() {
+        now.push_str(", ");
+    }
+    let changes: String = source
+        .columns
+        .iter()
+        .map(|(n, name)| format!("{} AS {}, ", quote_ident(&log_column(*n)), quote_ident(name)))
+        .collect();
+    format!(
+        "SELECT {now}'1'::pg_catalog.int2 AS {sign} FROM {table}
+         UNION ALL
+         SELECT {changes}(- {sign})::pg_catalog.int2 FROM dyngate.{log} WHERE NOT pg_catalog.pg_visible_in_snapshot({xid}, {applied}::pg_catalog.pg_snapshot)",
+        sign = quote_ident(SIGN),
+        table = source.quoted,
+        log = quote_ident(&log_table(source.oid)),
+        xid = quote_ident(XID),
+        applied = quote_literal(applied)
+    )
+}
+
+/// The FROM clauses (each with the expression of its rows' sign) whose rows add up to the change
+/// of the joined rows since `applied`, `sources[i]` being the captured table of
+/// `from.tables[i]`. Telescoping: term i reads table i's changes, the tables before it as they
+/// are now, and those after it as they were (so every pair of changes is counted once):
+/// Δ(A ⋈ B) = ΔA ⋈ B_old + A_new ⋈ ΔB. One table: its changes.
+pub fn delta_terms(from: &From, sources: &[&SourceTable], applied: &str) -> Vec<(String, String)> {
+    (0..from.tables.len())
+        .map(|i| {
+            let clause = from.render(|j| {
+                let t = &from.tables[j];
+                let binding = quote_ident(&t.binding);
+                match j.cmp(&i) {
+                    std::cmp::Ordering::Less => format!("{}.{} AS {binding}", quote_ident(&t.schema), quote_ident(&t.name)),
+                    std::cmp::Ordering::Equal => format!("({}) AS {binding}", pending_changes(sources[j], applied)),
+                    std::cmp::Ordering::Greater => format!("({}) AS {binding}", old_rows(sources[j], applied)),
+                }
+            });
+            let signs: Vec<String> = from.tables[i..]
+                .iter()
+                .map(|t| format!("{}.{}", quote_ident(&t.binding), quote_ident(SIGN)))
+                .collect();
+            (clause, signs.join(" * "))
+        })
+        .collect()
+}
+
 /// One statement applying the plan's delta to `target` (quoted), whose columns are `columns`
 /// (in order, as the query's): for each distinct result row, the net number of copies its
 /// changes add or remove; removed copies are deleted (any of the equal rows: they cannot be told
@@ -40,16 +91,10 @@ pub fn pending_changes(source: &SourceTable, applied: &str) -> String {
 ///
 /// Cost: the changes, plus, when some row lost copies, one scan of the table (a dynamic table
 /// of plain rows has no key to look them up by); the cost guard weighs that.
-pub fn apply_sql(plan: &Plan, source_table: &SourceTable, applied: &str, target: &str, columns: &[Column]) -> Option<String> {
-    let Plan::Rows {
-        source,
-        projection,
-        filter,
-    } = plan
-    else {
+pub fn apply_sql(plan: &Plan, sources: &[&SourceTable], applied: &str, target: &str, columns: &[Column]) -> Option<String> {
+    let Plan::Rows { from, projection, filter } = plan else {
         return None;
     };
-    let binding = quote_ident(&source.binding);
     let names: Vec<String> = columns.iter().map(|c| quote_ident(&c.name)).collect();
     let list = names.join(", ");
     let qualified = |alias: &str| names.iter().map(|n| format!("{alias}.{n}")).collect::<Vec<_>>().join(", ");
@@ -58,11 +103,14 @@ pub fn apply_sql(plan: &Plan, source_table: &SourceTable, applied: &str, target:
         .map(|c| format!("c.{n}::{t} AS {n}", n = quote_ident(&c.name), t = c.ty))
         .collect::<Vec<_>>()
         .join(", ");
-    let sign = quote_ident(SIGN);
     let where_ = filter.as_ref().map(|f| format!(" WHERE {f}")).unwrap_or_default();
+    let changed: Vec<String> = delta_terms(from, sources, applied)
+        .into_iter()
+        .map(|(clause, sign)| format!("SELECT {projection}, {sign} FROM {clause}{where_}"))
+        .collect();
     Some(format!(
         "WITH changed ({list}, \"dyngate$n\") AS MATERIALIZED (
-             SELECT {projection}, {binding}.{sign} FROM ({pending}) AS {binding}{where_}),
+             {changed}),
          typed AS MATERIALIZED (SELECT {cast}, c.\"dyngate$n\" FROM changed AS c),
          keyed AS MATERIALIZED (SELECT ROW({typed_cols})::text AS \"dyngate$k\", typed.* FROM typed),
          net AS MATERIALIZED (
@@ -82,7 +130,7 @@ pub fn apply_sql(plan: &Plan, source_table: &SourceTable, applied: &str, target:
            JOIN (SELECT DISTINCT ON (keyed.\"dyngate$k\") * FROM keyed) AS one ON one.\"dyngate$k\" = net.\"dyngate$k\",
            pg_catalog.generate_series(1, net.\"dyngate$n\")
           WHERE net.\"dyngate$n\" > 0",
-        pending = pending_changes(source_table, applied),
+        changed = changed.join("\n             UNION ALL "),
         typed_cols = qualified("typed"),
         t2_cols = qualified("t2"),
         one_cols = qualified("one"),
@@ -109,10 +157,12 @@ mod tests {
         ];
         let source = SourceTable {
             oid: 7,
+            schema: "public".into(),
+            name: "orders".into(),
             quoted: "public.orders".into(),
             columns: vec![(1, "id".into()), (4, "amount".into())],
         };
-        let sql = apply_sql(&plan, &source, "10:20:", "public.\"T\"", &cols).unwrap();
+        let sql = apply_sql(&plan, &[&source], "10:20:", "public.\"T\"", &cols).unwrap();
         if let Ok(path) = std::env::var("DYNGATE_PRINT_DELTA_SQL") {
             std::fs::write(path, &sql).unwrap();
         }

@@ -17,9 +17,9 @@
 //! Sums of floating-point values are not kept (their rounding would depend on the order the
 //! rows came in): such tables are refreshed fully (see `float_reason`).
 
-use crate::engine::incremental::analyze::{Agg, Output, Plan, Source};
-use crate::engine::incremental::capture::{SIGN, SourceTable};
-use crate::engine::incremental::delta::{Column, pending_changes};
+use crate::engine::incremental::analyze::{Agg, From, Output, Plan};
+use crate::engine::incremental::capture::SourceTable;
+use crate::engine::incremental::delta::{Column, delta_terms};
 use crate::manager::rules::quote_ident;
 
 /// The state table of dynamic table `id` (unquoted, in schema `dyngate`).
@@ -41,7 +41,7 @@ const REDO: &str = "\"dyngate$redo\"";
 
 /// The parts of a grouped plan.
 struct Grouped<'a> {
-    source: &'a Source,
+    from: &'a From,
     filter: &'a Option<String>,
     keys: &'a [String],
     outputs: &'a [Output],
@@ -50,12 +50,12 @@ struct Grouped<'a> {
 fn grouped(plan: &Plan) -> Option<Grouped<'_>> {
     match plan {
         Plan::Groups {
-            source,
+            from,
             filter,
             keys,
             outputs,
         } => Some(Grouped {
-            source,
+            from,
             filter,
             keys,
             outputs,
@@ -98,14 +98,17 @@ fn state_columns(g: &Grouped<'_>) -> Vec<(String, String)> {
     cols
 }
 
+/// The source tables as they are now, joined as the query joins them.
+fn tables_now(from: &From) -> String {
+    from.render(|i| {
+        let t = &from.tables[i];
+        format!("{}.{} AS {}", quote_ident(&t.schema), quote_ident(&t.name), quote_ident(&t.binding))
+    })
+}
+
 fn from_source(g: &Grouped<'_>) -> String {
     let where_ = g.filter.as_ref().map(|f| format!(" WHERE ({f})")).unwrap_or_default();
-    format!(
-        "FROM {}.{} AS {}{where_}",
-        quote_ident(&g.source.schema),
-        quote_ident(&g.source.name),
-        quote_ident(&g.source.binding)
-    )
+    format!("FROM {}{where_}", tables_now(g.from))
 }
 
 /// The state of every group, computed from the source.
@@ -151,22 +154,24 @@ pub fn fill_state_sql(plan: &Plan, id: i64) -> Option<String> {
 
 /// The statements that apply the changes logged since `applied` to table `id` (`target`, quoted,
 /// with `columns`): see the module's doc. The last statement's row count is the rows inserted.
-pub fn apply_sql(plan: &Plan, id: i64, source: &SourceTable, applied: &str, target: &str, columns: &[Column]) -> Option<String> {
+pub fn apply_sql(plan: &Plan, id: i64, sources: &[&SourceTable], applied: &str, target: &str, columns: &[Column]) -> Option<String> {
     let g = grouped(plan)?;
     let t = qstate(id);
-    let binding = quote_ident(&g.source.binding);
     let where_ = g.filter.as_ref().map(|f| format!(" WHERE ({f})")).unwrap_or_default();
     let keys: Vec<String> = (0..g.keys.len()).map(|j| col("k", j)).collect();
     let key_list = keys.join(", ");
 
     // The changes, as keys, sign and the aggregates' arguments.
-    let mut changed: Vec<String> = g.keys.iter().enumerate().map(|(j, k)| format!("{k} AS {}", col("k", j))).collect();
-    changed.push(format!("{binding}.{} AS \"dyngate$sign\"", quote_ident(SIGN)));
-    for (i, o) in g.outputs.iter().enumerate() {
-        if let Output::Agg(_, Some(e)) = o {
-            changed.push(format!("{e} AS {}", col("e", i)));
-        }
-    }
+    let changed_keys: Vec<String> = g.keys.iter().enumerate().map(|(j, k)| format!("{k} AS {}", col("k", j))).collect();
+    let changed_args: String = g
+        .outputs
+        .iter()
+        .enumerate()
+        .filter_map(|(i, o)| match o {
+            Output::Agg(_, Some(e)) => Some(format!(", {e} AS {}", col("e", i))),
+            _ => None,
+        })
+        .collect();
     // Per group: the delta of each state column, and whether it is touched.
     let mut delta: Vec<String> = keys.clone();
     let mut insert_cols: Vec<String> = keys.clone();
@@ -232,12 +237,20 @@ pub fn apply_sql(plan: &Plan, id: i64, source: &SourceTable, applied: &str, targ
         format!("DELETE FROM {t} WHERE {N} = 0"),
         format!(
             "INSERT INTO {t} AS st ({cols})
-             SELECT {delta} FROM (SELECT {changed} FROM ({pending}) AS {binding}{where_}) AS c GROUP BY {key_list}
+             SELECT {delta} FROM ({changed}) AS c GROUP BY {key_list}
              ON CONFLICT ({key_list}) DO UPDATE SET {merge}",
             cols = insert_cols.join(", "),
             delta = delta.join(", "),
-            changed = changed.join(", "),
-            pending = pending_changes(source, applied),
+            changed = delta_terms(g.from, sources, applied)
+                .into_iter()
+                .map(|(clause, sign)| {
+                    format!(
+                        "SELECT {}, {sign} AS \"dyngate$sign\"{changed_args} FROM {clause}{where_}",
+                        changed_keys.join(", ")
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(" UNION ALL "),
             merge = merge.join(", "),
         ),
     ];
@@ -255,15 +268,14 @@ pub fn apply_sql(plan: &Plan, id: i64, source: &SourceTable, applied: &str, targ
         let and_where = g.filter.as_ref().map(|f| format!(" AND ({f})")).unwrap_or_default();
         sql.push(format!(
             "UPDATE {t} AS st SET {sets}
-               FROM (SELECT {src_keys}, {aggs} FROM {src}.{name} AS {binding}
+               FROM (SELECT {src_keys}, {aggs} FROM {tables}
                       WHERE {src_row} IN (SELECT {redo_rows} FROM {t} AS rd WHERE rd.{REDO}){and_where}
                       GROUP BY {group}) AS r
               WHERE st.{REDO} AND {st_row} = {r_row}",
             sets = sets.join(", "),
             src_keys = src_keys.join(", "),
             aggs = aggs.join(", "),
-            src = quote_ident(&g.source.schema),
-            name = quote_ident(&g.source.name),
+            tables = tables_now(g.from),
             redo_rows = row_of("rd"),
             group = g.keys.join(", "),
             st_row = row_of("st"),
@@ -344,11 +356,13 @@ mod tests {
         }
         let source = SourceTable {
             oid: 9,
+            schema: "public".into(),
+            name: "orders".into(),
             quoted: "public.orders".into(),
             columns: vec![(2, "day".into()), (3, "amount".into())],
         };
         let cols = [column("day", "date"), column("n", "bigint"), column("total", "numeric"), column("lo", "numeric")];
-        let apply = apply_sql(&plan, 5, &source, "1:2:", "public.daily", &cols).unwrap();
+        let apply = apply_sql(&plan, 5, &[&source], "1:2:", "public.daily", &cols).unwrap();
         if let Ok(path) = std::env::var("DYNGATE_PRINT_GROUPS_SQL") {
             std::fs::write(path, &apply).unwrap();
         }
@@ -362,7 +376,7 @@ mod tests {
             assert!(apply.contains(part), "{part}\n---\n{apply}");
         }
         assert!(apply.trim_end().ends_with("WHERE st.\"dyngate$dirty\" AND st.\"dyngate$n\" > 0"));
-        assert!(apply_sql(&analyze("SELECT o.id FROM public.orders o").unwrap(), 5, &source, "1:2:", "t", &cols).is_none());
+        assert!(apply_sql(&analyze("SELECT o.id FROM public.orders o").unwrap(), 5, &[&source], "1:2:", "t", &cols).is_none());
     }
 
     #[test]

@@ -105,14 +105,8 @@ async fn why_not(tx: &Transaction<'_>, view: &str, resolved: &str) -> Result<Res
         Ok(s) => s,
         Err(reason) => return Ok(Err(reason)),
     };
-    let source = plan.source();
-    if sources.len() != 1 {
-        return Ok(Err(format!(
-            "the query reads {} relations where {}.{} was expected",
-            sources.len(),
-            source.schema,
-            source.name
-        )));
+    if let Err(reason) = sources_in_order(&plan, &sources) {
+        return Ok(Err(reason));
     }
     if let Plan::Groups { .. } = plan {
         let version: i32 = tx
@@ -129,6 +123,26 @@ async fn why_not(tx: &Transaction<'_>, view: &str, resolved: &str) -> Result<Res
         }
     }
     Ok(Ok((sources, plan)))
+}
+
+/// The captured table of each table of the plan's FROM, in order (a table read twice appears
+/// twice); an error when what the query reads and what the plan names differ.
+pub fn sources_in_order<'a>(plan: &Plan, sources: &'a [SourceTable]) -> Result<Vec<&'a SourceTable>, String> {
+    let from = plan.from();
+    let ordered: Vec<&SourceTable> = from
+        .tables
+        .iter()
+        .filter_map(|t| sources.iter().find(|s| s.schema == t.schema && s.name == t.name))
+        .collect();
+    if ordered.len() != from.tables.len() || sources.iter().any(|s| !ordered.iter().any(|o| o.oid == s.oid)) {
+        let named: Vec<String> = from.tables.iter().map(|t| format!("{}.{}", t.schema, t.name)).collect();
+        return Err(format!(
+            "the query reads {} relations where {} was expected",
+            sources.len(),
+            named.join(", ")
+        ));
+    }
+    Ok(ordered)
 }
 
 /// Locks an incremental table's sources against writers until the transaction ends, before
@@ -247,17 +261,15 @@ pub async fn apply(
     applied: &str,
     target: &str,
 ) -> Result<u64, ApplyError> {
-    let [source] = sources else {
-        return Err(ApplyError::Plan(format!("{} sources for one plan", sources.len())));
-    };
+    let ordered = sources_in_order(plan, sources).map_err(ApplyError::Plan)?;
     let columns: Vec<delta::Column> = crate::manager::catalog::columns_of(tx, target)
         .await?
         .into_iter()
         .map(|(name, ty)| delta::Column { name, ty })
         .collect();
     let sql = match plan {
-        Plan::Rows { .. } => delta::apply_sql(plan, source, applied, target, &columns),
-        Plan::Groups { .. } => groups::apply_sql(plan, id, source, applied, target, &columns),
+        Plan::Rows { .. } => delta::apply_sql(plan, &ordered, applied, target, &columns),
+        Plan::Groups { .. } => groups::apply_sql(plan, id, &ordered, applied, target, &columns),
     }
     .ok_or_else(|| ApplyError::Plan("no apply for this plan".into()))?;
     Ok(crate::engine::postgres::run_as(tx, owner, &sql).await?)
