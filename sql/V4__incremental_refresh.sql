@@ -4,10 +4,16 @@
 -- and, when FULL, why (what users see in DESCRIBE, SHOW and the dynamic_tables view).
 ALTER TABLE dyngate.dynamic_table
     ADD COLUMN refresh_action text NOT NULL DEFAULT 'FULL' CHECK (refresh_action IN ('FULL', 'INCREMENTAL')),
-    ADD COLUMN refresh_action_reason text,
-    -- The snapshot the content is up to date with: the changes of transactions visible in it are
-    -- applied, the others not yet.
-    ADD COLUMN applied_snapshot pg_snapshot;
+    ADD COLUMN refresh_action_reason text;
+
+-- The snapshot an incremental table's content is up to date with: the changes of transactions
+-- visible in it are applied, the others not yet. No row: the next refresh is full. A table of its
+-- own, written only under the table's refresh lock: a refresh's REPEATABLE READ transaction
+-- writes it, and must not meet other writers of the catalog row (the refresh loop's claims).
+CREATE TABLE dyngate.applied (
+    dynamic_table_id bigint PRIMARY KEY REFERENCES dyngate.dynamic_table (id) ON DELETE CASCADE,
+    snapshot         pg_snapshot NOT NULL
+);
 UPDATE dyngate.dynamic_table
    SET refresh_action_reason = 'created before incremental refresh existed; ALTER DYNAMIC TABLE ... SET (''refresh.action'' = ''auto'') decides again';
 

@@ -37,7 +37,10 @@ const DAILY: &str = "SELECT day, sum(amount) AS total FROM orders GROUP BY day";
 #[tokio::test]
 async fn create_fills_refresh_replaces_drop_removes() {
     let (_pg, _db, _gw, c) = setup().await;
-    c.batch_execute(&format!("CREATE DYNAMIC TABLE daily FRESHNESS = INTERVAL '1' HOUR AS {DAILY}"))
+    // Full refreshes (the incremental ones are tests/incremental.rs's).
+    c.batch_execute(&format!(
+        "CREATE DYNAMIC TABLE daily WITH ('refresh.action' = 'full') FRESHNESS = INTERVAL '1' HOUR AS {DAILY}"
+    ))
         .await
         .unwrap();
     let expected = totals(&c, &format!("({DAILY}) q")).await;

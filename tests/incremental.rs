@@ -166,7 +166,7 @@ async fn tables_refreshed_fully_say_why() {
     let cases = [
         ("by_day", "SELECT day, string_agg(note, ',') AS notes FROM orders GROUP BY day", "string_agg"),
         ("floaty", "SELECT day, sum(amount::float8) AS s FROM orders GROUP BY day", "floating-point"),
-        ("distinct_days", "SELECT DISTINCT day FROM orders", "DISTINCT"),
+        ("distinct_days", "SELECT DISTINCT ON (day) day, id FROM orders", "DISTINCT ON"),
         ("lucky", "SELECT id FROM orders WHERE random() < 0.5", "random()"),
         ("recent", "SELECT id FROM orders WHERE day > current_date - 10", "CURRENT_DATE"),
         ("asked", "SELECT id FROM orders", "'refresh.action' = 'full' was asked for"),
@@ -192,6 +192,13 @@ async fn tables_refreshed_fully_say_why() {
             .get(0);
         assert_eq!(viewed.as_deref(), Some(reason.as_str()));
     }
+    // A partitioned table: its refreshes replace partitions.
+    c.batch_execute("CREATE DYNAMIC TABLE parts PARTITIONED BY (day) FRESHNESS = INTERVAL '1' HOUR AS SELECT day, count(*) AS n FROM orders GROUP BY day")
+        .await
+        .unwrap();
+    assert_eq!(describe(&c, "parts", "refresh_action").await.as_deref(), Some("FULL"));
+    assert!(describe(&c, "parts", "refresh_action_reason").await.unwrap().contains("PARTITIONED BY"));
+
     // Refreshed fully, as said.
     refresh(&c, "by_day").await;
     assert_eq!(last_refresh(&c, "by_day").await, ("FULL".into(), None));
@@ -391,6 +398,11 @@ const SHAPES: &[(&str, &str)] = &[
         "joined_groups",
         "SELECT s.w, count(*) AS n, sum(r.v) AS total, max(r.note) AS mx, min(s.k) AS lo FROM r JOIN s ON s.k = r.k GROUP BY s.w",
     ),
+    ("distinct_rows", "SELECT DISTINCT v, note FROM r WHERE k IS NULL OR k < 8"),
+    (
+        "unioned",
+        "SELECT k, v FROM r WHERE v > 2 UNION ALL SELECT k, w FROM s UNION ALL SELECT r.k, s.w FROM r JOIN s ON s.k = r.k WHERE r.v IS NULL",
+    ),
     (
         "grouped_expr",
         "SELECT v % 3 AS b, note, count(*) AS n, min(note) AS mn, max(k) AS mx, avg(k::numeric / 7) AS a FROM r WHERE k IS NULL OR k > 2 GROUP BY v % 3, note",
@@ -476,4 +488,48 @@ async fn randomized_workloads_match_a_recompute() {
         }
     }
     assert!(incremental >= 40, "seed {seed}: only {incremental} refreshes were incremental");
+}
+
+#[tokio::test]
+async fn loop_and_manual_refreshes_interleave() {
+    let (_pg, _db, _gw, c) = setup().await;
+    // Continuous: the refresh loop refreshes it every second and claims its slots in the catalog
+    // while manual refreshes run.
+    c.batch_execute(
+        "CREATE DYNAMIC TABLE live FRESHNESS = INTERVAL '1' SECOND
+           AS SELECT day, count(*) AS n, sum(amount) AS total, max(id) AS last FROM orders GROUP BY day",
+    )
+    .await
+    .unwrap();
+    assert_eq!(describe(&c, "live", "refresh_action").await.as_deref(), Some("INCREMENTAL"));
+    let recompute = "(SELECT day, count(*) AS n, sum(amount) AS total, max(id) AS last FROM orders GROUP BY day)";
+    for i in 0..12 {
+        c.batch_execute(&format!(
+            "INSERT INTO orders VALUES ({id}, '2024-05-01', {i}, NULL); DELETE FROM orders WHERE id = (SELECT max(id) FROM orders WHERE day = '2024-01-02')",
+            id = 5000 + i
+        ))
+        .await
+        .unwrap();
+        refresh(&c, "live").await;
+        assert_eq!(content(&c, "live").await, content(&c, recompute).await, "after change {i}");
+        tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    }
+    let failed: i64 = c
+        .query_one(
+            "SELECT count(*) FROM dyngate.refresh_history WHERE table_name = 'live' AND state NOT IN ('SUCCEEDED', 'SKIPPED')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(failed, 0);
+    let scheduled: i64 = c
+        .query_one(
+            "SELECT count(*) FROM dyngate.refresh_history WHERE table_name = 'live' AND trigger = 'SCHEDULED' AND state = 'SUCCEEDED'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(scheduled > 0, "the loop refreshed it too");
 }

@@ -361,7 +361,7 @@ impl Manager {
         if action_changes && let Some(view) = &cur.query_view {
             // The next refresh is full; from then on, the action decided here.
             let requested = incremental::requested(&flat).map_err(ManagerError::InvalidOption)?;
-            let decision = incremental::decide(&tx, view, cur.refresh_query(), requested)
+            let decision = incremental::decide(&tx, view, cur.refresh_query(), requested, !cur.partitioned_by.is_empty())
                 .await?
                 .map_err(|why| not_incremental(&dt.name, &why))?;
             incremental::record(&tx, dt.id, &decision, &cur.owner, false).await?;

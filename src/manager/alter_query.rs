@@ -67,7 +67,7 @@ impl Manager {
         }
         // Refreshed incrementally if the new query allows it (capture from before the refill).
         let requested = incremental::requested(&dt.option_pairs()).map_err(ManagerError::InvalidOption)?;
-        let decision = incremental::decide(&tx, &view, &bound.resolved, requested)
+        let decision = incremental::decide(&tx, &view, &bound.resolved, requested, !dt.partitioned_by.is_empty())
             .await?
             .map_err(|why| not_incremental(&dt.name, &why))?;
         incremental::prepare(&tx, &decision).await?;

@@ -180,7 +180,7 @@ impl Manager {
         )
         .await?;
         let bound = self.bind(&tx, &search_path, &name, id, &c.query).await?;
-        let decision = incremental::decide(&tx, &bound.view, &bound.resolved, requested)
+        let decision = incremental::decide(&tx, &bound.view, &bound.resolved, requested, !c.partitioned_by.is_empty())
             .await?
             .map_err(|why| not_incremental(&name, &why))?;
         // The sources stay locked from before the fill until the commit, so the capture that

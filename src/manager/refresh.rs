@@ -151,6 +151,9 @@ impl Manager {
                 catalog::refresh_executing(&*client, claimed).await?;
                 None
             }
+            // An incremental refresh writes its EXECUTING row itself, before its snapshot: a row
+            // written beside it would collide with its REPEATABLE READ transaction's own.
+            _ if dt.refresh_action == "INCREMENTAL" => None,
             _ => {
                 let pool = self.pool.clone();
                 let (id, schema, table, job) = (dt.id, dt.name.schema.clone(), dt.name.name.clone(), job_id.clone());

@@ -5,7 +5,8 @@
 //! transaction, at session level: a snapshot taken before waiting for the lock would miss what
 //! the previous refresh committed, and apply its changes a second time.
 //!
-//! In the transaction: reload the table; count what its sources logged since `applied_snapshot`;
+//! Its history row is written as EXECUTING first (in its own statement, before the snapshot),
+//! then turned into the outcome by the transaction. In the transaction: reload the table; count what its sources logged since `applied_snapshot`;
 //! recompute instead when a source was truncated, the table has no applied snapshot, or the cost
 //! guard says so (engine::incremental::prefer_full); else apply the changes as the owner, or
 //! record NO_DATA when there were none; record the new applied snapshot and the history row
@@ -49,6 +50,17 @@ impl Manager {
         }
         // Until the lock is released, an early return or a dropped future closes the connection.
         client.discard_on_drop(true);
+        // Shown as running from now on; the transaction turns the row into its outcome.
+        let running = catalog::RefreshRow {
+            schedule_time: trigger.schedule_time(),
+            started_at: began,
+            partition: spec,
+            ..catalog::RefreshRow::of(dt, job_id, trigger.name(), "EXECUTING")
+        };
+        if let Err(e) = catalog::record_refresh(&**client, &running).await {
+            client.execute("SELECT pg_advisory_unlock($1, $2)", &[&key.0, &key.1]).await.ok();
+            return Err(e.into());
+        }
         let result = self.incremental_transaction(client, dt, trigger, job_id, spec, began).await;
         if client
             .execute("SELECT pg_advisory_unlock($1, $2)", &[&key.0, &key.1])
@@ -88,15 +100,14 @@ impl Manager {
         if dt.altered_at != loaded.altered_at {
             return Ok((Outcome::Stale, Vec::new()));
         }
-        let row = tx
-            .query_one(
-                "SELECT applied_snapshot::text, now()::text FROM dyngate.dynamic_table WHERE id = $1",
-                &[&dt.id],
-            )
-            .await?;
-        let (applied, data_time): (Option<String>, String) = (row.get(0), row.get(1));
         let target = dt.name.quoted();
         let query = dt.refresh_query();
+        // The owner must still be allowed to read the sources: the changes are read from logs
+        // the owner may read, and no change at all reads nothing. Planning the query (no row
+        // fetched) checks it, with PostgreSQL's own error.
+        engine::postgres::run_as(&tx, &dt.owner, &format!("SELECT * FROM ({query}) AS dyngate_query LIMIT 0")).await?;
+        let applied = incremental::applied_snapshot(&tx, dt.id).await?;
+        let data_time: String = tx.query_one("SELECT now()::text", &[]).await?.get(0);
 
         let mut sources = Vec::new();
         let mut changes = None;
@@ -140,13 +151,7 @@ impl Manager {
                 engine::postgres::full_refresh(&tx, &dt.owner, &target, query).await?.rows
             }
         };
-        tx.execute(
-            "UPDATE dyngate.dynamic_table
-                SET applied_snapshot = CASE WHEN refresh_action = 'INCREMENTAL' THEN pg_catalog.pg_current_snapshot() END
-              WHERE id = $1",
-            &[&dt.id],
-        )
-        .await?;
+        incremental::mark_applied(&tx, dt.id, dt.refresh_action == "INCREMENTAL").await?;
         catalog::record_refresh(
             &tx,
             &catalog::RefreshRow {

@@ -3,12 +3,13 @@
 //! table's name or alias). Pure: text in, a [`Plan`] or the reason it is refreshed fully out.
 //!
 //! Shapes supported so far:
-//! - [`Plan::Rows`]: `SELECT <scalar expressions> FROM <one table> [WHERE <condition>]`: each
-//!   source row gives at most one result row, so a deleted source row deletes one copy of what it
-//!   gave and an inserted one adds one.
+//! - [`Plan::Rows`]: `SELECT <scalar expressions> FROM <tables inner-joined> [WHERE ...]`, or a
+//!   UNION ALL of such: each combination of source rows gives at most one result row, so a
+//!   deleted one deletes one copy of what it gave and an inserted one adds one.
 //! - [`Plan::Groups`]: `SELECT <group keys and count(*), count, sum, avg, min, max of scalar
-//!   expressions> FROM <one table> [WHERE ...] GROUP BY <keys>`: each group's aggregates are kept
-//!   as mergeable state (counts and sums), so a change touches only its group.
+//!   expressions> FROM <tables inner-joined> [WHERE ...] GROUP BY <keys>`, and `SELECT DISTINCT`:
+//!   each group's aggregates are kept as mergeable state (counts and sums), so a change touches
+//!   only its group.
 //!
 //! Everything else is refreshed fully, with the reason users see in DESCRIBE and SHOW (like
 //! Snowflake's `refresh_mode_reason`). The functions a query calls are to be checked apart,
@@ -16,8 +17,8 @@
 //! tell.
 
 use sqlparser::ast::{
-    Distinct, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, GroupByExpr, JoinConstraint, JoinOperator, Query, SelectItem, SetExpr,
-    Statement, TableFactor,
+    Distinct, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, GroupByExpr, JoinConstraint, JoinOperator, Query, Select, SelectItem,
+    SetExpr, SetOperator, SetQuantifier, Statement, TableFactor,
 };
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
@@ -64,13 +65,8 @@ impl From {
 /// How a query is refreshed incrementally.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Plan {
-    /// One row out per qualifying row in: `SELECT {projection} FROM {source} WHERE {filter}`.
-    Rows {
-        from: From,
-        /// The select list, as printed (`orders.id, orders.amount * 2::numeric AS a2`).
-        projection: String,
-        filter: Option<String>,
-    },
+    /// One row out per qualifying combination of rows in, for each branch of a UNION ALL.
+    Rows { branches: Vec<Branch> },
     /// One row out per group: `SELECT {outputs} FROM {source} WHERE {filter} GROUP BY {keys}`.
     Groups {
         from: From,
@@ -82,10 +78,21 @@ pub enum Plan {
     },
 }
 
+/// `SELECT {projection} FROM {from} WHERE {filter}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Branch {
+    pub from: From,
+    /// The select list, as printed (`orders.id, orders.amount * 2::numeric AS a2`).
+    pub projection: String,
+    pub filter: Option<String>,
+}
+
 impl Plan {
-    pub fn from(&self) -> &From {
+    /// What each branch reads.
+    pub fn froms(&self) -> Vec<&From> {
         match self {
-            Plan::Rows { from, .. } | Plan::Groups { from, .. } => from,
+            Plan::Rows { branches } => branches.iter().map(|b| &b.from).collect(),
+            Plan::Groups { from, .. } => vec![from],
         }
     }
 }
@@ -120,20 +127,56 @@ pub fn analyze(resolved: &str) -> Result<Plan, String> {
         return Err("WITH (common table expressions) is not supported incrementally yet".into());
     }
     check_query_tail(q)?;
-    let select = match q.body.as_ref() {
-        SetExpr::Select(s) => s,
+    let mut leaves = Vec::new();
+    union_all_leaves(&q.body, &mut leaves)?;
+    if let [select] = leaves.as_slice() {
+        return select_plan(select);
+    }
+    let mut branches = Vec::new();
+    for select in leaves {
+        match select_plan(select)? {
+            Plan::Rows { branches: b } => branches.extend(b),
+            Plan::Groups { .. } => {
+                return Err("UNION ALL of grouped or DISTINCT queries is not supported incrementally yet".into());
+            }
+        }
+    }
+    Ok(Plan::Rows { branches })
+}
+
+/// The SELECTs of a UNION ALL (one: a plain SELECT); other set operations are refused.
+fn union_all_leaves<'a>(body: &'a SetExpr, leaves: &mut Vec<&'a Select>) -> Result<(), String> {
+    match body {
+        SetExpr::Select(s) => leaves.push(s),
+        SetExpr::SetOperation {
+            op: SetOperator::Union,
+            set_quantifier: SetQuantifier::All,
+            left,
+            right,
+        } => {
+            union_all_leaves(left, leaves)?;
+            union_all_leaves(right, leaves)?;
+        }
         SetExpr::SetOperation { op, set_quantifier, .. } => {
             let op = format!("{op} {set_quantifier}");
             return Err(format!("{} is not supported incrementally yet", op.trim_end()));
         }
+        SetExpr::Query(q) if q.with.is_none() && q.order_by.is_none() => {
+            check_query_tail(q)?;
+            union_all_leaves(&q.body, leaves)?;
+        }
         _ => return Err("the query's form is not supported incrementally".into()),
-    };
-    if let Some(d) = &select.distinct {
-        return Err(match d {
-            Distinct::Distinct => "DISTINCT is not supported incrementally yet".into(),
-            _ => "DISTINCT ON is not supported incrementally".into(),
-        });
     }
+    Ok(())
+}
+
+/// One SELECT: rows, or groups (GROUP BY, DISTINCT).
+fn select_plan(select: &Select) -> Result<Plan, String> {
+    let distinct = match &select.distinct {
+        None => false,
+        Some(Distinct::Distinct) => true,
+        Some(_) => return Err("DISTINCT ON is not supported incrementally".into()),
+    };
     if select.having.is_some() {
         return Err("HAVING is not supported incrementally yet".into());
     }
@@ -149,6 +192,20 @@ pub fn analyze(resolved: &str) -> Result<Plan, String> {
         check_scalar(w, "WHERE")?;
     }
     let filter = select.selection.as_ref().map(ToString::to_string);
+    if distinct {
+        // SELECT DISTINCT x, y is GROUP BY x, y: one row per group, kept with its count.
+        if !keys.is_empty() {
+            return Err("DISTINCT together with GROUP BY is not supported incrementally yet".into());
+        }
+        let mut exprs = Vec::new();
+        for item in &select.projection {
+            match item {
+                SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => exprs.push(e.clone()),
+                _ => return Err("a select list with * is not supported incrementally".into()),
+            }
+        }
+        return groups(from, filter, &exprs, &select.projection);
+    }
     if !keys.is_empty() {
         return groups(from, filter, keys, &select.projection);
     }
@@ -161,9 +218,7 @@ pub fn analyze(resolved: &str) -> Result<Plan, String> {
     }
     let projection = select.projection.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
     Ok(Plan::Rows {
-        from,
-        projection,
-        filter,
+        branches: vec![Branch { from, projection, filter }],
     })
 }
 
@@ -210,15 +265,21 @@ fn from_of(items: &[sqlparser::ast::TableWithJoins]) -> Result<From, String> {
 }
 
 /// A grouped query: every select item is a group key or one of the aggregates kept as state.
-fn groups(from: From, filter: Option<String>, keys: &[Expr], projection: &[SelectItem]) -> Result<Plan, String> {
-    if keys
+fn groups(from: From, filter: Option<String>, key_exprs: &[Expr], projection: &[SelectItem]) -> Result<Plan, String> {
+    if key_exprs
         .iter()
         .any(|k| matches!(k, Expr::Rollup(_) | Expr::Cube(_) | Expr::GroupingSets(_)))
     {
         return Err("GROUP BY ALL, ROLLUP, CUBE and GROUPING SETS are refreshed fully".into());
     }
     // PostgreSQL prints an expression key in parentheses in GROUP BY, not in the select list.
-    let keys: Vec<String> = keys.iter().map(|k| unparenthesized(k).to_string()).collect();
+    let mut keys: Vec<String> = Vec::new();
+    for k in key_exprs {
+        let k = unparenthesized(k).to_string();
+        if !keys.contains(&k) {
+            keys.push(k);
+        }
+    }
     let mut outputs = Vec::new();
     for item in projection {
         let expr = match item {
@@ -451,17 +512,21 @@ mod tests {
             (
                 "SELECT orders.id, orders.amount * 2::numeric AS a2 FROM public.orders WHERE orders.amount > 10::numeric AND orders.day IS NOT NULL",
                 Plan::Rows {
-                    from: From::one(src("public", "orders", "orders")),
-                    projection: "orders.id, orders.amount * 2::NUMERIC AS a2".into(),
-                    filter: Some("orders.amount > 10::NUMERIC AND orders.day IS NOT NULL".into()),
+                    branches: vec![Branch {
+                        from: From::one(src("public", "orders", "orders")),
+                        projection: "orders.id, orders.amount * 2::NUMERIC AS a2".into(),
+                        filter: Some("orders.amount > 10::NUMERIC AND orders.day IS NOT NULL".into()),
+                    }],
                 },
             ),
             (
                 " SELECT o.id,\n    upper(o.note) AS u\n   FROM \"My Schema\".\"Orders\" o\n  ORDER BY o.id;",
                 Plan::Rows {
-                    from: From::one(src("My Schema", "Orders", "o")),
-                    projection: "o.id, upper(o.note) AS u".into(),
-                    filter: None,
+                    branches: vec![Branch {
+                        from: From::one(src("My Schema", "Orders", "o")),
+                        projection: "o.id, upper(o.note) AS u".into(),
+                        filter: None,
+                    }],
                 },
             ),
         ];
@@ -481,11 +546,33 @@ mod tests {
         assert_eq!(keys, ["c.region", "o.day"]);
         assert_eq!(from.render(|i| format!("T{i}")), "T0 JOIN T1 ON c.id = o.customer_id");
         let sql = "SELECT a.id, b.id AS bid FROM public.a, public.b WHERE a.id = b.id";
-        let Ok(Plan::Rows { from, filter, .. }) = analyze(sql) else {
+        let Ok(Plan::Rows { branches }) = analyze(sql) else {
             panic!("{sql}");
         };
-        assert_eq!(from.render(|i| format!("T{i}")), "T0 CROSS JOIN T1");
-        assert_eq!(filter.as_deref(), Some("a.id = b.id"));
+        assert_eq!(branches[0].from.render(|i| format!("T{i}")), "T0 CROSS JOIN T1");
+        assert_eq!(branches[0].filter.as_deref(), Some("a.id = b.id"));
+    }
+
+    #[test]
+    fn union_all_plans() {
+        let sql = "SELECT a.id, a.x FROM public.a WHERE a.x > 1 UNION ALL (SELECT b.id, b.y FROM public.b UNION ALL SELECT c.id, 0 AS x FROM public.c)";
+        let Ok(Plan::Rows { branches }) = analyze(sql) else {
+            panic!("{sql}");
+        };
+        let names: Vec<&str> = branches.iter().map(|b| b.from.tables[0].name.as_str()).collect();
+        assert_eq!(names, ["a", "b", "c"]);
+        assert_eq!(branches[0].filter.as_deref(), Some("a.x > 1"));
+        assert_eq!(branches[2].projection, "c.id, 0 AS x");
+    }
+
+    #[test]
+    fn distinct_is_grouping() {
+        let sql = "SELECT DISTINCT o.day, o.note, o.day AS again FROM public.orders o";
+        let Ok(Plan::Groups { keys, outputs, .. }) = analyze(sql) else {
+            panic!("{sql}");
+        };
+        assert_eq!(keys, ["o.day", "o.note"]);
+        assert_eq!(outputs, [Output::Key(0), Output::Key(1), Output::Key(0)]);
     }
 
     #[test]
@@ -546,7 +633,8 @@ mod tests {
                 "ROLLUP",
             ),
             ("SELECT count(*) AS count FROM public.orders", "aggregates (count)"),
-            ("SELECT DISTINCT orders.day FROM public.orders", "DISTINCT"),
+            ("SELECT DISTINCT ON (orders.day) orders.id FROM public.orders", "DISTINCT ON"),
+            ("SELECT DISTINCT count(*) AS n FROM public.orders", "aggregates (count)"),
             ("SELECT orders.id FROM public.orders LIMIT 10", "LIMIT"),
             ("SELECT orders.id FROM public.orders OFFSET 10", "LIMIT, OFFSET"),
             (
@@ -572,7 +660,12 @@ mod tests {
                 "subqueries in WHERE",
             ),
             ("SELECT x.id FROM (SELECT orders.id FROM public.orders) x", "subqueries in FROM"),
-            ("SELECT a.id FROM public.a UNION ALL SELECT b.id FROM public.b", "UNION ALL"),
+            ("SELECT a.id FROM public.a UNION SELECT b.id FROM public.b", "UNION"),
+            ("SELECT a.id FROM public.a EXCEPT ALL SELECT b.id FROM public.b", "EXCEPT ALL"),
+            (
+                "SELECT a.id, count(*) AS n FROM public.a GROUP BY a.id UNION ALL SELECT b.id, 1 AS n FROM public.b",
+                "UNION ALL of grouped",
+            ),
             ("WITH x AS (SELECT 1 AS id) SELECT x.id FROM x", "WITH"),
             ("SELECT g.g FROM generate_series(1, 3) g(g)", "table functions"),
             ("SELECT orders.* FROM public.orders", "*"),

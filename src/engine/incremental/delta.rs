@@ -91,8 +91,8 @@ pub fn delta_terms(from: &From, sources: &[&SourceTable], applied: &str) -> Vec<
 ///
 /// Cost: the changes, plus, when some row lost copies, one scan of the table (a dynamic table
 /// of plain rows has no key to look them up by); the cost guard weighs that.
-pub fn apply_sql(plan: &Plan, sources: &[&SourceTable], applied: &str, target: &str, columns: &[Column]) -> Option<String> {
-    let Plan::Rows { from, projection, filter } = plan else {
+pub fn apply_sql(plan: &Plan, sources: &[Vec<&SourceTable>], applied: &str, target: &str, columns: &[Column]) -> Option<String> {
+    let Plan::Rows { branches } = plan else {
         return None;
     };
     let names: Vec<String> = columns.iter().map(|c| quote_ident(&c.name)).collect();
@@ -103,11 +103,13 @@ pub fn apply_sql(plan: &Plan, sources: &[&SourceTable], applied: &str, target: &
         .map(|c| format!("c.{n}::{t} AS {n}", n = quote_ident(&c.name), t = c.ty))
         .collect::<Vec<_>>()
         .join(", ");
-    let where_ = filter.as_ref().map(|f| format!(" WHERE {f}")).unwrap_or_default();
-    let changed: Vec<String> = delta_terms(from, sources, applied)
-        .into_iter()
-        .map(|(clause, sign)| format!("SELECT {projection}, {sign} FROM {clause}{where_}"))
-        .collect();
+    let mut changed: Vec<String> = Vec::new();
+    for (b, srcs) in branches.iter().zip(sources) {
+        let where_ = b.filter.as_ref().map(|f| format!(" WHERE {f}")).unwrap_or_default();
+        for (clause, sign) in delta_terms(&b.from, srcs, applied) {
+            changed.push(format!("SELECT {}, {sign} FROM {clause}{where_}", b.projection));
+        }
+    }
     Some(format!(
         "WITH changed ({list}, \"dyngate$n\") AS MATERIALIZED (
              {changed}),
@@ -162,7 +164,7 @@ mod tests {
             quoted: "public.orders".into(),
             columns: vec![(1, "id".into()), (4, "amount".into())],
         };
-        let sql = apply_sql(&plan, &[&source], "10:20:", "public.\"T\"", &cols).unwrap();
+        let sql = apply_sql(&plan, &[vec![&source]], "10:20:", "public.\"T\"", &cols).unwrap();
         if let Ok(path) = std::env::var("DYNGATE_PRINT_DELTA_SQL") {
             std::fs::write(path, &sql).unwrap();
         }

@@ -12,8 +12,9 @@
 //! one REPEATABLE READ transaction, so the log and the sources are read as of one snapshot),
 //! [`pending`], [`prefer_full`] (the cost guard) and [`apply`]; [`discard_applied`] afterwards.
 //!
-//! Which snapshot a table is up to date with is its `applied_snapshot` (catalog V4): NULL means
-//! the next refresh is full (a table altered while suspended, or just switched to incremental).
+//! Which snapshot a table is up to date with is recorded in `dyngate.applied` (catalog V4); no
+//! row means the next refresh is full (a table altered while suspended, or just switched to
+//! incremental).
 
 pub mod analyze;
 pub mod capture;
@@ -76,13 +77,21 @@ pub async fn decide(
     view: &str,
     resolved: &str,
     requested: Requested,
+    partitioned: bool,
 ) -> Result<Result<Decision, String>, tokio_postgres::Error> {
     if requested == Requested::Full {
         return Ok(Ok(Decision::Full {
             reason: format!("'{ACTION_OPTION}' = 'full' was asked for"),
         }));
     }
-    let reason = match why_not(tx, view, resolved).await? {
+    let why = if partitioned {
+        // A partition's refresh replaces that partition alone (Flink's rule); an incremental
+        // table is up to date as a whole.
+        Err("a partitioned table's refreshes replace whole partitions (PARTITIONED BY)".to_string())
+    } else {
+        why_not(tx, view, resolved).await?
+    };
+    let reason = match why {
         Ok((sources, plan)) => return Ok(Ok(Decision::Incremental { sources, plan })),
         Err(reason) => reason,
     };
@@ -125,24 +134,26 @@ async fn why_not(tx: &Transaction<'_>, view: &str, resolved: &str) -> Result<Res
     Ok(Ok((sources, plan)))
 }
 
-/// The captured table of each table of the plan's FROM, in order (a table read twice appears
-/// twice); an error when what the query reads and what the plan names differ.
-pub fn sources_in_order<'a>(plan: &Plan, sources: &'a [SourceTable]) -> Result<Vec<&'a SourceTable>, String> {
-    let from = plan.from();
-    let ordered: Vec<&SourceTable> = from
-        .tables
-        .iter()
-        .filter_map(|t| sources.iter().find(|s| s.schema == t.schema && s.name == t.name))
-        .collect();
-    if ordered.len() != from.tables.len() || sources.iter().any(|s| !ordered.iter().any(|o| o.oid == s.oid)) {
-        let named: Vec<String> = from.tables.iter().map(|t| format!("{}.{}", t.schema, t.name)).collect();
+/// For each branch of the plan, the captured table of each table of its FROM, in order (a
+/// table read twice appears twice); an error when what the query reads and what the plan names
+/// differ.
+pub fn sources_in_order<'a>(plan: &Plan, sources: &'a [SourceTable]) -> Result<Vec<Vec<&'a SourceTable>>, String> {
+    let froms = plan.froms();
+    let tables: Vec<&analyze::Source> = froms.iter().flat_map(|f| f.tables.iter()).collect();
+    let find = |t: &analyze::Source| sources.iter().find(|s| s.schema == t.schema && s.name == t.name);
+    let covered = sources.iter().all(|s| tables.iter().any(|t| find(t).is_some_and(|f| f.oid == s.oid)));
+    if !covered || tables.iter().any(|t| find(t).is_none()) {
+        let named: Vec<String> = tables.iter().map(|t| format!("{}.{}", t.schema, t.name)).collect();
         return Err(format!(
             "the query reads {} relations where {} was expected",
             sources.len(),
             named.join(", ")
         ));
     }
-    Ok(ordered)
+    Ok(froms
+        .iter()
+        .map(|f| f.tables.iter().filter_map(|t| find(t)).collect())
+        .collect())
 }
 
 /// Locks an incremental table's sources against writers until the transaction ends, before
@@ -178,14 +189,34 @@ pub async fn record(tx: &Transaction<'_>, id: i64, decision: &Decision, owner: &
         Decision::Full { reason } => Some(reason.as_str()),
     };
     tx.execute(
-        "UPDATE dyngate.dynamic_table
-            SET refresh_action = $2, refresh_action_reason = $3,
-                applied_snapshot = CASE WHEN $2 = 'INCREMENTAL' AND $4 THEN pg_catalog.pg_current_snapshot() END
-          WHERE id = $1",
-        &[&id, &decision.action(), &reason, &filled],
+        "UPDATE dyngate.dynamic_table SET refresh_action = $2, refresh_action_reason = $3 WHERE id = $1",
+        &[&id, &decision.action(), &reason],
     )
     .await?;
+    mark_applied(tx, id, decision.action() == "INCREMENTAL" && filled).await
+}
+
+/// Records that table `id`'s content is up to date with the caller's snapshot (`applied`), or
+/// that its next refresh must be full.
+pub async fn mark_applied(c: &impl GenericClient, id: i64, applied: bool) -> Result<(), tokio_postgres::Error> {
+    if applied {
+        c.execute(
+            "INSERT INTO dyngate.applied (dynamic_table_id, snapshot) VALUES ($1, pg_catalog.pg_current_snapshot())
+             ON CONFLICT (dynamic_table_id) DO UPDATE SET snapshot = excluded.snapshot",
+            &[&id],
+        )
+        .await?;
+    } else {
+        c.execute("DELETE FROM dyngate.applied WHERE dynamic_table_id = $1", &[&id]).await?;
+    }
     Ok(())
+}
+
+/// The snapshot table `id` is up to date with (None: the next refresh is full).
+pub async fn applied_snapshot(c: &impl GenericClient, id: i64) -> Result<Option<String>, tokio_postgres::Error> {
+    Ok(c.query_opt("SELECT snapshot::text FROM dyngate.applied WHERE dynamic_table_id = $1", &[&id])
+        .await?
+        .map(|r| r.get(0)))
 }
 
 /// What the sources logged since the snapshot `applied`, read in the caller's snapshot.
@@ -269,7 +300,7 @@ pub async fn apply(
         .collect();
     let sql = match plan {
         Plan::Rows { .. } => delta::apply_sql(plan, &ordered, applied, target, &columns),
-        Plan::Groups { .. } => groups::apply_sql(plan, id, &ordered, applied, target, &columns),
+        Plan::Groups { .. } => groups::apply_sql(plan, id, ordered.first().map_or(&[][..], |o| &o[..]), applied, target, &columns),
     }
     .ok_or_else(|| ApplyError::Plan("no apply for this plan".into()))?;
     Ok(crate::engine::postgres::run_as(tx, owner, &sql).await?)
@@ -286,11 +317,12 @@ pub enum ApplyError {
 }
 
 /// The incremental tables reading source `$1`, with the snapshot each is up to date with.
-const READERS: &str = "SELECT t.applied_snapshot FROM dyngate.dynamic_table t
+const READERS: &str = "SELECT a.snapshot AS applied_snapshot FROM dyngate.dynamic_table t
+      JOIN dyngate.applied a ON a.dynamic_table_id = t.id
       JOIN pg_rewrite rw ON rw.ev_class = to_regclass(format('dyngate.%I', t.query_view))
       JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = rw.oid
                       AND d.refclassid = 'pg_class'::regclass AND d.refobjid = $1
-     WHERE t.refresh_action = 'INCREMENTAL' AND t.applied_snapshot IS NOT NULL";
+     WHERE t.refresh_action = 'INCREMENTAL'";
 
 /// Deletes the logged changes of `sources` that every incremental reader has applied (those
 /// whose next refresh is full need none). Run in its own READ COMMITTED transaction after a
