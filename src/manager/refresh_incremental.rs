@@ -6,13 +6,13 @@
 //! the previous refresh committed, and apply its changes a second time.
 //!
 //! Its history row is written as EXECUTING first (in its own statement, before the snapshot),
-//! then turned into the outcome by the transaction. In the transaction: reload the table; count what its sources logged since `applied_snapshot`;
+//! then turned into the outcome by the transaction. In the transaction: reload the table; check
+//! that the owner may still read the sources; count what they logged since the applied snapshot;
 //! recompute instead when a source was truncated, the table has no applied snapshot, or the cost
 //! guard says so (engine::incremental::prefer_full); else apply the changes as the owner, or
 //! record NO_DATA when there were none; record the new applied snapshot and the history row
 //! (action and changes). After the commit, the logged rows every reader has applied are deleted.
-//! A partition refresh of an incremental table applies every change (a partition alone would
-//! leave the others behind its applied snapshot).
+//! (Partitioned tables are never incremental: their refreshes replace partitions.)
 
 use tokio_postgres::IsolationLevel;
 
@@ -37,19 +37,21 @@ impl Manager {
         began: Option<f64>,
     ) -> Result<Outcome, ManagerError> {
         let key = (TABLE_LOCK_SPACE, dt.id as i32);
+        // Until the lock is released, an early return or a dropped future (even one dropped
+        // while the lock is being taken) closes the connection.
+        client.discard_on_drop(true);
         if matches!(trigger, Trigger::Scheduled { .. }) {
             let locked: bool = client
                 .query_one("SELECT pg_try_advisory_lock($1, $2)", &[&key.0, &key.1])
                 .await?
                 .get(0);
             if !locked {
+                client.discard_on_drop(false);
                 return Ok(Outcome::Locked);
             }
         } else {
             client.execute("SELECT pg_advisory_lock($1, $2)", &[&key.0, &key.1]).await?;
         }
-        // Until the lock is released, an early return or a dropped future closes the connection.
-        client.discard_on_drop(true);
         // Shown as running from now on; the transaction turns the row into its outcome.
         let running = catalog::RefreshRow {
             schedule_time: trigger.schedule_time(),

@@ -9,7 +9,8 @@
 //! - per min(e) and max(e): `dyngate$m<i>`, the extremum; `dyngate$d<i>` holds the extremum of
 //!   the values a delta deleted, and `dyngate$redo` marks a group whose extremum may have been
 //!   deleted: it is recomputed from the source (one scan of it; only then);
-//! - `dyngate$dirty` marks the groups the last delta touched.
+//! - `dyngate$touched`: the transaction that last changed the group (an apply rewrites the rows
+//!   of the groups its own transaction touched).
 //!
 //! Pure: plan and names in, SQL out. The apply is one text of several statements, run as the
 //! owner inside the refresh's REPEATABLE READ transaction: merge the delta into the state, redo
@@ -36,7 +37,9 @@ fn col(kind: &str, i: usize) -> String {
 }
 
 const N: &str = "\"dyngate$n\"";
-const DIRTY: &str = "\"dyngate$dirty\"";
+const TOUCHED: &str = "\"dyngate$touched\"";
+/// Marks the groups the running transaction touched (no flags to reset afterwards).
+const NOW: &str = "pg_catalog.pg_current_xact_id()";
 const REDO: &str = "\"dyngate$redo\"";
 
 /// The parts of a grouped plan.
@@ -130,7 +133,7 @@ pub fn create_state_sql(plan: &Plan, id: i64, owner: &str) -> Option<String> {
     let t = qstate(id);
     Some(format!(
         "CREATE TABLE {t} AS {q} WITH NO DATA;
-         ALTER TABLE {t} ADD COLUMN {DIRTY} boolean NOT NULL DEFAULT false, ADD COLUMN {REDO} boolean NOT NULL DEFAULT false;
+         ALTER TABLE {t} ADD COLUMN {TOUCHED} xid8, ADD COLUMN {REDO} boolean NOT NULL DEFAULT false;
          CREATE UNIQUE INDEX ON {t} ({keys}) NULLS NOT DISTINCT;
          COMMENT ON TABLE {t} IS 'dyngate: the aggregates of a dynamic table refreshed incrementally';
          ALTER TABLE {t} OWNER TO {owner};",
@@ -177,7 +180,7 @@ pub fn apply_sql(plan: &Plan, id: i64, sources: &[&SourceTable], applied: &str, 
     let mut insert_cols: Vec<String> = keys.clone();
     delta.push("sum(\"dyngate$sign\")".into());
     insert_cols.push(N.into());
-    let mut merge: Vec<String> = vec![format!("{N} = st.{N} + excluded.{N}"), format!("{DIRTY} = true")];
+    let mut merge: Vec<String> = vec![format!("{N} = st.{N} + excluded.{N}"), format!("{TOUCHED} = excluded.{TOUCHED}")];
     let mut redo: Vec<String> = Vec::new();
     let mut redo_new: Vec<String> = Vec::new();
     let mut extrema: Vec<(usize, &str, &String)> = Vec::new();
@@ -224,16 +227,15 @@ pub fn apply_sql(plan: &Plan, id: i64, sources: &[&SourceTable], applied: &str, 
     } else {
         redo_new.join(" OR ")
     };
-    delta.push("true".into());
+    delta.push(NOW.into());
     delta.push(redo_insert);
-    insert_cols.push(DIRTY.into());
+    insert_cols.push(TOUCHED.into());
     insert_cols.push(REDO.into());
     if !redo.is_empty() {
         merge.push(format!("{REDO} = st.{REDO} OR {}", redo.join(" OR ")));
     }
     let mut sql = vec![
-        // What the previous apply left marked, and groups left empty.
-        format!("UPDATE {t} SET {DIRTY} = false, {REDO} = false WHERE {DIRTY} OR {REDO}"),
+        // Groups the previous apply left empty.
         format!("DELETE FROM {t} WHERE {N} = 0"),
         format!(
             "INSERT INTO {t} AS st ({cols})
@@ -255,6 +257,8 @@ pub fn apply_sql(plan: &Plan, id: i64, sources: &[&SourceTable], applied: &str, 
         ),
     ];
     if !extrema.is_empty() {
+        // Marks left by the previous apply go first.
+        sql.insert(0, format!("UPDATE {t} SET {REDO} = false WHERE {REDO}"));
         let sets: Vec<String> = extrema.iter().map(|(i, _, _)| format!("{m} = NULL", m = col("m", *i))).collect();
         sql.push(format!("UPDATE {t} SET {} WHERE {REDO}", sets.join(", ")));
         let aggs: Vec<String> = extrema
@@ -298,7 +302,7 @@ pub fn apply_sql(plan: &Plan, id: i64, sources: &[&SourceTable], applied: &str, 
         })
         .collect();
     sql.push(format!(
-        "DELETE FROM {target} AS t USING {t} AS st WHERE st.{DIRTY} AND ROW({})::text = ROW({})::text",
+        "DELETE FROM {target} AS t USING {t} AS st WHERE st.{TOUCHED} = {NOW} AND ROW({})::text = ROW({})::text",
         target_keys.join(", "),
         state_keys.join(", ")
     ));
@@ -324,7 +328,7 @@ pub fn apply_sql(plan: &Plan, id: i64, sources: &[&SourceTable], applied: &str, 
         })
         .collect();
     sql.push(format!(
-        "INSERT INTO {target} ({}) SELECT {} FROM {t} AS st WHERE st.{DIRTY} AND st.{N} > 0",
+        "INSERT INTO {target} ({}) SELECT {} FROM {t} AS st WHERE st.{TOUCHED} = {NOW} AND st.{N} > 0",
         names.join(", "),
         outputs.join(", ")
     ));
@@ -370,12 +374,12 @@ mod tests {
             "ON CONFLICT (\"dyngate$k0\") DO UPDATE SET \"dyngate$n\" = st.\"dyngate$n\" + excluded.\"dyngate$n\"",
             "\"dyngate$m3\" = least(st.\"dyngate$m3\", excluded.\"dyngate$m3\")",
             "\"dyngate$redo\" = st.\"dyngate$redo\" OR coalesce(excluded.\"dyngate$d3\" <= least(st.\"dyngate$m3\", excluded.\"dyngate$m3\"), false)",
-            "DELETE FROM public.daily AS t USING dyngate.\"state_5\" AS st WHERE st.\"dyngate$dirty\" AND ROW(t.\"day\")::text = ROW(st.\"dyngate$k0\"::date)::text",
+            "DELETE FROM public.daily AS t USING dyngate.\"state_5\" AS st WHERE st.\"dyngate$touched\" = pg_catalog.pg_current_xact_id() AND ROW(t.\"day\")::text = ROW(st.\"dyngate$k0\"::date)::text",
             "(CASE WHEN st.\"dyngate$c2\" > 0 THEN st.\"dyngate$s2\" END)::numeric",
         ] {
             assert!(apply.contains(part), "{part}\n---\n{apply}");
         }
-        assert!(apply.trim_end().ends_with("WHERE st.\"dyngate$dirty\" AND st.\"dyngate$n\" > 0"));
+        assert!(apply.trim_end().ends_with("WHERE st.\"dyngate$touched\" = pg_catalog.pg_current_xact_id() AND st.\"dyngate$n\" > 0"));
         assert!(apply_sql(&analyze("SELECT o.id FROM public.orders o").unwrap(), 5, &[&source], "1:2:", "t", &cols).is_none());
     }
 

@@ -303,6 +303,9 @@ pub async fn apply(
         Plan::Groups { .. } => groups::apply_sql(plan, id, ordered.first().map_or(&[][..], |o| &o[..]), applied, target, &columns),
     }
     .ok_or_else(|| ApplyError::Plan("no apply for this plan".into()))?;
+    // The planner's costs count the sources' whole size (it cannot know a delta is small), which
+    // turns on JIT compilation: measured, 260 of 330 ms for 14k changes joined with 100k rows.
+    tx.batch_execute("SET LOCAL jit = off").await?;
     Ok(crate::engine::postgres::run_as(tx, owner, &sql).await?)
 }
 
