@@ -41,8 +41,8 @@ async fn create_fills_refresh_replaces_drop_removes() {
     c.batch_execute(&format!(
         "CREATE DYNAMIC TABLE daily WITH ('refresh.action' = 'full') FRESHNESS = INTERVAL '1' HOUR AS {DAILY}"
     ))
-        .await
-        .unwrap();
+    .await
+    .unwrap();
     let expected = totals(&c, &format!("({DAILY}) q")).await;
     assert_eq!(totals(&c, "daily").await, expected, "filled at creation");
     // Column names and types come from the query.

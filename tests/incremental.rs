@@ -117,24 +117,26 @@ async fn a_filter_is_refreshed_with_only_what_changed() {
     // 2 inserted, 2 per updated row (old and new), 2 deleted, 2 per updated row.
     assert_eq!(last_refresh(&c, "big").await, ("INCREMENTAL".into(), Some(2 + 2 + 2 + 4)));
     // Changes of a rolled-back transaction are never applied.
-    w.batch_execute("BEGIN; DELETE FROM orders WHERE id < 100; ROLLBACK;").await.unwrap();
+    w.batch_execute("BEGIN; DELETE FROM orders WHERE id < 100; ROLLBACK;")
+        .await
+        .unwrap();
     refresh(&c, "big").await;
     assert_eq!(last_refresh(&c, "big").await, ("NO_DATA".into(), Some(0)));
     assert_eq!(content(&c, "big").await, content(&c, &recompute).await);
     assert_eq!(log_rows(&c).await, 0, "applied changes are discarded");
 
     // A TRUNCATE makes the next refresh full.
-    c.batch_execute(
-        "TRUNCATE orders; INSERT INTO orders SELECT g, date '2024-03-01', g, NULL FROM generate_series(1, 50) g",
-    )
-    .await
-    .unwrap();
+    c.batch_execute("TRUNCATE orders; INSERT INTO orders SELECT g, date '2024-03-01', g, NULL FROM generate_series(1, 50) g")
+        .await
+        .unwrap();
     refresh(&c, "big").await;
     assert_eq!(last_refresh(&c, "big").await.0, "FULL");
     assert_eq!(content(&c, "big").await, content(&c, &recompute).await);
 
     // Changes large next to the source: recomputed (the cost guard).
-    c.batch_execute("ANALYZE orders; UPDATE orders SET amount = amount + 1").await.unwrap();
+    c.batch_execute("ANALYZE orders; UPDATE orders SET amount = amount + 1")
+        .await
+        .unwrap();
     refresh(&c, "big").await;
     let (action, changes) = last_refresh(&c, "big").await;
     assert_eq!((action.as_str(), changes), ("FULL", Some(100)));
@@ -164,8 +166,16 @@ async fn a_filter_is_refreshed_with_only_what_changed() {
 async fn tables_refreshed_fully_say_why() {
     let (_pg, _db, _gw, c) = setup().await;
     let cases = [
-        ("by_day", "SELECT day, string_agg(note, ',') AS notes FROM orders GROUP BY day", "string_agg"),
-        ("floaty", "SELECT day, sum(amount::float8) AS s FROM orders GROUP BY day", "floating-point"),
+        (
+            "by_day",
+            "SELECT day, string_agg(note, ',') AS notes FROM orders GROUP BY day",
+            "string_agg",
+        ),
+        (
+            "floaty",
+            "SELECT day, sum(amount::float8) AS s FROM orders GROUP BY day",
+            "floating-point",
+        ),
         ("distinct_days", "SELECT DISTINCT ON (day) day, id FROM orders", "DISTINCT ON"),
         ("lucky", "SELECT id FROM orders WHERE random() < 0.5", "random()"),
         ("recent", "SELECT id FROM orders WHERE day > current_date - 10", "CURRENT_DATE"),
@@ -173,9 +183,11 @@ async fn tables_refreshed_fully_say_why() {
     ];
     for (name, query, _) in cases {
         let with = if name == "asked" { "WITH ('refresh.action' = 'full')" } else { "" };
-        c.batch_execute(&format!("CREATE DYNAMIC TABLE {name} {with} FRESHNESS = INTERVAL '1' HOUR AS {query}"))
-            .await
-            .unwrap();
+        c.batch_execute(&format!(
+            "CREATE DYNAMIC TABLE {name} {with} FRESHNESS = INTERVAL '1' HOUR AS {query}"
+        ))
+        .await
+        .unwrap();
     }
     let shown = c.query("SHOW DYNAMIC TABLES", &[]).await.unwrap();
     for (name, _, why) in cases {
@@ -186,7 +198,10 @@ async fn tables_refreshed_fully_say_why() {
         assert_eq!(row.get::<_, &str>("refresh_action"), "FULL");
         assert_eq!(row.get::<_, Option<&str>>("refresh_action_reason"), Some(reason.as_str()));
         let viewed: Option<String> = c
-            .query_one("SELECT refresh_action_reason FROM dyngate.dynamic_tables WHERE table_name = $1", &[&name])
+            .query_one(
+                "SELECT refresh_action_reason FROM dyngate.dynamic_tables WHERE table_name = $1",
+                &[&name],
+            )
             .await
             .unwrap()
             .get(0);
@@ -197,7 +212,12 @@ async fn tables_refreshed_fully_say_why() {
         .await
         .unwrap();
     assert_eq!(describe(&c, "parts", "refresh_action").await.as_deref(), Some("FULL"));
-    assert!(describe(&c, "parts", "refresh_action_reason").await.unwrap().contains("PARTITIONED BY"));
+    assert!(
+        describe(&c, "parts", "refresh_action_reason")
+            .await
+            .unwrap()
+            .contains("PARTITIONED BY")
+    );
 
     // Refreshed fully, as said.
     refresh(&c, "by_day").await;
@@ -212,7 +232,11 @@ async fn tables_refreshed_fully_say_why() {
         .await
         .unwrap_err();
     assert_eq!(code(&err), Some("0A000"), "{err:?}");
-    assert!(message(&err).contains("cannot be refreshed incrementally: GROUP BY ALL, ROLLUP"), "{}", message(&err));
+    assert!(
+        message(&err).contains("cannot be refreshed incrementally: GROUP BY ALL, ROLLUP"),
+        "{}",
+        message(&err)
+    );
     let left: i64 = c
         .query_one("SELECT count(*) FROM pg_class WHERE relname = 'want'", &[])
         .await
@@ -225,9 +249,11 @@ async fn tables_refreshed_fully_say_why() {
         .unwrap_err();
     assert_eq!(code(&err), Some("22023"), "{err:?}");
     // Where it can be met, it is.
-    c.batch_execute("CREATE DYNAMIC TABLE want WITH ('refresh.action' = 'incremental') FRESHNESS = INTERVAL '1' HOUR AS SELECT id FROM orders")
-        .await
-        .unwrap();
+    c.batch_execute(
+        "CREATE DYNAMIC TABLE want WITH ('refresh.action' = 'incremental') FRESHNESS = INTERVAL '1' HOUR AS SELECT id FROM orders",
+    )
+    .await
+    .unwrap();
     assert_eq!(describe(&c, "want", "refresh_action").await.as_deref(), Some("INCREMENTAL"));
 }
 
@@ -271,7 +297,12 @@ async fn alter_switches_the_refresh_action() {
         .await
         .unwrap();
     assert_eq!(describe(&c, "t", "refresh_action").await.as_deref(), Some("FULL"));
-    assert!(describe(&c, "t", "refresh_action_reason").await.unwrap().contains("window functions"));
+    assert!(
+        describe(&c, "t", "refresh_action_reason")
+            .await
+            .unwrap()
+            .contains("window functions")
+    );
     // And back to one that can: applied from the ALTER's own refill on.
     c.batch_execute("ALTER DYNAMIC TABLE t AS SELECT id, day, round(amount)::bigint AS n FROM orders WHERE id % 2 = 0")
         .await
@@ -414,7 +445,13 @@ async fn randomized_workloads_match_a_recompute() {
     let seed: u64 = std::env::var("DYNGATE_TEST_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1);
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+                | 1
+        });
     println!("DYNGATE_TEST_SEED={seed}");
     let pg = pg();
     let (_db, _gw, c) = catalog_session(&pg).await;
@@ -423,9 +460,11 @@ async fn randomized_workloads_match_a_recompute() {
                        CASE WHEN g % 3 = 0 THEN NULL ELSE 'n' || (g % 4) END
                   FROM generate_series(1, 400) g; ANALYZE r;";
     let load_s = "INSERT INTO s SELECT CASE WHEN g % 9 = 0 THEN NULL ELSE g % 10 END, g % 4 FROM generate_series(1, 30) g; ANALYZE s;";
-    c.batch_execute(&format!("CREATE TABLE r (k int, v int, note text); {load} CREATE TABLE s (k int, w int); {load_s}"))
-        .await
-        .unwrap();
+    c.batch_execute(&format!(
+        "CREATE TABLE r (k int, v int, note text); {load} CREATE TABLE s (k int, w int); {load_s}"
+    ))
+    .await
+    .unwrap();
     for (name, query) in SHAPES {
         c.batch_execute(&format!("CREATE DYNAMIC TABLE {name} FRESHNESS = INTERVAL '1' HOUR AS {query}"))
             .await
@@ -441,7 +480,12 @@ async fn randomized_workloads_match_a_recompute() {
                 0 => format!("TRUNCATE r; {load}"),
                 19 if rng.below(3) == 0 => format!("TRUNCATE s; {load_s}"),
                 19 => match rng.below(3) {
-                    0 => format!("INSERT INTO s VALUES ({k}, {}), ({}, {})", rng.value(4), rng.value(10), rng.value(4)),
+                    0 => format!(
+                        "INSERT INTO s VALUES ({k}, {}), ({}, {})",
+                        rng.value(4),
+                        rng.value(10),
+                        rng.value(4)
+                    ),
                     1 => format!("UPDATE s SET w = {} WHERE k IS NOT DISTINCT FROM {k}", rng.value(4)),
                     _ => format!("DELETE FROM s WHERE ctid IN (SELECT ctid FROM s WHERE k IS NOT DISTINCT FROM {k} LIMIT 1)"),
                 },
@@ -457,10 +501,15 @@ async fn randomized_workloads_match_a_recompute() {
                         .collect();
                     format!("INSERT INTO r VALUES {}", rows.join(", "))
                 }
-                7..=12 => format!("UPDATE r SET v = {} WHERE k IS NOT DISTINCT FROM {k} AND ctid IN (SELECT ctid FROM r WHERE k IS NOT DISTINCT FROM {k} LIMIT 3)", rng.value(6)),
+                7..=12 => format!(
+                    "UPDATE r SET v = {} WHERE k IS NOT DISTINCT FROM {k} AND ctid IN (SELECT ctid FROM r WHERE k IS NOT DISTINCT FROM {k} LIMIT 3)",
+                    rng.value(6)
+                ),
                 13..=16 => format!("DELETE FROM r WHERE ctid IN (SELECT ctid FROM r WHERE k IS NOT DISTINCT FROM {k} LIMIT 2)"),
                 17 => format!("BEGIN; DELETE FROM r WHERE k IS NOT DISTINCT FROM {k}; ROLLBACK"),
-                18 => format!("BEGIN; UPDATE r SET v = v + 1 WHERE k IS NOT DISTINCT FROM {k}; UPDATE s SET w = 3 WHERE k IS NOT DISTINCT FROM {k}; COMMIT"),
+                18 => format!(
+                    "BEGIN; UPDATE r SET v = v + 1 WHERE k IS NOT DISTINCT FROM {k}; UPDATE s SET w = 3 WHERE k IS NOT DISTINCT FROM {k}; COMMIT"
+                ),
                 _ => format!(
                     "DELETE FROM r WHERE v = (SELECT max(v) FROM r) AND k IS NOT DISTINCT FROM {k}; UPDATE s SET k = {} WHERE ctid IN (SELECT ctid FROM s WHERE k IS NOT DISTINCT FROM {k} LIMIT 1)",
                     rng.value(10)

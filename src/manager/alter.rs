@@ -335,7 +335,8 @@ impl Manager {
             Some(kind) if time_zone != dt.time_zone => Some(self.plugin_for(kind, f)?),
             _ => None,
         };
-        let action_changes = set.iter().any(|(k, _)| k == incremental::ACTION_OPTION) || reset.iter().any(|k| k == incremental::ACTION_OPTION);
+        let action_changes =
+            set.iter().any(|(k, _)| k == incremental::ACTION_OPTION) || reset.iter().any(|k| k == incremental::ACTION_OPTION);
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
         check_time_zone(&tx, &time_zone).await?;
@@ -370,7 +371,11 @@ impl Manager {
                 notices.push(format!(
                     "dynamic table {} is now refreshed {}",
                     dt.name,
-                    if decision.action() == "INCREMENTAL" { "incrementally" } else { "fully" }
+                    if decision.action() == "INCREMENTAL" {
+                        "incrementally"
+                    } else {
+                        "fully"
+                    }
                 ));
             }
         }

@@ -10,9 +10,9 @@
 
 use crate::engine;
 use crate::engine::incremental;
-use crate::manager::create::not_incremental;
 use crate::manager::alter::Altered;
 use crate::manager::catalog;
+use crate::manager::create::not_incremental;
 use crate::manager::drop::TABLE_LOCK_SPACE;
 use crate::manager::rules::{self, quote_ident};
 use crate::manager::{Manager, ManagerError, Requester, new_job_id};

@@ -189,8 +189,7 @@ impl Manager {
                     .await
             } else {
                 let sql = engine::postgres::replace_sql(&current.name.quoted(), current.refresh_query(), &spec);
-                self.refresh_statement(&mut client, &current, trigger, &job_id, &sql, &spec)
-                    .await
+                self.refresh_statement(&mut client, &current, trigger, &job_id, &sql, &spec).await
             };
             if !matches!(result, Ok(Outcome::Stale)) {
                 break;

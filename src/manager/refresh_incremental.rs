@@ -64,11 +64,7 @@ impl Manager {
             return Err(e.into());
         }
         let result = self.incremental_transaction(client, dt, trigger, job_id, spec, began).await;
-        if client
-            .execute("SELECT pg_advisory_unlock($1, $2)", &[&key.0, &key.1])
-            .await
-            .is_ok()
-        {
+        if client.execute("SELECT pg_advisory_unlock($1, $2)", &[&key.0, &key.1]).await.is_ok() {
             client.discard_on_drop(false);
         }
         let (outcome, sources) = result?;
@@ -118,19 +114,19 @@ impl Manager {
         let plan = (dt.refresh_action == "INCREMENTAL")
             .then(|| incremental::analyze::analyze(query).ok())
             .flatten();
-        if let (Some(applied), Some(view), Some(_)) = (&applied, &dt.query_view, &plan) {
-            if let Ok(s) = capture::sources_of(&tx, view).await? {
-                sources = s;
-                let pending = incremental::pending(&tx, &sources, applied).await?;
-                changes = Some(pending.changes);
-                action = if pending.truncated || incremental::prefer_full(pending.changes, pending.source_rows) {
-                    RefreshAction::Full
-                } else if pending.changes == 0 {
-                    RefreshAction::NoData
-                } else {
-                    RefreshAction::Incremental
-                };
-            }
+        if let (Some(applied), Some(view), Some(_)) = (&applied, &dt.query_view, &plan)
+            && let Ok(s) = capture::sources_of(&tx, view).await?
+        {
+            sources = s;
+            let pending = incremental::pending(&tx, &sources, applied).await?;
+            changes = Some(pending.changes);
+            action = if pending.truncated || incremental::prefer_full(pending.changes, pending.source_rows) {
+                RefreshAction::Full
+            } else if pending.changes == 0 {
+                RefreshAction::NoData
+            } else {
+                RefreshAction::Incremental
+            };
         }
         let rows = match (action, &plan) {
             (RefreshAction::NoData, _) => 0,

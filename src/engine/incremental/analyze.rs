@@ -294,7 +294,9 @@ fn groups(from: From, filter: Option<String>, key_exprs: &[Expr], projection: &[
     }
     for (i, k) in keys.iter().enumerate() {
         if !outputs.contains(&Output::Key(i)) {
-            return Err(format!("GROUP BY {k} without {k} in the select list is not supported incrementally yet"));
+            return Err(format!(
+                "GROUP BY {k} without {k} in the select list is not supported incrementally yet"
+            ));
         }
     }
     for k in &keys {
@@ -346,7 +348,9 @@ fn aggregate(expr: &Expr) -> Result<Output, String> {
         return unsupported();
     };
     if list.duplicate_treatment.is_some() || !list.clauses.is_empty() {
-        return Err(format!("{expr}: DISTINCT and ORDER BY in aggregates are not supported incrementally"));
+        return Err(format!(
+            "{expr}: DISTINCT and ORDER BY in aggregates are not supported incrementally"
+        ));
     }
     match list.args.as_slice() {
         [FunctionArg::Unnamed(FunctionArgExpr::Wildcard)] if agg == Agg::Count => Ok(Output::Agg(Agg::Count, None)),
@@ -602,7 +606,10 @@ mod tests {
             panic!("{sql}");
         };
         assert_eq!(keys, ["o.day", "o.id % 10"]);
-        assert_eq!(outputs, [Output::Agg(Agg::Sum, Some("o.amount".into())), Output::Key(1), Output::Key(0)]);
+        assert_eq!(
+            outputs,
+            [Output::Agg(Agg::Sum, Some("o.amount".into())), Output::Key(1), Output::Key(0)]
+        );
     }
 
     #[test]
@@ -641,10 +648,7 @@ mod tests {
                 "SELECT o.id FROM public.orders o LEFT JOIN public.customers c ON c.id = o.customer_id",
                 "outer joins",
             ),
-            (
-                "SELECT o.id FROM public.orders o JOIN public.customers c USING (id)",
-                "USING",
-            ),
+            ("SELECT o.id FROM public.orders o JOIN public.customers c USING (id)", "USING"),
             ("SELECT 1 AS one", "without FROM"),
             (
                 "SELECT orders.id, row_number() OVER (ORDER BY orders.id) AS n FROM public.orders",

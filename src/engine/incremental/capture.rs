@@ -182,12 +182,7 @@ pub async fn install(tx: &Transaction<'_>, source: &SourceTable, reader: &str) -
         .await?
         .map(|r| r.get(0));
     let mut attnums = existing.clone().unwrap_or_default();
-    let added: Vec<i16> = source
-        .columns
-        .iter()
-        .map(|(n, _)| *n)
-        .filter(|n| !attnums.contains(n))
-        .collect();
+    let added: Vec<i16> = source.columns.iter().map(|(n, _)| *n).filter(|n| !attnums.contains(n)).collect();
     attnums.extend(&added);
     let types: Vec<String> = tx
         .query(

@@ -187,7 +187,9 @@ pub fn apply_sql(plan: &Plan, id: i64, sources: &[&SourceTable], applied: &str, 
     for (i, o) in g.outputs.iter().enumerate() {
         let e = col("e", i);
         let count = format!("coalesce(sum(\"dyngate$sign\") FILTER (WHERE {e} IS NOT NULL), 0)");
-        let sum_merge = |c: &str| format!("{c} = CASE WHEN st.{c} IS NULL THEN excluded.{c} WHEN excluded.{c} IS NULL THEN st.{c} ELSE st.{c} + excluded.{c} END");
+        let sum_merge = |c: &str| {
+            format!("{c} = CASE WHEN st.{c} IS NULL THEN excluded.{c} WHEN excluded.{c} IS NULL THEN st.{c} ELSE st.{c} + excluded.{c} END")
+        };
         match o {
             Output::Key(_) | Output::Agg(_, None) => {}
             Output::Agg(Agg::Count, Some(_)) => {
@@ -267,7 +269,12 @@ pub fn apply_sql(plan: &Plan, id: i64, sources: &[&SourceTable], applied: &str, 
             .collect();
         let sets: Vec<String> = extrema.iter().map(|(i, _, _)| format!("{m} = r.{m}", m = col("m", *i))).collect();
         let src_keys: Vec<String> = g.keys.iter().enumerate().map(|(j, k)| format!("{k} AS {}", col("k", j))).collect();
-        let row_of = |alias: &str| format!("ROW({})::text", keys.iter().map(|k| format!("{alias}.{k}")).collect::<Vec<_>>().join(", "));
+        let row_of = |alias: &str| {
+            format!(
+                "ROW({})::text",
+                keys.iter().map(|k| format!("{alias}.{k}")).collect::<Vec<_>>().join(", ")
+            )
+        };
         let src_row = format!("ROW({})::text", g.keys.join(", "));
         let and_where = g.filter.as_ref().map(|f| format!(" AND ({f})")).unwrap_or_default();
         sql.push(format!(
@@ -349,7 +356,8 @@ mod tests {
 
     #[test]
     fn state_and_apply_sql() {
-        let plan = analyze("SELECT o.day, count(*) AS n, sum(o.amount) AS total, min(o.amount) AS lo FROM public.orders o GROUP BY o.day").unwrap();
+        let plan = analyze("SELECT o.day, count(*) AS n, sum(o.amount) AS total, min(o.amount) AS lo FROM public.orders o GROUP BY o.day")
+            .unwrap();
         let create = create_state_sql(&plan, 5, "alice").unwrap();
         for part in [
             "CREATE TABLE dyngate.\"state_5\" AS SELECT o.day AS \"dyngate$k0\", count(*) AS \"dyngate$n\", sum(o.amount) AS \"dyngate$s2\", count(o.amount) AS \"dyngate$c2\", min(o.amount) AS \"dyngate$m3\", min(o.amount) AS \"dyngate$d3\" FROM \"public\".\"orders\" AS \"o\" GROUP BY o.day WITH NO DATA",
@@ -365,7 +373,12 @@ mod tests {
             quoted: "public.orders".into(),
             columns: vec![(2, "day".into()), (3, "amount".into())],
         };
-        let cols = [column("day", "date"), column("n", "bigint"), column("total", "numeric"), column("lo", "numeric")];
+        let cols = [
+            column("day", "date"),
+            column("n", "bigint"),
+            column("total", "numeric"),
+            column("lo", "numeric"),
+        ];
         let apply = apply_sql(&plan, 5, &[&source], "1:2:", "public.daily", &cols).unwrap();
         if let Ok(path) = std::env::var("DYNGATE_PRINT_GROUPS_SQL") {
             std::fs::write(path, &apply).unwrap();
@@ -379,8 +392,22 @@ mod tests {
         ] {
             assert!(apply.contains(part), "{part}\n---\n{apply}");
         }
-        assert!(apply.trim_end().ends_with("WHERE st.\"dyngate$touched\" = pg_catalog.pg_current_xact_id() AND st.\"dyngate$n\" > 0"));
-        assert!(apply_sql(&analyze("SELECT o.id FROM public.orders o").unwrap(), 5, &[&source], "1:2:", "t", &cols).is_none());
+        assert!(
+            apply
+                .trim_end()
+                .ends_with("WHERE st.\"dyngate$touched\" = pg_catalog.pg_current_xact_id() AND st.\"dyngate$n\" > 0")
+        );
+        assert!(
+            apply_sql(
+                &analyze("SELECT o.id FROM public.orders o").unwrap(),
+                5,
+                &[&source],
+                "1:2:",
+                "t",
+                &cols
+            )
+            .is_none()
+        );
     }
 
     #[test]

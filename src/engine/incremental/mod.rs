@@ -56,9 +56,14 @@ pub fn requested(options: &[(String, String)]) -> Result<Requested, String> {
 /// How a table is refreshed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
-    Incremental { sources: Vec<SourceTable>, plan: Plan },
+    Incremental {
+        sources: Vec<SourceTable>,
+        plan: Plan,
+    },
     /// Why not incrementally.
-    Full { reason: String },
+    Full {
+        reason: String,
+    },
 }
 
 impl Decision {
@@ -102,7 +107,11 @@ pub async fn decide(
 }
 
 /// The sources to capture and the plan, or why the query cannot be refreshed incrementally.
-async fn why_not(tx: &Transaction<'_>, view: &str, resolved: &str) -> Result<Result<(Vec<SourceTable>, Plan), String>, tokio_postgres::Error> {
+async fn why_not(
+    tx: &Transaction<'_>,
+    view: &str,
+    resolved: &str,
+) -> Result<Result<(Vec<SourceTable>, Plan), String>, tokio_postgres::Error> {
     let plan = match analyze::analyze(resolved) {
         Ok(p) => p,
         Err(reason) => return Ok(Err(reason)),
@@ -118,14 +127,14 @@ async fn why_not(tx: &Transaction<'_>, view: &str, resolved: &str) -> Result<Res
         return Ok(Err(reason));
     }
     if let Plan::Groups { .. } = plan {
-        let version: i32 = tx
-            .query_one("SELECT current_setting('server_version_num')::int", &[])
-            .await?
-            .get(0);
+        let version: i32 = tx.query_one("SELECT current_setting('server_version_num')::int", &[]).await?.get(0);
         if version < 150_000 {
-            return Ok(Err("GROUP BY is refreshed incrementally from PostgreSQL 15 on (UNIQUE NULLS NOT DISTINCT)".into()));
+            return Ok(Err(
+                "GROUP BY is refreshed incrementally from PostgreSQL 15 on (UNIQUE NULLS NOT DISTINCT)".into(),
+            ));
         }
-        let view_columns = crate::manager::catalog::columns_of(tx, &format!("dyngate.{}", crate::manager::rules::quote_ident(view))).await?;
+        let view_columns =
+            crate::manager::catalog::columns_of(tx, &format!("dyngate.{}", crate::manager::rules::quote_ident(view))).await?;
         let columns: Vec<delta::Column> = view_columns.into_iter().map(|(name, ty)| delta::Column { name, ty }).collect();
         if let Some(reason) = groups::float_reason(&plan, &columns) {
             return Ok(Err(reason));
@@ -141,7 +150,9 @@ pub fn sources_in_order<'a>(plan: &Plan, sources: &'a [SourceTable]) -> Result<V
     let froms = plan.froms();
     let tables: Vec<&analyze::Source> = froms.iter().flat_map(|f| f.tables.iter()).collect();
     let find = |t: &analyze::Source| sources.iter().find(|s| s.schema == t.schema && s.name == t.name);
-    let covered = sources.iter().all(|s| tables.iter().any(|t| find(t).is_some_and(|f| f.oid == s.oid)));
+    let covered = sources
+        .iter()
+        .all(|s| tables.iter().any(|t| find(t).is_some_and(|f| f.oid == s.oid)));
     if !covered || tables.iter().any(|t| find(t).is_none()) {
         let named: Vec<String> = tables.iter().map(|t| format!("{}.{}", t.schema, t.name)).collect();
         return Err(format!(
@@ -150,10 +161,7 @@ pub fn sources_in_order<'a>(plan: &Plan, sources: &'a [SourceTable]) -> Result<V
             named.join(", ")
         ));
     }
-    Ok(froms
-        .iter()
-        .map(|f| f.tables.iter().filter_map(|t| find(t)).collect())
-        .collect())
+    Ok(froms.iter().map(|f| f.tables.iter().filter_map(&find).collect()).collect())
 }
 
 /// Locks an incremental table's sources against writers until the transaction ends, before
@@ -214,9 +222,11 @@ pub async fn mark_applied(c: &impl GenericClient, id: i64, applied: bool) -> Res
 
 /// The snapshot table `id` is up to date with (None: the next refresh is full).
 pub async fn applied_snapshot(c: &impl GenericClient, id: i64) -> Result<Option<String>, tokio_postgres::Error> {
-    Ok(c.query_opt("SELECT snapshot::text FROM dyngate.applied WHERE dynamic_table_id = $1", &[&id])
-        .await?
-        .map(|r| r.get(0)))
+    Ok(
+        c.query_opt("SELECT snapshot::text FROM dyngate.applied WHERE dynamic_table_id = $1", &[&id])
+            .await?
+            .map(|r| r.get(0)),
+    )
 }
 
 /// What the sources logged since the snapshot `applied`, read in the caller's snapshot.
