@@ -430,6 +430,11 @@ const SHAPES: &[(&str, &str)] = &[
         "SELECT s.w, count(*) AS n, sum(r.v) AS total, max(r.note) AS mx, min(s.k) AS lo FROM r JOIN s ON s.k = r.k GROUP BY s.w",
     ),
     ("distinct_rows", "SELECT DISTINCT v, note FROM r WHERE k IS NULL OR k < 8"),
+    // Numeric values of several scales: a sum has its largest-scale value's scale.
+    (
+        "scaled",
+        "SELECT k, sum(v::numeric / 4) AS s, avg(v::numeric / 3) AS a, sum(CASE WHEN v > 3 THEN 1.5 ELSE 2 END) AS t FROM r GROUP BY k",
+    ),
     (
         "unioned",
         "SELECT k, v FROM r WHERE v > 2 UNION ALL SELECT k, w FROM s UNION ALL SELECT r.k, s.w FROM r JOIN s ON s.k = r.k WHERE r.v IS NULL",

@@ -132,7 +132,9 @@ impl Manager {
             (RefreshAction::NoData, _) => 0,
             (RefreshAction::Incremental, Some(plan)) => {
                 let applied = applied.as_deref().unwrap_or_default();
-                incremental::apply(&tx, &dt.owner, plan, dt.id, &sources, applied, &target)
+                let view = dt.query_view.as_deref().unwrap_or_default();
+                let query_columns = incremental::query_columns(&tx, view).await?;
+                incremental::apply(&tx, &dt.owner, plan, dt.id, &sources, applied, &target, &query_columns)
                     .await
                     .map_err(|e| match e {
                         incremental::ApplyError::Postgres(e) => ManagerError::from(e),
@@ -144,7 +146,9 @@ impl Manager {
             }
             _ => {
                 if let Some(plan) = &plan {
-                    incremental::refill_state(&tx, &dt.owner, plan, dt.id).await?;
+                    let view = dt.query_view.as_deref().unwrap_or_default();
+                    let query_columns = incremental::query_columns(&tx, view).await?;
+                    incremental::refill_state(&tx, &dt.owner, plan, dt.id, &query_columns).await?;
                 }
                 engine::postgres::full_refresh(&tx, &dt.owner, &target, query).await?.rows
             }

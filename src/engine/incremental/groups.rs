@@ -78,8 +78,50 @@ pub fn float_reason(plan: &Plan, columns: &[Column]) -> Option<String> {
     })
 }
 
+/// A value kept as the extremum of the group's rows: a min or max output, or the largest scale
+/// of a numeric sum's values (PostgreSQL's numeric sum has the scale of its largest-scale value,
+/// and an avg is that sum divided: a sum kept across deletions must be given that scale again).
+struct Extremum {
+    /// The state column holding it, and the one holding the delta's deleted extremum.
+    value: String,
+    deleted: String,
+    f: &'static str,
+    /// Over the source's rows, and over the changes' column.
+    of_source: String,
+    of_change: String,
+}
+
+fn scale_tracked(o: &Output, ty: Option<&str>) -> bool {
+    matches!(o, Output::Agg(Agg::Sum | Agg::Avg, Some(_))) && ty == Some("numeric")
+}
+
+fn extrema(g: &Grouped<'_>, columns: &[Column]) -> Vec<Extremum> {
+    let mut out = Vec::new();
+    for (i, o) in g.outputs.iter().enumerate() {
+        let ty = columns.get(i).map(|c| c.ty.as_str());
+        match o {
+            Output::Agg(a @ (Agg::Min | Agg::Max), Some(e)) => out.push(Extremum {
+                value: col("m", i),
+                deleted: col("d", i),
+                f: if *a == Agg::Min { "min" } else { "max" },
+                of_source: e.clone(),
+                of_change: col("e", i),
+            }),
+            Output::Agg(_, Some(e)) if scale_tracked(o, ty) => out.push(Extremum {
+                value: col("x", i),
+                deleted: col("y", i),
+                f: "max",
+                of_source: format!("pg_catalog.scale(({e})::pg_catalog.numeric)"),
+                of_change: format!("pg_catalog.scale(({})::pg_catalog.numeric)", col("e", i)),
+            }),
+            _ => {}
+        }
+    }
+    out
+}
+
 /// The state's columns and how the state query computes them from the source's rows, in order.
-fn state_columns(g: &Grouped<'_>) -> Vec<(String, String)> {
+fn state_columns(g: &Grouped<'_>, columns: &[Column]) -> Vec<(String, String)> {
     let mut cols: Vec<(String, String)> = g.keys.iter().enumerate().map(|(j, k)| (col("k", j), k.clone())).collect();
     cols.push((N.to_string(), "count(*)".into()));
     for (i, o) in g.outputs.iter().enumerate() {
@@ -90,13 +132,12 @@ fn state_columns(g: &Grouped<'_>) -> Vec<(String, String)> {
                 cols.push((col("s", i), format!("sum({e})")));
                 cols.push((col("c", i), format!("count({e})")));
             }
-            Output::Agg(a @ (Agg::Min | Agg::Max), Some(e)) => {
-                let f = if *a == Agg::Min { "min" } else { "max" };
-                cols.push((col("m", i), format!("{f}({e})")));
-                cols.push((col("d", i), format!("{f}({e})")));
-            }
-            Output::Agg(_, None) => {}
+            Output::Agg(Agg::Min | Agg::Max, Some(_)) | Output::Agg(_, None) => {}
         }
+    }
+    for x in extrema(g, columns) {
+        cols.push((x.value, format!("{}({})", x.f, x.of_source)));
+        cols.push((x.deleted, format!("{}({})", x.f, x.of_source)));
     }
     cols
 }
@@ -115,19 +156,19 @@ fn from_source(g: &Grouped<'_>) -> String {
 }
 
 /// The state of every group, computed from the source.
-fn state_query(g: &Grouped<'_>) -> String {
-    let cols = state_columns(g);
+fn state_query(g: &Grouped<'_>, columns: &[Column]) -> String {
+    let cols = state_columns(g, columns);
     let select: Vec<String> = cols.iter().map(|(c, e)| format!("{e} AS {c}")).collect();
     format!("SELECT {} {} GROUP BY {}", select.join(", "), from_source(g), g.keys.join(", "))
 }
 
-fn state_list(g: &Grouped<'_>) -> String {
-    state_columns(g).into_iter().map(|(c, _)| c).collect::<Vec<_>>().join(", ")
+fn state_list(g: &Grouped<'_>, columns: &[Column]) -> String {
+    state_columns(g, columns).into_iter().map(|(c, _)| c).collect::<Vec<_>>().join(", ")
 }
 
-/// Creates the empty state table of table `id` for `owner` (run by the service account: the
-/// columns' types are derived from the query without reading a row).
-pub fn create_state_sql(plan: &Plan, id: i64, owner: &str) -> Option<String> {
+/// Creates the empty state table of table `id` (whose columns are `columns`) for `owner` (run
+/// by the service account: the columns' types are derived from the query without reading a row).
+pub fn create_state_sql(plan: &Plan, id: i64, owner: &str, columns: &[Column]) -> Option<String> {
     let g = grouped(plan)?;
     let keys: Vec<String> = (0..g.keys.len()).map(|j| col("k", j)).collect();
     let t = qstate(id);
@@ -137,7 +178,7 @@ pub fn create_state_sql(plan: &Plan, id: i64, owner: &str) -> Option<String> {
          CREATE UNIQUE INDEX ON {t} ({keys}) NULLS NOT DISTINCT;
          COMMENT ON TABLE {t} IS 'dyngate: the aggregates of a dynamic table refreshed incrementally';
          ALTER TABLE {t} OWNER TO {owner};",
-        q = state_query(&g),
+        q = state_query(&g, columns),
         keys = keys.join(", "),
         owner = quote_ident(owner),
     ))
@@ -149,15 +190,28 @@ pub fn drop_state_sql(id: i64) -> String {
 }
 
 /// Fills (or refills) the state from the source, as the owner.
-pub fn fill_state_sql(plan: &Plan, id: i64) -> Option<String> {
+pub fn fill_state_sql(plan: &Plan, id: i64, columns: &[Column]) -> Option<String> {
     let g = grouped(plan)?;
     let t = qstate(id);
-    Some(format!("DELETE FROM {t}; INSERT INTO {t} ({}) {}", state_list(&g), state_query(&g)))
+    Some(format!(
+        "DELETE FROM {t}; INSERT INTO {t} ({}) {}",
+        state_list(&g, columns),
+        state_query(&g, columns)
+    ))
 }
 
 /// The statements that apply the changes logged since `applied` to table `id` (`target`, quoted,
-/// with `columns`): see the module's doc. The last statement's row count is the rows inserted.
-pub fn apply_sql(plan: &Plan, id: i64, sources: &[&SourceTable], applied: &str, target: &str, columns: &[Column]) -> Option<String> {
+/// with `columns`; its state laid out by the query's columns `query`): see the module's doc. The
+/// last statement's row count is the rows inserted.
+pub fn apply_sql(
+    plan: &Plan,
+    id: i64,
+    sources: &[&SourceTable],
+    applied: &str,
+    target: &str,
+    columns: &[Column],
+    query: &[Column],
+) -> Option<String> {
     let g = grouped(plan)?;
     let t = qstate(id);
     let where_ = g.filter.as_ref().map(|f| format!(" WHERE ({f})")).unwrap_or_default();
@@ -183,7 +237,7 @@ pub fn apply_sql(plan: &Plan, id: i64, sources: &[&SourceTable], applied: &str, 
     let mut merge: Vec<String> = vec![format!("{N} = st.{N} + excluded.{N}"), format!("{TOUCHED} = excluded.{TOUCHED}")];
     let mut redo: Vec<String> = Vec::new();
     let mut redo_new: Vec<String> = Vec::new();
-    let mut extrema: Vec<(usize, &str, &String)> = Vec::new();
+    let extrema = extrema(&g, query);
     for (i, o) in g.outputs.iter().enumerate() {
         let e = col("e", i);
         let count = format!("coalesce(sum(\"dyngate$sign\") FILTER (WHERE {e} IS NOT NULL), 0)");
@@ -205,24 +259,20 @@ pub fn apply_sql(plan: &Plan, id: i64, sources: &[&SourceTable], applied: &str, 
                 merge.push(sum_merge(&col("s", i)));
                 merge.push(format!("{c} = st.{c} + excluded.{c}", c = col("c", i)));
             }
-            Output::Agg(a @ (Agg::Min | Agg::Max), Some(arg)) => {
-                let (f, pick, cmp) = if *a == Agg::Min {
-                    ("min", "least", "<=")
-                } else {
-                    ("max", "greatest", ">=")
-                };
-                let (m, d) = (col("m", i), col("d", i));
-                delta.push(format!("{f}({e}) FILTER (WHERE \"dyngate$sign\" > 0)"));
-                delta.push(format!("{f}({e}) FILTER (WHERE \"dyngate$sign\" < 0)"));
-                insert_cols.push(m.clone());
-                insert_cols.push(d.clone());
-                merge.push(format!("{m} = {pick}(st.{m}, excluded.{m})"));
-                // A deleted value at or beyond the extremum: the group is recomputed.
-                redo.push(format!("coalesce(excluded.{d} {cmp} {pick}(st.{m}, excluded.{m}), false)"));
-                redo_new.push(format!("{f}({e}) FILTER (WHERE \"dyngate$sign\" < 0) IS NOT NULL"));
-                extrema.push((i, f, arg));
-            }
+            Output::Agg(Agg::Min | Agg::Max, Some(_)) => {}
         }
+    }
+    for x in &extrema {
+        let (f, e, m, d) = (x.f, &x.of_change, &x.value, &x.deleted);
+        let (pick, cmp) = if f == "min" { ("least", "<=") } else { ("greatest", ">=") };
+        delta.push(format!("{f}({e}) FILTER (WHERE \"dyngate$sign\" > 0)"));
+        delta.push(format!("{f}({e}) FILTER (WHERE \"dyngate$sign\" < 0)"));
+        insert_cols.push(m.clone());
+        insert_cols.push(d.clone());
+        merge.push(format!("{m} = {pick}(st.{m}, excluded.{m})"));
+        // A deleted value at or beyond the extremum: the group is recomputed.
+        redo.push(format!("coalesce(excluded.{d} {cmp} {pick}(st.{m}, excluded.{m}), false)"));
+        redo_new.push(format!("{f}({e}) FILTER (WHERE \"dyngate$sign\" < 0) IS NOT NULL"));
     }
     let redo_insert = if redo_new.is_empty() {
         "false".to_string()
@@ -261,13 +311,10 @@ pub fn apply_sql(plan: &Plan, id: i64, sources: &[&SourceTable], applied: &str, 
     if !extrema.is_empty() {
         // Marks left by the previous apply go first.
         sql.insert(0, format!("UPDATE {t} SET {REDO} = false WHERE {REDO}"));
-        let sets: Vec<String> = extrema.iter().map(|(i, _, _)| format!("{m} = NULL", m = col("m", *i))).collect();
+        let sets: Vec<String> = extrema.iter().map(|x| format!("{} = NULL", x.value)).collect();
         sql.push(format!("UPDATE {t} SET {} WHERE {REDO}", sets.join(", ")));
-        let aggs: Vec<String> = extrema
-            .iter()
-            .map(|(i, f, arg)| format!("{f}({arg}) AS {}", col("m", *i)))
-            .collect();
-        let sets: Vec<String> = extrema.iter().map(|(i, _, _)| format!("{m} = r.{m}", m = col("m", *i))).collect();
+        let aggs: Vec<String> = extrema.iter().map(|x| format!("{}({}) AS {}", x.f, x.of_source, x.value)).collect();
+        let sets: Vec<String> = extrema.iter().map(|x| format!("{m} = r.{m}", m = x.value)).collect();
         let src_keys: Vec<String> = g.keys.iter().enumerate().map(|(j, k)| format!("{k} AS {}", col("k", j))).collect();
         let row_of = |alias: &str| {
             format!(
@@ -323,6 +370,18 @@ pub fn apply_sql(plan: &Plan, id: i64, sources: &[&SourceTable], applied: &str, 
                 Output::Key(j) => format!("st.{}", col("k", *j)),
                 Output::Agg(Agg::Count, None) => format!("st.{N}"),
                 Output::Agg(Agg::Count, Some(_)) => format!("st.{}", col("c", i)),
+                // A numeric sum gets back the scale of its largest-scale value.
+                Output::Agg(Agg::Sum | Agg::Avg, _) if scale_tracked(o, query.get(i).map(|c| c.ty.as_str())) => format!(
+                    "CASE WHEN st.{c} > 0 THEN pg_catalog.round((st.{s})::pg_catalog.numeric, st.{x}){div} END",
+                    c = col("c", i),
+                    s = col("s", i),
+                    x = col("x", i),
+                    div = if matches!(o, Output::Agg(Agg::Avg, _)) {
+                        format!(" / st.{}", col("c", i))
+                    } else {
+                        String::new()
+                    }
+                ),
                 Output::Agg(Agg::Sum, _) => format!("CASE WHEN st.{c} > 0 THEN st.{s} END", c = col("c", i), s = col("s", i)),
                 Output::Agg(Agg::Avg, _) => format!(
                     "CASE WHEN st.{c} > 0 THEN st.{s}::{ty} / st.{c} END",
@@ -358,9 +417,17 @@ mod tests {
     fn state_and_apply_sql() {
         let plan = analyze("SELECT o.day, count(*) AS n, sum(o.amount) AS total, min(o.amount) AS lo FROM public.orders o GROUP BY o.day")
             .unwrap();
-        let create = create_state_sql(&plan, 5, "alice").unwrap();
+        let cols = [
+            column("day", "date"),
+            column("n", "bigint"),
+            column("total", "numeric"),
+            column("lo", "numeric"),
+        ];
+        let create = create_state_sql(&plan, 5, "alice", &cols).unwrap();
         for part in [
-            "CREATE TABLE dyngate.\"state_5\" AS SELECT o.day AS \"dyngate$k0\", count(*) AS \"dyngate$n\", sum(o.amount) AS \"dyngate$s2\", count(o.amount) AS \"dyngate$c2\", min(o.amount) AS \"dyngate$m3\", min(o.amount) AS \"dyngate$d3\" FROM \"public\".\"orders\" AS \"o\" GROUP BY o.day WITH NO DATA",
+            "CREATE TABLE dyngate.\"state_5\" AS SELECT o.day AS \"dyngate$k0\", count(*) AS \"dyngate$n\", sum(o.amount) AS \"dyngate$s2\", count(o.amount) AS \"dyngate$c2\", ",
+            "max(pg_catalog.scale((o.amount)::pg_catalog.numeric)) AS \"dyngate$x2\"",
+            "min(o.amount) AS \"dyngate$m3\", min(o.amount) AS \"dyngate$d3\" FROM \"public\".\"orders\" AS \"o\" GROUP BY o.day WITH NO DATA",
             "CREATE UNIQUE INDEX ON dyngate.\"state_5\" (\"dyngate$k0\") NULLS NOT DISTINCT",
             "OWNER TO \"alice\"",
         ] {
@@ -373,22 +440,16 @@ mod tests {
             quoted: "public.orders".into(),
             columns: vec![(2, "day".into()), (3, "amount".into())],
         };
-        let cols = [
-            column("day", "date"),
-            column("n", "bigint"),
-            column("total", "numeric"),
-            column("lo", "numeric"),
-        ];
-        let apply = apply_sql(&plan, 5, &[&source], "1:2:", "public.daily", &cols).unwrap();
+        let apply = apply_sql(&plan, 5, &[&source], "1:2:", "public.daily", &cols, &cols).unwrap();
         if let Ok(path) = std::env::var("DYNGATE_PRINT_GROUPS_SQL") {
             std::fs::write(path, &apply).unwrap();
         }
         for part in [
             "ON CONFLICT (\"dyngate$k0\") DO UPDATE SET \"dyngate$n\" = st.\"dyngate$n\" + excluded.\"dyngate$n\"",
             "\"dyngate$m3\" = least(st.\"dyngate$m3\", excluded.\"dyngate$m3\")",
-            "\"dyngate$redo\" = st.\"dyngate$redo\" OR coalesce(excluded.\"dyngate$d3\" <= least(st.\"dyngate$m3\", excluded.\"dyngate$m3\"), false)",
+            "\"dyngate$redo\" = st.\"dyngate$redo\" OR coalesce(excluded.\"dyngate$y2\" >= greatest(st.\"dyngate$x2\", excluded.\"dyngate$x2\"), false) OR coalesce(excluded.\"dyngate$d3\" <= least(st.\"dyngate$m3\", excluded.\"dyngate$m3\"), false)",
             "DELETE FROM public.daily AS t USING dyngate.\"state_5\" AS st WHERE st.\"dyngate$touched\" = pg_catalog.pg_current_xact_id() AND ROW(t.\"day\")::text = ROW(st.\"dyngate$k0\"::date)::text",
-            "(CASE WHEN st.\"dyngate$c2\" > 0 THEN st.\"dyngate$s2\" END)::numeric",
+            "(CASE WHEN st.\"dyngate$c2\" > 0 THEN pg_catalog.round((st.\"dyngate$s2\")::pg_catalog.numeric, st.\"dyngate$x2\") END)::numeric",
         ] {
             assert!(apply.contains(part), "{part}\n---\n{apply}");
         }
@@ -404,6 +465,7 @@ mod tests {
                 &[&source],
                 "1:2:",
                 "t",
+                &cols,
                 &cols
             )
             .is_none()

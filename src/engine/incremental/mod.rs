@@ -59,11 +59,11 @@ pub enum Decision {
     Incremental {
         sources: Vec<SourceTable>,
         plan: Plan,
+        /// The query's columns (what a grouped table's state is laid out by).
+        columns: Vec<delta::Column>,
     },
     /// Why not incrementally.
-    Full {
-        reason: String,
-    },
+    Full { reason: String },
 }
 
 impl Decision {
@@ -97,7 +97,7 @@ pub async fn decide(
         why_not(tx, view, resolved).await?
     };
     let reason = match why {
-        Ok((sources, plan)) => return Ok(Ok(Decision::Incremental { sources, plan })),
+        Ok((sources, plan, columns)) => return Ok(Ok(Decision::Incremental { sources, plan, columns })),
         Err(reason) => reason,
     };
     Ok(match requested {
@@ -111,7 +111,7 @@ async fn why_not(
     tx: &Transaction<'_>,
     view: &str,
     resolved: &str,
-) -> Result<Result<(Vec<SourceTable>, Plan), String>, tokio_postgres::Error> {
+) -> Result<Result<(Vec<SourceTable>, Plan, Vec<delta::Column>), String>, tokio_postgres::Error> {
     let plan = match analyze::analyze(resolved) {
         Ok(p) => p,
         Err(reason) => return Ok(Err(reason)),
@@ -133,14 +133,18 @@ async fn why_not(
                 "GROUP BY is refreshed incrementally from PostgreSQL 15 on (UNIQUE NULLS NOT DISTINCT)".into(),
             ));
         }
-        let view_columns =
-            crate::manager::catalog::columns_of(tx, &format!("dyngate.{}", crate::manager::rules::quote_ident(view))).await?;
-        let columns: Vec<delta::Column> = view_columns.into_iter().map(|(name, ty)| delta::Column { name, ty }).collect();
-        if let Some(reason) = groups::float_reason(&plan, &columns) {
-            return Ok(Err(reason));
-        }
     }
-    Ok(Ok((sources, plan)))
+    let columns = query_columns(tx, view).await?;
+    if let Some(reason) = groups::float_reason(&plan, &columns) {
+        return Ok(Err(reason));
+    }
+    Ok(Ok((sources, plan, columns)))
+}
+
+/// The columns of the query bound in view `dyngate.<view>`: names and types.
+pub async fn query_columns(c: &impl GenericClient, view: &str) -> Result<Vec<delta::Column>, tokio_postgres::Error> {
+    let columns = crate::manager::catalog::columns_of(c, &format!("dyngate.{}", crate::manager::rules::quote_ident(view))).await?;
+    Ok(columns.into_iter().map(|(name, ty)| delta::Column { name, ty }).collect())
 }
 
 /// For each branch of the plan, the captured table of each table of its FROM, in order (a
@@ -181,15 +185,15 @@ pub async fn prepare(tx: &Transaction<'_>, decision: &Decision) -> Result<(), to
 /// (`filled`) or not (a suspended table altered: its next refresh is full).
 pub async fn record(tx: &Transaction<'_>, id: i64, decision: &Decision, owner: &str, filled: bool) -> Result<(), tokio_postgres::Error> {
     tx.batch_execute(&groups::drop_state_sql(id)).await?;
-    if let Decision::Incremental { sources, plan } = decision {
+    if let Decision::Incremental { sources, plan, columns } = decision {
         for s in sources {
             capture::install(tx, s, owner).await?;
         }
-        if let Some(create) = groups::create_state_sql(plan, id, owner) {
+        if let Some(create) = groups::create_state_sql(plan, id, owner, columns) {
             tx.batch_execute(&create).await?;
         }
         if filled {
-            refill_state(tx, owner, plan, id).await?;
+            refill_state(tx, owner, plan, id, columns).await?;
         }
     }
     let reason = match decision {
@@ -278,8 +282,14 @@ pub fn prefer_full(changes: i64, source_rows: f64) -> bool {
 
 /// Recomputes the state a plan keeps (a grouped table's) from the sources, as `owner`: after
 /// a fill, and with every full refresh of an incremental table.
-pub async fn refill_state(tx: &Transaction<'_>, owner: &str, plan: &Plan, id: i64) -> Result<(), tokio_postgres::Error> {
-    if let Some(fill) = groups::fill_state_sql(plan, id) {
+pub async fn refill_state(
+    tx: &Transaction<'_>,
+    owner: &str,
+    plan: &Plan,
+    id: i64,
+    query: &[delta::Column],
+) -> Result<(), tokio_postgres::Error> {
+    if let Some(fill) = groups::fill_state_sql(plan, id, query) {
         crate::engine::postgres::run_as(tx, owner, &fill).await?;
     }
     Ok(())
@@ -291,8 +301,9 @@ pub async fn forget(tx: &Transaction<'_>, id: i64) -> Result<(), tokio_postgres:
     capture::remove_unused(tx).await
 }
 
-/// Applies the changes since `applied` to table `id` (`target`, quoted) as `owner`; the rows
-/// inserted.
+/// Applies the changes since `applied` to table `id` (`target`, quoted; its query's columns
+/// `query`) as `owner`; the rows inserted.
+#[allow(clippy::too_many_arguments)]
 pub async fn apply(
     tx: &Transaction<'_>,
     owner: &str,
@@ -301,6 +312,7 @@ pub async fn apply(
     sources: &[SourceTable],
     applied: &str,
     target: &str,
+    query: &[delta::Column],
 ) -> Result<u64, ApplyError> {
     let ordered = sources_in_order(plan, sources).map_err(ApplyError::Plan)?;
     let columns: Vec<delta::Column> = crate::manager::catalog::columns_of(tx, target)
@@ -310,7 +322,10 @@ pub async fn apply(
         .collect();
     let sql = match plan {
         Plan::Rows { .. } => delta::apply_sql(plan, &ordered, applied, target, &columns),
-        Plan::Groups { .. } => groups::apply_sql(plan, id, ordered.first().map_or(&[][..], |o| &o[..]), applied, target, &columns),
+        Plan::Groups { .. } => {
+            let sources = ordered.first().map_or(&[][..], |o| &o[..]);
+            groups::apply_sql(plan, id, sources, applied, target, &columns, query)
+        }
     }
     .ok_or_else(|| ApplyError::Plan("no apply for this plan".into()))?;
     // The planner's costs count the sources' whole size (it cannot know a delta is small), which
