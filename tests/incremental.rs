@@ -264,11 +264,9 @@ async fn alter_switches_the_refresh_action() {
         .await
         .unwrap();
     // ALTER SET ('refresh.action' = 'full'): refreshed fully; capture goes.
-    let notices = c
-        .simple_query("ALTER DYNAMIC TABLE t SET ('refresh.action' = 'full')")
+    c.simple_query("ALTER DYNAMIC TABLE t SET ('refresh.action' = 'full')")
         .await
         .unwrap();
-    drop(notices);
     assert_eq!(describe(&c, "t", "refresh_action").await.as_deref(), Some("FULL"));
     let captured: i64 = c
         .query_one("SELECT count(*) FROM dyngate.change_capture", &[])

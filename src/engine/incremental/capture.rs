@@ -5,7 +5,7 @@
 //!
 //! | capture                                   | 1 writer, 10k 1-row INSERTs | 8 writers, 1-row INSERTs | INSERT ... SELECT of 200k rows |
 //! |-------------------------------------------|-----------------------------|--------------------------|--------------------------------|
-//! | statement triggers, transition tables     | 0.9-1.15x                   | 70-74% of the throughput | 1.5x                           |
+//! | statement triggers, transition tables     | 0.84-1.21x (noisy)          | 70-77% of the throughput | 1.5x                           |
 //! | row triggers (VALUES (NEW.x, ...))        |                             | 83%                      | 3.2x                           |
 //! | row triggers, not SECURITY DEFINER        |                             | 87%                      |                                |
 //! | pg_ivm 1.15 (immediate, from the issue)   | 12.8x                       | 5%                       |                                |

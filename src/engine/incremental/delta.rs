@@ -2,7 +2,7 @@
 //! statement out, which the refresh runs as the table's owner inside its REPEATABLE READ
 //! transaction (so the log and the sources are read as of one snapshot).
 
-use crate::engine::incremental::analyze::{From, Plan};
+use crate::engine::incremental::analyze::{From, Plan, Source};
 use crate::engine::incremental::capture::{SIGN, SourceTable, XID, log_column, log_table};
 use crate::manager::rules::{quote_ident, quote_literal};
 
@@ -34,26 +34,20 @@ pub fn pending_changes(source: &SourceTable, applied: &str) -> String {
 /// `source`'s rows as they were at `applied`, with a sign: its rows now (+1), and the changes
 /// since undone (each change's sign negated).
 pub fn old_rows(source: &SourceTable, applied: &str) -> String {
-    let now: Vec<String> = source.columns.iter().map(|(_, name)| quote_ident(name)).collect();
-    let mut now = now.join(", ");
-    if !now.is_empty() {
-        now.push_str(", ");
-    }
-    let changes: String = source
-        .columns
-        .iter()
-        .map(|(n, name)| format!("{} AS {}, ", quote_ident(&log_column(*n)), quote_ident(name)))
-        .collect();
+    let names: String = source.columns.iter().map(|(_, name)| format!("{}, ", quote_ident(name))).collect();
     format!(
-        "SELECT {now}'1'::pg_catalog.int2 AS {sign} FROM {table}
+        "SELECT {names}'1'::pg_catalog.int2 AS {sign} FROM {table}
          UNION ALL
-         SELECT {changes}(- {sign})::pg_catalog.int2 FROM dyngate.{log} WHERE NOT pg_catalog.pg_visible_in_snapshot({xid}, {applied}::pg_catalog.pg_snapshot)",
+         SELECT {names}(- {sign})::pg_catalog.int2 FROM ({pending}) AS \"dyngate$pending\"",
         sign = quote_ident(SIGN),
         table = source.quoted,
-        log = quote_ident(&log_table(source.oid)),
-        xid = quote_ident(XID),
-        applied = quote_literal(applied)
+        pending = pending_changes(source, applied),
     )
+}
+
+/// A source table as it is now, under its binding in the query.
+pub fn table_now(t: &Source) -> String {
+    format!("{}.{} AS {}", quote_ident(&t.schema), quote_ident(&t.name), quote_ident(&t.binding))
 }
 
 /// The FROM clauses (each with the expression of its rows' sign) whose rows add up to the change
@@ -68,7 +62,7 @@ pub fn delta_terms(from: &From, sources: &[&SourceTable], applied: &str) -> Vec<
                 let t = &from.tables[j];
                 let binding = quote_ident(&t.binding);
                 match j.cmp(&i) {
-                    std::cmp::Ordering::Less => format!("{}.{} AS {binding}", quote_ident(&t.schema), quote_ident(&t.name)),
+                    std::cmp::Ordering::Less => table_now(t),
                     std::cmp::Ordering::Equal => format!("({}) AS {binding}", pending_changes(sources[j], applied)),
                     std::cmp::Ordering::Greater => format!("({}) AS {binding}", old_rows(sources[j], applied)),
                 }

@@ -20,7 +20,7 @@
 
 use crate::engine::incremental::analyze::{Agg, From, Output, Plan};
 use crate::engine::incremental::capture::SourceTable;
-use crate::engine::incremental::delta::{Column, delta_terms};
+use crate::engine::incremental::delta::{Column, delta_terms, table_now};
 use crate::manager::rules::quote_ident;
 
 /// The state table of dynamic table `id` (unquoted, in schema `dyngate`).
@@ -144,10 +144,7 @@ fn state_columns(g: &Grouped<'_>, columns: &[Column]) -> Vec<(String, String)> {
 
 /// The source tables as they are now, joined as the query joins them.
 fn tables_now(from: &From) -> String {
-    from.render(|i| {
-        let t = &from.tables[i];
-        format!("{}.{} AS {}", quote_ident(&t.schema), quote_ident(&t.name), quote_ident(&t.binding))
-    })
+    from.render(|i| table_now(&from.tables[i]))
 }
 
 fn from_source(g: &Grouped<'_>) -> String {

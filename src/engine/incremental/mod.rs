@@ -245,6 +245,7 @@ pub struct Pending {
     pub source_rows: f64,
 }
 
+/// Counts what `sources` logged since `applied`, and whether one was truncated.
 pub async fn pending(tx: &Transaction<'_>, sources: &[SourceTable], applied: &str) -> Result<Pending, tokio_postgres::Error> {
     let mut p = Pending {
         changes: 0,
