@@ -441,6 +441,24 @@ const SHAPES: &[(&str, &str)] = &[
         "grouped_expr",
         "SELECT v % 3 AS b, note, count(*) AS n, min(note) AS mn, max(k) AS mx, avg(k::numeric / 7) AS a FROM r WHERE k IS NULL OR k > 2 GROUP BY v % 3, note",
     ),
+    // Outer joins: rows NULL-extended while nothing matches them, and no longer once something does.
+    (
+        "left_joined",
+        "SELECT r.k, r.v, s.w FROM r LEFT JOIN s ON s.k = r.k AND s.w <> 1 WHERE r.v IS DISTINCT FROM 2",
+    ),
+    ("right_joined", "SELECT r.v, s.k, s.w FROM r RIGHT JOIN s ON s.k = r.k AND r.v > 2"),
+    (
+        "full_joined",
+        "SELECT r.k AS rk, r.v, s.k AS sk, s.w FROM r FULL JOIN s ON s.k = r.k AND r.v < s.w",
+    ),
+    (
+        "outer_groups",
+        "SELECT s.w, count(*) AS n, count(r.v) AS nv, sum(r.v) AS total, max(r.v) AS hi FROM s LEFT JOIN r ON r.k = s.k GROUP BY s.w",
+    ),
+    (
+        "chained",
+        "SELECT r.k, s.w, s2.k AS k2 FROM r LEFT JOIN s ON s.k = r.k RIGHT JOIN s AS s2 ON s2.k = r.k + 1 AND s2.w < 2",
+    ),
 ];
 
 #[tokio::test]
@@ -479,10 +497,10 @@ async fn randomized_workloads_match_a_recompute() {
         let mut statements = Vec::new();
         for _ in 0..1 + rng.below(4) {
             let k = rng.value(10);
-            let s = match rng.below(21) {
+            let s = match rng.below(24) {
                 0 => format!("TRUNCATE r; {load}"),
-                19 if rng.below(3) == 0 => format!("TRUNCATE s; {load_s}"),
-                19 => match rng.below(3) {
+                19 if rng.below(6) == 0 => format!("TRUNCATE s; {load_s}"),
+                19..=22 => match rng.below(3) {
                     0 => format!(
                         "INSERT INTO s VALUES ({k}, {}), ({}, {})",
                         rng.value(4),

@@ -3,11 +3,13 @@
 //! table's name or alias). Pure: text in, a [`Plan`] or the reason it is refreshed fully out.
 //!
 //! Shapes supported so far:
-//! - [`Plan::Rows`]: `SELECT <scalar expressions> FROM <tables inner-joined> [WHERE ...]`, or a
+//! - [`Plan::Rows`]: `SELECT <scalar expressions> FROM <tables joined> [WHERE ...]`, or a
 //!   UNION ALL of such: each combination of source rows gives at most one result row, so a
-//!   deleted one deletes one copy of what it gave and an inserted one adds one.
+//!   deleted one deletes one copy of what it gave and an inserted one adds one. Joins are inner,
+//!   outer (left, right, full) or cross, one table after the other (`delta` has how an outer
+//!   join's NULL-extended rows are maintained).
 //! - [`Plan::Groups`]: `SELECT <group keys and count(*), count, sum, avg, min, max of scalar
-//!   expressions> FROM <tables inner-joined> [WHERE ...] GROUP BY <keys>`, and `SELECT DISTINCT`:
+//!   expressions> FROM <tables joined> [WHERE ...] GROUP BY <keys>`, and `SELECT DISTINCT`:
 //!   each group's aggregates are kept as mergeable state (counts and sums), so a change touches
 //!   only its group.
 //!
@@ -33,30 +35,69 @@ pub struct Source {
     pub binding: String,
 }
 
-/// What a query reads: tables joined by inner joins (a comma is a join without condition).
+/// What a query reads: tables joined left to right (a comma is a cross join), as
+/// `pg_get_viewdef` prints a FROM clause without parentheses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct From {
     pub tables: Vec<Source>,
-    /// The join condition of each table after the first (`None`: a cross join).
-    pub on: Vec<Option<String>>,
+    /// How each table after the first is joined to those before it.
+    pub joins: Vec<Join>,
+}
+
+/// A join of a table to the tables before it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Join {
+    Cross,
+    Inner(String),
+    Left(String),
+    Right(String),
+    Full(String),
+}
+
+impl Join {
+    /// The join condition (none for a cross join).
+    pub fn on(&self) -> Option<&str> {
+        match self {
+            Join::Cross => None,
+            Join::Inner(c) | Join::Left(c) | Join::Right(c) | Join::Full(c) => Some(c),
+        }
+    }
+
+    /// Rows of the tables before it are kept when no row of the joined table matches.
+    pub fn keeps_left(&self) -> bool {
+        matches!(self, Join::Left(_) | Join::Full(_))
+    }
+
+    /// Rows of the joined table are kept when no row of the tables before it matches.
+    pub fn keeps_right(&self) -> bool {
+        matches!(self, Join::Right(_) | Join::Full(_))
+    }
+
+    /// The join written before `table`: ` LEFT JOIN {table} ON {c}`.
+    pub fn render(&self, table: &str) -> String {
+        match self {
+            Join::Cross => format!(" CROSS JOIN {table}"),
+            Join::Inner(c) => format!(" JOIN {table} ON {c}"),
+            Join::Left(c) => format!(" LEFT JOIN {table} ON {c}"),
+            Join::Right(c) => format!(" RIGHT JOIN {table} ON {c}"),
+            Join::Full(c) => format!(" FULL JOIN {table} ON {c}"),
+        }
+    }
 }
 
 impl From {
     fn one(source: Source) -> From {
         From {
             tables: vec![source],
-            on: Vec::new(),
+            joins: Vec::new(),
         }
     }
 
     /// The FROM clause (without the keyword), the i-th table given by `table(i)`.
     pub fn render(&self, table: impl Fn(usize) -> String) -> String {
         let mut sql = table(0);
-        for (i, on) in self.on.iter().enumerate() {
-            match on {
-                Some(c) => sql.push_str(&format!(" JOIN {} ON {c}", table(i + 1))),
-                None => sql.push_str(&format!(" CROSS JOIN {}", table(i + 1))),
-            }
+        for (i, join) in self.joins.iter().enumerate() {
+            sql.push_str(&join.render(&table(i + 1)));
         }
         sql
     }
@@ -222,38 +263,37 @@ fn select_plan(select: &Select) -> Result<Plan, String> {
     })
 }
 
-/// Tables joined by inner joins on conditions (or commas); outer joins are not planned yet.
+/// Tables joined one after the other (inner, outer and cross joins, commas).
 fn from_of(items: &[sqlparser::ast::TableWithJoins]) -> Result<From, String> {
     let Some(first) = items.first() else {
         return Err("a query without FROM is refreshed fully".into());
     };
     let mut from = From::one(table_of(&first.relation)?);
     for j in &first.joins {
-        let on = match &j.join_operator {
-            JoinOperator::Join(JoinConstraint::On(c)) | JoinOperator::Inner(JoinConstraint::On(c)) => {
+        let on = |c: &JoinConstraint| match c {
+            JoinConstraint::On(c) => {
                 check_scalar(c, "a join condition")?;
-                Some(c.to_string())
+                Ok(c.to_string())
             }
-            JoinOperator::CrossJoin(JoinConstraint::None) => None,
-            JoinOperator::Join(_) | JoinOperator::Inner(_) => {
-                return Err("joins with USING or NATURAL are not supported incrementally yet".into());
-            }
-            JoinOperator::Left(_)
-            | JoinOperator::LeftOuter(_)
-            | JoinOperator::Right(_)
-            | JoinOperator::RightOuter(_)
-            | JoinOperator::FullOuter(_) => return Err("outer joins are not supported incrementally yet".into()),
+            _ => Err("joins with USING or NATURAL are not supported incrementally yet".to_string()),
+        };
+        let join = match &j.join_operator {
+            JoinOperator::Join(c) | JoinOperator::Inner(c) => Join::Inner(on(c)?),
+            JoinOperator::Left(c) | JoinOperator::LeftOuter(c) => Join::Left(on(c)?),
+            JoinOperator::Right(c) | JoinOperator::RightOuter(c) => Join::Right(on(c)?),
+            JoinOperator::FullOuter(c) => Join::Full(on(c)?),
+            JoinOperator::CrossJoin(JoinConstraint::None) => Join::Cross,
             _ => return Err("this join is not supported incrementally".into()),
         };
         from.tables.push(table_of(&j.relation)?);
-        from.on.push(on);
+        from.joins.push(join);
     }
     for item in &items[1..] {
         if !item.joins.is_empty() {
             return Err("joins after a comma in FROM are not supported incrementally yet".into());
         }
         from.tables.push(table_of(&item.relation)?);
-        from.on.push(None);
+        from.joins.push(Join::Cross);
     }
     let mut bindings: Vec<&str> = from.tables.iter().map(|t| t.binding.as_str()).collect();
     bindings.sort();
@@ -377,6 +417,7 @@ fn table_of(f: &TableFactor) -> Result<Source, String> {
     let TableFactor::Table { name, alias, args, .. } = f else {
         return Err(match f {
             TableFactor::Derived { .. } => "subqueries in FROM are not supported incrementally yet".into(),
+            TableFactor::NestedJoin { .. } => "parenthesized joins in FROM are not supported incrementally yet".into(),
             _ => "this FROM item is not supported incrementally".into(),
         });
     };
@@ -546,7 +587,7 @@ mod tests {
             panic!("{sql}");
         };
         assert_eq!(from.tables, [src("public", "orders", "o"), src("public", "customers", "c")]);
-        assert_eq!(from.on, [Some("c.id = o.customer_id".to_string())]);
+        assert_eq!(from.joins, [Join::Inner("c.id = o.customer_id".to_string())]);
         assert_eq!(keys, ["c.region", "o.day"]);
         assert_eq!(from.render(|i| format!("T{i}")), "T0 JOIN T1 ON c.id = o.customer_id");
         let sql = "SELECT a.id, b.id AS bid FROM public.a, public.b WHERE a.id = b.id";
@@ -555,6 +596,25 @@ mod tests {
         };
         assert_eq!(branches[0].from.render(|i| format!("T{i}")), "T0 CROSS JOIN T1");
         assert_eq!(branches[0].filter.as_deref(), Some("a.id = b.id"));
+        let sql = "SELECT a.id, b.y, c.z FROM public.a LEFT JOIN public.b ON b.id = a.id RIGHT JOIN public.c ON c.id = a.id FULL JOIN public.d ON d.id = c.id";
+        let Ok(Plan::Rows { branches }) = analyze(sql) else {
+            panic!("{sql}");
+        };
+        let from = &branches[0].from;
+        assert_eq!(
+            from.joins,
+            [
+                Join::Left("b.id = a.id".into()),
+                Join::Right("c.id = a.id".into()),
+                Join::Full("d.id = c.id".into())
+            ]
+        );
+        assert_eq!(
+            from.render(|i| format!("T{i}")),
+            "T0 LEFT JOIN T1 ON b.id = a.id RIGHT JOIN T2 ON c.id = a.id FULL JOIN T3 ON d.id = c.id"
+        );
+        let keeps: Vec<(bool, bool)> = from.joins.iter().map(|j| (j.keeps_left(), j.keeps_right())).collect();
+        assert_eq!(keeps, [(true, false), (false, true), (true, true)]);
     }
 
     #[test]
@@ -645,8 +705,8 @@ mod tests {
             ("SELECT orders.id FROM public.orders LIMIT 10", "LIMIT"),
             ("SELECT orders.id FROM public.orders OFFSET 10", "LIMIT, OFFSET"),
             (
-                "SELECT o.id FROM public.orders o LEFT JOIN public.customers c ON c.id = o.customer_id",
-                "outer joins",
+                "SELECT a.id FROM public.a LEFT JOIN (public.b JOIN public.c ON c.id = b.id) ON b.id = a.id",
+                "parenthesized joins",
             ),
             ("SELECT o.id FROM public.orders o JOIN public.customers c USING (id)", "USING"),
             ("SELECT 1 AS one", "without FROM"),

@@ -50,28 +50,209 @@ pub fn table_now(t: &Source) -> String {
     format!("{}.{} AS {}", quote_ident(&t.schema), quote_ident(&t.name), quote_ident(&t.binding))
 }
 
-/// The FROM clauses (each with the expression of its rows' sign) whose rows add up to the change
-/// of the joined rows since `applied`, `sources[i]` being the captured table of
-/// `from.tables[i]`. Telescoping: term i reads table i's changes, the tables before it as they
-/// are now, and those after it as they were (so every pair of changes is counted once):
-/// Δ(A ⋈ B) = ΔA ⋈ B_old + A_new ⋈ ΔB. One table: its changes.
-pub fn delta_terms(from: &From, sources: &[&SourceTable], applied: &str) -> Vec<(String, String)> {
-    (0..from.tables.len())
-        .map(|i| {
-            let clause = from.render(|j| {
-                let t = &from.tables[j];
-                let binding = quote_ident(&t.binding);
-                match j.cmp(&i) {
-                    std::cmp::Ordering::Less => table_now(t),
-                    std::cmp::Ordering::Equal => format!("({}) AS {binding}", pending_changes(sources[j], applied)),
-                    std::cmp::Ordering::Greater => format!("({}) AS {binding}", old_rows(sources[j], applied)),
-                }
-            });
-            let signs: Vec<String> = from.tables[i..]
-                .iter()
-                .map(|t| format!("{}.{}", quote_ident(&t.binding), quote_ident(SIGN)))
-                .collect();
-            (clause, signs.join(" * "))
+/// One term of a delta: the rows of `SELECT ... FROM {clause} WHERE {conds}`, each counted
+/// `sign` times (an expression: -1 removes a row, +1 adds one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Term {
+    pub clause: String,
+    pub sign: String,
+    /// Conditions on the term's rows, besides the query's own WHERE.
+    pub conds: Vec<String>,
+}
+
+impl Term {
+    /// ` WHERE ({filter}) AND {conds}`, or nothing.
+    pub fn where_clause(&self, filter: Option<&str>) -> String {
+        let all: Vec<String> = filter
+            .map(|f| format!("({f})"))
+            .into_iter()
+            .chain(self.conds.iter().cloned())
+            .collect();
+        if all.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE {}", all.join(" AND "))
+        }
+    }
+}
+
+/// A term being built: a FROM clause whose rows are counted by the product of `signs`
+/// (none: once each) where `conds` hold.
+#[derive(Debug, Clone)]
+struct Draft {
+    clause: String,
+    signs: Vec<String>,
+    conds: Vec<String>,
+}
+
+impl Draft {
+    fn of(clause: String, sign: Option<&str>) -> Draft {
+        Draft {
+            clause,
+            signs: sign.map(String::from).into_iter().collect(),
+            conds: Vec::new(),
+        }
+    }
+
+    /// This clause followed by `join` (` JOIN x ON c`), whose rows count `sign` times.
+    fn join(&self, join: &str, sign: Option<&str>) -> Draft {
+        let mut d = self.clone();
+        d.clause.push_str(join);
+        d.signs.extend(sign.map(String::from));
+        d
+    }
+
+    fn when(mut self, cond: String) -> Draft {
+        self.conds.push(cond);
+        self
+    }
+
+    /// `EXISTS`: some row of this clause satisfies `on`.
+    fn exists(&self, on: &str) -> String {
+        format!("EXISTS (SELECT 1 FROM {} WHERE {})", self.clause, self.conds_and(on))
+    }
+
+    fn conds_and(&self, on: &str) -> String {
+        self.conds.iter().map(String::as_str).chain([on]).collect::<Vec<_>>().join(" AND ")
+    }
+
+    fn sign(&self) -> String {
+        if self.signs.is_empty() {
+            "1".into()
+        } else {
+            self.signs.join(" * ")
+        }
+    }
+}
+
+/// A relation read three ways, under its binding: as it is now, its changes since `applied`
+/// (signed), and as it was at `applied` (signed: its rows now, and the changes undone).
+struct Relation {
+    now: String,
+    pending: String,
+    old: String,
+    /// The sign column of `pending` and `old`.
+    sign: String,
+}
+
+impl Relation {
+    fn table(t: &Source, s: &SourceTable, applied: &str) -> Relation {
+        let binding = quote_ident(&t.binding);
+        Relation {
+            now: table_now(t),
+            pending: format!("({}) AS {binding}", pending_changes(s, applied)),
+            old: format!("({}) AS {binding}", old_rows(s, applied)),
+            sign: format!("{binding}.{}", quote_ident(SIGN)),
+        }
+    }
+}
+
+/// One side of a join: its rows now, their change (terms), and how it is NULL-extended when
+/// a row of the other side matches none of its rows.
+struct Side {
+    now: Draft,
+    delta: Vec<Draft>,
+    /// ` LEFT JOIN t ON false` for each of its relations: all its columns NULL.
+    nulls: String,
+}
+
+impl Side {
+    /// Whether no row of this side matched `on` at `applied`: as many matches now as the
+    /// changes added (matches now minus the signed matches among the changes).
+    fn matched_none_before(&self, on: &str) -> String {
+        let changes: Vec<String> = self
+            .delta
+            .iter()
+            .map(|d| format!("SELECT {} AS s FROM {} WHERE {}", d.sign(), d.clause, d.conds_and(on)))
+            .collect();
+        format!(
+            "(SELECT count(*) FROM {} WHERE {}) = (SELECT coalesce(sum(x.s), 0) FROM ({}) AS x)",
+            self.now.clause,
+            self.now.conds_and(on),
+            changes.join(" UNION ALL ")
+        )
+    }
+
+    /// Whether some change of this side matches `on`.
+    fn touched(&self, on: &str) -> String {
+        match self.delta.as_slice() {
+            [d] => d.exists(on),
+            ds => format!("({})", ds.iter().map(|d| d.exists(on)).collect::<Vec<_>>().join(" OR ")),
+        }
+    }
+}
+
+/// The change of the rows an outer join keeps from side `kept` NULL-extended, because no row of
+/// `other` matches them on `on` (an anti-join, A ▷ B):
+/// Δ(A ▷ B) = (ΔA ▷ B_old) + Σ over the rows of A now that some change of B matches of
+/// ([no match in B now] − [no match in B_old]). The rows no change of B matches kept their
+/// (lack of) matches, so only those matched by a change are looked at again.
+fn unmatched_delta(kept: &Side, other: &Side, on: &str) -> Vec<Draft> {
+    let mut terms: Vec<Draft> = kept
+        .delta
+        .iter()
+        .map(|d| d.join(&other.nulls, None).when(other.matched_none_before(on)))
+        .collect();
+    let touched = other.touched(on);
+    let extended = kept.now.join(&other.nulls, None);
+    terms.push(extended.clone().when(touched.clone()).when(format!("NOT {}", other.now.exists(on))));
+    let mut before = extended.when(touched).when(other.matched_none_before(on));
+    before.signs.push("-1".into());
+    terms.push(before);
+    terms
+}
+
+/// The terms whose rows add up to the change of `from`'s joined rows since `applied`,
+/// `sources[i]` being the captured table of `from.tables[i]`. Built one join at a time, R being
+/// the tables joined so far and T the next one:
+/// - inner: Δ(R ⋈ T) = ΔR ⋈ T_old + R_now ⋈ ΔT (telescoping: every pair of changes counted once);
+/// - outer: the inner part, plus the change of the rows kept NULL-extended ([`unmatched_delta`]):
+///   R's for LEFT, T's for RIGHT, both for FULL.
+pub fn delta_terms(from: &From, sources: &[&SourceTable], applied: &str) -> Vec<Term> {
+    let relations: Vec<Relation> = from
+        .tables
+        .iter()
+        .zip(sources)
+        .map(|(t, s)| Relation::table(t, s, applied))
+        .collect();
+    let null = |r: &Relation| format!(" LEFT JOIN {} ON false", r.now);
+    let first = &relations[0];
+    let mut now = Draft::of(first.now.clone(), None);
+    let mut delta = vec![Draft::of(first.pending.clone(), Some(&first.sign))];
+    for (k, (t, join)) in relations[1..].iter().zip(&from.joins).enumerate() {
+        let inner = |table: &str| match join.on() {
+            Some(on) => format!(" JOIN {table} ON {on}"),
+            None => format!(" CROSS JOIN {table}"),
+        };
+        let mut next: Vec<Draft> = delta.iter().map(|d| d.join(&inner(&t.old), Some(&t.sign))).collect();
+        next.push(now.join(&inner(&t.pending), Some(&t.sign)));
+        if let Some(on) = join.on() {
+            let left = Side {
+                now: now.clone(),
+                delta: delta.clone(),
+                nulls: relations[..=k].iter().map(null).collect(),
+            };
+            let right = Side {
+                now: Draft::of(t.now.clone(), None),
+                delta: vec![Draft::of(t.pending.clone(), Some(&t.sign))],
+                nulls: null(t),
+            };
+            if join.keeps_left() {
+                next.extend(unmatched_delta(&left, &right, on));
+            }
+            if join.keeps_right() {
+                next.extend(unmatched_delta(&right, &left, on));
+            }
+        }
+        now = now.join(&join.render(&t.now), None);
+        delta = next;
+    }
+    delta
+        .into_iter()
+        .map(|d| Term {
+            sign: d.sign(),
+            clause: d.clause,
+            conds: d.conds,
         })
         .collect()
 }
@@ -99,9 +280,9 @@ pub fn apply_sql(plan: &Plan, sources: &[Vec<&SourceTable>], applied: &str, targ
         .join(", ");
     let mut changed: Vec<String> = Vec::new();
     for (b, srcs) in branches.iter().zip(sources) {
-        let where_ = b.filter.as_ref().map(|f| format!(" WHERE {f}")).unwrap_or_default();
-        for (clause, sign) in delta_terms(&b.from, srcs, applied) {
-            changed.push(format!("SELECT {}, {sign} FROM {clause}{where_}", b.projection));
+        for term in delta_terms(&b.from, srcs, applied) {
+            let where_ = term.where_clause(b.filter.as_deref());
+            changed.push(format!("SELECT {}, {} FROM {}{where_}", b.projection, term.sign, term.clause));
         }
     }
     Some(format!(
@@ -138,6 +319,43 @@ mod tests {
     use super::*;
     use crate::engine::incremental::analyze::analyze;
 
+    fn captured(oid: u32, name: &str) -> SourceTable {
+        SourceTable {
+            oid,
+            schema: "public".into(),
+            name: name.into(),
+            quoted: format!("public.{name}"),
+            columns: vec![(1, "id".into())],
+        }
+    }
+
+    /// An inner join has two terms (telescoping); a left join adds three for the rows kept
+    /// NULL-extended (the left side's changes, and the left rows a change on the right matched,
+    /// counted now and before); a full join three for each side.
+    #[test]
+    fn outer_join_terms() {
+        let (a, b) = (captured(1, "a"), captured(2, "b"));
+        let count = |sql: &str| {
+            let Ok(Plan::Rows { branches }) = analyze(sql) else {
+                panic!("{sql}");
+            };
+            delta_terms(&branches[0].from, &[&a, &b], "1:1:")
+        };
+        assert_eq!(count("SELECT a.id FROM public.a JOIN public.b ON b.id = a.id").len(), 2);
+        assert_eq!(count("SELECT a.id FROM public.a, public.b").len(), 2);
+        let left = count("SELECT a.id FROM public.a LEFT JOIN public.b ON b.id = a.id");
+        assert_eq!(left.len(), 5);
+        let extended: Vec<&Term> = left
+            .iter()
+            .filter(|t| t.clause.contains("LEFT JOIN \"public\".\"b\" AS \"b\" ON false"))
+            .collect();
+        assert_eq!(extended.len(), 3, "{left:#?}");
+        assert_eq!(extended.iter().filter(|t| t.sign.ends_with("-1")).count(), 1);
+        assert!(extended.iter().all(|t| !t.conds.is_empty()));
+        assert_eq!(count("SELECT a.id FROM public.a RIGHT JOIN public.b ON b.id = a.id").len(), 5);
+        assert_eq!(count("SELECT a.id FROM public.a FULL JOIN public.b ON b.id = a.id").len(), 8);
+    }
+
     #[test]
     fn rows_apply_sql() {
         let plan = analyze("SELECT o.id, o.amount * 2 AS \"Double\" FROM public.orders o WHERE o.amount > 1").unwrap();
@@ -164,7 +382,7 @@ mod tests {
         }
         for part in [
             "WITH changed (\"id\", \"Double\", \"dyngate$n\")",
-            "SELECT o.id, o.amount * 2 AS \"Double\", \"o\".\"dyngate$sign\" FROM (SELECT \"a1\" AS \"id\", \"a4\" AS \"amount\", \"dyngate$sign\" FROM dyngate.\"changes_7\" WHERE NOT pg_catalog.pg_visible_in_snapshot(\"dyngate$xid\", '10:20:'::pg_catalog.pg_snapshot)) AS \"o\" WHERE o.amount > 1",
+            "SELECT o.id, o.amount * 2 AS \"Double\", \"o\".\"dyngate$sign\" FROM (SELECT \"a1\" AS \"id\", \"a4\" AS \"amount\", \"dyngate$sign\" FROM dyngate.\"changes_7\" WHERE NOT pg_catalog.pg_visible_in_snapshot(\"dyngate$xid\", '10:20:'::pg_catalog.pg_snapshot)) AS \"o\" WHERE (o.amount > 1)",
             "SELECT c.\"id\"::integer AS \"id\", c.\"Double\"::numeric AS \"Double\", c.\"dyngate$n\" FROM changed AS c",
             "JOIN net ON ROW(t2.\"id\", t2.\"Double\")::text = net.\"dyngate$k\"",
             "INSERT INTO public.\"T\" (\"id\", \"Double\")",

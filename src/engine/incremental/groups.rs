@@ -211,7 +211,6 @@ pub fn apply_sql(
 ) -> Option<String> {
     let g = grouped(plan)?;
     let t = qstate(id);
-    let where_ = g.filter.as_ref().map(|f| format!(" WHERE ({f})")).unwrap_or_default();
     let keys: Vec<String> = (0..g.keys.len()).map(|j| col("k", j)).collect();
     let key_list = keys.join(", ");
 
@@ -294,10 +293,13 @@ pub fn apply_sql(
             delta = delta.join(", "),
             changed = delta_terms(g.from, sources, applied)
                 .into_iter()
-                .map(|(clause, sign)| {
+                .map(|term| {
                     format!(
-                        "SELECT {}, {sign} AS \"dyngate$sign\"{changed_args} FROM {clause}{where_}",
-                        changed_keys.join(", ")
+                        "SELECT {}, {} AS \"dyngate$sign\"{changed_args} FROM {}{}",
+                        changed_keys.join(", "),
+                        term.sign,
+                        term.clause,
+                        term.where_clause(g.filter.as_deref()),
                     )
                 })
                 .collect::<Vec<_>>()
