@@ -459,6 +459,28 @@ const SHAPES: &[(&str, &str)] = &[
         "chained",
         "SELECT r.k, s.w, s2.k AS k2 FROM r LEFT JOIN s ON s.k = r.k RIGHT JOIN s AS s2 ON s2.k = r.k + 1 AND s2.w < 2",
     ),
+    // Subqueries and common table expressions in FROM.
+    (
+        "subqueried",
+        "SELECT x.k, x.v2, s.w FROM (SELECT r.k, r.v * 2 AS v2 FROM r WHERE r.v IS NOT NULL) x JOIN s ON s.k = x.k",
+    ),
+    (
+        "with_ctes",
+        "WITH big AS (SELECT k, v FROM r WHERE v > 2), named AS (SELECT b.k, b.v, s.w FROM big b LEFT JOIN s ON s.k = b.k)
+         SELECT n.k, count(*) AS c, sum(n.v) AS total, max(n.w) AS mw FROM named n GROUP BY n.k",
+    ),
+    (
+        "sub_union",
+        "SELECT u.a, u.b FROM (SELECT k, v FROM r UNION ALL SELECT k, w FROM s) u(a, b) WHERE u.b IS DISTINCT FROM 1",
+    ),
+    (
+        "sub_joined",
+        "SELECT s.w, x.v FROM s JOIN (SELECT r.k, r.v FROM r WHERE r.v > 1) x ON x.k = s.k",
+    ),
+    (
+        "sub_outer",
+        "SELECT s.k, t.v, t.note FROM s LEFT JOIN (SELECT r.k, r.v, r.note FROM r WHERE r.note IS NOT NULL) t ON t.k = s.k",
+    ),
 ];
 
 #[tokio::test]

@@ -6,8 +6,9 @@
 //! - [`Plan::Rows`]: `SELECT <scalar expressions> FROM <tables joined> [WHERE ...]`, or a
 //!   UNION ALL of such: each combination of source rows gives at most one result row, so a
 //!   deleted one deletes one copy of what it gave and an inserted one adds one. Joins are inner,
-//!   outer (left, right, full) or cross, one table after the other (`delta` has how an outer
-//!   join's NULL-extended rows are maintained).
+//!   outer (left, right, full) or cross, one relation after the other (`delta` has how an outer
+//!   join's NULL-extended rows are maintained). A relation is a table, or a subquery or common
+//!   table expression that is itself such a UNION ALL of rows.
 //! - [`Plan::Groups`]: `SELECT <group keys and count(*), count, sum, avg, min, max of scalar
 //!   expressions> FROM <tables joined> [WHERE ...] GROUP BY <keys>`, and `SELECT DISTINCT`:
 //!   each group's aggregates are kept as mergeable state (counts and sums), so a change touches
@@ -20,7 +21,7 @@
 
 use sqlparser::ast::{
     Distinct, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, GroupByExpr, JoinConstraint, JoinOperator, Query, Select, SelectItem,
-    SetExpr, SetOperator, SetQuantifier, Statement, TableFactor,
+    SetExpr, SetOperator, SetQuantifier, Statement, TableAlias, TableFactor,
 };
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
@@ -35,13 +36,48 @@ pub struct Source {
     pub binding: String,
 }
 
-/// What a query reads: tables joined left to right (a comma is a cross join), as
+/// What a query reads: relations joined left to right (a comma is a cross join), as
 /// `pg_get_viewdef` prints a FROM clause without parentheses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct From {
-    pub tables: Vec<Source>,
-    /// How each table after the first is joined to those before it.
+    pub items: Vec<Relation>,
+    /// How each relation after the first is joined to those before it.
     pub joins: Vec<Join>,
+}
+
+/// A relation in FROM: a table, or a subquery (a common table expression's reference is its
+/// query in place) whose rows are planned like a query's own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Relation {
+    Table(Source),
+    Query(Subquery),
+}
+
+/// `(SELECT ...) AS binding(columns)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subquery {
+    pub binding: String,
+    /// The column names the alias gives (`AS t(a, b)`), if it gives them.
+    pub columns: Vec<String>,
+    /// Its rows: one branch per SELECT of a UNION ALL.
+    pub branches: Vec<Branch>,
+}
+
+impl Relation {
+    pub fn binding(&self) -> &str {
+        match self {
+            Relation::Table(t) => &t.binding,
+            Relation::Query(q) => &q.binding,
+        }
+    }
+
+    /// The tables it reads (a subquery's, recursively), with repeats.
+    pub fn tables(&self) -> Vec<&Source> {
+        match self {
+            Relation::Table(t) => vec![t],
+            Relation::Query(q) => q.branches.iter().flat_map(|b| b.from.tables()).collect(),
+        }
+    }
 }
 
 /// A join of a table to the tables before it.
@@ -86,14 +122,20 @@ impl Join {
 }
 
 impl From {
+    #[cfg(test)]
     fn one(source: Source) -> From {
         From {
-            tables: vec![source],
+            items: vec![Relation::Table(source)],
             joins: Vec::new(),
         }
     }
 
-    /// The FROM clause (without the keyword), the i-th table given by `table(i)`.
+    /// The tables it reads (those of subqueries too), with repeats.
+    pub fn tables(&self) -> Vec<&Source> {
+        self.items.iter().flat_map(Relation::tables).collect()
+    }
+
+    /// The FROM clause (without the keyword), the i-th relation given by `table(i)`.
     pub fn render(&self, table: impl Fn(usize) -> String) -> String {
         let mut sql = table(0);
         for (i, join) in self.joins.iter().enumerate() {
@@ -164,18 +206,45 @@ pub fn analyze(resolved: &str) -> Result<Plan, String> {
     let [Statement::Query(q)] = statements.as_slice() else {
         return Err("the query could not be analyzed (not one SELECT)".into());
     };
-    if q.with.is_some() {
-        return Err("WITH (common table expressions) is not supported incrementally yet".into());
+    query_plan(q, &[])
+}
+
+/// A common table expression in scope: its name, the column names it gives, its query.
+#[derive(Clone)]
+struct Cte<'a> {
+    name: &'a str,
+    columns: Vec<String>,
+    query: &'a Query,
+}
+
+/// A query's plan, the common table expressions `outer` in scope.
+fn query_plan(q: &Query, outer: &[Cte<'_>]) -> Result<Plan, String> {
+    let mut ctes = outer.to_vec();
+    if let Some(with) = &q.with {
+        if with.recursive {
+            return Err("WITH RECURSIVE is refreshed fully".into());
+        }
+        for cte in &with.cte_tables {
+            // Later ones see earlier ones (and shadow outer ones of the same name).
+            ctes.insert(
+                0,
+                Cte {
+                    name: &cte.alias.name.value,
+                    columns: cte.alias.columns.iter().map(|c| c.name.value.clone()).collect(),
+                    query: &cte.query,
+                },
+            );
+        }
     }
     check_query_tail(q)?;
     let mut leaves = Vec::new();
     union_all_leaves(&q.body, &mut leaves)?;
     if let [select] = leaves.as_slice() {
-        return select_plan(select);
+        return select_plan(select, &ctes);
     }
     let mut branches = Vec::new();
     for select in leaves {
-        match select_plan(select)? {
+        match select_plan(select, &ctes)? {
             Plan::Rows { branches: b } => branches.extend(b),
             Plan::Groups { .. } => {
                 return Err("UNION ALL of grouped or DISTINCT queries is not supported incrementally yet".into());
@@ -212,7 +281,7 @@ fn union_all_leaves<'a>(body: &'a SetExpr, leaves: &mut Vec<&'a Select>) -> Resu
 }
 
 /// One SELECT: rows, or groups (GROUP BY, DISTINCT).
-fn select_plan(select: &Select) -> Result<Plan, String> {
+fn select_plan(select: &Select, ctes: &[Cte<'_>]) -> Result<Plan, String> {
     let distinct = match &select.distinct {
         None => false,
         Some(Distinct::Distinct) => true,
@@ -228,7 +297,7 @@ fn select_plan(select: &Select) -> Result<Plan, String> {
     if !select.named_window.is_empty() {
         return Err("window functions (WINDOW) are not supported incrementally".into());
     }
-    let from = from_of(&select.from)?;
+    let from = from_of(&select.from, ctes)?;
     if let Some(w) = &select.selection {
         check_scalar(w, "WHERE")?;
     }
@@ -264,11 +333,14 @@ fn select_plan(select: &Select) -> Result<Plan, String> {
 }
 
 /// Tables joined one after the other (inner, outer and cross joins, commas).
-fn from_of(items: &[sqlparser::ast::TableWithJoins]) -> Result<From, String> {
+fn from_of(items: &[sqlparser::ast::TableWithJoins], ctes: &[Cte<'_>]) -> Result<From, String> {
     let Some(first) = items.first() else {
         return Err("a query without FROM is refreshed fully".into());
     };
-    let mut from = From::one(table_of(&first.relation)?);
+    let mut from = From {
+        items: vec![relation_of(&first.relation, ctes)?],
+        joins: Vec::new(),
+    };
     for j in &first.joins {
         let on = |c: &JoinConstraint| match c {
             JoinConstraint::On(c) => {
@@ -285,20 +357,20 @@ fn from_of(items: &[sqlparser::ast::TableWithJoins]) -> Result<From, String> {
             JoinOperator::CrossJoin(JoinConstraint::None) => Join::Cross,
             _ => return Err("this join is not supported incrementally".into()),
         };
-        from.tables.push(table_of(&j.relation)?);
+        from.items.push(relation_of(&j.relation, ctes)?);
         from.joins.push(join);
     }
     for item in &items[1..] {
         if !item.joins.is_empty() {
             return Err("joins after a comma in FROM are not supported incrementally yet".into());
         }
-        from.tables.push(table_of(&item.relation)?);
+        from.items.push(relation_of(&item.relation, ctes)?);
         from.joins.push(Join::Cross);
     }
-    let mut bindings: Vec<&str> = from.tables.iter().map(|t| t.binding.as_str()).collect();
+    let mut bindings: Vec<&str> = from.items.iter().map(Relation::binding).collect();
     bindings.sort();
     bindings.dedup();
-    if bindings.len() != from.tables.len() {
+    if bindings.len() != from.items.len() {
         return Err("a FROM list naming one binding twice could not be analyzed".into());
     }
     Ok(from)
@@ -413,29 +485,61 @@ fn check_query_tail(q: &Query) -> Result<(), String> {
     Ok(())
 }
 
-fn table_of(f: &TableFactor) -> Result<Source, String> {
-    let TableFactor::Table { name, alias, args, .. } = f else {
-        return Err(match f {
-            TableFactor::Derived { .. } => "subqueries in FROM are not supported incrementally yet".into(),
-            TableFactor::NestedJoin { .. } => "parenthesized joins in FROM are not supported incrementally yet".into(),
-            _ => "this FROM item is not supported incrementally".into(),
-        });
+/// A FROM item: a table, a subquery, or a common table expression's name.
+fn relation_of(f: &TableFactor, ctes: &[Cte<'_>]) -> Result<Relation, String> {
+    let alias_columns =
+        |alias: &Option<TableAlias>| -> Vec<String> { alias.iter().flat_map(|a| &a.columns).map(|c| c.name.value.clone()).collect() };
+    let (name, alias) = match f {
+        TableFactor::Table {
+            name, alias, args: None, ..
+        } => (name, alias),
+        TableFactor::Table { .. } => return Err("table functions in FROM are refreshed fully".into()),
+        TableFactor::Derived {
+            lateral: false,
+            subquery,
+            alias: Some(alias),
+            ..
+        } => return subquery_of(&alias.name.value, alias_columns(&Some(alias.clone())), subquery, ctes),
+        TableFactor::Derived { lateral: true, .. } => return Err("LATERAL subqueries are refreshed fully".into()),
+        TableFactor::NestedJoin { .. } => return Err("parenthesized joins in FROM are not supported incrementally yet".into()),
+        _ => return Err("this FROM item is not supported incrementally".into()),
     };
-    if args.is_some() {
-        return Err("table functions in FROM are refreshed fully".into());
-    }
     let parts: Vec<String> = name.0.iter().filter_map(|p| p.as_ident().map(|i| i.value.clone())).collect();
+    if let [one] = parts.as_slice()
+        && let Some(cte) = ctes.iter().find(|c| c.name == one)
+    {
+        let columns = match alias_columns(alias) {
+            given if given.is_empty() => cte.columns.clone(),
+            given => given,
+        };
+        let binding = alias.as_ref().map_or(one, |a| &a.name.value);
+        // What the query's own WITH is is what it sees from here on: the CTEs before this one.
+        let visible = ctes.iter().skip_while(|c| c.name != one).skip(1).cloned().collect::<Vec<_>>();
+        return subquery_of(binding, columns, cte.query, &visible);
+    }
     let [schema, table] = parts.as_slice() else {
         return Err(format!("the table {name} could not be resolved"));
     };
     if alias.as_ref().is_some_and(|a| !a.columns.is_empty()) {
-        return Err("column aliases on a FROM item are not supported incrementally yet".into());
+        return Err("column aliases on a table in FROM are not supported incrementally yet".into());
     }
-    Ok(Source {
+    Ok(Relation::Table(Source {
         schema: schema.clone(),
         name: table.clone(),
         binding: alias.as_ref().map_or_else(|| table.clone(), |a| a.name.value.clone()),
-    })
+    }))
+}
+
+/// A subquery in FROM (or a common table expression's): planned as rows.
+fn subquery_of(binding: &str, columns: Vec<String>, q: &Query, ctes: &[Cte<'_>]) -> Result<Relation, String> {
+    match query_plan(q, ctes)? {
+        Plan::Rows { branches } => Ok(Relation::Query(Subquery {
+            binding: binding.to_string(),
+            columns,
+            branches,
+        })),
+        Plan::Groups { .. } => Err("GROUP BY or DISTINCT in a subquery or WITH query in FROM is not supported incrementally yet".into()),
+    }
 }
 
 /// Refuses what cannot be computed row by row: aggregates, window functions, subqueries, and
@@ -586,7 +690,7 @@ mod tests {
         let Ok(Plan::Groups { from, keys, .. }) = analyze(sql) else {
             panic!("{sql}");
         };
-        assert_eq!(from.tables, [src("public", "orders", "o"), src("public", "customers", "c")]);
+        assert_eq!(from.tables(), [&src("public", "orders", "o"), &src("public", "customers", "c")]);
         assert_eq!(from.joins, [Join::Inner("c.id = o.customer_id".to_string())]);
         assert_eq!(keys, ["c.region", "o.day"]);
         assert_eq!(from.render(|i| format!("T{i}")), "T0 JOIN T1 ON c.id = o.customer_id");
@@ -617,13 +721,43 @@ mod tests {
         assert_eq!(keeps, [(true, false), (false, true), (true, true)]);
     }
 
+    /// Subqueries and common table expressions are relations planned as rows; a common table
+    /// expression sees those before it.
+    #[test]
+    fn subquery_plans() {
+        let sql = "WITH big AS (SELECT r.k, r.v FROM public.r WHERE r.v > 2), named(a, b) AS (SELECT big.k, s.w FROM big JOIN public.s ON s.k = big.k)
+                   SELECT n.a, x.v FROM named n LEFT JOIN (SELECT r.k, r.v FROM public.r UNION ALL SELECT t.k, t.v FROM public.t) x(k, v) ON x.k = n.a";
+        let Ok(Plan::Rows { branches }) = analyze(sql) else {
+            panic!("{sql}");
+        };
+        let from = &branches[0].from;
+        let [Relation::Query(named), Relation::Query(x)] = from.items.as_slice() else {
+            panic!("{from:?}");
+        };
+        assert_eq!(
+            (named.binding.as_str(), named.columns.as_slice()),
+            ("n", &["a".to_string(), "b".to_string()][..])
+        );
+        assert_eq!((x.binding.as_str(), x.columns.len(), x.branches.len()), ("x", 2, 2));
+        let Relation::Query(big) = &named.branches[0].from.items[0] else {
+            panic!("{named:?}");
+        };
+        assert_eq!(big.binding, "big");
+        assert_eq!(big.branches[0].filter.as_deref(), Some("r.v > 2"));
+        let tables: Vec<&str> = from.tables().iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(tables, ["r", "s", "r", "t"]);
+        // A name that is not a common table expression in scope is a table to resolve.
+        let sql = "WITH a AS (SELECT b.k FROM b) SELECT a.k FROM a";
+        assert!(analyze(sql).unwrap_err().contains("could not be resolved"));
+    }
+
     #[test]
     fn union_all_plans() {
         let sql = "SELECT a.id, a.x FROM public.a WHERE a.x > 1 UNION ALL (SELECT b.id, b.y FROM public.b UNION ALL SELECT c.id, 0 AS x FROM public.c)";
         let Ok(Plan::Rows { branches }) = analyze(sql) else {
             panic!("{sql}");
         };
-        let names: Vec<&str> = branches.iter().map(|b| b.from.tables[0].name.as_str()).collect();
+        let names: Vec<&str> = branches.iter().map(|b| b.from.tables()[0].name.as_str()).collect();
         assert_eq!(names, ["a", "b", "c"]);
         assert_eq!(branches[0].filter.as_deref(), Some("a.x > 1"));
         assert_eq!(branches[2].projection, "c.id, 0 AS x");
@@ -723,14 +857,25 @@ mod tests {
                 "SELECT orders.id FROM public.orders WHERE orders.id IN (SELECT 1)",
                 "subqueries in WHERE",
             ),
-            ("SELECT x.id FROM (SELECT orders.id FROM public.orders) x", "subqueries in FROM"),
+            (
+                "SELECT x.day FROM (SELECT DISTINCT orders.day FROM public.orders) x",
+                "GROUP BY or DISTINCT in a subquery",
+            ),
+            (
+                "SELECT x.id FROM public.a, LATERAL (SELECT b.id FROM public.b WHERE b.id = a.id) x",
+                "LATERAL",
+            ),
+            (
+                "WITH RECURSIVE x(n) AS (SELECT 1 UNION ALL SELECT x.n + 1 FROM x) SELECT x.n FROM x",
+                "WITH RECURSIVE",
+            ),
             ("SELECT a.id FROM public.a UNION SELECT b.id FROM public.b", "UNION"),
             ("SELECT a.id FROM public.a EXCEPT ALL SELECT b.id FROM public.b", "EXCEPT ALL"),
             (
                 "SELECT a.id, count(*) AS n FROM public.a GROUP BY a.id UNION ALL SELECT b.id, 1 AS n FROM public.b",
                 "UNION ALL of grouped",
             ),
-            ("WITH x AS (SELECT 1 AS id) SELECT x.id FROM x", "WITH"),
+            ("WITH x AS (SELECT 1 AS id) SELECT x.id FROM x", "without FROM"),
             ("SELECT g.g FROM generate_series(1, 3) g(g)", "table functions"),
             ("SELECT orders.* FROM public.orders", "*"),
             ("SELECT orders.id FROM public.orders HAVING true", "HAVING"),

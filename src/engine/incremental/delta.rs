@@ -1,8 +1,13 @@
 //! The SQL that applies a plan's delta to its dynamic table. Pure: plan and names in, one
 //! statement out, which the refresh runs as the table's owner inside its REPEATABLE READ
 //! transaction (so the log and the sources are read as of one snapshot).
+//!
+//! A delta is a UNION ALL of terms ([`delta_terms`]), each a FROM clause whose rows count +1 or
+//! -1. Every relation of a FROM is read one of three ways: as it is now, its changes since the
+//! applied snapshot (the log's rows, signed), or as it was then (its rows now plus the changes
+//! undone). A subquery's changes are its own delta, so subqueries nest.
 
-use crate::engine::incremental::analyze::{From, Plan, Source};
+use crate::engine::incremental::analyze::{Branch, From, Plan, Relation, Source, Subquery};
 use crate::engine::incremental::capture::{SIGN, SourceTable, XID, log_column, log_table};
 use crate::manager::rules::{quote_ident, quote_literal};
 
@@ -48,6 +53,73 @@ pub fn old_rows(source: &SourceTable, applied: &str) -> String {
 /// A source table as it is now, under its binding in the query.
 pub fn table_now(t: &Source) -> String {
     format!("{}.{} AS {}", quote_ident(&t.schema), quote_ident(&t.name), quote_ident(&t.binding))
+}
+
+/// A FROM clause reading its relations as they are now (a subquery, or a common table
+/// expression, written out in place).
+pub fn from_now(from: &From) -> String {
+    from.render(|i| relation_now(&from.items[i]))
+}
+
+fn relation_now(r: &Relation) -> String {
+    match r {
+        Relation::Table(t) => table_now(t),
+        Relation::Query(q) => {
+            let selects: Vec<String> = q
+                .branches
+                .iter()
+                .map(|b| {
+                    let where_ = b.filter.as_ref().map(|f| format!(" WHERE {f}")).unwrap_or_default();
+                    format!("SELECT {} FROM {}{where_}", b.projection, from_now(&b.from))
+                })
+                .collect();
+            format!(
+                "({}) AS {}",
+                selects.join(" UNION ALL "),
+                subquery_alias(&q.binding, &q.columns, false)
+            )
+        }
+    }
+}
+
+/// `binding`, or `binding(columns)` when the query names them, with the sign column after them
+/// when `signed`.
+fn subquery_alias(binding: &str, columns: &[String], signed: bool) -> String {
+    if columns.is_empty() {
+        return quote_ident(binding);
+    }
+    let mut names: Vec<String> = columns.iter().map(|c| quote_ident(c)).collect();
+    if signed {
+        names.push(quote_ident(SIGN));
+    }
+    format!("{}({})", quote_ident(binding), names.join(", "))
+}
+
+/// The captured table `t` is.
+fn captured<'a>(t: &Source, sources: &'a [SourceTable]) -> &'a SourceTable {
+    sources
+        .iter()
+        .find(|s| s.schema == t.schema && s.name == t.name)
+        .expect("every table of a plan is captured (checked by incremental::check_sources)")
+}
+
+/// The rows of a UNION ALL's branches, each with the sign of its change since `applied`
+/// (negated when `negate`).
+fn branch_changes(branches: &[Branch], sources: &[SourceTable], applied: &str, negate: bool) -> Vec<String> {
+    let mut selects = Vec::new();
+    for b in branches {
+        for term in delta_terms(&b.from, sources, applied) {
+            let sign = if negate { format!("-({})", term.sign) } else { term.sign.clone() };
+            selects.push(format!(
+                "SELECT {}, ({sign})::pg_catalog.int2 AS {} FROM {}{}",
+                b.projection,
+                quote_ident(SIGN),
+                term.clause,
+                term.where_clause(b.filter.as_deref())
+            ));
+        }
+    }
+    selects
 }
 
 /// One term of a delta: the rows of `SELECT ... FROM {clause} WHERE {conds}`, each counted
@@ -127,7 +199,7 @@ impl Draft {
 
 /// A relation read three ways, under its binding: as it is now, its changes since `applied`
 /// (signed), and as it was at `applied` (signed: its rows now, and the changes undone).
-struct Relation {
+struct Read {
     now: String,
     pending: String,
     old: String,
@@ -135,14 +207,43 @@ struct Relation {
     sign: String,
 }
 
-impl Relation {
-    fn table(t: &Source, s: &SourceTable, applied: &str) -> Relation {
-        let binding = quote_ident(&t.binding);
-        Relation {
-            now: table_now(t),
-            pending: format!("({}) AS {binding}", pending_changes(s, applied)),
-            old: format!("({}) AS {binding}", old_rows(s, applied)),
-            sign: format!("{binding}.{}", quote_ident(SIGN)),
+impl Read {
+    fn of(r: &Relation, sources: &[SourceTable], applied: &str) -> Read {
+        let binding = quote_ident(r.binding());
+        let sign = format!("{binding}.{}", quote_ident(SIGN));
+        match r {
+            Relation::Table(t) => {
+                let s = captured(t, sources);
+                Read {
+                    now: table_now(t),
+                    pending: format!("({}) AS {binding}", pending_changes(s, applied)),
+                    old: format!("({}) AS {binding}", old_rows(s, applied)),
+                    sign,
+                }
+            }
+            // A subquery's change is its query's delta; as it was, its rows now and the change undone.
+            Relation::Query(q) => {
+                let alias = subquery_alias(&q.binding, &q.columns, true);
+                let mut old = vec![format!(
+                    "SELECT \"dyngate$q\".*, '1'::pg_catalog.int2 AS {} FROM {}",
+                    quote_ident(SIGN),
+                    relation_now(&Relation::Query(Subquery {
+                        binding: "dyngate$q".into(),
+                        columns: Vec::new(),
+                        branches: q.branches.clone(),
+                    }))
+                )];
+                old.extend(branch_changes(&q.branches, sources, applied, true));
+                Read {
+                    now: relation_now(r),
+                    pending: format!(
+                        "({}) AS {alias}",
+                        branch_changes(&q.branches, sources, applied, false).join(" UNION ALL ")
+                    ),
+                    old: format!("({}) AS {alias}", old.join(" UNION ALL ")),
+                    sign,
+                }
+            }
         }
     }
 }
@@ -202,20 +303,15 @@ fn unmatched_delta(kept: &Side, other: &Side, on: &str) -> Vec<Draft> {
     terms
 }
 
-/// The terms whose rows add up to the change of `from`'s joined rows since `applied`,
-/// `sources[i]` being the captured table of `from.tables[i]`. Built one join at a time, R being
-/// the tables joined so far and T the next one:
+/// The terms whose rows add up to the change of `from`'s joined rows since `applied`, the
+/// tables' changes read from the logs of `sources`. Built one join at a time, R being the
+/// relations joined so far and T the next one:
 /// - inner: Δ(R ⋈ T) = ΔR ⋈ T_old + R_now ⋈ ΔT (telescoping: every pair of changes counted once);
 /// - outer: the inner part, plus the change of the rows kept NULL-extended ([`unmatched_delta`]):
 ///   R's for LEFT, T's for RIGHT, both for FULL.
-pub fn delta_terms(from: &From, sources: &[&SourceTable], applied: &str) -> Vec<Term> {
-    let relations: Vec<Relation> = from
-        .tables
-        .iter()
-        .zip(sources)
-        .map(|(t, s)| Relation::table(t, s, applied))
-        .collect();
-    let null = |r: &Relation| format!(" LEFT JOIN {} ON false", r.now);
+pub fn delta_terms(from: &From, sources: &[SourceTable], applied: &str) -> Vec<Term> {
+    let relations: Vec<Read> = from.items.iter().map(|r| Read::of(r, sources, applied)).collect();
+    let null = |r: &Read| format!(" LEFT JOIN {} ON false", r.now);
     let first = &relations[0];
     let mut now = Draft::of(first.now.clone(), None);
     let mut delta = vec![Draft::of(first.pending.clone(), Some(&first.sign))];
@@ -266,7 +362,7 @@ pub fn delta_terms(from: &From, sources: &[&SourceTable], applied: &str) -> Vec<
 ///
 /// Cost: the changes, plus, when some row lost copies, one scan of the table (a dynamic table
 /// of plain rows has no key to look them up by); the cost guard weighs that.
-pub fn apply_sql(plan: &Plan, sources: &[Vec<&SourceTable>], applied: &str, target: &str, columns: &[Column]) -> Option<String> {
+pub fn apply_sql(plan: &Plan, sources: &[SourceTable], applied: &str, target: &str, columns: &[Column]) -> Option<String> {
     let Plan::Rows { branches } = plan else {
         return None;
     };
@@ -279,8 +375,8 @@ pub fn apply_sql(plan: &Plan, sources: &[Vec<&SourceTable>], applied: &str, targ
         .collect::<Vec<_>>()
         .join(", ");
     let mut changed: Vec<String> = Vec::new();
-    for (b, srcs) in branches.iter().zip(sources) {
-        for term in delta_terms(&b.from, srcs, applied) {
+    for b in branches {
+        for term in delta_terms(&b.from, sources, applied) {
             let where_ = term.where_clause(b.filter.as_deref());
             changed.push(format!("SELECT {}, {} FROM {}{where_}", b.projection, term.sign, term.clause));
         }
@@ -339,7 +435,7 @@ mod tests {
             let Ok(Plan::Rows { branches }) = analyze(sql) else {
                 panic!("{sql}");
             };
-            delta_terms(&branches[0].from, &[&a, &b], "1:1:")
+            delta_terms(&branches[0].from, &[a.clone(), b.clone()], "1:1:")
         };
         assert_eq!(count("SELECT a.id FROM public.a JOIN public.b ON b.id = a.id").len(), 2);
         assert_eq!(count("SELECT a.id FROM public.a, public.b").len(), 2);
@@ -376,7 +472,7 @@ mod tests {
             quoted: "public.orders".into(),
             columns: vec![(1, "id".into()), (4, "amount".into())],
         };
-        let sql = apply_sql(&plan, &[vec![&source]], "10:20:", "public.\"T\"", &cols).unwrap();
+        let sql = apply_sql(&plan, &[source], "10:20:", "public.\"T\"", &cols).unwrap();
         if let Ok(path) = std::env::var("DYNGATE_PRINT_DELTA_SQL") {
             std::fs::write(path, &sql).unwrap();
         }

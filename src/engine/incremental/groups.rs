@@ -20,7 +20,7 @@
 
 use crate::engine::incremental::analyze::{Agg, From, Output, Plan};
 use crate::engine::incremental::capture::SourceTable;
-use crate::engine::incremental::delta::{Column, delta_terms, table_now};
+use crate::engine::incremental::delta::{Column, delta_terms, from_now};
 use crate::manager::rules::quote_ident;
 
 /// The state table of dynamic table `id` (unquoted, in schema `dyngate`).
@@ -144,7 +144,7 @@ fn state_columns(g: &Grouped<'_>, columns: &[Column]) -> Vec<(String, String)> {
 
 /// The source tables as they are now, joined as the query joins them.
 fn tables_now(from: &From) -> String {
-    from.render(|i| table_now(&from.tables[i]))
+    from_now(from)
 }
 
 fn from_source(g: &Grouped<'_>) -> String {
@@ -203,7 +203,7 @@ pub fn fill_state_sql(plan: &Plan, id: i64, columns: &[Column]) -> Option<String
 pub fn apply_sql(
     plan: &Plan,
     id: i64,
-    sources: &[&SourceTable],
+    sources: &[SourceTable],
     applied: &str,
     target: &str,
     columns: &[Column],
@@ -439,7 +439,7 @@ mod tests {
             quoted: "public.orders".into(),
             columns: vec![(2, "day".into()), (3, "amount".into())],
         };
-        let apply = apply_sql(&plan, 5, &[&source], "1:2:", "public.daily", &cols, &cols).unwrap();
+        let apply = apply_sql(&plan, 5, std::slice::from_ref(&source), "1:2:", "public.daily", &cols, &cols).unwrap();
         if let Ok(path) = std::env::var("DYNGATE_PRINT_GROUPS_SQL") {
             std::fs::write(path, &apply).unwrap();
         }
@@ -461,7 +461,7 @@ mod tests {
             apply_sql(
                 &analyze("SELECT o.id FROM public.orders o").unwrap(),
                 5,
-                &[&source],
+                std::slice::from_ref(&source),
                 "1:2:",
                 "t",
                 &cols,

@@ -123,7 +123,7 @@ async fn why_not(
         Ok(s) => s,
         Err(reason) => return Ok(Err(reason)),
     };
-    if let Err(reason) = sources_in_order(&plan, &sources) {
+    if let Err(reason) = check_sources(&plan, &sources) {
         return Ok(Err(reason));
     }
     if let Plan::Groups { .. } = plan {
@@ -147,12 +147,10 @@ pub async fn query_columns(c: &impl GenericClient, view: &str) -> Result<Vec<del
     Ok(columns.into_iter().map(|(name, ty)| delta::Column { name, ty }).collect())
 }
 
-/// For each branch of the plan, the captured table of each table of its FROM, in order (a
-/// table read twice appears twice); an error when what the query reads and what the plan names
-/// differ.
-pub fn sources_in_order<'a>(plan: &Plan, sources: &'a [SourceTable]) -> Result<Vec<Vec<&'a SourceTable>>, String> {
-    let froms = plan.froms();
-    let tables: Vec<&analyze::Source> = froms.iter().flat_map(|f| f.tables.iter()).collect();
+/// Checks that the tables the plan reads (those of its subqueries too) are the captured
+/// `sources`: an error when what the query reads and what the plan names differ.
+pub fn check_sources(plan: &Plan, sources: &[SourceTable]) -> Result<(), String> {
+    let tables: Vec<&analyze::Source> = plan.froms().iter().flat_map(|f| f.tables()).collect();
     let find = |t: &analyze::Source| sources.iter().find(|s| s.schema == t.schema && s.name == t.name);
     let covered = sources
         .iter()
@@ -165,7 +163,7 @@ pub fn sources_in_order<'a>(plan: &Plan, sources: &'a [SourceTable]) -> Result<V
             named.join(", ")
         ));
     }
-    Ok(froms.iter().map(|f| f.tables.iter().filter_map(&find).collect()).collect())
+    Ok(())
 }
 
 /// Locks an incremental table's sources against writers until the transaction ends, before
@@ -315,18 +313,15 @@ pub async fn apply(
     target: &str,
     query: &[delta::Column],
 ) -> Result<u64, ApplyError> {
-    let ordered = sources_in_order(plan, sources).map_err(ApplyError::Plan)?;
+    check_sources(plan, sources).map_err(ApplyError::Plan)?;
     let columns: Vec<delta::Column> = crate::manager::catalog::columns_of(tx, target)
         .await?
         .into_iter()
         .map(|(name, ty)| delta::Column { name, ty })
         .collect();
     let sql = match plan {
-        Plan::Rows { .. } => delta::apply_sql(plan, &ordered, applied, target, &columns),
-        Plan::Groups { .. } => {
-            let sources = ordered.first().map_or(&[][..], |o| &o[..]);
-            groups::apply_sql(plan, id, sources, applied, target, &columns, query)
-        }
+        Plan::Rows { .. } => delta::apply_sql(plan, sources, applied, target, &columns),
+        Plan::Groups { .. } => groups::apply_sql(plan, id, sources, applied, target, &columns, query),
     }
     .ok_or_else(|| ApplyError::Plan("no apply for this plan".into()))?;
     // The planner's costs count the sources' whole size (it cannot know a delta is small), which
