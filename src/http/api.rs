@@ -118,9 +118,10 @@ fn manager_error(e: ManagerError) -> Response {
     error(status, e.to_string(), Some(e.sqlstate()))
 }
 
-/// Checks the bearer token, when one is configured (compared in constant time).
-pub fn authorized(state: &AppState, headers: &HeaderMap) -> Result<(), Response> {
-    let Some(token) = &state.token else { return Ok(()) };
+/// Checks the bearer token, when one is configured (compared in constant time): the 401 answer
+/// when it is missing or wrong.
+pub fn unauthorized(state: &AppState, headers: &HeaderMap) -> Option<Response> {
+    let Some(token) = &state.token else { return None };
     let given = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
@@ -128,17 +129,17 @@ pub fn authorized(state: &AppState, headers: &HeaderMap) -> Result<(), Response>
         .unwrap_or("");
     let same = given.len() == token.len() && given.bytes().zip(token.bytes()).fold(0u8, |a, (x, y)| a | (x ^ y)) == 0;
     if same {
-        Ok(())
+        None
     } else {
         let mut r = error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token", None);
         r.headers_mut()
             .insert("www-authenticate", "Bearer".parse().expect("static header value"));
-        Err(r)
+        Some(r)
     }
 }
 
 pub async fn refresh(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Err(r) = authorized(&state, &headers) {
+    if let Some(r) = unauthorized(&state, &headers) {
         return r;
     }
     let req = match parse_refresh_body(&body) {
@@ -175,7 +176,7 @@ pub async fn refresh(State(state): State<Arc<AppState>>, headers: HeaderMap, bod
 }
 
 pub async fn list(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    if let Err(r) = authorized(&state, &headers) {
+    if let Some(r) = unauthorized(&state, &headers) {
         return r;
     }
     match state.manager.list_json(None).await {
@@ -185,7 +186,7 @@ pub async fn list(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Res
 }
 
 pub async fn one(State(state): State<Arc<AppState>>, headers: HeaderMap, Path(name): Path<String>) -> Response {
-    if let Err(r) = authorized(&state, &headers) {
+    if let Some(r) = unauthorized(&state, &headers) {
         return r;
     }
     let name = match parse_table_name(&name) {
@@ -203,7 +204,7 @@ pub async fn one(State(state): State<Arc<AppState>>, headers: HeaderMap, Path(na
 }
 
 pub async fn job(State(state): State<Arc<AppState>>, headers: HeaderMap, Path(id): Path<String>) -> Response {
-    if let Err(r) = authorized(&state, &headers) {
+    if let Some(r) = unauthorized(&state, &headers) {
         return r;
     }
     match state.manager.job(&id).await {
