@@ -20,6 +20,7 @@ pub mod analyze;
 pub mod capture;
 pub mod delta;
 pub mod groups;
+pub mod wal;
 
 use tokio_postgres::{GenericClient, Transaction};
 
