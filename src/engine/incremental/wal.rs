@@ -237,11 +237,14 @@ pub fn parse(bytes: &[u8]) -> Result<Message, WalError> {
     Ok(message)
 }
 
+/// A log row: the captured columns' values (text form; None is NULL) and the sign.
+pub type LogRow = (Vec<Option<String>>, i16);
+
 /// The log rows one change makes, for a table whose captured columns are `wanted` (by name),
 /// read from rows laid out as `relation` says: the old row with sign -1, the new one with +1.
 /// An UPDATE's unchanged TOASTed values come from its old row. `Err` when a row lacks what is
 /// needed (an old row without REPLICA IDENTITY FULL, a column no longer there).
-pub fn log_rows(relation: &RelationInfo, message: &Message, wanted: &[&str]) -> Result<Vec<(Vec<Option<String>>, i16)>, WalError> {
+pub fn log_rows(relation: &RelationInfo, message: &Message, wanted: &[&str]) -> Result<Vec<LogRow>, WalError> {
     let positions: Vec<usize> = wanted
         .iter()
         .map(|w| {
