@@ -107,6 +107,18 @@ pub struct ServeArgs {
     #[arg(long, env = "DYNGATE_SCHEDULER", default_value = "embedded", value_enum)]
     pub scheduler: SchedulerKind,
 
+    /// How incremental tables' sources are captured: `wal` by logical decoding (writers do no
+    /// extra work; needs wal_level = logical and a role that may create replication slots;
+    /// sources get REPLICA IDENTITY FULL), `triggers` by statement-level triggers, `auto` the
+    /// WAL when PostgreSQL allows it, else triggers. A source keeps the way it was first captured.
+    #[arg(long, env = "DYNGATE_CAPTURE", default_value = "auto", value_enum)]
+    pub capture: crate::engine::incremental::collect::Capture,
+
+    /// How often changes are copied from the WAL capture's replication slot into the logs (WAL
+    /// the slot holds cannot be recycled).
+    #[arg(long, env = "DYNGATE_CAPTURE_INTERVAL", default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
+    pub capture_interval: Duration,
+
     /// How often each gateway reconciles the catalog with the external schedulers: retries failed
     /// removals, recreates schedules deleted behind dyngate's back, removes stray ones.
     #[arg(long, env = "DYNGATE_SCHEDULER_RECONCILE_INTERVAL", default_value = "60s", value_parser = parse_duration, value_name = "DURATION")]

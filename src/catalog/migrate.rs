@@ -28,6 +28,7 @@ pub const MIGRATIONS: &[Migration] = migrations![
     (2, "resolved_queries_and_guards"),
     (3, "scheduler_reconciliation"),
     (4, "incremental_refresh"),
+    (5, "wal_capture"),
 ];
 
 /// Arbitrary but fixed key of the advisory lock that serializes migrations ("dyngate" in ASCII).

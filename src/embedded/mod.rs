@@ -249,8 +249,10 @@ impl Cluster {
     fn write_runtime_conf(&self) -> Result<(), EmbeddedError> {
         let path = self.pgdata.join("dyngate.conf");
         let sock = self.socket_dir.display().to_string().replace('\'', "''");
+        // wal_level = logical: incremental tables capture their sources' changes from the WAL
+        // (engine::incremental::collect), at no cost to writers.
         let text = format!(
-            "port = {}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\n",
+            "port = {}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\nwal_level = logical\n",
             self.port, sock
         );
         fs::write(&path, text).map_err(io("write dyngate.conf"))?;

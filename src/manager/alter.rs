@@ -338,6 +338,9 @@ impl Manager {
         let action_changes =
             set.iter().any(|(k, _)| k == incremental::ACTION_OPTION) || reset.iter().any(|k| k == incremental::ACTION_OPTION);
         let mut client = self.pool.get().await?;
+        if action_changes {
+            self.prepare_capture().await?;
+        }
         let tx = client.transaction().await?;
         check_time_zone(&tx, &time_zone).await?;
         if action_changes {
@@ -365,7 +368,7 @@ impl Manager {
             let decision = incremental::decide(&tx, view, cur.refresh_query(), requested, !cur.partitioned_by.is_empty())
                 .await?
                 .map_err(|why| not_incremental(&dt.name, &why))?;
-            incremental::record(&tx, dt.id, &decision, &cur.owner, false).await?;
+            incremental::record(&tx, dt.id, &decision, &cur.owner, false, self.capture()).await?;
             incremental::capture::remove_unused(&tx).await?;
             if decision.action() != cur.refresh_action {
                 notices.push(format!(

@@ -22,6 +22,7 @@ impl Manager {
     pub async fn alter_query(&self, who: &Requester<'_>, name: &TableName, query: &str) -> Result<Altered, ManagerError> {
         let dt = self.for_change(who, name, "alter").await?;
         let mut client = self.pool.get().await?;
+        self.prepare_capture().await?;
         let search_path = self.search_path_of(&mut client, who).await?;
         let tx = client.transaction().await?;
         tx.execute("SELECT pg_advisory_xact_lock($1, $2)", &[&TABLE_LOCK_SPACE, &(dt.id as i32)])
@@ -95,7 +96,7 @@ impl Manager {
                 dt.name
             ));
         }
-        incremental::record(&tx, dt.id, &decision, &dt.owner, activated).await?;
+        incremental::record(&tx, dt.id, &decision, &dt.owner, activated, self.capture()).await?;
         incremental::capture::remove_unused(&tx).await?;
         tx.commit().await?;
         tracing::info!(table = %dt.name, by = who.user, added = added.len(), action = decision.action(), "dynamic table query replaced");

@@ -133,6 +133,7 @@ impl Manager {
         };
 
         let mut client = self.pool.get().await?;
+        self.prepare_capture().await?;
         let name = self.resolve(&mut client, who, &c.name).await?;
         let search_path = self.search_path_of(&mut client, who).await?;
         let tx = client.transaction().await?;
@@ -188,7 +189,7 @@ impl Manager {
         incremental::prepare(&tx, &decision).await?;
         // User SQL runs with the requester's privileges (see engine::postgres::run_as).
         let filled = engine::postgres::create(&tx, who.user, &name.quoted(), c.columns.as_deref(), &bound.resolved).await?;
-        incremental::record(&tx, id, &decision, who.user, true).await?;
+        incremental::record(&tx, id, &decision, who.user, true, self.capture()).await?;
         if !c.partitioned_by.is_empty() {
             check_partition_columns(&tx, &name, &c.partitioned_by, &formatters).await?;
             // A partition's refresh deletes by the partition columns.

@@ -29,6 +29,7 @@ use tokio_postgres::{Client, Transaction};
 
 use crate::backend::ServicePool;
 use crate::config::SchedulerKind;
+use crate::engine::incremental::collect::{self, Method};
 use crate::scheduler::Plugin;
 use crate::sql::dynamic::TableName;
 use catalog::DtRow;
@@ -60,6 +61,9 @@ pub struct Manager {
     plugins: Vec<Arc<dyn Plugin>>,
     /// This catalog's identity (`dyngate.identity`), read on first use.
     catalog_id: tokio::sync::OnceCell<String>,
+    /// How new change captures are made (engine::incremental::collect): what `--capture`
+    /// resolved to once the catalog was ready (triggers until then).
+    capture: std::sync::OnceLock<Method>,
 }
 
 impl Manager {
@@ -71,7 +75,61 @@ impl Manager {
             default_scheduler: SchedulerKind::Embedded,
             plugins: vec![Arc::new(crate::scheduler::embedded::Embedded)],
             catalog_id: tokio::sync::OnceCell::new(),
+            capture: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Decides how new change captures are made, from `--capture` and what the backing
+    /// PostgreSQL allows (once, at start-up, after the migrations).
+    pub async fn set_capture(&self, setting: collect::Capture) -> Result<Method, collect::CaptureError> {
+        let client = self.pool.get().await?;
+        let method = collect::resolve(&*client, setting).await?;
+        let _ = self.capture.set(method);
+        Ok(method)
+    }
+
+    fn capture(&self) -> Method {
+        self.capture.get().copied().unwrap_or(Method::Trigger)
+    }
+
+    /// Every `interval` until `stop`: [`Manager::collect_changes`].
+    pub async fn run_collect_loop(self: Arc<Self>, interval: Duration, mut stop: tokio::sync::watch::Receiver<bool>) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => {}
+                _ = stop.changed() => break,
+            }
+            if let Err(e) = self.collect_changes().await {
+                tracing::warn!(error = %e, "collecting changes from the WAL; retried next round");
+            }
+        }
+    }
+
+    /// Before a statement that may start capturing changes: the WAL capture's slot must exist
+    /// before its transaction (see engine::incremental::collect::ensure_slot). If it cannot be
+    /// made (no replication slot free, say), new captures use triggers.
+    async fn prepare_capture(&self) -> Result<(), ManagerError> {
+        if self.capture() == Method::Wal {
+            let id = self.catalog_id().await?;
+            let mut client = self.pool.get().await?;
+            client.discard_on_drop(true);
+            match collect::ensure_slot(&client, id).await {
+                Ok(()) => client.discard_on_drop(false),
+                Err(e) => tracing::warn!(error = %e, "the WAL capture's slot cannot be made; new captures use triggers"),
+            }
+        }
+        Ok(())
+    }
+
+    /// Copies the changes the WAL capture's slot holds into the logs, and drops the slot once no
+    /// source is captured from the WAL. Run every few seconds by the server.
+    pub async fn collect_changes(&self) -> Result<u64, ManagerError> {
+        let mut client = self.pool.get().await?;
+        client.discard_on_drop(true);
+        let n = collect::collect(&client).await?;
+        collect::release_if_unused(&client).await?;
+        client.discard_on_drop(false);
+        Ok(n)
     }
 
     /// Sets the default scheduler of FULL tables and adds external schedulers' plug-ins.

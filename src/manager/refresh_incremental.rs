@@ -7,7 +7,10 @@
 //!
 //! Its history row is written as EXECUTING first (in its own statement, before the snapshot),
 //! then turned into the outcome by the transaction. In the transaction: reload the table; check
-//! that the owner may still read the sources; count what they logged since the applied snapshot;
+//! that the owner may still read the sources; read what sources captured from the WAL changed
+//! beyond what was collected into their logs (engine::incremental::collect::peek_pending: a
+//! collection committed meanwhile makes the transaction start again); count what the sources
+//! logged since the applied snapshot;
 //! recompute instead when a source was truncated, the table has no applied snapshot, or the cost
 //! guard says so (engine::incremental::prefer_full); else apply the changes as the owner, or
 //! record NO_DATA when there were none; record the new applied snapshot and the history row
@@ -17,7 +20,7 @@
 use tokio_postgres::IsolationLevel;
 
 use crate::backend::Pooled;
-use crate::engine::incremental::{self, capture};
+use crate::engine::incremental::{self, capture, collect};
 use crate::engine::{self, RefreshAction};
 use crate::manager::catalog::{self, DtRow};
 use crate::manager::drop::TABLE_LOCK_SPACE;
@@ -118,9 +121,16 @@ impl Manager {
             && let Ok(s) = capture::sources_of(&tx, view).await?
         {
             sources = s;
+            let truncated = match collect::peek_pending(&tx, &self.pool, &mut sources, &dt.owner, applied).await? {
+                collect::Peeked::Gap => {
+                    tracing::info!(table = %dt.name, "changes were collected after this refresh's snapshot; it starts again");
+                    return Ok((Outcome::Stale, Vec::new()));
+                }
+                collect::Peeked::Ready { truncated } => truncated,
+            };
             let pending = incremental::pending(&tx, &sources, applied).await?;
             changes = Some(pending.changes);
-            action = if pending.truncated || incremental::prefer_full(pending.changes, pending.source_rows) {
+            action = if truncated || pending.truncated || incremental::prefer_full(pending.changes, pending.source_rows) {
                 RefreshAction::Full
             } else if pending.changes == 0 {
                 RefreshAction::NoData

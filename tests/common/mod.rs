@@ -330,8 +330,13 @@ pub fn message(e: &tokio_postgres::Error) -> String {
 /// A database of its own, a gateway whose catalog database it is, and a superuser session
 /// through that gateway: where dynamic-table tests start.
 pub async fn catalog_session(pg: &Pg) -> (String, Dyngate, tokio_postgres::Client) {
+    catalog_session_with(pg, &[]).await
+}
+
+/// [`catalog_session`] with extra arguments for the gateway.
+pub async fn catalog_session_with(pg: &Pg, extra: &[&str]) -> (String, Dyngate, tokio_postgres::Client) {
     let db = pg.fresh_db().await;
-    let gw = Dyngate::for_db(pg, &db, &[]);
+    let gw = Dyngate::for_db(pg, &db, extra);
     let c = connect(&gw.url("postgres", &pg.password, &db)).await;
     (db, gw, c)
 }

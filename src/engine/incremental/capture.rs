@@ -35,6 +35,8 @@
 
 use tokio_postgres::Transaction;
 
+use crate::engine::incremental::collect;
+pub use crate::engine::incremental::collect::Method;
 use crate::manager::rules::{quote_ident, quote_literal};
 
 /// The log's own columns. Source columns are logged as `a<attnum>` ([`log_column`]), read back
@@ -57,6 +59,9 @@ pub struct SourceTable {
     pub quoted: String,
     /// The columns the dynamic table's query reads: number and current name.
     pub columns: Vec<(i16, String)>,
+    /// Captured from the WAL, with this transaction's peek table beside its log
+    /// (collect::peek_pending sets it).
+    pub wal: bool,
 }
 
 /// The log's column holding source attribute `attnum` (see `dyngate.change_capture`).
@@ -109,6 +114,7 @@ pub async fn sources_of(tx: &Transaction<'_>, view: &str) -> Result<Result<Vec<S
             name,
             quoted,
             columns: attnums.into_iter().zip(names).collect(),
+            wal: false,
         });
     }
     Ok(Ok(sources))
@@ -164,9 +170,11 @@ pub async fn lock(tx: &Transaction<'_>, source: &SourceTable) -> Result<(), toki
 
 /// Captures the changes of `source`'s `columns` (adding to what is captured already), under
 /// [`lock`], so that the snapshot a first fill read and the start of the log agree. `reader`
-/// (the dynamic table's owner) may read the log. A source never analyzed is analyzed: the cost
+/// (the dynamic table's owner) may read the log. A new capture uses `method` (the WAL only when
+/// its slot is there: collect::ensure_slot runs before the statement's transaction; else
+/// triggers); an existing one keeps its own. A source never analyzed is analyzed: the cost
 /// guard weighs changes against its statistics.
-pub async fn install(tx: &Transaction<'_>, source: &SourceTable, reader: &str) -> Result<(), tokio_postgres::Error> {
+pub async fn install(tx: &Transaction<'_>, source: &SourceTable, reader: &str, method: Method) -> Result<(), tokio_postgres::Error> {
     lock(tx, source).await?;
     let unknown: bool = tx
         .query_one("SELECT reltuples < 0 FROM pg_class WHERE oid = $1", &[&source.oid])
@@ -196,6 +204,16 @@ pub async fn install(tx: &Transaction<'_>, source: &SourceTable, reader: &str) -
         .collect();
     match existing {
         None => {
+            // The slot is not dropped while this transaction runs (collect::SLOT_USE_LOCK).
+            let wal = method == Method::Wal
+                && tx
+                    .query_one(
+                        "SELECT pg_advisory_xact_lock_shared($1, $2)::text,
+                                EXISTS (SELECT 1 FROM dyngate.wal_capture w JOIN pg_catalog.pg_replication_slots s ON s.slot_name = w.slot)",
+                        &[&collect::SLOT_USE_LOCK.0, &collect::SLOT_USE_LOCK.1],
+                    )
+                    .await?
+                    .get::<_, bool>(1);
             let extra: String = types.iter().map(|t| format!(", {t}")).collect();
             tx.batch_execute(&format!(
                 "CREATE TABLE {qlog} ({xid} xid8 NOT NULL DEFAULT pg_catalog.pg_current_xact_id(), {sign} smallint NOT NULL{extra});
@@ -205,13 +223,33 @@ pub async fn install(tx: &Transaction<'_>, source: &SourceTable, reader: &str) -
                 comment = quote_literal(&format!("dyngate: changes to {} for incremental refreshes", source.quoted)),
             ))
             .await?;
-            tx.execute(
-                "INSERT INTO dyngate.change_capture (source, log_table, attnums, names) VALUES ($1, $2, $3, '{}')",
-                &[&source.oid, &log, &attnums],
-            )
-            .await?;
-            tx.execute("SELECT dyngate.capture_functions($1)", &[&source.oid]).await?;
-            tx.batch_execute(&triggers_sql(source)).await?;
+            if wal {
+                // Its UPDATEs and DELETEs must carry the old row whole; what its identity was is
+                // put back when the capture goes.
+                tx.execute(
+                    "INSERT INTO dyngate.change_capture (source, log_table, attnums, names, method, former_replica_identity, former_replica_index)
+                     SELECT $1, $2, $3, '{}', 'wal', c.relreplident,
+                            (SELECT format('%I', i.relname) FROM pg_catalog.pg_index x JOIN pg_catalog.pg_class i ON i.oid = x.indexrelid
+                              WHERE x.indrelid = c.oid AND x.indisreplident)
+                       FROM pg_catalog.pg_class c WHERE c.oid = $1",
+                    &[&source.oid, &log, &attnums],
+                )
+                .await?;
+                tx.batch_execute(&format!(
+                    "ALTER TABLE {src} REPLICA IDENTITY FULL; ALTER PUBLICATION {publication} ADD TABLE ONLY {src};",
+                    src = source.quoted,
+                    publication = quote_ident(crate::engine::incremental::collect::PUBLICATION),
+                ))
+                .await?;
+            } else {
+                tx.execute(
+                    "INSERT INTO dyngate.change_capture (source, log_table, attnums, names) VALUES ($1, $2, $3, '{}')",
+                    &[&source.oid, &log, &attnums],
+                )
+                .await?;
+                tx.execute("SELECT dyngate.capture_functions($1)", &[&source.oid]).await?;
+                tx.batch_execute(&triggers_sql(source)).await?;
+            }
         }
         Some(_) if !added.is_empty() => {
             let adds: Vec<String> = types.iter().map(|t| format!("ADD COLUMN {t}")).collect();
@@ -257,7 +295,8 @@ pub fn triggers_sql(source: &SourceTable) -> String {
 pub async fn remove_unused(tx: &Transaction<'_>) -> Result<(), tokio_postgres::Error> {
     let unused = tx
         .query(
-            "SELECT cc.source, cc.log_table, format('%I.%I', n.nspname, c.relname)
+            "SELECT cc.source, cc.log_table, format('%I.%I', n.nspname, c.relname), cc.method,
+                    cc.former_replica_identity::text, cc.former_replica_index
                FROM dyngate.change_capture cc
                LEFT JOIN pg_class c ON c.oid = cc.source
                LEFT JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -271,8 +310,22 @@ pub async fn remove_unused(tx: &Transaction<'_>) -> Result<(), tokio_postgres::E
         .await?;
     for r in unused {
         let (oid, log, quoted): (u32, String, Option<String>) = (r.get(0), r.get(1), r.get(2));
+        let (method, identity, index): (String, Option<String>, Option<String>) = (r.get(3), r.get(4), r.get(5));
         let mut sql = String::new();
-        if let Some(src) = quoted {
+        if let (Some(src), "wal") = (&quoted, method.as_str()) {
+            sql.push_str(&format!(
+                "ALTER PUBLICATION {} DROP TABLE ONLY {src};",
+                quote_ident(crate::engine::incremental::collect::PUBLICATION)
+            ));
+            let identity = match (identity.as_deref(), index) {
+                (Some("n"), _) => "NOTHING".to_string(),
+                (Some("i"), Some(index)) => format!("USING INDEX {index}"),
+                (Some("f"), _) => "FULL".to_string(),
+                _ => "DEFAULT".to_string(),
+            };
+            sql.push_str(&format!("ALTER TABLE {src} REPLICA IDENTITY {identity};"));
+        }
+        if let (Some(src), "trigger") = (quoted, method.as_str()) {
             for op in ["insert", "delete", "update", "truncate"] {
                 sql.push_str(&format!(
                     "DROP TRIGGER IF EXISTS {} ON {src};",
@@ -306,6 +359,7 @@ mod tests {
             name: "Orders".into(),
             quoted: "public.\"Orders\"".into(),
             columns: vec![(1, "id".into()), (3, "Amount".into())],
+            wal: false,
         };
         let sql = triggers_sql(&s);
         assert!(sql.contains("CREATE TRIGGER \"dyngate_capture_update\" AFTER UPDATE ON public.\"Orders\" REFERENCING OLD TABLE AS dyngate_old NEW TABLE AS dyngate_new FOR EACH STATEMENT"), "{sql}");

@@ -9,6 +9,7 @@
 
 use crate::engine::incremental::analyze::{Branch, From, Plan, Relation, Source, Subquery};
 use crate::engine::incremental::capture::{SIGN, SourceTable, XID, log_column, log_table};
+use crate::engine::incremental::collect;
 use crate::manager::rules::{quote_ident, quote_literal};
 
 /// A column of the dynamic table: name and type as `format_type` prints it.
@@ -20,18 +21,27 @@ pub struct Column {
 
 /// The changes of `source`'s log not yet applied: those of transactions invisible in `applied`
 /// (the snapshot the table was last brought up to date with), read in the caller's snapshot,
-/// with the source's columns under their current names, and the sign.
+/// with the source's columns under their current names, and the sign. A source captured from
+/// the WAL adds what this transaction peeked (collect::peek_pending), and keeps only the changes
+/// of transactions its snapshot sees (a transaction is decoded a moment before it is visible).
 pub fn pending_changes(source: &SourceTable, applied: &str) -> String {
     let columns: String = source
         .columns
         .iter()
         .map(|(n, name)| format!("{} AS {}, ", quote_ident(&log_column(*n)), quote_ident(name)))
         .collect();
+    let xid = quote_ident(XID);
+    let (log, seen) = if source.wal {
+        (
+            format!("{} AS \"dyngate$log\"", collect::log_and_peeked(source.oid)),
+            format!(" AND pg_catalog.pg_visible_in_snapshot({xid}, pg_catalog.pg_current_snapshot())"),
+        )
+    } else {
+        (format!("dyngate.{}", quote_ident(&log_table(source.oid))), String::new())
+    };
     format!(
-        "SELECT {columns}{sign} FROM dyngate.{log} WHERE NOT pg_catalog.pg_visible_in_snapshot({xid}, {applied}::pg_catalog.pg_snapshot)",
+        "SELECT {columns}{sign} FROM {log} WHERE NOT pg_catalog.pg_visible_in_snapshot({xid}, {applied}::pg_catalog.pg_snapshot){seen}",
         sign = quote_ident(SIGN),
-        log = quote_ident(&log_table(source.oid)),
-        xid = quote_ident(XID),
         applied = quote_literal(applied)
     )
 }
@@ -422,6 +432,7 @@ mod tests {
             name: name.into(),
             quoted: format!("public.{name}"),
             columns: vec![(1, "id".into())],
+            wal: false,
         }
     }
 
@@ -471,6 +482,7 @@ mod tests {
             name: "orders".into(),
             quoted: "public.orders".into(),
             columns: vec![(1, "id".into()), (4, "amount".into())],
+            wal: false,
         };
         let sql = apply_sql(&plan, &[source], "10:20:", "public.\"T\"", &cols).unwrap();
         if let Ok(path) = std::env::var("DYNGATE_PRINT_DELTA_SQL") {

@@ -3,7 +3,8 @@
 //!
 //! - [`analyze`] decides, from the resolved query, whether and how a table can be refreshed
 //!   incrementally, or why not (the reason users see).
-//! - [`capture`] logs the changes of the sources (statement triggers with transition tables).
+//! - [`capture`] logs the changes of the sources: statement triggers with transition tables, or
+//!   [`collect`] copies them from the WAL by logical decoding ([`wal`] reads its messages).
 //! - [`delta`] writes the SQL that applies a plan's delta to a table of rows; [`groups`] that of
 //!   a grouped table, whose aggregates are kept as state in a side table.
 //!
@@ -18,6 +19,7 @@
 
 pub mod analyze;
 pub mod capture;
+pub mod collect;
 pub mod delta;
 pub mod groups;
 pub mod wal;
@@ -179,14 +181,22 @@ pub async fn prepare(tx: &Transaction<'_>, decision: &Decision) -> Result<(), to
     Ok(())
 }
 
-/// Starts capturing the changes of an incremental table's sources (read by `owner`) and
+/// Starts capturing the changes of an incremental table's sources (read by `owner`; new
+/// captures by `method`) and
 /// records the decision for table `id`, after its content was made from the current sources
 /// (`filled`) or not (a suspended table altered: its next refresh is full).
-pub async fn record(tx: &Transaction<'_>, id: i64, decision: &Decision, owner: &str, filled: bool) -> Result<(), tokio_postgres::Error> {
+pub async fn record(
+    tx: &Transaction<'_>,
+    id: i64,
+    decision: &Decision,
+    owner: &str,
+    filled: bool,
+    method: capture::Method,
+) -> Result<(), tokio_postgres::Error> {
     tx.batch_execute(&groups::drop_state_sql(id)).await?;
     if let Decision::Incremental { sources, plan, columns } = decision {
         for s in sources {
-            capture::install(tx, s, owner).await?;
+            capture::install(tx, s, owner, method).await?;
         }
         if let Some(create) = groups::create_state_sql(plan, id, owner, columns) {
             tx.batch_execute(&create).await?;
@@ -353,9 +363,15 @@ const READERS: &str = "SELECT a.snapshot AS applied_snapshot FROM dyngate.dynami
 /// whose next refresh is full need none). Run in its own READ COMMITTED transaction after a
 /// refresh committed; two running at once delete disjoint or equal rows, never wait long.
 pub async fn discard_applied(c: &impl GenericClient, sources: &[SourceTable]) -> Result<u64, tokio_postgres::Error> {
+    let oids: Vec<u32> = sources.iter().map(|s| s.oid).collect();
+    discard_applied_of(c, &oids).await
+}
+
+/// [`discard_applied`] by the sources' oids.
+pub async fn discard_applied_of(c: &impl GenericClient, sources: &[u32]) -> Result<u64, tokio_postgres::Error> {
     let mut n = 0;
-    for s in sources {
-        let log = format!("dyngate.{}", crate::manager::rules::quote_ident(&capture::log_table(s.oid)));
+    for oid in sources {
+        let log = format!("dyngate.{}", crate::manager::rules::quote_ident(&capture::log_table(*oid)));
         n += c
             .execute(
                 &format!(
@@ -364,7 +380,7 @@ pub async fn discard_applied(c: &impl GenericClient, sources: &[SourceTable]) ->
                       WHERE NOT EXISTS (SELECT 1 FROM readers r WHERE NOT pg_visible_in_snapshot(l.{xid}, r.applied_snapshot))",
                     xid = crate::manager::rules::quote_ident(capture::XID)
                 ),
-                &[&s.oid],
+                &[oid],
             )
             .await?;
         c.execute(
@@ -374,7 +390,7 @@ pub async fn discard_applied(c: &impl GenericClient, sources: &[SourceTable]) ->
                   WHERE l.source = $1
                     AND NOT EXISTS (SELECT 1 FROM readers r WHERE NOT pg_visible_in_snapshot(l.xid, r.applied_snapshot))"
             ),
-            &[&s.oid],
+            &[oid],
         )
         .await?;
     }

@@ -240,20 +240,35 @@ pub fn parse(bytes: &[u8]) -> Result<Message, WalError> {
 /// A log row: the captured columns' values (text form; None is NULL) and the sign.
 pub type LogRow = (Vec<Option<String>>, i16);
 
-/// The log rows one change makes, for a table whose captured columns are `wanted` (by name),
-/// read from rows laid out as `relation` says: the old row with sign -1, the new one with +1.
-/// An UPDATE's unchanged TOASTed values come from its old row. `Err` when a row lacks what is
-/// needed (an old row without REPLICA IDENTITY FULL, a column no longer there).
-pub fn log_rows(relation: &RelationInfo, message: &Message, wanted: &[&str]) -> Result<Vec<LogRow>, WalError> {
+/// A captured column as the table is now: its name, and its place among the columns a
+/// Relation message lists (those neither dropped nor generated).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Wanted<'a> {
+    pub name: &'a str,
+    pub place: usize,
+}
+
+/// The log rows one change makes, for a table whose captured columns are `wanted`, read from
+/// rows laid out as `relation` says (the table as it was when the change was made): the old row
+/// with sign -1, the new one with +1. A column is found by its name, or, renamed since, by its
+/// place when the table has as many columns as then (`live` now). An UPDATE's unchanged TOASTed
+/// values come from its old row. `Err` when a row lacks what is needed (an old row without
+/// REPLICA IDENTITY FULL, a column that cannot be found).
+pub fn log_rows(relation: &RelationInfo, message: &Message, wanted: &[Wanted<'_>], live: usize) -> Result<Vec<LogRow>, WalError> {
     let positions: Vec<usize> = wanted
         .iter()
         .map(|w| {
-            relation.columns.iter().position(|c| c == w).ok_or_else(|| {
-                WalError(format!(
-                    "column {w} of {}.{} is not in its changes (renamed or dropped since they were made)",
-                    relation.schema, relation.name
-                ))
-            })
+            relation
+                .columns
+                .iter()
+                .position(|c| c == w.name)
+                .or((relation.columns.len() == live && w.place < live).then_some(w.place))
+                .ok_or_else(|| {
+                    WalError(format!(
+                        "column {} of {}.{} is not in its changes (columns were added or dropped since they were made)",
+                        w.name, relation.schema, relation.name
+                    ))
+                })
         })
         .collect::<Result<_, _>>()?;
     let pick = |row: &[Value], fallback: Option<&[Value]>| -> Result<Vec<Option<String>>, WalError> {
@@ -389,19 +404,19 @@ mod tests {
             name: "r".into(),
             columns: vec!["k".into(), "big".into(), "v".into()],
         };
-        let wanted = ["v", "big"];
+        let wanted = [Wanted { name: "v", place: 2 }, Wanted { name: "big", place: 1 }];
         let insert = Message::Insert {
             relid: 1,
             new: vec![text("1"), text("x"), Value::Null],
         };
-        assert_eq!(log_rows(&r, &insert, &wanted), Ok(vec![(vec![None, Some("x".into())], 1)]));
+        assert_eq!(log_rows(&r, &insert, &wanted, 3), Ok(vec![(vec![None, Some("x".into())], 1)]));
         let update = Message::Update {
             relid: 1,
             old: Some(vec![text("1"), text("long"), text("2")]),
             new: vec![text("1"), Value::Unchanged, text("3")],
         };
         assert_eq!(
-            log_rows(&r, &update, &wanted),
+            log_rows(&r, &update, &wanted, 3),
             Ok(vec![
                 (vec![Some("2".into()), Some("long".into())], -1),
                 (vec![Some("3".into()), Some("long".into())], 1)
@@ -413,14 +428,18 @@ mod tests {
             old: None,
             new: vec![text("1"), text("x"), text("3")],
         };
-        assert!(log_rows(&r, &keyless, &wanted).unwrap_err().0.contains("REPLICA IDENTITY"));
+        assert!(log_rows(&r, &keyless, &wanted, 3).unwrap_err().0.contains("REPLICA IDENTITY"));
         let key_only = Message::Delete {
             relid: 1,
             old: vec![text("1")],
         };
-        assert!(log_rows(&r, &key_only, &wanted).is_err());
-        assert!(log_rows(&r, &insert, &["gone"]).unwrap_err().0.contains("renamed or dropped"));
-        assert_eq!(log_rows(&r, &Message::Truncate { relids: vec![1] }, &wanted), Ok(vec![]));
+        assert!(log_rows(&r, &key_only, &wanted, 3).is_err());
+        // Renamed since: found by its place while the table has as many columns; not once one
+        // was added.
+        let renamed = [Wanted { name: "value", place: 2 }];
+        assert_eq!(log_rows(&r, &insert, &renamed, 3), Ok(vec![(vec![None], 1)]));
+        assert!(log_rows(&r, &insert, &renamed, 4).unwrap_err().0.contains("added or dropped"));
+        assert_eq!(log_rows(&r, &Message::Truncate { relids: vec![1] }, &wanted, 3), Ok(vec![]));
     }
 
     #[test]

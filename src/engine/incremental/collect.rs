@@ -1,0 +1,735 @@
+//! Capture from the write-ahead log: the sources' changes read by logical decoding from a
+//! replication slot (the `pgoutput` plug-in, restricted to a publication naming the sources), so
+//! that writers do no work at all for dynamic tables (see capture.rs for the measurements).
+//!
+//! - One slot per catalog (`dyngate_<catalog id>`: slots belong to the whole cluster) and one
+//!   publication (`dyngate_capture`) in the catalog's database, recorded in `dyngate.wal_capture`
+//!   (catalog V5) with the position up to which the changes of committed transactions are in the
+//!   log tables. A source captured this way is in the publication with REPLICA IDENTITY FULL (an
+//!   UPDATE or DELETE then carries the old row whole), and its changes go to the same log tables
+//!   as the triggers' (capture.rs), with their transaction's id.
+//! - [`collect`] copies what the slot holds into the logs, moves the position, commits, and only
+//!   then advances the slot. It runs under a session advisory lock (one at a time), before each
+//!   incremental refresh and every few seconds (WAL the slot holds cannot be recycled).
+//! - A refresh reads its sources and the logs as of one snapshot, but transactions may commit
+//!   after the last collection and before that snapshot. So, inside its transaction,
+//!   [`peek_pending`] reads what the slot holds beyond the position the snapshot sees, without
+//!   consuming it, into temporary tables that the delta reads beside the logs (delta.rs). If the
+//!   slot was advanced beyond that position meanwhile (a collection committed after the
+//!   snapshot), the changes in between are in logs the snapshot cannot see: the refresh starts
+//!   again ([`Peeked::Gap`]).
+//! - Every log row is checked against the refresh's snapshot too (a transaction is decoded once
+//!   its commit is in the WAL, a moment before it is visible).
+//! - A change that cannot be turned into log rows (a source column renamed while changes were
+//!   pending, a table whose identity is no longer FULL) is recorded as a truncation: its readers'
+//!   next refresh is full.
+
+use std::collections::HashMap;
+
+use tokio_postgres::types::ToSql;
+
+use crate::backend::ServicePool;
+use tokio_postgres::{Client, GenericClient, Transaction};
+
+use crate::engine::incremental::capture::{SIGN, SourceTable, XID, log_column, log_table};
+use crate::engine::incremental::wal::{self, Lsn, Message, RelationInfo, format_lsn, full_xid, parse_lsn};
+use crate::manager::rules::{quote_ident, quote_literal};
+
+/// The publication naming the sources captured from the WAL.
+pub const PUBLICATION: &str = "dyngate_capture";
+
+/// The advisory lock serializing collections and peeks (a slot serves one reader at a time).
+const COLLECT_LOCK: (i32, i32) = (0x6477_616c, 1); // "dwal"
+
+/// Held shared by a transaction starting a capture from the WAL (capture::install), taken
+/// exclusively to drop an unused slot: a slot is never dropped under a capture being started.
+pub const SLOT_USE_LOCK: (i32, i32) = (0x6477_616c, 2);
+
+/// Changes read per collection round (whole transactions: a round ends after the transaction
+/// that reaches it).
+const ROUND_CHANGES: i32 = 20_000;
+
+/// How sources are captured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Capture {
+    /// From the WAL when PostgreSQL has `wal_level = logical` and the gateway's role may create
+    /// replication slots; else triggers.
+    Auto,
+    /// Statement-level triggers on the sources.
+    Triggers,
+    /// Logical decoding of the WAL (needs `wal_level = logical`).
+    Wal,
+}
+
+/// The method new captures use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Trigger,
+    Wal,
+}
+
+impl Method {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Trigger => "trigger",
+            Method::Wal => "wal",
+        }
+    }
+}
+
+/// Why the setting cannot be had.
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    #[error(
+        "--capture wal needs wal_level = logical, and PostgreSQL has wal_level = {0} (ALTER SYSTEM SET wal_level = logical, then restart PostgreSQL)"
+    )]
+    WalLevel(String),
+    #[error("--capture wal needs a role that may create replication slots (SUPERUSER or REPLICATION); {0} may not")]
+    Privilege(String),
+    #[error(transparent)]
+    Postgres(#[from] tokio_postgres::Error),
+}
+
+/// What the setting comes to on this PostgreSQL.
+pub async fn resolve(c: &impl GenericClient, setting: Capture) -> Result<Method, CaptureError> {
+    if setting == Capture::Triggers {
+        return Ok(Method::Trigger);
+    }
+    let row = c
+        .query_one(
+            "SELECT current_setting('wal_level'), r.rolsuper OR r.rolreplication, current_user::text
+               FROM pg_roles r WHERE r.rolname = current_user",
+            &[],
+        )
+        .await?;
+    let (level, may, user): (String, bool, String) = (row.get(0), row.get(1), row.get(2));
+    match (setting, level == "logical", may) {
+        (_, true, true) => Ok(Method::Wal),
+        (Capture::Wal, false, _) => Err(CaptureError::WalLevel(level)),
+        (Capture::Wal, true, false) => Err(CaptureError::Privilege(user)),
+        _ => Ok(Method::Trigger),
+    }
+}
+
+/// The slot of catalog `catalog_id` (a UUID).
+pub fn slot_name(catalog_id: &str) -> String {
+    format!("dyngate_{}", catalog_id.replace('-', "").to_lowercase())
+}
+
+/// Makes sure the slot and the publication exist, outside any transaction (creating a slot
+/// waits for the transactions running at that moment to end): before a statement that may
+/// start capturing. A slot lost since it was recorded (dropped by hand, a restored backup) is
+/// made again, and every source captured from the WAL is marked truncated: what happened in
+/// between is unknown, so its readers' next refresh is full.
+pub async fn ensure_slot(c: &Client, catalog_id: &str) -> Result<(), tokio_postgres::Error> {
+    let slot = slot_name(catalog_id);
+    let ready: bool = c
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM dyngate.wal_capture w JOIN pg_catalog.pg_replication_slots s ON s.slot_name = w.slot
+                             WHERE w.slot = $1 AND s.database = current_database())",
+            &[&slot],
+        )
+        .await?
+        .get(0);
+    if ready {
+        return Ok(());
+    }
+    c.execute("SELECT pg_advisory_lock($1, $2)", &[&COLLECT_LOCK.0, &COLLECT_LOCK.1])
+        .await?;
+    let made = make_slot(c, &slot).await;
+    c.execute("SELECT pg_advisory_unlock($1, $2)", &[&COLLECT_LOCK.0, &COLLECT_LOCK.1])
+        .await?;
+    made
+}
+
+async fn make_slot(c: &Client, slot: &str) -> Result<(), tokio_postgres::Error> {
+    // The publication first: pgoutput fails on changes made before its publication existed.
+    c.batch_execute(&format!(
+        "DO $$ BEGIN
+           IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_publication WHERE pubname = {pub}) THEN
+             CREATE PUBLICATION {qpub} WITH (publish = 'insert, update, delete, truncate');
+           END IF;
+         END $$;",
+        pub = quote_literal(PUBLICATION),
+        qpub = quote_ident(PUBLICATION),
+    ))
+    .await?;
+    let exists: bool = c
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_replication_slots WHERE slot_name = $1)",
+            &[&slot],
+        )
+        .await?
+        .get(0);
+    if !exists {
+        c.execute("SELECT pg_catalog.pg_create_logical_replication_slot($1, 'pgoutput')", &[&slot])
+            .await?;
+    }
+    c.batch_execute(&format!(
+        "BEGIN;
+         INSERT INTO dyngate.truncation (source)
+           SELECT source FROM dyngate.change_capture WHERE method = 'wal' AND EXISTS (SELECT 1 FROM dyngate.wal_capture);
+         DELETE FROM dyngate.wal_capture;
+         INSERT INTO dyngate.wal_capture (slot, publication, position)
+           SELECT slot_name, {pub}, confirmed_flush_lsn FROM pg_catalog.pg_replication_slots WHERE slot_name = {qslot};
+         COMMIT;",
+        pub = quote_literal(PUBLICATION),
+        qslot = quote_literal(slot),
+    ))
+    .await
+}
+
+/// The recorded slot, publication and position, as the caller's snapshot sees them.
+async fn recorded(c: &impl GenericClient, lock: bool) -> Result<Option<(String, String, Lsn)>, tokio_postgres::Error> {
+    let sql = format!(
+        "SELECT slot::text, publication::text, position::text FROM dyngate.wal_capture{}",
+        if lock { " FOR UPDATE" } else { "" }
+    );
+    Ok(c.query_opt(&sql, &[]).await?.map(|r| {
+        let position: String = r.get(2);
+        (r.get(0), r.get(1), parse_lsn(&position).unwrap_or(0))
+    }))
+}
+
+/// A captured source as the decoder needs it: its log, and its captured columns by name.
+struct Target {
+    log: String,
+    /// (attnum, current name, log column type, place among the live columns)
+    columns: Vec<(i16, String, String, usize)>,
+    /// The table's columns a Relation message would list now (neither dropped nor generated).
+    live: usize,
+}
+
+/// The sources captured from the WAL (all of them, or those in `only`).
+async fn targets(c: &impl GenericClient, only: Option<&[u32]>) -> Result<HashMap<u32, Target>, tokio_postgres::Error> {
+    let rows = c
+        .query(
+            "SELECT cc.source, cc.log_table, u.n, a.attname::text, format_type(l.atttypid, l.atttypmod),
+                    (SELECT count(*) FROM pg_catalog.pg_attribute p
+                      WHERE p.attrelid = cc.source AND p.attnum > 0 AND p.attnum < u.n AND NOT p.attisdropped AND p.attgenerated = ''),
+                    (SELECT count(*) FROM pg_catalog.pg_attribute p
+                      WHERE p.attrelid = cc.source AND p.attnum > 0 AND NOT p.attisdropped AND p.attgenerated = '')
+               FROM dyngate.change_capture cc
+               CROSS JOIN LATERAL unnest(cc.attnums) AS u(n)
+               LEFT JOIN pg_catalog.pg_attribute a ON a.attrelid = cc.source AND a.attnum = u.n AND NOT a.attisdropped
+               JOIN pg_catalog.pg_attribute l ON l.attrelid = format('dyngate.%I', cc.log_table)::regclass AND l.attname = 'a' || u.n
+              WHERE cc.method = 'wal' AND ($1::oid[] IS NULL OR cc.source = ANY($1))",
+            &[&only.map(|o| o.to_vec())],
+        )
+        .await?;
+    let mut map: HashMap<u32, Target> = HashMap::new();
+    for r in rows {
+        let (source, log, n, name, ty): (u32, String, i16, Option<String>, String) = (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4));
+        let (place, live): (i64, i64) = (r.get(5), r.get(6));
+        let t = map.entry(source).or_insert_with(|| Target {
+            log,
+            columns: Vec::new(),
+            live: live as usize,
+        });
+        // A dropped column logs NULL, as the triggers do.
+        t.columns.push((n, name.unwrap_or_default(), ty, place as usize));
+    }
+    Ok(map)
+}
+
+/// A decoded log row: the captured columns' values, the transaction's xid8, the sign.
+type DecodedRow = (Vec<Option<String>>, u64, i16);
+
+/// What decoding gave for the captured sources: log rows per source, and the sources truncated
+/// (with the transaction's xid8).
+#[derive(Default)]
+struct Decoded {
+    rows: HashMap<u32, Vec<DecodedRow>>,
+    truncated: Vec<(u32, u64)>,
+    /// The end of the last transaction read.
+    end: Option<Lsn>,
+}
+
+/// Reads peeked rows (lsn, xid, message) of transactions that ended after `after` and that
+/// `applied` (when given) does not see, for the sources in `targets`; `reference` is a recent
+/// xid8 (to widen 32-bit xids).
+fn decode(
+    peeked: &[(String, String, Vec<u8>)],
+    after: Lsn,
+    applied: Option<&Snapshot>,
+    targets: &HashMap<u32, Target>,
+    reference: u64,
+) -> Result<Decoded, wal::WalError> {
+    let mut out = Decoded::default();
+    let mut relations: HashMap<u32, RelationInfo> = HashMap::new();
+    let mut tx: Vec<Message> = Vec::new();
+    let mut xid = 0u32;
+    for (_, row_xid, data) in peeked {
+        let message = wal::parse(data)?;
+        match message {
+            Message::Begin { xid: x, .. } => {
+                xid = x;
+                tx.clear();
+            }
+            Message::Relation(r) => {
+                relations.insert(r.oid, r);
+            }
+            Message::Commit { end_lsn, .. } => {
+                out.end = Some(end_lsn);
+                let full = full_xid(xid, reference);
+                if end_lsn > after && !applied.is_some_and(|s| s.sees(full)) {
+                    for m in tx.drain(..) {
+                        apply_message(&mut out, &relations, targets, &m, full);
+                    }
+                }
+                tx.clear();
+            }
+            Message::Other(_) => {}
+            m => {
+                if xid == 0 {
+                    xid = row_xid.parse().unwrap_or(0);
+                }
+                tx.push(m);
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn apply_message(out: &mut Decoded, relations: &HashMap<u32, RelationInfo>, targets: &HashMap<u32, Target>, m: &Message, xid: u64) {
+    let relid = match m {
+        Message::Insert { relid, .. } | Message::Update { relid, .. } | Message::Delete { relid, .. } => *relid,
+        Message::Truncate { relids } => {
+            out.truncated
+                .extend(relids.iter().filter(|r| targets.contains_key(r)).map(|r| (*r, xid)));
+            return;
+        }
+        _ => return,
+    };
+    let Some(target) = targets.get(&relid) else { return };
+    let wanted: Vec<wal::Wanted<'_>> = target
+        .columns
+        .iter()
+        .map(|(_, name, _, place)| wal::Wanted { name, place: *place })
+        .collect();
+    let rows = relations
+        .get(&relid)
+        .ok_or_else(|| wal::WalError("a change before its table's Relation message".into()))
+        .and_then(|r| wal::log_rows(r, m, &wanted, target.live));
+    match rows {
+        Ok(rows) => out
+            .rows
+            .entry(relid)
+            .or_default()
+            .extend(rows.into_iter().map(|(values, sign)| (values, xid, sign))),
+        Err(e) => {
+            if !out.truncated.iter().any(|(r, x)| *r == relid && *x == xid) {
+                tracing::warn!(source = relid, error = %e, "a change could not be logged; the readers' next refresh is full");
+                out.truncated.push((relid, xid));
+            }
+        }
+    }
+}
+
+/// Peeks at most `limit` changes (None: all) of the slot, as (lsn, xid, message) rows.
+async fn peek(
+    c: &impl GenericClient,
+    slot: &str,
+    publication: &str,
+    limit: Option<i32>,
+) -> Result<Vec<(String, String, Vec<u8>)>, tokio_postgres::Error> {
+    let rows = c
+        .query(
+            "SELECT lsn::text, xid::text, data FROM pg_catalog.pg_logical_slot_peek_binary_changes(
+                 $1, NULL, $2, 'proto_version', '1', 'publication_names', $3)",
+            &[&slot, &limit, &publication],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect())
+}
+
+/// A recent xid8: the caller's snapshot's xmax (every decoded transaction is before it).
+async fn reference_xid(c: &impl GenericClient) -> Result<u64, tokio_postgres::Error> {
+    let x: String = c
+        .query_one("SELECT pg_catalog.pg_snapshot_xmax(pg_catalog.pg_current_snapshot())::text", &[])
+        .await?
+        .get(0);
+    Ok(x.parse().unwrap_or(0))
+}
+
+/// Writes decoded rows into `table` (a log, or a peek table) with the target's column types.
+async fn write_rows(c: &impl GenericClient, table: &str, target: &Target, rows: &[DecodedRow]) -> Result<(), tokio_postgres::Error> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let k = target.columns.len();
+    let mut columns: Vec<String> = target.columns.iter().map(|(n, _, _, _)| quote_ident(&log_column(*n))).collect();
+    columns.push(quote_ident(XID));
+    columns.push(quote_ident(SIGN));
+    let mut select: Vec<String> = target
+        .columns
+        .iter()
+        .enumerate()
+        .map(|(i, (_, _, ty, _))| format!("u.c{i}::{ty}"))
+        .collect();
+    select.push("u.x::pg_catalog.xid8".into());
+    select.push("u.s".into());
+    let arrays: Vec<String> = (0..k).map(|i| format!("${}::text[]", i + 1)).collect();
+    let aliases: Vec<String> = (0..k).map(|i| format!("c{i}")).collect();
+    let sql = format!(
+        "INSERT INTO {table} ({}) SELECT {} FROM unnest({}{}${}::text[], ${}::int2[]) AS u({}{}x, s)",
+        columns.join(", "),
+        select.join(", "),
+        arrays.join(", "),
+        if k > 0 { ", " } else { "" },
+        k + 1,
+        k + 2,
+        aliases.join(", "),
+        if k > 0 { ", " } else { "" },
+    );
+    let mut values: Vec<Vec<Option<String>>> = vec![Vec::with_capacity(rows.len()); k];
+    for (row, _, _) in rows {
+        for (i, v) in row.iter().enumerate() {
+            values[i].push(v.clone());
+        }
+    }
+    let xids: Vec<String> = rows.iter().map(|(_, x, _)| x.to_string()).collect();
+    let signs: Vec<i16> = rows.iter().map(|(_, _, s)| *s).collect();
+    let mut params: Vec<&(dyn ToSql + Sync)> = values.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
+    params.push(&xids);
+    params.push(&signs);
+    c.execute(&sql, &params).await?;
+    Ok(())
+}
+
+/// Makes sure the WAL is on disk up to now: logical decoding reads only what is flushed, and a
+/// transaction committed with `synchronous_commit = off` is visible before its commit record is
+/// flushed (for up to three times `wal_writer_delay`). A transaction of its own that commits
+/// synchronously flushes everything before its commit record; it must write to the WAL for
+/// that (a transaction id alone does not), hence a logical message (which pgoutput skips).
+/// Outside any transaction.
+pub async fn flush_wal(c: &Client) -> Result<(), tokio_postgres::Error> {
+    c.batch_execute(
+        "BEGIN; SET LOCAL synchronous_commit = on;
+         SELECT pg_catalog.pg_current_xact_id(), pg_catalog.pg_logical_emit_message(true, 'dyngate', '');
+         COMMIT",
+    )
+    .await
+}
+
+/// Copies what the slot holds into the logs and advances the slot (see the module's doc). The
+/// changes copied. Run on a connection of its own, outside any transaction; a failure leaves
+/// the session advisory lock held only if the connection is lost with it.
+pub async fn collect(c: &Client) -> Result<u64, tokio_postgres::Error> {
+    flush_wal(c).await?;
+    c.execute("SELECT pg_advisory_lock($1, $2)", &[&COLLECT_LOCK.0, &COLLECT_LOCK.1])
+        .await?;
+    let result = collect_locked(c).await;
+    c.execute("SELECT pg_advisory_unlock($1, $2)", &[&COLLECT_LOCK.0, &COLLECT_LOCK.1])
+        .await?;
+    result
+}
+
+async fn collect_locked(c: &Client) -> Result<u64, tokio_postgres::Error> {
+    let mut copied = 0;
+    loop {
+        c.batch_execute("BEGIN").await?;
+        let round = collect_round(c).await;
+        let (n, advance, more) = match round {
+            Ok(r) => r,
+            Err(e) => {
+                c.batch_execute("ROLLBACK").await.ok();
+                return Err(e);
+            }
+        };
+        c.batch_execute("COMMIT").await?;
+        copied += n;
+        if let Some((slot, end)) = advance {
+            c.execute(
+                "SELECT pg_catalog.pg_replication_slot_advance($1, $2::text::pg_lsn)",
+                &[&slot, &format_lsn(end)],
+            )
+            .await?;
+        }
+        if !more {
+            return Ok(copied);
+        }
+    }
+}
+
+/// One round of [`collect`] inside its transaction: the changes copied, where to advance the
+/// slot to after the commit, and whether there may be more.
+async fn collect_round(c: &Client) -> Result<(u64, Option<(String, Lsn)>, bool), tokio_postgres::Error> {
+    let Some((slot, publication, position)) = recorded(c, true).await? else {
+        return Ok((0, None, false));
+    };
+    let reference = reference_xid(c).await?;
+    let peeked = peek(c, &slot, &publication, Some(ROUND_CHANGES)).await?;
+    // Read after the peek: a source whose changes were decoded was published, so its capture
+    // had committed (see the module's doc).
+    let targets = targets(c, None).await?;
+    let decoded = match decode(&peeked, position, None, &targets, reference) {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::error!(error = %e, "reading the WAL capture slot");
+            return Ok((0, None, false));
+        }
+    };
+    tracing::debug!(
+        messages = peeked.len(),
+        position = %format_lsn(position),
+        end = ?decoded.end.map(format_lsn),
+        sources = targets.len(),
+        "collecting changes from the WAL"
+    );
+    let mut n = 0;
+    for (source, rows) in &decoded.rows {
+        let target = &targets[source];
+        write_rows(c, &format!("dyngate.{}", quote_ident(&target.log)), target, rows).await?;
+        n += rows.len() as u64;
+    }
+    for (source, xid) in &decoded.truncated {
+        c.execute(
+            "INSERT INTO dyngate.truncation (source, xid) VALUES ($1, $2::text::xid8)",
+            &[source, &xid.to_string()],
+        )
+        .await?;
+    }
+    // What every reader applied already (refreshes peek at what is not collected yet) is not
+    // kept.
+    let written: Vec<u32> = decoded
+        .rows
+        .keys()
+        .chain(decoded.truncated.iter().map(|(s, _)| s))
+        .copied()
+        .collect();
+    crate::engine::incremental::discard_applied_of(c, &written).await?;
+    let Some(end) = decoded.end.filter(|e| *e > position) else {
+        return Ok((n, None, false));
+    };
+    c.execute("UPDATE dyngate.wal_capture SET position = $1::text::pg_lsn", &[&format_lsn(end)])
+        .await?;
+    Ok((n, Some((slot, end)), peeked.len() >= ROUND_CHANGES as usize))
+}
+
+/// A `pg_snapshot` (`xmin:xmax:xip,...`): which transactions it sees.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    xmin: u64,
+    xmax: u64,
+    running: Vec<u64>,
+}
+
+impl Snapshot {
+    /// Reads a `pg_snapshot` printed as text.
+    pub fn parse(text: &str) -> Option<Snapshot> {
+        let mut parts = text.split(':');
+        let xmin = parts.next()?.parse().ok()?;
+        let xmax = parts.next()?.parse().ok()?;
+        let running = match parts.next()? {
+            "" => Vec::new(),
+            list => list.split(',').map(|x| x.parse().ok()).collect::<Option<_>>()?,
+        };
+        parts.next().is_none().then_some(Snapshot { xmin, xmax, running })
+    }
+
+    /// Whether a committed transaction `xid` is visible in it (pg_visible_in_snapshot).
+    pub fn sees(&self, xid: u64) -> bool {
+        xid < self.xmin || (xid < self.xmax && !self.running.contains(&xid))
+    }
+}
+
+/// What [`peek_pending`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Peeked {
+    /// The peek tables are filled; whether a source was truncated after the position seen.
+    Ready { truncated: bool },
+    /// The slot moved past the position the snapshot sees: start the transaction again.
+    Gap,
+}
+
+/// The temporary table holding what [`peek_pending`] read for source `oid` (unquoted, in
+/// `pg_temp`): dropped at commit.
+pub fn peek_table(oid: u32) -> String {
+    format!("dyngate_peek_{oid}")
+}
+
+/// In a refresh's transaction (its snapshot taken): reads the changes the slot holds beyond the
+/// recorded position this snapshot sees into a temporary table per source captured from the
+/// WAL, readable by `reader` (see the module's doc). Marks those sources in `sources`, and says
+/// whether one was truncated by a transaction this snapshot sees and `applied` does not. The WAL
+/// is flushed first on a connection of `pool`'s, so that every transaction the snapshot sees can
+/// be decoded ([`flush_wal`]).
+pub async fn peek_pending(
+    tx: &Transaction<'_>,
+    pool: &ServicePool,
+    sources: &mut [SourceTable],
+    reader: &str,
+    applied: &str,
+) -> Result<Peeked, tokio_postgres::Error> {
+    let oids: Vec<u32> = sources.iter().map(|s| s.oid).collect();
+    let targets = targets(tx, Some(&oids)).await?;
+    if targets.is_empty() {
+        return Ok(Peeked::Ready { truncated: false });
+    }
+    flush_wal(&*pool.get().await?).await?;
+    let Some((slot, publication, position)) = recorded(tx, false).await? else {
+        // Captured from the WAL, but no slot recorded (it is being made again): full.
+        return Ok(Peeked::Ready { truncated: true });
+    };
+    let reference = reference_xid(tx).await?;
+    // A failed peek must not leave the (session) lock held: the savepoint lets the transaction
+    // go on to release it.
+    tx.batch_execute("SAVEPOINT dyngate_peek").await?;
+    tx.execute("SELECT pg_advisory_lock($1, $2)", &[&COLLECT_LOCK.0, &COLLECT_LOCK.1])
+        .await?;
+    let read = async {
+        let confirmed: Option<String> = tx
+            .query_opt(
+                "SELECT confirmed_flush_lsn::text FROM pg_catalog.pg_replication_slots WHERE slot_name = $1",
+                &[&slot],
+            )
+            .await?
+            .map(|r| r.get(0));
+        match confirmed.as_deref().and_then(parse_lsn) {
+            None => Ok(None),
+            Some(c) if c > position => Ok(Some(Err(()))),
+            Some(_) => Ok(Some(Ok(peek(tx, &slot, &publication, None).await?))),
+        }
+    }
+    .await;
+    if read.is_err() {
+        tx.batch_execute("ROLLBACK TO SAVEPOINT dyngate_peek").await?;
+    }
+    tx.execute("SELECT pg_advisory_unlock($1, $2)", &[&COLLECT_LOCK.0, &COLLECT_LOCK.1])
+        .await?;
+    let peeked = match read? {
+        // The slot is gone: what happened since is unknown.
+        None => return Ok(Peeked::Ready { truncated: true }),
+        Some(Err(())) => return Ok(Peeked::Gap),
+        Some(Ok(p)) => p,
+    };
+    // What the table applied already need not be read again.
+    let decoded = match decode(&peeked, position, Snapshot::parse(applied).as_ref(), &targets, reference) {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::error!(error = %e, "reading the WAL capture slot");
+            return Ok(Peeked::Ready { truncated: true });
+        }
+    };
+    for s in sources.iter_mut() {
+        let Some(target) = targets.get(&s.oid) else { continue };
+        s.wal = true;
+        let table = format!("pg_temp.{}", quote_ident(&peek_table(s.oid)));
+        tx.batch_execute(&format!(
+            "CREATE TEMPORARY TABLE {table} (LIKE dyngate.{log}) ON COMMIT DROP; GRANT SELECT ON {table} TO {reader};",
+            log = quote_ident(&target.log),
+            reader = quote_ident(reader),
+        ))
+        .await?;
+        if let Some(rows) = decoded.rows.get(&s.oid) {
+            write_rows(tx, &table, target, rows).await?;
+        }
+    }
+    // A truncation counts if this snapshot sees it and the table has not applied it (as for
+    // the logged ones: incremental::pending).
+    let mut truncated = false;
+    for (_, xid) in &decoded.truncated {
+        truncated |= tx
+            .query_one(
+                "SELECT pg_catalog.pg_visible_in_snapshot($1::text::xid8, pg_catalog.pg_current_snapshot())
+                        AND NOT pg_catalog.pg_visible_in_snapshot($1::text::xid8, $2::text::pg_catalog.pg_snapshot)",
+                &[&xid.to_string(), &applied],
+            )
+            .await?
+            .get::<_, bool>(0);
+    }
+    Ok(Peeked::Ready { truncated })
+}
+
+/// Drops the slot and the publication when no source is captured from the WAL any more (a slot
+/// nobody reads keeps the WAL from being recycled). Outside any transaction.
+pub async fn release_if_unused(c: &Client) -> Result<bool, tokio_postgres::Error> {
+    let free: bool = c
+        .query_one("SELECT pg_try_advisory_lock($1, $2)", &[&SLOT_USE_LOCK.0, &SLOT_USE_LOCK.1])
+        .await?
+        .get(0);
+    if !free {
+        // A capture is being started.
+        return Ok(false);
+    }
+    let released = release_locked(c).await;
+    c.execute("SELECT pg_advisory_unlock($1, $2)", &[&SLOT_USE_LOCK.0, &SLOT_USE_LOCK.1])
+        .await?;
+    released
+}
+
+async fn release_locked(c: &Client) -> Result<bool, tokio_postgres::Error> {
+    c.execute("SELECT pg_advisory_lock($1, $2)", &[&COLLECT_LOCK.0, &COLLECT_LOCK.1])
+        .await?;
+    let result = async {
+        let Some((slot, _, _)) = recorded(c, false).await? else {
+            return Ok(false);
+        };
+        let used: bool = c
+            .query_one("SELECT EXISTS (SELECT 1 FROM dyngate.change_capture WHERE method = 'wal')", &[])
+            .await?
+            .get(0);
+        if used {
+            return Ok(false);
+        }
+        // The slot first: a slot whose publication is gone cannot decode.
+        c.execute("DELETE FROM dyngate.wal_capture", &[]).await?;
+        c.execute(
+            "SELECT pg_catalog.pg_drop_replication_slot(slot_name) FROM pg_catalog.pg_replication_slots WHERE slot_name = $1",
+            &[&slot],
+        )
+        .await?;
+        c.batch_execute(&format!("DROP PUBLICATION IF EXISTS {}", quote_ident(PUBLICATION)))
+            .await?;
+        Ok(true)
+    }
+    .await;
+    c.execute("SELECT pg_advisory_unlock($1, $2)", &[&COLLECT_LOCK.0, &COLLECT_LOCK.1])
+        .await?;
+    result
+}
+
+/// The log of a source captured from the WAL as a refresh reads it: the logged rows and those
+/// peeked in this transaction.
+pub fn log_and_peeked(oid: u32) -> String {
+    format!(
+        "(SELECT * FROM dyngate.{} UNION ALL SELECT * FROM pg_temp.{})",
+        quote_ident(&log_table(oid)),
+        quote_ident(&peek_table(oid))
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshots_see_what_committed_before_them() {
+        let s = Snapshot::parse("100:105:100,103").unwrap();
+        let cases = [
+            (99, true),
+            (100, false),
+            (101, true),
+            (103, false),
+            (104, true),
+            (105, false),
+            (200, false),
+        ];
+        for (xid, seen) in cases {
+            assert_eq!(s.sees(xid), seen, "{xid}");
+        }
+        assert!(Snapshot::parse("7:7:").unwrap().sees(6));
+        for bad in ["", "1:2", "1:2:x", "1:2:3:4", "a:2:"] {
+            assert_eq!(Snapshot::parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn slot_names_follow_the_catalog() {
+        assert_eq!(
+            slot_name("6F9619FF-8B86-D011-B42D-00C04FC964FF"),
+            "dyngate_6f9619ff8b86d011b42d00c04fc964ff"
+        );
+    }
+}
