@@ -209,8 +209,13 @@ impl Cluster {
     }
 
     /// Cancels a job (`PATCH /jobs/{id}?mode=cancel`); a job that already ended is
-    /// [`CancelOutcome::AlreadyTerminal`], an unknown one [`FlinkError::JobNotFound`].
+    /// [`CancelOutcome::AlreadyTerminal`], an unknown one [`FlinkError::JobNotFound`]. The state
+    /// is looked at first: Flink answers a cancel of a FINISHED or FAILED job with 409, but
+    /// accepts one of a CANCELED job again (202).
     pub async fn cancel(&self, id: &JobId) -> Result<CancelOutcome, FlinkError> {
+        if let Some(state) = self.job_state(id).await?.filter(JobState::is_terminal) {
+            return Ok(CancelOutcome::AlreadyTerminal(state));
+        }
         let path = format!("/jobs/{id}?mode=cancel");
         let r = self.send("PATCH", &path, None).await?;
         match r.status {
