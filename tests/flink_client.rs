@@ -388,6 +388,10 @@ async fn batch_insert_into_postgres_finishes_with_the_rows() {
     assert_eq!(cl.cancel(&job).await.unwrap(), CancelOutcome::AlreadyTerminal(JobState::Finished));
     let unknown = dyngate::engine::flink::gateway::JobId("0123456789abcdef0123456789abcdef".into());
     assert!(matches!(cl.cancel(&unknown).await, Err(FlinkError::JobNotFound(_))));
+    assert!(matches!(
+        cl.stop_with_savepoint(&unknown, None, within(30)).await,
+        Err(FlinkError::JobNotFound(_))
+    ));
     assert_eq!(cl.job_state(&unknown).await.unwrap(), None);
     session.close().await.unwrap();
     pg.batch_execute(&format!("DROP TABLE {table}")).await.unwrap();
@@ -477,7 +481,10 @@ async fn jobs_are_cancelled_and_failures_explained() {
     assert_eq!(cl.wait_terminal(&job, within(30)).await.unwrap(), JobState::Canceled);
     assert_eq!(cl.cancel(&job).await.unwrap(), CancelOutcome::AlreadyTerminal(JobState::Canceled));
     // Stopping a job that is over is a typed error too.
-    assert!(cl.stop_with_savepoint(&job, None, within(10)).await.is_err());
+    match cl.stop_with_savepoint(&job, None, within(30)).await {
+        Err(FlinkError::NotRunning { state, .. }) => assert_eq!(state, "CANCELED"),
+        other => panic!("{other:?}"),
+    }
 
     // A job whose sink table does not exist in PostgreSQL fails at run time; the gateway only
     // gave its id, the cluster says why. (Bounded: when an unbounded job's JDBC sink fails in its

@@ -238,7 +238,8 @@ impl Cluster {
     /// Stops a job with a savepoint (`POST /jobs/{id}/stop`, then polls the trigger) and returns
     /// the savepoint's location (`file:/.../savepoint-...`), to be given to a later job as
     /// `execution.state-recovery.path`. The job ends FINISHED. `target_dir` defaults to the
-    /// cluster's `execution.checkpointing.savepoint-dir`.
+    /// cluster's `execution.checkpointing.savepoint-dir`. A job that already ended is
+    /// [`FlinkError::NotRunning`].
     pub async fn stop_with_savepoint(&self, id: &JobId, target_dir: Option<&str>, deadline: Instant) -> Result<String, FlinkError> {
         let started = Instant::now();
         let mut body = serde_json::json!({"drain": false});
@@ -261,6 +262,17 @@ impl Cluster {
             match savepoint_status(&v) {
                 SavepointStatus::InProgress => {}
                 SavepointStatus::Completed(location) => return Ok(location),
+                // Flink accepts a stop of a job that is not running (ended, or unknown) and fails
+                // the trigger later with FlinkJobNotFoundException.
+                SavepointStatus::Failed(reason) if reason.starts_with("FlinkJobNotFoundException") => {
+                    return Err(match self.job_state(id).await? {
+                        Some(state) => FlinkError::NotRunning {
+                            job: id.to_string(),
+                            state: format!("{state:?}").to_uppercase(),
+                        },
+                        None => FlinkError::JobNotFound(id.to_string()),
+                    });
+                }
                 SavepointStatus::Failed(reason) => {
                     return Err(FlinkError::Savepoint {
                         job: id.to_string(),

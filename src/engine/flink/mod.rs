@@ -37,6 +37,9 @@ pub enum FlinkError {
     /// The cluster does not know the job.
     #[error("Flink job {0} does not exist")]
     JobNotFound(String),
+    /// The job has ended (in `state`), so it cannot be stopped with a savepoint.
+    #[error("Flink job {job} is not running (it is {state})")]
+    NotRunning { job: String, state: String },
     /// A wait (for a result, a job state, a savepoint) outlived its deadline.
     #[error("gave up waiting for {what} after {secs} s")]
     Timeout { what: String, secs: u64 },
