@@ -870,6 +870,70 @@ mod tests {
         );
     }
 
+    /// A stand-in for the gateway's result paging (the real one is exercised by
+    /// tests/flink_client.rs; this one makes the page sequence and the timing deterministic).
+    async fn fake_results() -> Gateway {
+        use axum::extract::Path;
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicU32, Ordering};
+        let not_ready = Arc::new(AtomicU32::new(0));
+        let app = axum::Router::new().route(
+            "/v4/sessions/{s}/operations/{o}/result/{token}",
+            axum::routing::get(move |Path((_s, o, token)): Path<(String, String, u32)>| {
+                let not_ready = not_ready.clone();
+                async move {
+                    let cols = r#"{"columns":[{"name":"id","logicalType":{"type":"INTEGER","nullable":false}}],"rowFormat":"JSON""#;
+                    let next = |t: u32| format!("/v4/sessions/s/operations/{o}/result/{t}?rowFormat=JSON");
+                    let body = match (o.as_str(), token) {
+                        ("endless", _) => format!(r#"{{"resultType":"NOT_READY","nextResultUri":"{}"}}"#, next(0)),
+                        (_, 0) if not_ready.fetch_add(1, Ordering::SeqCst) < 2 => {
+                            format!(r#"{{"resultType":"NOT_READY","nextResultUri":"{}"}}"#, next(0))
+                        }
+                        (_, 0) => format!(
+                            r#"{{"resultType":"PAYLOAD","isQueryResult":true,"jobID":"j1","resultKind":"SUCCESS_WITH_CONTENT","results":{cols},"data":[]}},"nextResultUri":"{}"}}"#,
+                            next(1)
+                        ),
+                        (_, 1) => format!(
+                            r#"{{"resultType":"PAYLOAD","isQueryResult":true,"jobID":"j1","resultKind":"SUCCESS_WITH_CONTENT","results":{cols},"data":[{{"kind":"INSERT","fields":[1]}},{{"kind":"DELETE","fields":[2]}}]}},"nextResultUri":"{}"}}"#,
+                            next(2)
+                        ),
+                        _ => format!(
+                            r#"{{"resultType":"EOS","isQueryResult":true,"jobID":"j1","resultKind":"SUCCESS_WITH_CONTENT","results":{cols},"data":[]}}}}"#
+                        ),
+                    };
+                    ([("content-type", "application/json")], body)
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Gateway::new(Endpoint::parse("Flink SQL Gateway", &format!("http://{addr}"), Duration::from_secs(5)).unwrap())
+    }
+
+    #[tokio::test]
+    async fn paging_waits_out_not_ready_and_empty_pages() {
+        let g = fake_results().await;
+        let s = SessionHandle("s".into());
+        let rs = g
+            .fetch_all(&s, &OperationHandle("o".into()), Instant::now() + Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(
+            rs.rows.iter().map(|r| r.kind).collect::<Vec<_>>(),
+            [RowKind::Insert, RowKind::Delete]
+        );
+        assert_eq!((rs.job_id, rs.is_query_result), (Some(JobId("j1".into())), true));
+        assert_eq!(rs.columns.len(), 1);
+        // A result that never comes: a timeout, and the cursor can go on waiting.
+        let mut c = g.cursor(&s, &OperationHandle("endless".into()));
+        let t0 = Instant::now();
+        let e = c.next_page(Instant::now() + Duration::from_millis(300)).await.unwrap_err();
+        assert!(matches!(e, FlinkError::Timeout { .. }), "{e}");
+        assert!(t0.elapsed() >= Duration::from_millis(300) && t0.elapsed() < Duration::from_secs(2));
+        assert!(!c.is_done());
+    }
+
     #[test]
     fn job_ids_of_results() {
         let col = |name: &str| Column {
