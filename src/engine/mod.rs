@@ -1,10 +1,12 @@
 //! Engines: what does the refreshing. PostgreSQL itself is the embedded default
-//! ([`postgres`]); Apache Flink (through its SQL Gateway) joins later behind the same operations.
+//! ([`postgres`]); Apache Flink (through its SQL Gateway, [`flink`] holds its client layer) joins
+//! later behind the same operations.
 //!
 //! An engine turns a dynamic table's definition into its content: the first fill at creation and
 //! each refresh. Refreshes report what they did ([`RefreshAction`]) so that an incremental
 //! refresh can later report INCREMENTAL or NO_DATA instead of FULL.
 
+pub mod flink;
 pub mod incremental;
 pub mod postgres;
 
