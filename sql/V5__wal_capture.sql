@@ -11,7 +11,10 @@ ALTER TABLE dyngate.change_capture
     -- The source's pg_class.relreplident before dyngate set it to FULL ('d', 'n', 'f', 'i'),
     -- and for 'i' the index it used.
     ADD COLUMN former_replica_identity "char",
-    ADD COLUMN former_replica_index text;
+    ADD COLUMN former_replica_index text,
+    -- Captured from the WAL: the snapshot the capture started with. Changes of transactions it
+    -- sees are in the first fill already, and are not copied.
+    ADD COLUMN since pg_snapshot;
 
 -- At most one row: the slot this catalog decodes (slots belong to the whole cluster, so its
 -- name carries the catalog's identity), the publication (of this database) naming the sources,

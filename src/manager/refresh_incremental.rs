@@ -55,6 +55,14 @@ impl Manager {
         } else {
             client.execute("SELECT pg_advisory_lock($1, $2)", &[&key.0, &key.1]).await?;
         }
+        if self.capture() == collect::Method::Wal {
+            // What the WAL capture's slot holds is copied into the logs first, once for every
+            // table that reads it: the transaction then peeks at what committed since, little.
+            if let Err(e) = collect::collect(client).await {
+                client.execute("SELECT pg_advisory_unlock($1, $2)", &[&key.0, &key.1]).await.ok();
+                return Err(e.into());
+            }
+        }
         // Shown as running from now on; the transaction turns the row into its outcome.
         let running = catalog::RefreshRow {
             schedule_time: trigger.schedule_time(),

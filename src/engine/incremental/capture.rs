@@ -227,8 +227,8 @@ pub async fn install(tx: &Transaction<'_>, source: &SourceTable, reader: &str, m
                 // Its UPDATEs and DELETEs must carry the old row whole; what its identity was is
                 // put back when the capture goes.
                 tx.execute(
-                    "INSERT INTO dyngate.change_capture (source, log_table, attnums, names, method, former_replica_identity, former_replica_index)
-                     SELECT $1, $2, $3, '{}', 'wal', c.relreplident,
+                    "INSERT INTO dyngate.change_capture (source, log_table, attnums, names, method, since, former_replica_identity, former_replica_index)
+                     SELECT $1, $2, $3, '{}', 'wal', pg_catalog.pg_current_snapshot(), c.relreplident,
                             (SELECT format('%I', i.relname) FROM pg_catalog.pg_index x JOIN pg_catalog.pg_class i ON i.oid = x.indexrelid
                               WHERE x.indrelid = c.oid AND x.indisreplident)
                        FROM pg_catalog.pg_class c WHERE c.oid = $1",

@@ -46,8 +46,9 @@ const COLLECT_LOCK: (i32, i32) = (0x6477_616c, 1); // "dwal"
 pub const SLOT_USE_LOCK: (i32, i32) = (0x6477_616c, 2);
 
 /// Changes read per collection round (whole transactions: a round ends after the transaction
-/// that reaches it).
-const ROUND_CHANGES: i32 = 20_000;
+/// that reaches it). Every round decodes from the slot's restart point again, so rounds are
+/// large; this bounds the memory a round holds (about 100 bytes a change).
+const ROUND_CHANGES: i32 = 200_000;
 
 /// How sources are captured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -198,6 +199,8 @@ struct Target {
     columns: Vec<(i16, String, String, usize)>,
     /// The table's columns a Relation message would list now (neither dropped nor generated).
     live: usize,
+    /// The snapshot its capture started with: the changes it sees are in the first fill.
+    since: Option<Snapshot>,
 }
 
 /// The sources captured from the WAL (all of them, or those in `only`).
@@ -208,7 +211,8 @@ async fn targets(c: &impl GenericClient, only: Option<&[u32]>) -> Result<HashMap
                     (SELECT count(*) FROM pg_catalog.pg_attribute p
                       WHERE p.attrelid = cc.source AND p.attnum > 0 AND p.attnum < u.n AND NOT p.attisdropped AND p.attgenerated = ''),
                     (SELECT count(*) FROM pg_catalog.pg_attribute p
-                      WHERE p.attrelid = cc.source AND p.attnum > 0 AND NOT p.attisdropped AND p.attgenerated = '')
+                      WHERE p.attrelid = cc.source AND p.attnum > 0 AND NOT p.attisdropped AND p.attgenerated = ''),
+                    cc.since::text
                FROM dyngate.change_capture cc
                CROSS JOIN LATERAL unnest(cc.attnums) AS u(n)
                LEFT JOIN pg_catalog.pg_attribute a ON a.attrelid = cc.source AND a.attnum = u.n AND NOT a.attisdropped
@@ -220,11 +224,12 @@ async fn targets(c: &impl GenericClient, only: Option<&[u32]>) -> Result<HashMap
     let mut map: HashMap<u32, Target> = HashMap::new();
     for r in rows {
         let (source, log, n, name, ty): (u32, String, i16, Option<String>, String) = (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4));
-        let (place, live): (i64, i64) = (r.get(5), r.get(6));
+        let (place, live, since): (i64, i64, Option<String>) = (r.get(5), r.get(6), r.get(7));
         let t = map.entry(source).or_insert_with(|| Target {
             log,
             columns: Vec::new(),
             live: live as usize,
+            since: since.as_deref().and_then(Snapshot::parse),
         });
         // A dropped column logs NULL, as the triggers do.
         t.columns.push((n, name.unwrap_or_default(), ty, place as usize));
@@ -295,13 +300,21 @@ fn apply_message(out: &mut Decoded, relations: &HashMap<u32, RelationInfo>, targ
     let relid = match m {
         Message::Insert { relid, .. } | Message::Update { relid, .. } | Message::Delete { relid, .. } => *relid,
         Message::Truncate { relids } => {
-            out.truncated
-                .extend(relids.iter().filter(|r| targets.contains_key(r)).map(|r| (*r, xid)));
+            out.truncated.extend(
+                relids
+                    .iter()
+                    .filter(|r| targets.get(r).is_some_and(|t| !t.since.as_ref().is_some_and(|s| s.sees(xid))))
+                    .map(|r| (*r, xid)),
+            );
             return;
         }
         _ => return,
     };
     let Some(target) = targets.get(&relid) else { return };
+    if target.since.as_ref().is_some_and(|s| s.sees(xid)) {
+        // Made before the capture started: in the first fill.
+        return;
+    }
     let wanted: Vec<wal::Wanted<'_>> = target
         .columns
         .iter()
