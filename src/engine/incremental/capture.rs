@@ -9,20 +9,26 @@
 //! | row triggers (VALUES (NEW.x, ...))        |                             | 83%                      | 3.2x                           |
 //! | row triggers, not SECURITY DEFINER        |                             | 87%                      |                                |
 //! | pg_ivm 1.15 (immediate, from the issue)   | 12.8x                       | 5%                       |                                |
+//! | logical decoding (collect.rs)             | 0.94x                       | 93%                      | 1.0x (nothing in the writer)   |
 //!
-//! Statement triggers are kept: bulk writes (INSERT ... SELECT, COPY, set-wide UPDATEs) cost a
-//! row trigger twice as much, and writers only append to a log, so they never wait on one
-//! another. With 8 writers on 2 cores the extra heap insert and the trigger's execution are CPU
-//! that writers no longer have (an unlogged log, or no xid column, gained nothing); the goal of
-//! 90% is not met by any trigger. Logical decoding would cost writers nothing, but its changes
-//! come as of WAL positions while a refresh must read the log and the sources as of one
-//! snapshot (a join's delta reads the other side's rows), and it needs wal_level = logical; it
-//! is the way to that goal (see the issue's notes). SECURITY DEFINER stays: writers must not be
-//! able to write the log themselves (a forged change would reach other users' tables).
+//! Of the triggers, statement triggers are kept: bulk writes (INSERT ... SELECT, COPY, set-wide
+//! UPDATEs) cost a row trigger twice as much, and writers only append to a log, so they never
+//! wait on one another. With 8 writers on 2 cores the extra heap insert and the trigger's
+//! execution are CPU that writers no longer have (an unlogged log, or no xid column, gained
+//! nothing); the goal of 90% is not met by any trigger. SECURITY DEFINER stays: writers must not
+//! be able to write the log themselves (a forged change would reach other users' tables).
 //!
-//! Per source table (`dyngate.change_capture`): a log `dyngate."changes_<oid>"` holding the
-//! source's columns that dynamic tables read (as `a<attnum>`), plus the writer's transaction id
-//! and a sign (-1 an old row, +1 a new one: an UPDATE logs both), filled by three triggers; a
+//! Hence the other way, the default where PostgreSQL allows it (`wal_level = logical`):
+//! logical decoding (collect.rs), which costs writers nothing (bench/incremental.sh: 8 writers
+//! at 93% of their throughput without dynamic tables, the rest being the collector's decoding
+//! on the same 2 cores). Its changes come as of WAL positions while a refresh reads the log and
+//! the sources as of one snapshot; collect.rs says how the two are reconciled. Both fill the
+//! same logs, so everything after capture is one code path.
+//!
+//! Per source table (`dyngate.change_capture`, with its `method`): a log `dyngate."changes_<oid>"`
+//! holding the source's columns that dynamic tables read (as `a<attnum>`), plus the writer's
+//! transaction id and a sign (-1 an old row, +1 a new one: an UPDATE logs both), filled by
+//! three triggers (or by the collector, from the WAL); a
 //! TRUNCATE is recorded in `dyngate.truncation` (the next refresh of each reader is then full).
 //! The trigger functions are written by `dyngate.capture_functions` (catalog V4), again after a
 //! source column is renamed; they are SECURITY DEFINER (writers need no privilege on the log)
