@@ -9,7 +9,7 @@
 //! | row triggers (VALUES (NEW.x, ...))        |                             | 83%                      | 3.2x                           |
 //! | row triggers, not SECURITY DEFINER        |                             | 87%                      |                                |
 //! | pg_ivm 1.15 (immediate, from the issue)   | 12.8x                       | 5%                       |                                |
-//! | logical decoding (collect.rs)             | 0.94x                       | 93%                      | 1.0x (nothing in the writer)   |
+//! | logical decoding (collect.rs)             | 0.94x                       | 93%                      | (no work in the statement)     |
 //!
 //! Of the triggers, statement triggers are kept: bulk writes (INSERT ... SELECT, COPY, set-wide
 //! UPDATEs) cost a row trigger twice as much, and writers only append to a log, so they never
