@@ -151,6 +151,10 @@ refresh_ms() {
 }
 last_action() { gateway -Atc "SELECT action || ' ' || coalesce(changes::text, '-') FROM dyngate.refresh_history WHERE table_name = '$1' ORDER BY started_at DESC LIMIT 1"; }
 
+# Steady state first: both brought up to date (with capture from the WAL, this also copies what
+# the slot still holds from the phases before; see bench/README.md).
+refresh_ms v1 >/dev/null; refresh_ms v2 >/dev/null
+
 direct -c "INSERT INTO orders SELECT nextval('order_ids'), 1 + g * 7 % $customers, date '2024-01-01' + g % 730, 3.5 FROM generate_series(1, 4000) g" \
   -c "UPDATE orders SET amount = amount + 1 WHERE id IN (SELECT g * 997 FROM generate_series(1, 4000) g)" \
   -c "DELETE FROM orders WHERE id IN (SELECT g * 991 + 5 FROM generate_series(1, 2000) g)"
