@@ -20,17 +20,21 @@
 //!   again ([`Peeked::Gap`]).
 //! - Every log row is checked against the refresh's snapshot too (a transaction is decoded once
 //!   its commit is in the WAL, a moment before it is visible).
-//! - A change that cannot be turned into log rows (a source column renamed while changes were
-//!   pending, a table whose identity is no longer FULL) is recorded as a truncation: its readers'
-//!   next refresh is full.
+//! - Changes of transactions the capture's first snapshot sees (`change_capture.since`) are in
+//!   the first fill, and are skipped. A column renamed since a change is found by its place; a
+//!   change that cannot be turned into log rows (columns added or dropped as well, a table whose
+//!   identity is no longer FULL) is recorded as a truncation: its readers' next refresh is full.
+//! - Cost: every peek (a collection's, a refresh's) decodes from the slot's restart point, which
+//!   PostgreSQL moves only to a point where it logged the running transactions (every 15 s or
+//!   so): a refresh reads up to that much WAL, whatever it applies. A replication connection
+//!   streaming from the slot would read everything once; that is the next step.
 
 use std::collections::HashMap;
 
 use tokio_postgres::types::ToSql;
-
-use crate::backend::ServicePool;
 use tokio_postgres::{Client, GenericClient, Transaction};
 
+use crate::backend::ServicePool;
 use crate::engine::incremental::capture::{SIGN, SourceTable, XID, log_column, log_table};
 use crate::engine::incremental::wal::{self, Lsn, Message, RelationInfo, format_lsn, full_xid, parse_lsn};
 use crate::manager::rules::{quote_ident, quote_literal};
