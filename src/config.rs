@@ -107,11 +107,12 @@ pub struct ServeArgs {
     #[arg(long, env = "DYNGATE_SCHEDULER", default_value = "embedded", value_enum)]
     pub scheduler: SchedulerKind,
 
-    /// How incremental tables' sources are captured: `wal` by logical decoding (writers do no
-    /// extra work; needs wal_level = logical and a role that may create replication slots;
-    /// sources get REPLICA IDENTITY FULL), `triggers` by statement-level triggers, `auto` the
-    /// WAL when PostgreSQL allows it, else triggers. A source keeps the way it was first captured.
-    #[arg(long, env = "DYNGATE_CAPTURE", default_value = "auto", value_enum)]
+    /// How incremental tables' sources are captured: `triggers` by statement-level triggers;
+    /// `wal` by logical decoding (writers do no extra work; needs wal_level = logical and a role
+    /// that may create replication slots; sources get REPLICA IDENTITY FULL; refreshes after a
+    /// lot of WAL are slower, see bench/README.md); `auto` the WAL when PostgreSQL allows it, else
+    /// triggers. A source keeps the way it was first captured.
+    #[arg(long, env = "DYNGATE_CAPTURE", default_value = "triggers", value_enum)]
     pub capture: crate::engine::incremental::collect::Capture,
 
     /// How often changes are copied from the WAL capture's replication slot into the logs (WAL

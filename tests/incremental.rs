@@ -12,13 +12,16 @@ use common::*;
 use tokio_postgres::Client;
 
 async fn setup() -> (Pg, String, Dyngate, Client) {
-    setup_with(Capture::Auto).await
+    setup_with(Capture::Default).await
 }
 
-/// How the gateway under test captures changes (`--capture`): the test PostgreSQL has
-/// wal_level = logical, so `auto` is the WAL.
+/// How the gateway under test captures changes (`--capture`; the test PostgreSQL has
+/// wal_level = logical).
 #[derive(Clone, Copy, PartialEq, Debug)]
 enum Capture {
+    /// The default: triggers.
+    Default,
+    /// `auto`: the WAL here.
     Auto,
     Triggers,
     /// The WAL, collected every 50 ms: refreshes meet collections (and start again when one
@@ -42,7 +45,8 @@ async fn setup_with(capture: Capture) -> (Pg, String, Dyngate, Client) {
 
 async fn session(pg: &Pg, capture: Capture) -> (String, Dyngate, Client) {
     match capture {
-        Capture::Auto => catalog_session(pg).await,
+        Capture::Default => catalog_session(pg).await,
+        Capture::Auto => catalog_session_with(pg, &["--capture", "auto"]).await,
         Capture::Triggers => catalog_session_with(pg, &["--capture", "triggers"]).await,
         Capture::WalBusy => catalog_session_with(pg, &["--capture", "wal", "--capture-interval", "50ms"]).await,
     }
@@ -365,12 +369,12 @@ async fn suspended_tables_catch_up_and_drop_removes_unneeded_capture() {
 
 #[tokio::test]
 async fn suspended_tables_catch_up_and_drop_removes_unneeded_triggers() {
-    suspended_and_dropped(Capture::Triggers).await;
+    suspended_and_dropped(Capture::Default).await;
 }
 
 async fn suspended_and_dropped(capture: Capture) {
     let (_pg, _db, _gw, c) = setup_with(capture).await;
-    let how = if capture == Capture::Triggers { "triggers" } else { "wal" };
+    let how = if capture == Capture::Auto { "wal" } else { "triggers" };
     for (name, filter) in [("odd", "id % 2 = 1"), ("even", "id % 2 = 0")] {
         c.batch_execute(&format!(
             "CREATE DYNAMIC TABLE {name} FRESHNESS = INTERVAL '1' DAY AS SELECT id, amount FROM orders WHERE {filter}"
@@ -392,7 +396,7 @@ async fn suspended_and_dropped(capture: Capture) {
     assert_eq!(last_refresh(&c, "even").await, ("INCREMENTAL".into(), Some(4)));
     // odd has not applied them: they are kept for it (in the log; from the WAL, in the slot until
     // collected).
-    if capture == Capture::Triggers {
+    if how == "triggers" {
         assert_eq!(log_rows(&c).await, 4);
     }
     c.simple_query("ALTER DYNAMIC TABLE odd RESUME").await.unwrap();

@@ -9,7 +9,7 @@
 //! | row triggers (VALUES (NEW.x, ...))        |                             | 83%                      | 3.2x                           |
 //! | row triggers, not SECURITY DEFINER        |                             | 87%                      |                                |
 //! | pg_ivm 1.15 (immediate, from the issue)   | 12.8x                       | 5%                       |                                |
-//! | logical decoding (collect.rs)             | 0.94x                       | 93%                      | (no work in the statement)     |
+//! | logical decoding (collect.rs)             | 0.94x, 1.40x (noisy)        | 87-93%                   | (no work in the statement)     |
 //!
 //! Of the triggers, statement triggers are kept: bulk writes (INSERT ... SELECT, COPY, set-wide
 //! UPDATEs) cost a row trigger twice as much, and writers only append to a log, so they never
@@ -18,10 +18,12 @@
 //! nothing); the goal of 90% is not met by any trigger. SECURITY DEFINER stays: writers must not
 //! be able to write the log themselves (a forged change would reach other users' tables).
 //!
-//! Hence the other way, the default where PostgreSQL allows it (`wal_level = logical`):
-//! logical decoding (collect.rs), which costs writers nothing (bench/incremental.sh: 8 writers
-//! at 93% of their throughput without dynamic tables, the rest being the collector's decoding
-//! on the same 2 cores). Its changes come as of WAL positions while a refresh reads the log and
+//! Hence the other way, `--capture wal` (needs `wal_level = logical`): logical decoding
+//! (collect.rs), which costs writers nothing (bench/incremental.sh: 8 writers at 87-93% of
+//! their throughput without dynamic tables, the rest being the collector's decoding on the same
+//! 2 cores). It is not the default yet: each peek at the slot decodes from its restart point,
+//! so a refresh that follows a lot of WAL pays for reading it (seconds after the bench's 10M-row
+//! VACUUM); a replication connection streaming from the slot will not. Its changes come as of WAL positions while a refresh reads the log and
 //! the sources as of one snapshot; collect.rs says how the two are reconciled. Both fill the
 //! same logs, so everything after capture is one code path.
 //!
