@@ -21,7 +21,7 @@
 #   BENCH_ORDERS=1000000 bench/incremental.sh     # smaller data
 #
 # Settings (environment): BENCH_ORDERS (10000000), BENCH_CUSTOMERS (100000), BENCH_SECONDS (15),
-# BENCH_CAPTURE (wal: dyngate's --capture; triggers for the statement triggers),
+# BENCH_CAPTURE (triggers: dyngate's --capture, its default; wal for logical decoding),
 # BENCH_DYNGATE_BIN (a binary instead of building this checkout), BENCH_KEEP (1: keep the work dir).
 # Everything runs on loopback ports chosen at run time; everything started is stopped on exit.
 set -euo pipefail
@@ -70,7 +70,7 @@ export PGPASSWORD=$(cat "$work/pg/pw") PGUSER=postgres PGDATABASE=postgres PGHOS
 direct() { psql -X -q -v ON_ERROR_STOP=1 -p "$pg_port" "$@"; }
 
 rm -f "$work/dyngate.ready"
-"$dyngate_bin" serve --postgres "$pg_url" --capture "${BENCH_CAPTURE:-wal}" --listen 127.0.0.1:0 --http-listen 127.0.0.1:0 \
+"$dyngate_bin" serve --postgres "$pg_url" --capture "${BENCH_CAPTURE:-triggers}" --listen 127.0.0.1:0 --http-listen 127.0.0.1:0 \
   --ready-file "$work/dyngate.ready" --log warn >"$work/dyngate.log" 2>&1 &
 dyngate_pid=$!
 for _ in $(seq 300); do
@@ -170,7 +170,7 @@ c2=$(refresh_ms v2); c2x=$(last_action v2)
 g1=$(refresh_ms v1_full); g2=$(refresh_ms v2_full)
 
 echo
-echo "Incremental refresh, build $build: $orders orders, $customers customers, capture ${BENCH_CAPTURE:-wal}"
+echo "Incremental refresh, build $build: $orders orders, $customers customers, capture ${BENCH_CAPTURE:-triggers}"
 echo "$actions" | sed 's/^/  /'
 echo
 echo "write path, 10k single-row inserts (mean of 2): $wa ms without, $wb ms with V1 and V2: $(ratio "$wb" "$wa")x (goal <= 1.2x)"
