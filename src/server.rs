@@ -230,37 +230,37 @@ async fn serve(args: &ServeArgs, tls: Option<tokio_rustls::TlsAcceptor>, cluster
         _ = shutdown_signal() => None,
     };
     let outcome = match migrated {
-        Some(Ok(version)) => {
-            health.set_catalog_version(version);
-            match manager.set_capture(args.capture).await {
-                Ok(method) => tracing::info!(capture = method.as_str(), "change capture for incremental refreshes"),
-                Err(e) => return Err(ServeError::Capture(e)),
+        Some(Ok(version)) => match manager.set_capture(args.capture).await {
+            Err(e) => Err(ServeError::Capture(e)),
+            Ok(method) => {
+                tracing::info!(capture = method.as_str(), "change capture for incremental refreshes");
+                health.set_catalog_version(version);
+                if let Some(path) = &args.ready_file {
+                    let body = serde_json::json!({"pg": pg_addr.to_string(), "http": http_addr.to_string()});
+                    std::fs::write(path, body.to_string()).map_err(ServeError::ReadyFile)?;
+                }
+                let (stop_tx, stop_rx) = watch::channel(false);
+                let config = LoopConfig {
+                    tick: args.scheduler_tick,
+                    missed: args.missed_refreshes,
+                    concurrency: args.refresh_concurrency,
+                };
+                let refresh_loop = tokio::spawn(manager.clone().run_refresh_loop(config, stop_rx.clone()));
+                let reconcile_loop = tokio::spawn(
+                    manager
+                        .clone()
+                        .run_reconcile_loop(args.scheduler_reconcile_interval, stop_rx.clone()),
+                );
+                let collect_loop = tokio::spawn(manager.clone().run_collect_loop(args.capture_interval, stop_rx));
+                tracing::info!(catalog_version = version, "dyngate is ready");
+                shutdown_signal().await;
+                let _ = stop_tx.send(true);
+                let _ = refresh_loop.await;
+                let _ = reconcile_loop.await;
+                let _ = collect_loop.await;
+                Ok(())
             }
-            if let Some(path) = &args.ready_file {
-                let body = serde_json::json!({"pg": pg_addr.to_string(), "http": http_addr.to_string()});
-                std::fs::write(path, body.to_string()).map_err(ServeError::ReadyFile)?;
-            }
-            let (stop_tx, stop_rx) = watch::channel(false);
-            let config = LoopConfig {
-                tick: args.scheduler_tick,
-                missed: args.missed_refreshes,
-                concurrency: args.refresh_concurrency,
-            };
-            let refresh_loop = tokio::spawn(manager.clone().run_refresh_loop(config, stop_rx.clone()));
-            let reconcile_loop = tokio::spawn(
-                manager
-                    .clone()
-                    .run_reconcile_loop(args.scheduler_reconcile_interval, stop_rx.clone()),
-            );
-            let collect_loop = tokio::spawn(manager.clone().run_collect_loop(args.capture_interval, stop_rx));
-            tracing::info!(catalog_version = version, "dyngate is ready");
-            shutdown_signal().await;
-            let _ = stop_tx.send(true);
-            let _ = refresh_loop.await;
-            let _ = reconcile_loop.await;
-            let _ = collect_loop.await;
-            Ok(())
-        }
+        },
         Some(Err(e)) => Err(e.into()),
         None => Ok(()),
     };

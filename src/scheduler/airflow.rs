@@ -615,9 +615,10 @@ impl Airflow {
     }
 
     /// Before a paused DAG is unpaused: its file rewritten with the start date now, and a wait
-    /// (up to 10 s) until Airflow's next run is no longer a past tick. Otherwise Airflow runs the
+    /// (up to 45 s) until Airflow's next run is no longer a past tick. Otherwise Airflow runs the
     /// latest tick missed while paused, at once (see docs/airflow-facts.md).
     async fn restart_from_now(&self, handle: &DagHandle) -> Result<(), PluginError> {
+        const RESTART_PARSE_WAIT: std::time::Duration = std::time::Duration::from_secs(45);
         let Some(mut spec) = std::fs::read_to_string(&handle.file).ok().as_deref().and_then(spec_in_file) else {
             return Ok(()); // no file of ours: reconciliation writes it
         };
@@ -627,8 +628,18 @@ impl Airflow {
         spec["start_date"] = serde_json::Value::String(crate::http::time::iso_utc(now));
         write_rendered(&self.dags, &handle.dag_id, &render(&spec))
             .map_err(|e| failed(format_args!("DAGs folder {}: {e}", self.dags.display())))?;
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while std::time::Instant::now() < deadline {
+        // Unpaused before Airflow parsed the new start, the DAG would run the tick it missed.
+        // A file is parsed again within Airflow's min_file_process_interval (30 s by default),
+        // sooner on an idle machine.
+        let deadline = std::time::Instant::now() + RESTART_PARSE_WAIT;
+        loop {
+            if std::time::Instant::now() >= deadline {
+                tracing::warn!(
+                    dag = handle.dag_id,
+                    "Airflow has not parsed the DAG's new start yet; unpausing it anyway (it may run the tick it missed)"
+                );
+                break;
+            }
             let Some(dag) = self.api.dag(&handle.dag_id).await.map_err(failed)? else {
                 break;
             };

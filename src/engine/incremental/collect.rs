@@ -433,6 +433,10 @@ pub async fn flush_wal(c: &Client) -> Result<(), tokio_postgres::Error> {
 /// changes copied. Run on a connection of its own, outside any transaction; a failure leaves
 /// the session advisory lock held only if the connection is lost with it.
 pub async fn collect(c: &Client) -> Result<u64, tokio_postgres::Error> {
+    if recorded(c, false).await?.is_none() {
+        // No slot: nothing is captured from the WAL.
+        return Ok(0);
+    }
     flush_wal(c).await?;
     c.execute("SELECT pg_advisory_lock($1, $2)", &[&COLLECT_LOCK.0, &COLLECT_LOCK.1])
         .await?;
