@@ -74,7 +74,14 @@ impl Manager {
             client.execute("SELECT pg_advisory_unlock($1, $2)", &[&key.0, &key.1]).await.ok();
             return Err(e.into());
         }
-        let result = self.incremental_transaction(client, dt, trigger, job_id, spec, began).await;
+        let result = match self.incremental_transaction(client, dt, trigger, job_id, spec, began).await {
+            // A REPEATABLE READ transaction may meet a concurrent update; it is run again.
+            Err(ManagerError::Postgres { code, message, .. }) if code == "40001" || code == "40P01" => {
+                tracing::warn!(table = %dt.name, code, message, "the refresh's transaction met a concurrent update; it starts again");
+                Ok((Outcome::Stale, Vec::new()))
+            }
+            r => r,
+        };
         if client.execute("SELECT pg_advisory_unlock($1, $2)", &[&key.0, &key.1]).await.is_ok() {
             client.discard_on_drop(false);
         }
