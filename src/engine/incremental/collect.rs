@@ -26,7 +26,8 @@
 //!   identity is no longer FULL) is recorded as a truncation: its readers' next refresh is full.
 //! - Cost: every peek (a collection's, a refresh's) decodes from the slot's restart point, which
 //!   PostgreSQL moves only to a point where it logged the running transactions (every 15 s or
-//!   so): a refresh reads up to that much WAL, whatever it applies. A replication connection
+//!   so): a refresh reads up to that much WAL, whatever it applies (measured: 490-675 ms for 2
+//!   changes behind a 37 MB VACUUM, 23 ms once the point had moved). A replication connection
 //!   streaming from the slot would read everything once; that is the next step.
 
 use std::collections::HashMap;
