@@ -204,7 +204,7 @@ impl Manager {
             t.abort();
         }
         if matches!(result, Ok(Outcome::Stale)) {
-            tracing::error!(table = %dt.name, "the table's definition changed under every refresh attempt");
+            tracing::error!(table = %dt.name, "every refresh attempt met a change of the table's definition or concurrent work (see the log)");
             result = Err(ManagerError::Internal);
         }
         match result {

@@ -246,7 +246,7 @@ pub async fn install(tx: &Transaction<'_>, source: &SourceTable, reader: &str, m
                 tx.batch_execute(&format!(
                     "ALTER TABLE {src} REPLICA IDENTITY FULL; ALTER PUBLICATION {publication} ADD TABLE ONLY {src};",
                     src = source.quoted,
-                    publication = quote_ident(crate::engine::incremental::collect::PUBLICATION),
+                    publication = quote_ident(collect::PUBLICATION),
                 ))
                 .await?;
             } else {
@@ -274,6 +274,17 @@ pub async fn install(tx: &Transaction<'_>, source: &SourceTable, reader: &str, m
     tx.batch_execute(&format!("GRANT SELECT ON {qlog} TO {}", quote_ident(reader)))
         .await?;
     Ok(())
+}
+
+/// The REPLICA IDENTITY clause that puts back a source's identity as `pg_class.relreplident`
+/// recorded it (`d`, `n`, `f`, or `i` with its index, already quoted).
+fn replica_identity(relreplident: Option<&str>, index: Option<&str>) -> String {
+    match (relreplident, index) {
+        (Some("n"), _) => "NOTHING".into(),
+        (Some("i"), Some(index)) => format!("USING INDEX {index}"),
+        (Some("f"), _) => "FULL".into(),
+        _ => "DEFAULT".into(),
+    }
 }
 
 /// The capture triggers of `source`, calling the functions `dyngate.capture_functions` writes.
@@ -323,15 +334,12 @@ pub async fn remove_unused(tx: &Transaction<'_>) -> Result<(), tokio_postgres::E
         if let (Some(src), "wal") = (&quoted, method.as_str()) {
             sql.push_str(&format!(
                 "ALTER PUBLICATION {} DROP TABLE ONLY {src};",
-                quote_ident(crate::engine::incremental::collect::PUBLICATION)
+                quote_ident(collect::PUBLICATION)
             ));
-            let identity = match (identity.as_deref(), index) {
-                (Some("n"), _) => "NOTHING".to_string(),
-                (Some("i"), Some(index)) => format!("USING INDEX {index}"),
-                (Some("f"), _) => "FULL".to_string(),
-                _ => "DEFAULT".to_string(),
-            };
-            sql.push_str(&format!("ALTER TABLE {src} REPLICA IDENTITY {identity};"));
+            sql.push_str(&format!(
+                "ALTER TABLE {src} REPLICA IDENTITY {};",
+                replica_identity(identity.as_deref(), index.as_deref())
+            ));
         }
         if let (Some(src), "trigger") = (quoted, method.as_str()) {
             for op in ["insert", "delete", "update", "truncate"] {
@@ -358,6 +366,22 @@ pub async fn remove_unused(tx: &Transaction<'_>) -> Result<(), tokio_postgres::E
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn former_replica_identities() {
+        let cases = [
+            (Some("d"), None, "DEFAULT"),
+            (Some("n"), None, "NOTHING"),
+            (Some("f"), None, "FULL"),
+            (Some("i"), Some("\"Orders_pkey\""), "USING INDEX \"Orders_pkey\""),
+            // An index gone since: the default (the primary key, if any).
+            (Some("i"), None, "DEFAULT"),
+            (None, None, "DEFAULT"),
+        ];
+        for (ident, index, want) in cases {
+            assert_eq!(replica_identity(ident, index), want, "{ident:?} {index:?}");
+        }
+    }
 
     #[test]
     fn triggers_are_statement_level_with_transition_tables() {

@@ -255,11 +255,11 @@ struct Decoded {
     end: Option<Lsn>,
 }
 
-/// Reads peeked rows (lsn, xid, message) of transactions that ended after `after` and that
+/// Reads the peeked messages of transactions that ended after `after` and that
 /// `applied` (when given) does not see, for the sources in `targets`; `reference` is a recent
 /// xid8 (to widen 32-bit xids).
 fn decode(
-    peeked: &[(String, String, Vec<u8>)],
+    peeked: &[Vec<u8>],
     after: Lsn,
     applied: Option<&Snapshot>,
     targets: &HashMap<u32, Target>,
@@ -269,7 +269,7 @@ fn decode(
     let mut relations: HashMap<u32, RelationInfo> = HashMap::new();
     let mut tx: Vec<Message> = Vec::new();
     let mut xid = 0u32;
-    for (_, row_xid, data) in peeked {
+    for data in peeked {
         let message = wal::parse(data)?;
         match message {
             Message::Begin { xid: x, .. } => {
@@ -290,12 +290,8 @@ fn decode(
                 tx.clear();
             }
             Message::Other(_) => {}
-            m => {
-                if xid == 0 {
-                    xid = row_xid.parse().unwrap_or(0);
-                }
-                tx.push(m);
-            }
+            // A change comes inside its transaction's Begin and Commit.
+            m => tx.push(m),
         }
     }
     Ok(out)
@@ -344,21 +340,16 @@ fn apply_message(out: &mut Decoded, relations: &HashMap<u32, RelationInfo>, targ
     }
 }
 
-/// Peeks at most `limit` changes (None: all) of the slot, as (lsn, xid, message) rows.
-async fn peek(
-    c: &impl GenericClient,
-    slot: &str,
-    publication: &str,
-    limit: Option<i32>,
-) -> Result<Vec<(String, String, Vec<u8>)>, tokio_postgres::Error> {
+/// Peeks at most `limit` changes (None: all) of the slot: its pgoutput messages in order.
+async fn peek(c: &impl GenericClient, slot: &str, publication: &str, limit: Option<i32>) -> Result<Vec<Vec<u8>>, tokio_postgres::Error> {
     let rows = c
         .query(
-            "SELECT lsn::text, xid::text, data FROM pg_catalog.pg_logical_slot_peek_binary_changes(
+            "SELECT data FROM pg_catalog.pg_logical_slot_peek_binary_changes(
                  $1, NULL, $2, 'proto_version', '1', 'publication_names', $3)",
             &[&slot, &limit, &publication],
         )
         .await?;
-    Ok(rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect())
+    Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
 /// A recent xid8: the caller's snapshot's xmax (every decoded transaction is before it).

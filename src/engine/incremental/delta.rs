@@ -105,20 +105,18 @@ fn subquery_alias(binding: &str, columns: &[String], signed: bool) -> String {
     format!("{}({})", quote_ident(binding), names.join(", "))
 }
 
-/// The captured table `t` is.
-fn captured<'a>(t: &Source, sources: &'a [SourceTable]) -> &'a SourceTable {
-    sources
-        .iter()
-        .find(|s| s.schema == t.schema && s.name == t.name)
-        .expect("every table of a plan is captured (checked by incremental::check_sources)")
+/// The captured table `t` is (None: not among `sources`, which incremental::check_sources
+/// rules out before any apply).
+fn captured<'a>(t: &Source, sources: &'a [SourceTable]) -> Option<&'a SourceTable> {
+    sources.iter().find(|s| s.schema == t.schema && s.name == t.name)
 }
 
 /// The rows of a UNION ALL's branches, each with the sign of its change since `applied`
 /// (negated when `negate`).
-fn branch_changes(branches: &[Branch], sources: &[SourceTable], applied: &str, negate: bool) -> Vec<String> {
+fn branch_changes(branches: &[Branch], sources: &[SourceTable], applied: &str, negate: bool) -> Option<Vec<String>> {
     let mut selects = Vec::new();
     for b in branches {
-        for term in delta_terms(&b.from, sources, applied) {
+        for term in delta_terms(&b.from, sources, applied)? {
             let sign = if negate { format!("-({})", term.sign) } else { term.sign.clone() };
             selects.push(format!(
                 "SELECT {}, ({sign})::pg_catalog.int2 AS {} FROM {}{}",
@@ -129,7 +127,7 @@ fn branch_changes(branches: &[Branch], sources: &[SourceTable], applied: &str, n
             ));
         }
     }
-    selects
+    Some(selects)
 }
 
 /// One term of a delta: the rows of `SELECT ... FROM {clause} WHERE {conds}`, each counted
@@ -218,18 +216,18 @@ struct Read {
 }
 
 impl Read {
-    fn of(r: &Relation, sources: &[SourceTable], applied: &str) -> Read {
+    fn of(r: &Relation, sources: &[SourceTable], applied: &str) -> Option<Read> {
         let binding = quote_ident(r.binding());
         let sign = format!("{binding}.{}", quote_ident(SIGN));
         match r {
             Relation::Table(t) => {
-                let s = captured(t, sources);
-                Read {
+                let s = captured(t, sources)?;
+                Some(Read {
                     now: table_now(t),
                     pending: format!("({}) AS {binding}", pending_changes(s, applied)),
                     old: format!("({}) AS {binding}", old_rows(s, applied)),
                     sign,
-                }
+                })
             }
             // A subquery's change is its query's delta; as it was, its rows now and the change undone.
             Relation::Query(q) => {
@@ -243,16 +241,16 @@ impl Read {
                         branches: q.branches.clone(),
                     }))
                 )];
-                old.extend(branch_changes(&q.branches, sources, applied, true));
-                Read {
+                old.extend(branch_changes(&q.branches, sources, applied, true)?);
+                Some(Read {
                     now: relation_now(r),
                     pending: format!(
                         "({}) AS {alias}",
-                        branch_changes(&q.branches, sources, applied, false).join(" UNION ALL ")
+                        branch_changes(&q.branches, sources, applied, false)?.join(" UNION ALL ")
                     ),
                     old: format!("({}) AS {alias}", old.join(" UNION ALL ")),
                     sign,
-                }
+                })
             }
         }
     }
@@ -314,13 +312,13 @@ fn unmatched_delta(kept: &Side, other: &Side, on: &str) -> Vec<Draft> {
 }
 
 /// The terms whose rows add up to the change of `from`'s joined rows since `applied`, the
-/// tables' changes read from the logs of `sources`. Built one join at a time, R being the
+/// tables' changes read from the logs of `sources` (None: a table of `from` is not among them). Built one join at a time, R being the
 /// relations joined so far and T the next one:
 /// - inner: Δ(R ⋈ T) = ΔR ⋈ T_old + R_now ⋈ ΔT (telescoping: every pair of changes counted once);
 /// - outer: the inner part, plus the change of the rows kept NULL-extended ([`unmatched_delta`]):
 ///   R's for LEFT, T's for RIGHT, both for FULL.
-pub fn delta_terms(from: &From, sources: &[SourceTable], applied: &str) -> Vec<Term> {
-    let relations: Vec<Read> = from.items.iter().map(|r| Read::of(r, sources, applied)).collect();
+pub fn delta_terms(from: &From, sources: &[SourceTable], applied: &str) -> Option<Vec<Term>> {
+    let relations: Vec<Read> = from.items.iter().map(|r| Read::of(r, sources, applied)).collect::<Option<_>>()?;
     let null = |r: &Read| format!(" LEFT JOIN {} ON false", r.now);
     let first = &relations[0];
     let mut now = Draft::of(first.now.clone(), None);
@@ -353,14 +351,16 @@ pub fn delta_terms(from: &From, sources: &[SourceTable], applied: &str) -> Vec<T
         now = now.join(&join.render(&t.now), None);
         delta = next;
     }
-    delta
-        .into_iter()
-        .map(|d| Term {
-            sign: d.sign(),
-            clause: d.clause,
-            conds: d.conds,
-        })
-        .collect()
+    Some(
+        delta
+            .into_iter()
+            .map(|d| Term {
+                sign: d.sign(),
+                clause: d.clause,
+                conds: d.conds,
+            })
+            .collect(),
+    )
 }
 
 /// One statement applying the plan's delta to `target` (quoted), whose columns are `columns`
@@ -386,7 +386,7 @@ pub fn apply_sql(plan: &Plan, sources: &[SourceTable], applied: &str, target: &s
         .join(", ");
     let mut changed: Vec<String> = Vec::new();
     for b in branches {
-        for term in delta_terms(&b.from, sources, applied) {
+        for term in delta_terms(&b.from, sources, applied)? {
             let where_ = term.where_clause(b.filter.as_deref());
             changed.push(format!("SELECT {}, {} FROM {}{where_}", b.projection, term.sign, term.clause));
         }
@@ -446,7 +446,7 @@ mod tests {
             let Ok(Plan::Rows { branches }) = analyze(sql) else {
                 panic!("{sql}");
             };
-            delta_terms(&branches[0].from, &[a.clone(), b.clone()], "1:1:")
+            delta_terms(&branches[0].from, &[a.clone(), b.clone()], "1:1:").unwrap()
         };
         assert_eq!(count("SELECT a.id FROM public.a JOIN public.b ON b.id = a.id").len(), 2);
         assert_eq!(count("SELECT a.id FROM public.a, public.b").len(), 2);

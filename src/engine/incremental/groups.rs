@@ -291,7 +291,7 @@ pub fn apply_sql(
              ON CONFLICT ({key_list}) DO UPDATE SET {merge}",
             cols = insert_cols.join(", "),
             delta = delta.join(", "),
-            changed = delta_terms(g.from, sources, applied)
+            changed = delta_terms(g.from, sources, applied)?
                 .into_iter()
                 .map(|term| {
                     format!(
