@@ -120,6 +120,45 @@ pub struct ServeArgs {
     #[arg(long, env = "DYNGATE_CAPTURE_INTERVAL", default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
     pub capture_interval: Duration,
 
+    /// The engine of new dynamic tables that do not name one (`WITH ('engine' = ...)`):
+    /// `postgres` refreshes them in the backing PostgreSQL; `flink` in Apache Flink (needs
+    /// --flink-gateway).
+    #[arg(long, env = "DYNGATE_ENGINE", default_value = "postgres", value_enum)]
+    pub engine: EngineKind,
+
+    /// Flink's SQL Gateway (its REST endpoint, e.g. http://127.0.0.1:8083). With it, statements
+    /// that name the Flink database (--flink-database) run in Flink, and dynamic tables can use
+    /// the flink engine.
+    #[arg(long, env = "DYNGATE_FLINK_GATEWAY", value_name = "URL")]
+    pub flink_gateway: Option<String>,
+
+    /// The Flink cluster's REST endpoint (the JobManager's rest.port, e.g. http://127.0.0.1:8081):
+    /// where dyngate follows, stops and cancels the jobs it starts.
+    #[arg(long, env = "DYNGATE_FLINK_REST", value_name = "URL", requires = "flink_gateway")]
+    pub flink_rest: Option<String>,
+
+    /// Jars added (`ADD JAR`) to every Flink session dyngate opens: connectors and drivers, as
+    /// paths the SQL Gateway can read (repeat the flag, or separate them with commas). The
+    /// flink engine's dynamic tables need the JDBC connector and the PostgreSQL driver, here or
+    /// on the cluster's classpath.
+    #[arg(long = "flink-jar", env = "DYNGATE_FLINK_JARS", value_delimiter = ',', value_name = "PATH")]
+    pub flink_jars: Vec<String>,
+
+    /// The Flink database (created in the default catalog of every session dyngate opens) that
+    /// marks a statement as Flink's: one naming an object in it (`flink.clicks`) runs in Flink.
+    #[arg(long, env = "DYNGATE_FLINK_DATABASE", default_value = "flink", value_name = "NAME")]
+    pub flink_database: String,
+
+    /// How Flink's JDBC connector reaches the backing PostgreSQL to write dynamic tables, as a
+    /// JDBC URL (default: jdbc:postgresql://<the backing host and port>/<the catalog's
+    /// database>). Flink connects as the gateway's service account.
+    #[arg(long, env = "DYNGATE_FLINK_POSTGRES_URL", value_name = "JDBC-URL")]
+    pub flink_postgres_url: Option<String>,
+
+    /// How long a Flink query or batch job run for a statement may take before it is cancelled.
+    #[arg(long, env = "DYNGATE_FLINK_TIMEOUT", default_value = "5m", value_parser = parse_duration, value_name = "DURATION")]
+    pub flink_timeout: Duration,
+
     /// How often each gateway reconciles the catalog with the external schedulers: retries failed
     /// removals, recreates schedules deleted behind dyngate's back, removes stray ones.
     #[arg(long, env = "DYNGATE_SCHEDULER_RECONCILE_INTERVAL", default_value = "60s", value_parser = parse_duration, value_name = "DURATION")]
@@ -245,6 +284,30 @@ impl SchedulerKind {
             "embedded" => Some(SchedulerKind::Embedded),
             "airflow" => Some(SchedulerKind::Airflow),
             "dolphinscheduler" => Some(SchedulerKind::DolphinScheduler),
+            _ => None,
+        }
+    }
+}
+
+/// What refreshes a dynamic table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum EngineKind {
+    Postgres,
+    Flink,
+}
+
+impl EngineKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            EngineKind::Postgres => "postgres",
+            EngineKind::Flink => "flink",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<EngineKind> {
+        match s {
+            "postgres" => Some(EngineKind::Postgres),
+            "flink" => Some(EngineKind::Flink),
             _ => None,
         }
     }

@@ -9,9 +9,11 @@ use tokio::sync::watch;
 
 use crate::backend::{Backend, ServicePool};
 use crate::catalog::{self, MigrateError};
-use crate::config::SchedulerKind;
-use crate::config::ServeArgs;
+use crate::config::{EngineKind, SchedulerKind, ServeArgs};
 use crate::embedded::{self, Cluster};
+use crate::engine::flink::cluster::Cluster as FlinkCluster;
+use crate::engine::flink::engine::{FlinkConfig, FlinkEngine, SinkTarget};
+use crate::engine::flink::gateway::Gateway as FlinkGateway;
 use crate::handler::Handler;
 use crate::http::{self, AppState, Health};
 use crate::manager::Manager;
@@ -44,6 +46,63 @@ pub enum ServeError {
     Scheduler(String),
     #[error(transparent)]
     Capture(#[from] crate::engine::incremental::collect::CaptureError),
+    #[error("{0}")]
+    Flink(String),
+}
+
+/// The Flink engine, when --flink-gateway is given. Flink's JDBC connector writes dynamic tables
+/// into the backing PostgreSQL as the service account (the embedded cluster's superuser).
+fn flink_engine(
+    args: &ServeArgs,
+    backend: &Backend,
+    cluster: Option<&Cluster>,
+    database: &str,
+) -> Result<Option<Arc<FlinkEngine>>, ServeError> {
+    let Some(url) = &args.flink_gateway else {
+        if args.engine == EngineKind::Flink {
+            return Err(ServeError::Flink("--engine flink needs --flink-gateway".into()));
+        }
+        return Ok(None);
+    };
+    let endpoint = |service, url: &str| {
+        Endpoint::parse_with_ca(service, url, Duration::from_secs(30), args.scheduler_ca_file.as_deref())
+            .map_err(|e| ServeError::Flink(e.to_string()))
+    };
+    let (user, password) = match cluster {
+        Some(c) => ("postgres".to_string(), c.superuser_password().to_string()),
+        None => (
+            backend.service.get_user().unwrap_or("postgres").to_string(),
+            backend
+                .service
+                .get_password()
+                .map(|p| String::from_utf8_lossy(p).into_owned())
+                .unwrap_or_default(),
+        ),
+    };
+    let jdbc_url = args
+        .flink_postgres_url
+        .clone()
+        .unwrap_or_else(|| format!("jdbc:postgresql://{}:{}/{database}", backend.host, backend.port));
+    if args.flink_database.is_empty() || !args.flink_database.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return Err(ServeError::Flink(
+            "--flink-database must be a plain name (letters, digits, _)".into(),
+        ));
+    }
+    let gateway = FlinkGateway::new(endpoint("Flink SQL Gateway", url)?).with_secrets([password.clone()]);
+    let config = FlinkConfig {
+        gateway,
+        cluster: args
+            .flink_rest
+            .as_deref()
+            .map(|u| endpoint("Flink", u))
+            .transpose()?
+            .map(FlinkCluster::new),
+        jars: args.flink_jars.clone(),
+        database: args.flink_database.clone(),
+        sink: SinkTarget { jdbc_url, user, password },
+        timeout: args.flink_timeout,
+    };
+    Ok(Some(Arc::new(FlinkEngine::new(config))))
 }
 
 /// The Airflow plug-in, when --airflow-url is given.
@@ -177,10 +236,11 @@ async fn serve(args: &ServeArgs, tls: Option<tokio_rustls::TlsAcceptor>, cluster
         Manager::new(
             // Kept open: up to two per refresh running at once, plus a few for statements.
             ServicePool::new(backend.clone(), 2 * args.refresh_concurrency + 8),
-            database,
+            database.clone(),
             args.freshness_threshold,
         )
-        .with_schedulers(args.scheduler, external_schedulers(args, http_addr)?),
+        .with_schedulers(args.scheduler, external_schedulers(args, http_addr)?)
+        .with_engines(args.engine, flink_engine(args, &backend, cluster, &database)?),
     );
 
     let (phase_tx, phase_rx) = watch::channel(Phase::Running);

@@ -29,6 +29,7 @@ pub const MIGRATIONS: &[Migration] = migrations![
     (3, "scheduler_reconciliation"),
     (4, "incremental_refresh"),
     (5, "wal_capture"),
+    (6, "flink_engine"),
 ];
 
 /// Arbitrary but fixed key of the advisory lock that serializes migrations ("dyngate" in ASCII).

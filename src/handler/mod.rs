@@ -8,11 +8,14 @@
 //! DROP, REFRESH) are refused with 25001: their work happens outside the client's backend session
 //! and cannot roll back with it. SHOW and DESCRIBE work anywhere.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use crate::manager::create::Created;
+use crate::manager::flink_sql::FlinkOutcome;
 use crate::manager::{Manager, ManagerError, Requester};
 use crate::sql::dynamic::{self, AlterAction, DtStatement, ParseError};
+use crate::sql::flink::{FlinkKind, FlinkStatement};
 use crate::wire::codec::PgError;
 
 /// Who is asking: the identity PostgreSQL authenticated for this session.
@@ -25,16 +28,28 @@ pub struct SessionInfo {
 /// A result column: name and PostgreSQL type OID (values are sent in text format).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Column {
-    pub name: &'static str,
+    pub name: Cow<'static, str>,
     pub type_oid: u32,
 }
 
 pub const TEXT: u32 = 25;
 pub const INT8: u32 = 20;
 pub const BOOL: u32 = 16;
+pub const INT2: u32 = 21;
+pub const INT4: u32 = 23;
+pub const FLOAT4: u32 = 700;
+pub const FLOAT8: u32 = 701;
+
+/// The types whose values the gateway can send in binary format (besides text-like ones, sent
+/// as their bytes): a column of another type in a result of the gateway's own (a Flink query's)
+/// is described as `text`, so no client asks for a binary form the gateway cannot write.
+pub const BINARY_CAPABLE: [u32; 11] = [BOOL, INT2, INT4, INT8, FLOAT4, FLOAT8, TEXT, 1043, 1042, 114, 19];
 
 const fn col(name: &'static str, type_oid: u32) -> Column {
-    Column { name, type_oid }
+    Column {
+        name: Cow::Borrowed(name),
+        type_oid,
+    }
 }
 
 const SHOW_COLUMNS: [Column; 12] = [
@@ -68,18 +83,33 @@ pub struct Reply {
     pub notices: Vec<String>,
 }
 
+/// A statement of dyngate's own: a dynamic-table statement, or one that runs in Flink.
+#[derive(Debug, Clone)]
+pub enum Parsed {
+    Dynamic(DtStatement),
+    Flink(FlinkStatement),
+}
+
 /// A parsed statement, ready to execute (kept by the wire layer for a prepared statement).
 #[derive(Debug, Clone)]
 pub struct Prepared {
-    pub statement: DtStatement,
+    pub statement: Parsed,
     /// The text as the client sent it.
     pub text: String,
 }
 
 impl Prepared {
-    /// The result shape, known before execution (for Describe).
+    /// A Flink query: its result shape is only known by running it (Describe runs it).
+    pub fn is_flink_query(&self) -> bool {
+        matches!(&self.statement, Parsed::Flink(f) if f.kind == FlinkKind::Query)
+    }
+
+    /// The result shape, known before execution (for Describe); a Flink query's is not.
     pub fn columns(&self) -> Option<Vec<Column>> {
-        match &self.statement {
+        let Parsed::Dynamic(statement) = &self.statement else {
+            return None;
+        };
+        match statement {
             DtStatement::Show { .. } => Some(SHOW_COLUMNS.to_vec()),
             DtStatement::Describe { .. } => Some(DESCRIBE_COLUMNS.to_vec()),
             DtStatement::ShowCreate { .. } => Some(SHOW_CREATE_COLUMNS.to_vec()),
@@ -114,10 +144,56 @@ impl Handler {
             )
             .with_hint("Send it as a query of its own."));
         };
-        let statement = dynamic::parse(sql).map_err(parse_error)?;
+        let flink = self.manager.flink_database();
+        let statement = match crate::sql::classify(sql, true, flink) {
+            crate::sql::Route::Intercept(crate::sql::StatementKind::Flink) => {
+                let db = flink.unwrap_or_default();
+                Parsed::Flink(crate::sql::flink::parse(sql, db).map_err(|e| PgError::error(e.sqlstate(), e.to_string()))?)
+            }
+            _ => Parsed::Dynamic(dynamic::parse(sql).map_err(parse_error)?),
+        };
         Ok(Prepared {
             statement,
             text: sql.trim().to_string(),
+        })
+    }
+
+    /// The Flink database when this gateway has a Flink engine (for the classifier).
+    pub fn flink_database(&self) -> Option<&str> {
+        self.manager.flink_database()
+    }
+
+    /// Runs a Flink statement.
+    async fn flink(&self, f: &FlinkStatement, who: &Requester<'_>) -> Result<Reply, PgError> {
+        let outcome = self.manager.flink_statement(who, f).await.map_err(manager_error)?;
+        Ok(match outcome {
+            FlinkOutcome::Done { tag, notice } => Reply {
+                notices: notice.into_iter().collect(),
+                ..done(tag)
+            },
+            FlinkOutcome::Job(id) => Reply {
+                notices: vec![format!("Flink job {id} submitted")],
+                ..done("INSERT 0 0")
+            },
+            FlinkOutcome::Rows(result) => {
+                let columns = result
+                    .columns
+                    .iter()
+                    .map(|c| {
+                        let oid = crate::engine::flink::types::pg_type(&c.logical_type).oid;
+                        Column {
+                            name: Cow::Owned(c.name.clone()),
+                            type_oid: if BINARY_CAPABLE.contains(&oid) { oid } else { TEXT },
+                        }
+                    })
+                    .collect();
+                Reply {
+                    columns: Some(columns),
+                    tag: format!("SELECT {}", result.rows.len()),
+                    rows: result.rows,
+                    ..Reply::default()
+                }
+            }
         })
     }
 
@@ -131,7 +207,11 @@ impl Handler {
             time_zone,
         };
         let m = &self.manager;
-        let reply = match &p.statement {
+        let statement = match &p.statement {
+            Parsed::Flink(f) => return self.flink(f, &who).await,
+            Parsed::Dynamic(d) => d,
+        };
+        let reply = match statement {
             DtStatement::Create(c) => match m.create(&who, c, &p.text).await.map_err(manager_error)? {
                 Created::Created { .. } => done("CREATE DYNAMIC TABLE"),
                 Created::AlreadyExisted(name) => Reply {

@@ -65,6 +65,9 @@ pub enum ManagerError {
         detail: Option<String>,
         hint: Option<String>,
     },
+    /// Flink refused the statement, failed, or could not be reached; nothing was changed.
+    #[error("{}", flink_message(.0))]
+    Flink(crate::engine::flink::FlinkError),
     /// The gateway's own machinery failed (the catalog connection, ...). Details are logged.
     #[error("internal error in the dynamic-table catalog; see the gateway's log")]
     Internal,
@@ -87,6 +90,9 @@ impl ManagerError {
             ManagerError::Scheduler(_) => 502,
             ManagerError::Unsupported(_) => 501,
             ManagerError::Postgres { .. } => 422,
+            ManagerError::Flink(crate::engine::flink::FlinkError::Sql(_)) => 422,
+            ManagerError::Flink(crate::engine::flink::FlinkError::Timeout { .. }) => 504,
+            ManagerError::Flink(_) => 502,
             ManagerError::Internal => 500,
         }
     }
@@ -105,8 +111,24 @@ impl ManagerError {
             ManagerError::Scheduler(_) => "58000",
             ManagerError::InvalidDefinition(_) => "42P16",
             ManagerError::Postgres { code, .. } => code,
+            ManagerError::Flink(e) => crate::manager::flink_sql::flink_sqlstate(e),
             ManagerError::Internal => "XX000",
         }
+    }
+}
+
+/// A Flink error as the client reads it: Flink's own reason for a refused statement, else what
+/// failed (prefixed, so that it is clear the message is Flink's).
+fn flink_message(e: &crate::engine::flink::FlinkError) -> String {
+    match e {
+        crate::engine::flink::FlinkError::Sql(cause) => format!("Flink: {}", cause.message),
+        e => format!("Flink: {e}"),
+    }
+}
+
+impl From<crate::engine::flink::FlinkError> for ManagerError {
+    fn from(e: crate::engine::flink::FlinkError) -> Self {
+        ManagerError::Flink(e)
     }
 }
 

@@ -15,6 +15,7 @@ pub mod create;
 pub mod drop;
 pub mod error;
 pub mod external;
+pub mod flink_sql;
 pub mod reconcile;
 pub mod refresh;
 pub mod refresh_incremental;
@@ -28,7 +29,8 @@ use std::time::Duration;
 use tokio_postgres::{Client, Transaction};
 
 use crate::backend::ServicePool;
-use crate::config::SchedulerKind;
+use crate::config::{EngineKind, SchedulerKind};
+use crate::engine::flink::engine::FlinkEngine;
 use crate::engine::incremental::collect::{self, Method};
 use crate::scheduler::Plugin;
 use crate::sql::dynamic::TableName;
@@ -64,6 +66,10 @@ pub struct Manager {
     /// How new change captures are made (engine::incremental::collect): what `--capture`
     /// resolved to once the catalog was ready (triggers until then).
     capture: std::sync::OnceLock<Method>,
+    /// The Flink engine, when this gateway has one (--flink-gateway).
+    flink: Option<Arc<FlinkEngine>>,
+    /// The engine of new tables that do not name one.
+    default_engine: EngineKind,
 }
 
 impl Manager {
@@ -76,7 +82,16 @@ impl Manager {
             plugins: vec![Arc::new(crate::scheduler::embedded::Embedded)],
             catalog_id: tokio::sync::OnceCell::new(),
             capture: std::sync::OnceLock::new(),
+            flink: None,
+            default_engine: EngineKind::Postgres,
         }
+    }
+
+    /// Adds the Flink engine and sets the default engine of new tables.
+    pub fn with_engines(mut self, default: EngineKind, flink: Option<Arc<FlinkEngine>>) -> Manager {
+        self.default_engine = default;
+        self.flink = flink;
+        self
     }
 
     /// Decides how new change captures are made, from `--capture` and what the backing

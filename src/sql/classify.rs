@@ -11,6 +11,8 @@
 pub enum StatementKind {
     CreateDynamicTable,
     AlterDynamicTable,
+    /// A statement that names the Flink database (`sql::flink`): it runs in Flink.
+    Flink,
     DropDynamicTable,
     RefreshDynamicTable,
     ShowDynamicTables,
@@ -31,13 +33,26 @@ pub enum Route {
 /// intercepted if any of its statements is dyngate's; the first such statement names the kind.
 /// `standard_strings` is the session's `standard_conforming_strings`: when off, a backslash
 /// escapes the next character in every string literal, not only in `E''` ones.
-pub fn classify(sql: &str, standard_strings: bool) -> Route {
-    if !contains_ascii_ci(sql.as_bytes(), b"dynamic") {
+/// `flink` is the Flink database when the gateway has a Flink engine: a statement naming it is
+/// Flink's (see `sql::flink`; a dynamic-table statement stays dyngate's even when its query reads
+/// Flink tables).
+pub fn classify(sql: &str, standard_strings: bool, flink: Option<&str>) -> Route {
+    let dynamic = contains_ascii_ci(sql.as_bytes(), b"dynamic");
+    let flink = flink.filter(|db| contains_ascii_ci(sql.as_bytes(), db.as_bytes()));
+    if !dynamic && flink.is_none() {
         return Route::Forward;
     }
     split_statements(sql, standard_strings)
         .into_iter()
-        .find_map(|s| classify_one(s).map(Route::Intercept))
+        .find_map(|s| {
+            let kind = if dynamic { classify_one(s) } else { None };
+            kind.or_else(|| {
+                flink
+                    .filter(|db| crate::sql::flink::names_database(s, db))
+                    .map(|_| StatementKind::Flink)
+            })
+            .map(Route::Intercept)
+        })
         .unwrap_or(Route::Forward)
 }
 
@@ -170,7 +185,7 @@ fn push_nonempty<'a>(out: &mut Vec<&'a str>, s: &'a str) {
     }
 }
 
-fn is_ident_byte(b: &[u8], i: usize) -> bool {
+pub(crate) fn is_ident_byte(b: &[u8], i: usize) -> bool {
     i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_' || b[i] >= 0x80)
 }
 
@@ -252,7 +267,7 @@ mod tests {
             ("", Route::Forward),
         ];
         for (sql, want) in cases {
-            assert_eq!(classify(sql, true), *want, "{sql:?}");
+            assert_eq!(classify(sql, true, None), *want, "{sql:?}");
         }
     }
 
@@ -284,8 +299,22 @@ mod tests {
         // One string literal when standard_conforming_strings is off; three statements when on.
         let sql = "SELECT 'a\\'; CREATE DYNAMIC TABLE x AS SELECT 1; SELECT \\'b'";
         assert_eq!(split_statements(sql, false), [sql]);
-        assert_eq!(classify(sql, false), Route::Forward);
+        assert_eq!(classify(sql, false, None), Route::Forward);
         assert_eq!(split_statements(sql, true).len(), 3);
-        assert_eq!(classify(sql, true), Route::Intercept(CreateDynamicTable));
+        assert_eq!(classify(sql, true, None), Route::Intercept(CreateDynamicTable));
+    }
+
+    #[test]
+    fn flink_statements_need_a_flink_engine() {
+        let f = Some("flink");
+        assert_eq!(classify("SELECT * FROM flink.clicks", true, f), Route::Intercept(Flink));
+        assert_eq!(classify("SELECT * FROM flink.clicks", true, None), Route::Forward);
+        assert_eq!(classify("SELECT 'flink.clicks'", true, f), Route::Forward);
+        assert_eq!(classify("select 1; drop table flink.t", true, f), Route::Intercept(Flink));
+        assert_eq!(
+            classify("CREATE DYNAMIC TABLE d AS SELECT * FROM flink.clicks", true, f),
+            Route::Intercept(CreateDynamicTable)
+        );
+        assert_eq!(classify("SELECT * FROM other.clicks", true, Some("other")), Route::Intercept(Flink));
     }
 }

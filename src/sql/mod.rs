@@ -6,5 +6,6 @@
 
 pub mod classify;
 pub mod dynamic;
+pub mod flink;
 
 pub use classify::{Route, StatementKind, classify, split_statements};

@@ -26,7 +26,7 @@ use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{Mutex, Notify, watch};
 
-use crate::handler::{BOOL, INT8, Prepared, Reply, SessionInfo, TEXT};
+use crate::handler::{BOOL, FLOAT4, FLOAT8, INT2, INT4, INT8, Prepared, Reply, SessionInfo, TEXT};
 use crate::sql::{Route, classify, split_statements};
 use crate::wire::cancel::{BackendKey, send_cancel};
 use crate::wire::codec::{
@@ -135,6 +135,7 @@ pub async fn run(
         out: BytesMut::with_capacity(8192),
         statements: HashMap::new(),
         portals: HashMap::new(),
+        described: HashMap::new(),
         batch_forwarded: false,
         batch_local: false,
         skipping: false,
@@ -177,6 +178,9 @@ struct Up<'a> {
     /// dyngate's own prepared statements and portals, by name.
     statements: HashMap<String, Prepared>,
     portals: HashMap<String, (Prepared, Vec<i16>)>,
+    /// The replies of Flink queries run when their portal was described (a Flink query's shape is
+    /// only known by running it), for the Execute that follows.
+    described: HashMap<String, Reply>,
     /// Something of the current extended batch went to the backend: its Sync must too.
     batch_forwarded: bool,
     /// The current extended batch has messages of dyngate's own. A Sync is answered by the
@@ -264,7 +268,7 @@ impl Up<'_> {
         match msg.tag() {
             b'Q' => {
                 let sql = query_text(&msg).unwrap_or_default();
-                if classify(sql, standard) == Route::Forward {
+                if classify(sql, standard, self.gw.handler.flink_database()) == Route::Forward {
                     self.state.track(Pending::sent_query);
                     self.forward(&msg);
                     return Ok(None);
@@ -294,7 +298,7 @@ impl Up<'_> {
                     self.forward_extended(&msg);
                     return Ok(None);
                 };
-                if classify(sql, standard) == Route::Forward {
+                if classify(sql, standard, self.gw.handler.flink_database()) == Route::Forward {
                     self.statements.remove(name);
                     self.forward_extended(&msg);
                     return Ok(None);
@@ -350,6 +354,7 @@ impl Up<'_> {
                         .await
                         .map(|_| None);
                 }
+                self.described.remove(&portal);
                 self.portals.insert(portal, (prepared, formats));
                 self.local_reply(&[Message::new(b'2', b"")]).await?;
             }
@@ -368,15 +373,35 @@ impl Up<'_> {
                     Some(b'S') => Vec::new(),
                     _ => self.portals.get(name).map(|(_, f)| f.clone()).unwrap_or_default(),
                 };
-                let shape = match prepared.columns() {
-                    Some(cols) => row_description(cols.iter().enumerate().map(|(i, c)| (c.name, c.type_oid, format_of(&formats, i)))),
-                    None => Message::new(b'n', b""),
-                };
+                let prepared = prepared.clone();
                 match self.local_turn().await? {
                     Turn::Go => {}
                     Turn::Skip => return Ok(None),
                     Turn::End => return Ok(Some(ClientEnd::Violation)),
                 }
+                let columns = if prepared.is_flink_query() {
+                    match self
+                        .gw
+                        .handler
+                        .execute(&prepared, self.info, self.in_transaction(), &self.time_zone())
+                        .await
+                    {
+                        Ok(r) => {
+                            let cols = r.columns.clone();
+                            if kind != Some(b'S') {
+                                self.described.insert(name.to_string(), r);
+                            }
+                            cols
+                        }
+                        Err(e) => return self.local_error(e).await.map(|_| None),
+                    }
+                } else {
+                    prepared.columns()
+                };
+                let shape = match columns {
+                    Some(cols) => row_description(cols.iter().enumerate().map(|(i, c)| (&*c.name, c.type_oid, format_of(&formats, i)))),
+                    None => Message::new(b'n', b""),
+                };
                 if kind == Some(b'S') {
                     self.local_reply(&[no_parameters(), shape]).await?;
                 } else {
@@ -394,12 +419,16 @@ impl Up<'_> {
                     Turn::Skip => return Ok(None),
                     Turn::End => return Ok(Some(ClientEnd::Violation)),
                 }
-                match self
-                    .gw
-                    .handler
-                    .execute(&prepared, self.info, self.in_transaction(), &self.time_zone())
-                    .await
-                {
+                let result = match self.described.remove(portal) {
+                    Some(r) => Ok(r),
+                    None => {
+                        self.gw
+                            .handler
+                            .execute(&prepared, self.info, self.in_transaction(), &self.time_zone())
+                            .await
+                    }
+                };
+                match result {
                     Ok(r) => {
                         let mut reply = BytesMut::new();
                         encode(&r, Some(&formats), &mut reply);
@@ -413,7 +442,10 @@ impl Up<'_> {
                 let name = names(msg.body(), 1).map(|(n, _)| n).unwrap_or_default();
                 let removed = match kind {
                     Some(b'S') => self.statements.remove(name).is_some(),
-                    _ => self.portals.remove(name).is_some(),
+                    _ => {
+                        self.described.remove(name);
+                        self.portals.remove(name).is_some()
+                    }
                 };
                 if !removed {
                     self.forward_extended(&msg);
@@ -566,7 +598,7 @@ fn encode(r: &Reply, formats: Option<&[i16]>, out: &mut BytesMut) {
     match formats {
         None => {
             if !cols.is_empty() {
-                out.extend_from_slice(row_description(cols.iter().map(|c| (c.name, c.type_oid, 0))).raw());
+                out.extend_from_slice(row_description(cols.iter().map(|c| (&*c.name, c.type_oid, 0))).raw());
             }
             for row in &r.rows {
                 out.extend_from_slice(data_row(row.iter().map(|v| v.as_deref().map(|s| s.as_bytes().to_vec()))).raw());
@@ -595,6 +627,10 @@ fn encode(r: &Reply, formats: Option<&[i16]>, out: &mut BytesMut) {
 fn binary_value(oid: u32, text: &str) -> Vec<u8> {
     match oid {
         INT8 => text.parse::<i64>().unwrap_or_default().to_be_bytes().to_vec(),
+        INT4 => text.parse::<i32>().unwrap_or_default().to_be_bytes().to_vec(),
+        INT2 => text.parse::<i16>().unwrap_or_default().to_be_bytes().to_vec(),
+        FLOAT8 => text.parse::<f64>().unwrap_or(f64::NAN).to_be_bytes().to_vec(),
+        FLOAT4 => text.parse::<f32>().unwrap_or(f32::NAN).to_be_bytes().to_vec(),
         BOOL => vec![u8::from(text == "t" || text == "true")],
         _ => text.as_bytes().to_vec(),
     }

@@ -715,28 +715,30 @@ impl Session {
         &self.gateway
     }
 
-    /// Runs `attempt` with the current session; once more with a new one if that was gone.
-    async fn with_retry<T>(&self, attempt: impl AsyncFn(SessionHandle) -> Result<T, FlinkError>) -> Result<T, FlinkError> {
-        let handle = self.handle().await?;
-        match attempt(handle.clone()).await {
-            Err(e) if e.is_session_not_found() => {
-                let fresh = {
-                    let mut state = self.state.lock().await;
-                    // Another task may have reopened it already.
-                    match &state.handle {
-                        Some(h) if *h != handle => h.clone(),
-                        _ => self.reopen(&mut state).await?,
-                    }
-                };
-                attempt(fresh).await
-            }
-            other => other,
+    /// After `handle` was found gone: the session to retry with (a new one, set up again, unless
+    /// another task reopened it already).
+    async fn replacement(&self, handle: &SessionHandle) -> Result<SessionHandle, FlinkError> {
+        let mut state = self.state.lock().await;
+        match &state.handle {
+            Some(h) if h != handle => Ok(h.clone()),
+            _ => self.reopen(&mut state).await,
         }
     }
 
+    // The retrying methods below are written out rather than sharing an async closure: a future
+    // holding an `AsyncFn` borrow is not provably `Send` for every lifetime, which spawned
+    // sessions need.
+
     /// Runs a set-up statement and remembers it for replay (only if it succeeded).
     pub async fn configure(&self, statement: &str) -> Result<(), FlinkError> {
-        self.with_retry(async |h| self.gateway.configure(&h, statement).await).await?;
+        let handle = self.handle().await?;
+        match self.gateway.configure(&handle, statement).await {
+            Err(e) if e.is_session_not_found() => {
+                let fresh = self.replacement(&handle).await?;
+                self.gateway.configure(&fresh, statement).await?
+            }
+            other => other?,
+        }
         self.state.lock().await.setup.push(statement.to_string());
         Ok(())
     }
@@ -748,7 +750,14 @@ impl Session {
 
     /// Heartbeats the session, reopening it if it was gone.
     pub async fn heartbeat(&self) -> Result<(), FlinkError> {
-        self.with_retry(async |h| self.gateway.heartbeat(&h).await).await
+        let handle = self.handle().await?;
+        match self.gateway.heartbeat(&handle).await {
+            Err(e) if e.is_session_not_found() => {
+                let fresh = self.replacement(&handle).await?;
+                self.gateway.heartbeat(&fresh).await
+            }
+            other => other,
+        }
     }
 
     /// Submits a statement: the session it ran in and its operation.
@@ -757,11 +766,16 @@ impl Session {
         statement: &str,
         execution_config: &BTreeMap<String, String>,
     ) -> Result<(SessionHandle, OperationHandle), FlinkError> {
-        self.with_retry(async |h| {
-            let op = self.gateway.execute(&h, statement, execution_config).await?;
-            Ok((h, op))
-        })
-        .await
+        let handle = self.handle().await?;
+        match self.gateway.execute(&handle, statement, execution_config).await {
+            Err(e) if e.is_session_not_found() => {
+                let fresh = self.replacement(&handle).await?;
+                let op = self.gateway.execute(&fresh, statement, execution_config).await?;
+                Ok((fresh, op))
+            }
+            Ok(op) => Ok((handle, op)),
+            Err(e) => Err(e),
+        }
     }
 
     /// [`Gateway::execute_and_fetch`] in this session.

@@ -15,6 +15,7 @@
 //! DDL text and Flink echoes statement text in some of its messages.
 
 pub mod cluster;
+pub mod engine;
 pub mod gateway;
 pub mod types;
 

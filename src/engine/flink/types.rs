@@ -163,6 +163,110 @@ impl LogicalType {
     }
 }
 
+impl LogicalType {
+    /// The type in Flink's SQL notation, as `DESCRIBE` prints it (`INT`, `STRING`, `DECIMAL(10,
+    /// 2)`, `TIMESTAMP(3) *ROWTIME*`, `ARRAY<INT>`, `ROW<`a` INT>`, ... with an optional `NOT
+    /// NULL`). Unknown notations become [`TypeKind::Other`].
+    pub fn from_sql(text: &str) -> LogicalType {
+        let t = text.trim();
+        let (mut t, nullable) = match t
+            .len()
+            .checked_sub(8)
+            .filter(|&i| t.is_char_boundary(i) && t[i..].eq_ignore_ascii_case("NOT NULL"))
+        {
+            Some(i) => (t[..i].trim_end(), false),
+            None => (t, true),
+        };
+        for marker in ["*ROWTIME*", "*PROCTIME*"] {
+            t = t.trim_end_matches(marker).trim_end();
+        }
+        let upper = t.to_ascii_uppercase();
+        // The name and its parenthesised or angle-bracketed arguments.
+        let (name, args) = match upper.find(['(', '<']) {
+            Some(i) => (upper[..i].trim(), Some(&t[i + 1..closing(t, i).unwrap_or(t.len())])),
+            None => (upper.as_str(), None),
+        };
+        let nums: Vec<u32> = args
+            .map(|a| a.split(',').filter_map(|n| n.trim().parse().ok()).collect())
+            .unwrap_or_default();
+        let n = |i: usize, default: u32| nums.get(i).copied().unwrap_or(default);
+        let kind = match name {
+            "BOOLEAN" => TypeKind::Boolean,
+            "TINYINT" => TypeKind::TinyInt,
+            "SMALLINT" => TypeKind::SmallInt,
+            "INT" | "INTEGER" => TypeKind::Integer,
+            "BIGINT" => TypeKind::BigInt,
+            "FLOAT" => TypeKind::Float,
+            "DOUBLE" | "DOUBLE PRECISION" => TypeKind::Double,
+            "DECIMAL" | "DEC" | "NUMERIC" => TypeKind::Decimal {
+                precision: n(0, 10),
+                scale: n(1, 0),
+            },
+            "CHAR" => TypeKind::Char { length: n(0, 1) },
+            "VARCHAR" => TypeKind::VarChar { length: n(0, 1) },
+            "STRING" => TypeKind::VarChar { length: MAX_LENGTH },
+            "BINARY" => TypeKind::Binary { length: n(0, 1) },
+            "VARBINARY" => TypeKind::VarBinary { length: n(0, 1) },
+            "BYTES" => TypeKind::VarBinary { length: MAX_LENGTH },
+            "DATE" => TypeKind::Date,
+            "TIME" => TypeKind::Time { precision: n(0, 0) },
+            "TIMESTAMP" if upper.contains("WITH LOCAL TIME ZONE") => TypeKind::TimestampLtz { precision: n(0, 6) },
+            "TIMESTAMP" if upper.contains("WITH TIME ZONE") => TypeKind::TimestampTz { precision: n(0, 6) },
+            "TIMESTAMP" => TypeKind::Timestamp { precision: n(0, 6) },
+            "TIMESTAMP_LTZ" => TypeKind::TimestampLtz { precision: n(0, 6) },
+            "ARRAY" => TypeKind::Array(Box::new(LogicalType::from_sql(args.unwrap_or("")))),
+            "MULTISET" => TypeKind::Multiset(Box::new(LogicalType::from_sql(args.unwrap_or("")))),
+            "MAP" | "ROW" => TypeKind::Other(name.to_string()),
+            _ if name.starts_with("INTERVAL") && (name.contains("YEAR") || name.contains("MONTH") && !name.contains("DAY")) => {
+                TypeKind::IntervalYearMonth
+            }
+            _ if name.starts_with("INTERVAL") => TypeKind::IntervalDayTime,
+            other => TypeKind::Other(other.to_string()),
+        };
+        // MAP and ROW come out as json in PostgreSQL whatever their arguments.
+        let kind = match kind {
+            TypeKind::Other(n) if n == "MAP" => TypeKind::Map {
+                key: Box::new(LogicalType::from_sql("STRING")),
+                value: Box::new(LogicalType::from_sql("STRING")),
+            },
+            TypeKind::Other(n) if n == "ROW" => TypeKind::Row(Vec::new()),
+            k => k,
+        };
+        LogicalType { kind, nullable }
+    }
+}
+
+/// The index of the bracket closing the one at `open` (`(` or `<`), nesting counted.
+fn closing(t: &str, open: usize) -> Option<usize> {
+    let mut depth = 0i32;
+    for (i, c) in t.char_indices().skip_while(|(i, _)| *i < open) {
+        match c {
+            '(' | '<' => depth += 1,
+            ')' | '>' => {
+                depth -= 1;
+                if depth == 0 {
+                    return Some(i);
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// The column type to declare in PostgreSQL DDL for values of `ty` (what [`pg_type`] names, with
+/// its modifier written out: `numeric(10,2)`, `varchar(20)`, `timestamp(3)`).
+pub fn pg_ddl_type(ty: &LogicalType) -> String {
+    let t = pg_type(ty);
+    match (&ty.kind, t.name) {
+        (TypeKind::Decimal { precision, scale }, _) => format!("numeric({precision},{scale})"),
+        (TypeKind::Char { length }, _) => format!("char({length})"),
+        (_, "varchar") => format!("varchar({})", t.typmod - 4),
+        (_, "time" | "timestamp" | "timestamptz") => format!("{}({})", t.name, t.typmod),
+        (_, name) => name.to_string(),
+    }
+}
+
 /// The PostgreSQL type a pgwire client sees for a column: the name, the OID (`pg_type.oid`) and
 /// the type modifier of RowDescription (-1 when none).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -550,6 +654,42 @@ pub fn base64_decode(text: &str) -> Option<Vec<u8>> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn sql_notation_table() {
+        let cases: &[(&str, &str, bool)] = &[
+            ("INT", "int4", true),
+            ("BIGINT NOT NULL", "int8", false),
+            ("STRING", "text", true),
+            ("VARCHAR(20)", "varchar(20)", true),
+            ("CHAR(3) NOT NULL", "char(3)", false),
+            ("DECIMAL(10, 2)", "numeric(10,2)", true),
+            ("DOUBLE", "float8", true),
+            ("FLOAT", "float4", true),
+            ("BOOLEAN", "bool", true),
+            ("DATE", "date", true),
+            ("TIME(0)", "time(0)", true),
+            ("TIMESTAMP(3) *ROWTIME*", "timestamp(3)", true),
+            ("TIMESTAMP(9)", "timestamp(6)", true),
+            ("TIMESTAMP_LTZ(3) *PROCTIME* NOT NULL", "timestamptz(3)", false),
+            ("TIMESTAMP(3) WITH LOCAL TIME ZONE", "timestamptz(3)", true),
+            ("BYTES", "bytea", true),
+            ("TINYINT", "int2", true),
+            ("ARRAY<INT>", "json", true),
+            ("MAP<STRING, INT>", "json", true),
+            ("ROW<`a` INT, `b` STRING>", "json", true),
+            ("INTERVAL DAY(2) TO SECOND(3)", "interval", true),
+            ("INTERVAL YEAR(2) TO MONTH", "interval", true),
+            ("RAW('x', '...')", "text", true),
+        ];
+        for (notation, ddl, nullable) in cases {
+            let ty = LogicalType::from_sql(notation);
+            assert_eq!(pg_ddl_type(&ty), *ddl, "{notation}");
+            assert_eq!(ty.nullable, *nullable, "{notation}");
+        }
+        assert_eq!(LogicalType::from_sql("INTERVAL MONTH").kind, TypeKind::IntervalYearMonth);
+        assert_eq!(LogicalType::from_sql("INTERVAL SECOND(3)").kind, TypeKind::IntervalDayTime);
+    }
+
     use super::*;
     use serde_json::json;
 

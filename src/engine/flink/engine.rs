@@ -1,0 +1,224 @@
+//! The Flink engine's state in a gateway: the one SQL Gateway session it works in, kept in step
+//! with the catalog's Flink objects, and the cluster it follows jobs on.
+//!
+//! Flink's default catalog lives in the memory of a session. dyngate keeps the Flink objects
+//! users declare (`dyngate.flink_statement`) and a version number bumped with every change
+//! (`dyngate.flink_catalog_version`). Before each use the engine compares the version its session
+//! was set up with against the catalog's: on a difference (another gateway changed the objects,
+//! or a change of this one's failed to commit) it opens a new session and replays, in order, the
+//! jars (`ADD JAR`), the Flink database (`CREATE DATABASE IF NOT EXISTS`) and every kept
+//! statement. A session that Flink lost (expired, SQL Gateway restarted) is reopened and replayed
+//! by [`Session`] itself.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio_postgres::GenericClient;
+
+use super::FlinkError;
+use super::cluster::Cluster;
+use super::gateway::{Gateway, ResultSet, RowKind, Session};
+use crate::manager::rules::quote_literal;
+
+/// How Flink's JDBC connector reaches the backing PostgreSQL, to write dynamic tables.
+#[derive(Debug, Clone)]
+pub struct SinkTarget {
+    pub jdbc_url: String,
+    pub user: String,
+    pub password: String,
+}
+
+/// The Flink engine's configuration.
+#[derive(Debug, Clone)]
+pub struct FlinkConfig {
+    pub gateway: Gateway,
+    pub cluster: Option<Cluster>,
+    /// `ADD JAR` paths, as the SQL Gateway reads them.
+    pub jars: Vec<String>,
+    /// The Flink database that marks statements as Flink's.
+    pub database: String,
+    pub sink: SinkTarget,
+    /// The longest a query or a batch job for a statement may take.
+    pub timeout: Duration,
+}
+
+/// The Flink engine of one gateway.
+pub struct FlinkEngine {
+    config: FlinkConfig,
+    /// The session and the catalog version it was set up with.
+    session: tokio::sync::Mutex<Option<(Arc<Session>, i64)>>,
+}
+
+/// The SQL that reads the Flink catalog's version.
+const VERSION_SQL: &str = "SELECT version FROM dyngate.flink_catalog_version";
+
+/// A query's rows, folded from Flink's changelog into a table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueryResult {
+    pub columns: Vec<super::gateway::Column>,
+    /// Each row's fields in PostgreSQL's text format.
+    pub rows: Vec<Vec<Option<String>>>,
+    pub job_id: Option<String>,
+}
+
+impl FlinkEngine {
+    pub fn new(config: FlinkConfig) -> FlinkEngine {
+        FlinkEngine {
+            config,
+            session: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    pub fn database(&self) -> &str {
+        &self.config.database
+    }
+
+    pub fn config(&self) -> &FlinkConfig {
+        &self.config
+    }
+
+    pub fn deadline(&self) -> Instant {
+        Instant::now() + self.config.timeout
+    }
+
+    /// The statements every session starts with: the jars, then the Flink database.
+    fn base_setup(&self) -> Vec<String> {
+        let mut setup: Vec<String> = self.config.jars.iter().map(|j| format!("ADD JAR {}", quote_literal(j))).collect();
+        setup.push(format!(
+            "CREATE DATABASE IF NOT EXISTS `{}`",
+            self.config.database.replace('`', "``")
+        ));
+        setup
+    }
+
+    /// The session, set up with the catalog's current Flink objects (read through `catalog`,
+    /// which may be a transaction holding the version row's lock).
+    pub async fn session(&self, catalog: &impl GenericClient) -> Result<Arc<Session>, EngineError> {
+        let version: i64 = catalog.query_one(VERSION_SQL, &[]).await?.get(0);
+        let mut current = self.session.lock().await;
+        if let Some((s, v)) = current.as_ref()
+            && *v == version
+        {
+            return Ok(s.clone());
+        }
+        let rows = catalog
+            .query("SELECT statement FROM dyngate.flink_statement ORDER BY id", &[])
+            .await?;
+        let mut setup = self.base_setup();
+        setup.extend(rows.iter().map(|r| r.get::<_, String>(0)));
+        let properties = BTreeMap::from([("execution.runtime-mode".to_string(), "batch".to_string())]);
+        let session = Session::open(self.config.gateway.clone(), "dyngate", properties, setup).await?;
+        tracing::info!(catalog_version = version, "opened a Flink SQL Gateway session");
+        if let Some((old, _)) = current.replace((Arc::new(session), version)) {
+            // Operations running in the old session keep their own handle; jobs outlive sessions.
+            if let Ok(old) = Arc::try_unwrap(old) {
+                let _ = old.close().await;
+            }
+        }
+        Ok(current.as_ref().map(|(s, _)| s.clone()).expect("just set"))
+    }
+
+    /// Records that the session now matches catalog version `version` (after a change made
+    /// through it committed).
+    pub async fn advance(&self, from: i64, to: i64) {
+        let mut current = self.session.lock().await;
+        if let Some((_, v)) = current.as_mut()
+            && *v == from
+        {
+            *v = to;
+        }
+    }
+
+    /// Forgets the session: the next use sets up a new one from the catalog (after a change that
+    /// ran in Flink but did not commit).
+    pub async fn invalidate(&self) {
+        self.session.lock().await.take();
+    }
+
+    /// Runs a query and returns its rows. Batch mode first; a query over an unbounded source is
+    /// run again in streaming mode (it must end by itself, e.g. with LIMIT). A streaming result
+    /// is a changelog, folded into the rows it ends with.
+    pub async fn query(&self, session: &Session, sql: &str) -> Result<QueryResult, FlinkError> {
+        let deadline = self.deadline();
+        let batch = BTreeMap::from([("execution.runtime-mode".to_string(), "batch".to_string())]);
+        let rs = match session.execute_and_fetch(sql, &batch, deadline).await {
+            Err(FlinkError::Sql(c)) if c.message.contains("in batch mode is not allowed") => {
+                let streaming = BTreeMap::from([("execution.runtime-mode".to_string(), "streaming".to_string())]);
+                session.execute_and_fetch(sql, &streaming, deadline).await?
+            }
+            other => other?,
+        };
+        Ok(fold(rs))
+    }
+}
+
+/// Folds a result's changelog into its final rows: INSERT and UPDATE_AFTER add a row,
+/// UPDATE_BEFORE and DELETE remove one equal row.
+pub fn fold(rs: ResultSet) -> QueryResult {
+    let texts = rs.pg_text_rows();
+    let mut rows: Vec<Vec<Option<String>>> = Vec::with_capacity(texts.len());
+    for (row, text) in rs.rows.iter().zip(texts) {
+        match row.kind {
+            RowKind::Insert | RowKind::UpdateAfter => rows.push(text),
+            RowKind::UpdateBefore | RowKind::Delete => {
+                if let Some(i) = rows.iter().rposition(|r| *r == text) {
+                    rows.remove(i);
+                }
+            }
+        }
+    }
+    QueryResult {
+        columns: rs.columns,
+        rows,
+        job_id: rs.job_id.map(|j| j.0),
+    }
+}
+
+/// What went wrong in the engine: Flink's error, or the catalog's.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Flink(#[from] FlinkError),
+    #[error(transparent)]
+    Catalog(#[from] tokio_postgres::Error),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::flink::gateway::{Column, ResultKind, Row};
+    use crate::engine::flink::types::LogicalType;
+    use serde_json::json;
+
+    #[test]
+    fn changelog_folds_into_rows() {
+        let col = |n: &str, t: &str| Column {
+            name: n.into(),
+            logical_type: LogicalType::from_sql(t),
+        };
+        let row = |kind, k: &str, n: i64| Row {
+            kind,
+            fields: vec![json!(k), json!(n)],
+        };
+        let rs = ResultSet {
+            columns: vec![col("k", "STRING"), col("n", "BIGINT")],
+            rows: vec![
+                row(RowKind::Insert, "a", 1),
+                row(RowKind::Insert, "b", 1),
+                row(RowKind::UpdateBefore, "a", 1),
+                row(RowKind::UpdateAfter, "a", 2),
+                row(RowKind::Delete, "b", 1),
+                row(RowKind::Insert, "c", 1),
+                row(RowKind::Insert, "c", 1),
+                row(RowKind::Delete, "c", 1),
+            ],
+            job_id: None,
+            result_kind: ResultKind::SuccessWithContent,
+            is_query_result: true,
+        };
+        let folded = fold(rs);
+        let s = |v: &str| Some(v.to_string());
+        assert_eq!(folded.rows, vec![vec![s("a"), s("2")], vec![s("c"), s("1")]]);
+    }
+}
