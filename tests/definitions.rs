@@ -128,7 +128,7 @@ async fn plain_ddl_cannot_pull_a_dynamic_table_apart() {
     c.batch_execute("DROP SCHEMA mart").await.unwrap();
     c.batch_execute("DROP DYNAMIC TABLE daily").await.unwrap();
     assert_eq!(
-        count(&c, "SELECT count(*) FROM pg_class WHERE relnamespace = 'dyngate'::regnamespace AND relkind = 'v' AND relname NOT IN ('dynamic_tables', 'refresh_history')").await,
+        count(&c, "SELECT count(*) FROM pg_class WHERE relnamespace = 'dyngate'::regnamespace AND relkind = 'v' AND relname NOT IN ('dynamic_tables', 'refresh_history', 'flink_objects')").await,
         0
     );
     c.batch_execute("DROP TABLE orders").await.expect("nothing reads orders any more");

@@ -156,7 +156,7 @@ pub async fn refresh(State(state): State<Arc<AppState>>, headers: HeaderMap, bod
     };
     let mut body = json!({
         "jobId": job.job_id,
-        "clusterInfo": {"execution.target": "postgres", "engine": "postgres"},
+        "clusterInfo": job.cluster_info,
     });
     if job.repeated {
         body["repeated"] = json!(true);

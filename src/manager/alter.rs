@@ -239,6 +239,9 @@ impl Manager {
             _ => LogicalMode::Automatic,
         };
         let mode = rules::derive_mode(f, logical, self.threshold);
+        if dt.engine == "flink" {
+            Self::check_flink_table(mode, &Vec::new())?;
+        }
         if mode == RefreshMode::Full {
             rules::full_mode_cron(f)?;
         }

@@ -18,6 +18,8 @@ pub struct ApiJob {
     pub repeated: bool,
     /// With `wait`: each table's outcome.
     pub results: Option<Vec<TableOutcome>>,
+    /// Where the refreshes run (`clusterInfo`).
+    pub cluster_info: serde_json::Value,
 }
 
 /// How one table's refresh ended.
@@ -72,6 +74,16 @@ impl Manager {
             dts.push((dt, at));
         }
         let job_id = new_job_id();
+        // A request for one table on the flink engine answers Flink's job id (as Flink's own
+        // refresh handler does), once the job is submitted; GET /v3/jobs/{id} takes either id.
+        let flink_single = match dts.as_slice() {
+            [(dt, _)] if dt.engine == "flink" => Some(dt.id),
+            _ => None,
+        };
+        let cluster_info = match (dts.iter().all(|(dt, _)| dt.engine == "flink"), self.flink.as_ref()) {
+            (true, Some(f)) => f.cluster_info(),
+            _ => serde_json::json!({"execution.target": "postgres", "engine": "postgres"}),
+        };
         let mut claimed = Vec::new();
         let mut earlier = None;
         for (dt, at) in dts {
@@ -84,10 +96,12 @@ impl Manager {
         }
         if claimed.is_empty() {
             let job_id = earlier.unwrap_or(job_id);
+            let job_id = self.engine_job_of(&*client, &flink_single, &job_id).await.unwrap_or(job_id);
             return Ok(ApiJob {
                 job_id,
                 repeated: true,
                 results: None,
+                cluster_info,
             });
         }
         if !wait {
@@ -110,10 +124,15 @@ impl Manager {
                     }
                 });
             }
+            let job_id = match flink_single {
+                Some(dt_id) => self.wait_engine_job(dt_id, &job_id).await.unwrap_or(job_id),
+                None => job_id,
+            };
             return Ok(ApiJob {
                 job_id,
                 repeated: false,
                 results: None,
+                cluster_info,
             });
         }
         let mut results = Vec::new();
@@ -143,11 +162,48 @@ impl Manager {
                 },
             });
         }
+        let job_id = self.engine_job_of(&*client, &flink_single, &job_id).await.unwrap_or(job_id);
         Ok(ApiJob {
             job_id,
             repeated: false,
             results: Some(results),
+            cluster_info,
         })
+    }
+
+    /// The engine's job id of table `dt_id`'s refresh in `job_id`, if it has one.
+    async fn engine_job_of(&self, c: &impl tokio_postgres::GenericClient, dt_id: &Option<i64>, job_id: &str) -> Option<String> {
+        let dt_id = (*dt_id)?;
+        c.query_opt(
+            "SELECT engine_job_id FROM dyngate.refresh WHERE dynamic_table_id = $1 AND job_id = $2 AND engine_job_id IS NOT NULL",
+            &[&dt_id, &job_id],
+        )
+        .await
+        .ok()
+        .flatten()
+        .map(|r| r.get(0))
+    }
+
+    /// Waits (up to the Flink engine's timeout) until the refresh of `dt_id` in `job_id` has
+    /// submitted its Flink job, or ended without one.
+    async fn wait_engine_job(&self, dt_id: i64, job_id: &str) -> Option<String> {
+        let deadline = std::time::Instant::now() + self.flink.as_ref()?.config().timeout;
+        let client = self.pool.get().await.ok()?;
+        while std::time::Instant::now() < deadline {
+            let row = client
+                .query_opt(
+                    "SELECT engine_job_id, state FROM dyngate.refresh WHERE dynamic_table_id = $1 AND job_id = $2",
+                    &[&dt_id, &job_id],
+                )
+                .await
+                .ok()?;
+            match row {
+                Some(r) if r.get::<_, Option<String>>(0).is_some() => return r.get(0),
+                Some(r) if ["SUCCEEDED", "FAILED", "SKIPPED", "CANCELLED"].contains(&r.get::<_, &str>(1)) => return None,
+                _ => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+            }
+        }
+        None
     }
 
     /// The refreshes of one job; empty when there is no such job.

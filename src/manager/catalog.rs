@@ -40,6 +40,10 @@ pub struct DtRow {
     pub refresh_action: String,
     /// Why a table is refreshed fully.
     pub refresh_action_reason: Option<String>,
+    /// A Flink-refreshed table's columns (engine::flink::tables).
+    pub flink_columns: Vec<crate::engine::flink::tables::FlinkColumn>,
+    /// A CONTINUOUS Flink table's streaming job.
+    pub flink_job_id: Option<String>,
 }
 
 impl DtRow {
@@ -85,7 +89,8 @@ impl DtRow {
 
 const COLUMNS: &str = "id, schema_name, table_name, definition, query, columns, comment, options::text, freshness_n, freshness_unit, \
      logical_mode, refresh_mode, status, engine, scheduler, owner_role, created_at::text, altered_at::text, resolved_query, query_view, \
-     time_zone, partitioned_by, scheduler_handle::text, refresh_options::text, refresh_action, refresh_action_reason";
+     time_zone, partitioned_by, scheduler_handle::text, refresh_options::text, refresh_action, refresh_action_reason, \
+     flink_columns::text, flink_job_id";
 
 fn row(r: &tokio_postgres::Row) -> DtRow {
     DtRow {
@@ -120,6 +125,11 @@ fn row(r: &tokio_postgres::Row) -> DtRow {
             .unwrap_or_default(),
         refresh_action: r.get(24),
         refresh_action_reason: r.get(25),
+        flink_columns: r
+            .get::<_, Option<String>>(26)
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default(),
+        flink_job_id: r.get(27),
     }
 }
 
@@ -470,7 +480,7 @@ pub async fn job(c: &impl GenericClient, job_id: &str) -> Result<Vec<JobPart>, t
         .query(
             "SELECT schema_name || '.' || table_name, trigger, state, schedule_time::text, started_at::text, ended_at::text, rows_written,
                     error_code, error_message
-               FROM dyngate.refresh WHERE job_id = $1 ORDER BY id",
+               FROM dyngate.refresh WHERE job_id = $1 OR engine_job_id = $1 ORDER BY id",
             &[&job_id],
         )
         .await?;

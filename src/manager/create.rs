@@ -2,6 +2,7 @@
 //! requester, and record it, all in one transaction: if the first fill fails, nothing remains
 //! (no table, no catalog row).
 
+use crate::config::EngineKind;
 use crate::engine;
 use crate::engine::incremental;
 use crate::manager::catalog::{self, NewDt};
@@ -11,6 +12,26 @@ use crate::manager::{Manager, ManagerError, QualifiedName, Requester, new_job_id
 use crate::scheduler::Target;
 use crate::sql::dynamic::CreateDt;
 use tokio_postgres::Transaction;
+
+/// Drops a Flink first fill's staging table when CREATE ends without committing it (an error, or
+/// the statement's future dropped).
+struct StageGuard {
+    pool: crate::backend::ServicePool,
+    stage: Option<String>,
+}
+
+impl Drop for StageGuard {
+    fn drop(&mut self) {
+        if let Some(stage) = self.stage.take() {
+            let pool = self.pool.clone();
+            tokio::spawn(async move {
+                if let Ok(c) = pool.get().await {
+                    c.batch_execute(&format!("DROP TABLE IF EXISTS {stage}")).await.ok();
+                }
+            });
+        }
+    }
+}
 
 /// What CREATE did.
 #[derive(Debug, PartialEq, Eq)]
@@ -112,16 +133,13 @@ impl Manager {
             ));
         }
         let formatters = rules::partition_formatters(&c.options, &c.partitioned_by).map_err(ManagerError::InvalidOption)?;
-        if let Some((_, engine)) = c.options.iter().find(|(k, _)| k == "engine")
-            && engine != "postgres"
-        {
-            return Err(ManagerError::Unsupported(format!(
-                "engine '{engine}' is not available yet (only 'postgres' is)"
-            )));
-        }
+        let engine_kind = self.engine_for(&c.options)?;
         let requested = incremental::requested(&c.options).map_err(ManagerError::InvalidOption)?;
         let freshness = c.freshness.unwrap_or_else(|| rules::default_freshness(c.mode));
         let mode = rules::derive_mode(freshness, c.mode, self.threshold);
+        if engine_kind == EngineKind::Flink {
+            Self::check_flink_table(mode, &c.options)?;
+        }
         if mode == RefreshMode::Full {
             rules::full_mode_cron(freshness)?;
         }
@@ -136,6 +154,25 @@ impl Manager {
         self.prepare_capture().await?;
         let name = self.resolve(&mut client, who, &c.name).await?;
         let search_path = self.search_path_of(&mut client, who).await?;
+        // A Flink table's rows are computed before the transaction (into a staging table the
+        // guard drops unless the transaction took it); the cheap checks come first.
+        let mut stage_guard = None;
+        let fill = if engine_kind == EngineKind::Flink {
+            if catalog::load(&*client, &name).await?.is_some() && c.if_not_exists {
+                return Ok(Created::AlreadyExisted(name.to_string()));
+            }
+            if catalog::relation_exists(&*client, &name).await? && catalog::load(&*client, &name).await?.is_none() {
+                return Err(ManagerError::RelationExists(name.to_string()));
+            }
+            let fill = self.flink_first_fill(c, &name).await?;
+            stage_guard = Some(StageGuard {
+                pool: self.pool.clone(),
+                stage: Some(fill.stage.clone()),
+            });
+            Some(fill)
+        } else {
+            None
+        };
         let tx = client.transaction().await?;
         if catalog::load(&tx, &name).await?.is_some() {
             return if c.if_not_exists {
@@ -180,16 +217,25 @@ impl Manager {
             },
         )
         .await?;
-        let bound = self.bind(&tx, &search_path, &name, id, &c.query).await?;
-        let decision = incremental::decide(&tx, &bound.view, &bound.resolved, requested, !c.partitioned_by.is_empty())
-            .await?
-            .map_err(|why| not_incremental(&name, &why))?;
-        // The sources stay locked from before the fill until the commit, so the capture that
-        // starts after the fill misses nothing.
-        incremental::prepare(&tx, &decision).await?;
-        // User SQL runs with the requester's privileges (see engine::postgres::run_as).
-        let filled = engine::postgres::create(&tx, who.user, &name.quoted(), c.columns.as_deref(), &bound.resolved).await?;
-        incremental::record(&tx, id, &decision, who.user, true, self.capture()).await?;
+        let (rows, action) = match &fill {
+            Some(fill) => (
+                self.flink_create_in(&tx, who.user, &name, c.columns.as_deref(), id, fill).await?,
+                "FULL",
+            ),
+            None => {
+                let bound = self.bind(&tx, &search_path, &name, id, &c.query).await?;
+                let decision = incremental::decide(&tx, &bound.view, &bound.resolved, requested, !c.partitioned_by.is_empty())
+                    .await?
+                    .map_err(|why| not_incremental(&name, &why))?;
+                // The sources stay locked from before the fill until the commit, so the capture
+                // that starts after the fill misses nothing.
+                incremental::prepare(&tx, &decision).await?;
+                // User SQL runs with the requester's privileges (see engine::postgres::run_as).
+                let filled = engine::postgres::create(&tx, who.user, &name.quoted(), c.columns.as_deref(), &bound.resolved).await?;
+                incremental::record(&tx, id, &decision, who.user, true, self.capture()).await?;
+                (filled.rows, decision.action())
+            }
+        };
         if !c.partitioned_by.is_empty() {
             check_partition_columns(&tx, &name, &c.partitioned_by, &formatters).await?;
             // A partition's refresh deletes by the partition columns.
@@ -201,7 +247,11 @@ impl Manager {
             let sql = format!("COMMENT ON TABLE {} IS {}", name.quoted(), quote_literal(comment));
             engine::postgres::run_as(&tx, who.user, &sql).await?;
         }
-        catalog::creation_refresh(&tx, id, &name, &new_job_id(), filled.rows as i64).await?;
+        let job_id = new_job_id();
+        catalog::creation_refresh(&tx, id, &name, &job_id, rows as i64).await?;
+        if let (Some(fill), Ok(flink)) = (&fill, self.flink()) {
+            self.record_engine_job(&tx, id, &job_id, fill.job.as_str(), flink).await?;
+        }
         // Last, the schedule: its failure undoes the whole CREATE (and it is removed again if the
         // commit fails).
         let registered = match &plugin {
@@ -235,7 +285,11 @@ impl Manager {
             }
             return Err(e.into());
         }
-        tracing::info!(table = %name, owner = who.user, mode = refresh_mode_name(mode), action = decision.action(), rows = filled.rows, "dynamic table created");
-        Ok(Created::Created { rows: filled.rows })
+        // The committed transaction dropped the staging table.
+        if let Some(g) = stage_guard.as_mut() {
+            g.stage = None;
+        }
+        tracing::info!(table = %name, owner = who.user, mode = refresh_mode_name(mode), engine = engine_kind.name(), action, rows, "dynamic table created");
+        Ok(Created::Created { rows })
     }
 }

@@ -58,6 +58,10 @@ impl Manager {
         if let Some(view) = &dt.query_view {
             engine::postgres::unbind_query(&tx, view).await?;
         }
+        if dt.engine == "flink" {
+            tx.batch_execute(&format!("DROP TABLE IF EXISTS {}", engine::flink::tables::stage_table(dt.id)))
+                .await?;
+        }
         catalog::delete(&tx, dt.id).await?;
         // Its incremental state, and change capture no other table needs, go with it.
         engine::incremental::forget(&tx, dt.id).await?;

@@ -290,9 +290,11 @@ pub fn flink_sqlstate(e: &FlinkError) -> &'static str {
         }
         FlinkError::Timeout { .. } => "57014",
         FlinkError::JobNotFound(_) | FlinkError::NotRunning { .. } => "55000",
-        FlinkError::Unreachable(_) | FlinkError::SessionNotFound(_) | FlinkError::Savepoint { .. } | FlinkError::Unexpected { .. } => {
-            "58000"
-        }
+        FlinkError::Unreachable(_)
+        | FlinkError::SessionNotFound(_)
+        | FlinkError::Savepoint { .. }
+        | FlinkError::JobFailed { .. }
+        | FlinkError::Unexpected { .. } => "58000",
     }
 }
 

@@ -16,6 +16,7 @@ pub mod drop;
 pub mod error;
 pub mod external;
 pub mod flink_sql;
+pub mod flink_tables;
 pub mod reconcile;
 pub mod refresh;
 pub mod refresh_incremental;

@@ -153,7 +153,7 @@ impl Manager {
             }
             // An incremental refresh writes its EXECUTING row itself, before its snapshot: a row
             // written beside it would collide with its REPEATABLE READ transaction's own.
-            _ if dt.refresh_action == "INCREMENTAL" => None,
+            _ if dt.refresh_action == "INCREMENTAL" || dt.engine == "flink" => None,
             _ => {
                 let pool = self.pool.clone();
                 let (id, schema, table, job) = (dt.id, dt.name.schema.clone(), dt.name.name.clone(), job_id.clone());
@@ -184,7 +184,9 @@ impl Manager {
         let mut current = std::borrow::Cow::Borrowed(dt);
         let mut result = Ok(Outcome::Stale);
         for _ in 0..STALE_RETRIES {
-            result = if current.refresh_action == "INCREMENTAL" {
+            result = if current.engine == "flink" {
+                self.flink_refresh(&mut client, &current, trigger, &job_id, &spec, began).await
+            } else if current.refresh_action == "INCREMENTAL" {
                 self.incremental_refresh(&mut client, &current, trigger, &job_id, &spec, began)
                     .await
             } else {

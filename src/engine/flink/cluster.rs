@@ -108,6 +108,11 @@ impl Cluster {
         Cluster { endpoint }
     }
 
+    /// The REST endpoint's `host:port`.
+    pub fn address(&self) -> &str {
+        &self.endpoint.addr
+    }
+
     async fn send(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Response, FlinkError> {
         Ok(self
             .endpoint

@@ -17,8 +17,9 @@ use std::time::{Duration, Instant};
 use tokio_postgres::GenericClient;
 
 use super::FlinkError;
-use super::cluster::Cluster;
-use super::gateway::{Gateway, ResultSet, RowKind, Session};
+use super::cluster::{Cluster, JobState};
+use super::gateway::{Gateway, JobId, ResultSet, RowKind, Session};
+use super::tables::{FlinkColumn, flink_ident, insert_sql, sink_ddl};
 use crate::manager::rules::quote_literal;
 
 /// How Flink's JDBC connector reaches the backing PostgreSQL, to write dynamic tables.
@@ -151,6 +152,123 @@ impl FlinkEngine {
         };
         Ok(fold(rs))
     }
+}
+
+impl FlinkEngine {
+    /// The query's columns (name, type as `DESCRIBE` prints it), without running it: described
+    /// through a temporary view.
+    pub async fn describe(&self, session: &Session, query: &str) -> Result<Vec<(String, String)>, FlinkError> {
+        let deadline = self.deadline();
+        let none = BTreeMap::new();
+        let view = flink_ident(&format!("dyngate_probe_{}", random_hex()));
+        session
+            .execute_and_fetch(&format!("CREATE TEMPORARY VIEW {view} AS {query}"), &none, deadline)
+            .await?;
+        let described = session.execute_and_fetch(&format!("DESCRIBE {view}"), &none, deadline).await;
+        let _ = session
+            .execute_and_fetch(&format!("DROP TEMPORARY VIEW IF EXISTS {view}"), &none, deadline)
+            .await;
+        let rs = described?;
+        let (Some(n), Some(t)) = (rs.column("name"), rs.column("type")) else {
+            return Err(FlinkError::Unexpected {
+                service: "Flink SQL Gateway",
+                method: "DESCRIBE".into(),
+                path: "(a temporary view)".into(),
+                status: 200,
+                detail: "no name and type columns".into(),
+            });
+        };
+        Ok(rs
+            .rows
+            .iter()
+            .map(|r| {
+                let text = |i: usize| r.fields.get(i).and_then(|v| v.as_str()).unwrap_or_default().to_string();
+                (text(n), text(t))
+            })
+            .collect())
+    }
+
+    /// Submits a batch job writing `query`'s rows (one partition's, if `partition` names one)
+    /// into the PostgreSQL table `pg_table` (quoted, schema-qualified) through a temporary JDBC
+    /// sink; returns the job. `job_name` becomes its `pipeline.name`.
+    pub async fn submit_batch(
+        &self,
+        session: &Session,
+        columns: &[FlinkColumn],
+        pg_table: &str,
+        query: &str,
+        partition: &[(String, String)],
+        job_name: &str,
+    ) -> Result<JobId, FlinkError> {
+        let deadline = self.deadline();
+        let none = BTreeMap::new();
+        let sink = format!("dyngate_sink_{}", random_hex());
+        session
+            .execute_and_fetch(&sink_ddl(&sink, columns, &self.config.sink, pg_table), &none, deadline)
+            .await?;
+        let config = BTreeMap::from([
+            ("execution.runtime-mode".to_string(), "batch".to_string()),
+            ("pipeline.name".to_string(), job_name.to_string()),
+        ]);
+        let job = session.submit_job(&insert_sql(&sink, query, partition), &config, deadline).await;
+        let _ = session
+            .execute_and_fetch(&format!("DROP TEMPORARY TABLE IF EXISTS {}", flink_ident(&sink)), &none, deadline)
+            .await;
+        job
+    }
+
+    /// The cluster, which the engine's tables need to follow their jobs.
+    pub fn cluster(&self) -> Result<&Cluster, FlinkError> {
+        self.config.cluster.as_ref().ok_or_else(|| FlinkError::Unexpected {
+            service: "Flink",
+            method: "-".into(),
+            path: "-".into(),
+            status: 0,
+            detail: "the gateway was started without --flink-rest, so it cannot follow Flink jobs".into(),
+        })
+    }
+
+    /// Waits for a batch job to end: FINISHED is Ok; FAILED or CANCELED is the job's failure
+    /// with Flink's reason. A job still running at the deadline is cancelled.
+    pub async fn wait_finished(&self, job: &JobId) -> Result<(), FlinkError> {
+        let cluster = self.cluster()?;
+        let state = match cluster.wait_terminal(job, self.deadline()).await {
+            Err(e @ FlinkError::Timeout { .. }) => {
+                let _ = cluster.cancel(job).await;
+                return Err(e);
+            }
+            other => other?,
+        };
+        if state == JobState::Finished {
+            return Ok(());
+        }
+        let reason = match cluster.job_failure(job).await {
+            Ok(Some(cause)) => cause.message,
+            _ => "no cause recorded".to_string(),
+        };
+        Err(FlinkError::JobFailed {
+            job: job.to_string(),
+            state: format!("{state:?}").to_uppercase(),
+            reason: super::hide(&reason, std::slice::from_ref(&self.config.sink.password)),
+        })
+    }
+
+    /// What the refresh endpoint tells schedulers about where a job runs.
+    pub fn cluster_info(&self) -> serde_json::Value {
+        let mut info = serde_json::json!({"engine": "flink", "execution.target": "remote"});
+        if let Some((host, port)) = self.config.cluster.as_ref().and_then(|c| c.address().rsplit_once(':')) {
+            info["rest.address"] = host.into();
+            info["rest.port"] = port.into();
+        }
+        info
+    }
+}
+
+/// 16 random hex digits, for names of temporary objects.
+fn random_hex() -> String {
+    let mut b = [0u8; 8];
+    getrandom::fill(&mut b).expect("the OS random source is available");
+    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// Folds a result's changelog into its final rows: INSERT and UPDATE_AFTER add a row,

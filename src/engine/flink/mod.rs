@@ -17,6 +17,7 @@
 pub mod cluster;
 pub mod engine;
 pub mod gateway;
+pub mod tables;
 pub mod types;
 
 use crate::scheduler::client::ClientError;
@@ -41,6 +42,9 @@ pub enum FlinkError {
     /// The job has ended (in `state`), so it cannot be stopped with a savepoint.
     #[error("Flink job {job} is not running (it is {state})")]
     NotRunning { job: String, state: String },
+    /// A job ended without finishing (FAILED, CANCELED): why.
+    #[error("Flink job {job} ended {state}: {reason}")]
+    JobFailed { job: String, state: String, reason: String },
     /// A wait (for a result, a job state, a savepoint) outlived its deadline.
     #[error("gave up waiting for {what} after {secs} s")]
     Timeout { what: String, secs: u64 },

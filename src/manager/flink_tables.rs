@@ -1,0 +1,280 @@
+//! Dynamic tables on the flink engine (`WITH ('engine' = 'flink')`, or `--engine flink`): the
+//! table lives in the backing PostgreSQL like any other, Flink computes its rows
+//! (engine::flink::tables has the design). What differs from the PostgreSQL engine is here:
+//! CREATE's first fill and each FULL refresh run as a Flink batch job into a staging table, and
+//! one PostgreSQL transaction then replaces the rows.
+//!
+//! CREATE: the query is described in Flink (a temporary view, nothing runs) to get its columns;
+//! a staging table is created and committed (Flink writes over its own connection), the batch job
+//! fills it, and once it has FINISHED the CREATE transaction creates the table as the requester,
+//! moves the staged rows in and records everything. A failure anywhere leaves nothing behind: no
+//! table, no catalog row, no staging table.
+//!
+//! A refresh takes the table's refresh lock at session level (it spans the job), writes its
+//! EXECUTING history row, refills the staging table through a batch job (the row gets the Flink
+//! job id as `engine_job_id`), and replaces the table's rows (or one partition's) in one
+//! transaction with the SUCCEEDED row.
+//!
+//! Flink objects are shared by every user of the gateway (sql::flink): a table on the flink
+//! engine reads what its query names with the credentials written in those objects' options, not
+//! with its owner's PostgreSQL privileges. The rows are written by the gateway's service account.
+//!
+//! Not yet on this engine: CONTINUOUS mode (streaming jobs), ALTER ... AS, and incremental
+//! refresh (`'refresh.action' = 'incremental'`); each is refused with 0A000.
+
+use tokio_postgres::Transaction;
+
+use crate::backend::Pooled;
+use crate::config::EngineKind;
+use crate::engine::flink::engine::FlinkEngine;
+use crate::engine::flink::gateway::JobId;
+use crate::engine::flink::tables::{self, FlinkColumn};
+use crate::engine::incremental;
+use crate::engine::{self, RefreshAction};
+use crate::manager::catalog::{self, DtRow};
+use crate::manager::drop::TABLE_LOCK_SPACE;
+use crate::manager::refresh::{Outcome, Trigger};
+use crate::manager::rules::{RefreshMode, quote_ident};
+use crate::manager::{Manager, ManagerError, QualifiedName};
+use crate::sql::dynamic::{CreateDt, Options};
+
+/// The option that names a table's engine.
+pub const ENGINE_OPTION: &str = "engine";
+
+/// What a Flink first fill left for CREATE's transaction.
+pub(crate) struct FlinkFill {
+    pub columns: Vec<FlinkColumn>,
+    /// The staging table holding the rows (quoted, schema-qualified).
+    pub stage: String,
+    pub job: JobId,
+}
+
+impl Manager {
+    /// The engine of a new table: its `engine` option, else the gateway's default.
+    pub(crate) fn engine_for(&self, options: &Options) -> Result<EngineKind, ManagerError> {
+        let engine = match options.iter().find(|(k, _)| k == ENGINE_OPTION) {
+            Some((_, v)) => EngineKind::parse(v)
+                .ok_or_else(|| ManagerError::InvalidOption(format!("unknown engine '{v}' (the engines are 'postgres' and 'flink')")))?,
+            None => self.default_engine,
+        };
+        if engine == EngineKind::Flink {
+            self.flink()?;
+        }
+        Ok(engine)
+    }
+
+    /// What the flink engine does not take (yet), as 0A000.
+    pub(crate) fn check_flink_table(mode: RefreshMode, options: &Options) -> Result<(), ManagerError> {
+        if mode == RefreshMode::Continuous {
+            return Err(ManagerError::Unsupported(
+                "CONTINUOUS mode is not available on the flink engine yet: use REFRESH_MODE = FULL (or a freshness at or above the threshold)"
+                    .into(),
+            ));
+        }
+        if options
+            .iter()
+            .any(|(k, v)| k == incremental::ACTION_OPTION && v.eq_ignore_ascii_case("incremental"))
+        {
+            return Err(ManagerError::Unsupported(
+                "the flink engine refreshes fully: 'refresh.action' = 'incremental' is for the postgres engine".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Before CREATE's transaction: the query's columns from Flink, and its rows in a committed
+    /// staging table, written by a batch job that has FINISHED.
+    pub(crate) async fn flink_first_fill(&self, c: &CreateDt, name: &QualifiedName) -> Result<FlinkFill, ManagerError> {
+        let engine = self.flink()?;
+        engine.cluster()?;
+        let client = self.pool.get().await?;
+        let session = engine.session(&*client).await?;
+        let described = engine.describe(&session, &c.query).await?;
+        let columns = tables::table_columns(&described).map_err(ManagerError::InvalidDefinition)?;
+        let stage = format!("dyngate.{}", quote_ident(&format!("flink_fill_{}", random_suffix())));
+        client
+            .batch_execute(&format!("CREATE UNLOGGED TABLE {stage} ({})", tables::stage_columns(&columns)))
+            .await?;
+        let filled = async {
+            let job = engine
+                .submit_batch(&session, &columns, &stage, &c.query, &[], &format!("dyngate:{name}:create"))
+                .await?;
+            engine.wait_finished(&job).await?;
+            Ok::<_, ManagerError>(job)
+        }
+        .await;
+        match filled {
+            Ok(job) => Ok(FlinkFill { columns, stage, job }),
+            Err(e) => {
+                client.batch_execute(&format!("DROP TABLE IF EXISTS {stage}")).await.ok();
+                Err(e)
+            }
+        }
+    }
+
+    /// In CREATE's transaction: the table created as the requester (with the declared columns,
+    /// else the query's), the staged rows moved in (by position), the catalog row marked as
+    /// Flink's. Returns the rows.
+    pub(crate) async fn flink_create_in(
+        &self,
+        tx: &Transaction<'_>,
+        who: &str,
+        name: &QualifiedName,
+        declared: Option<&str>,
+        id: i64,
+        fill: &FlinkFill,
+    ) -> Result<u64, ManagerError> {
+        let target = name.quoted();
+        let columns = declared.map_or_else(|| tables::pg_columns(&fill.columns), str::to_string);
+        engine::postgres::run_as(tx, who, &format!("CREATE TABLE {target} ({columns})")).await?;
+        let rows = tx
+            .execute(&format!("INSERT INTO {target} SELECT * FROM {}", fill.stage), &[])
+            .await?;
+        tx.batch_execute(&format!("DROP TABLE {}", fill.stage)).await?;
+        let columns = serde_json::to_string(&fill.columns).unwrap_or_else(|_| "[]".into());
+        tx.execute(
+            "UPDATE dyngate.dynamic_table
+                SET engine = 'flink', flink_columns = $2::text::jsonb, refresh_action = 'FULL',
+                    refresh_action_reason = 'refreshed by Flink batch jobs, which recompute the query'
+              WHERE id = $1",
+            &[&id, &columns],
+        )
+        .await?;
+        Ok(rows)
+    }
+
+    /// Records the engine's job of a history row, and where it ran.
+    pub(crate) async fn record_engine_job(
+        &self,
+        c: &impl tokio_postgres::GenericClient,
+        dt_id: i64,
+        job_id: &str,
+        engine_job: &str,
+        engine: &FlinkEngine,
+    ) -> Result<(), tokio_postgres::Error> {
+        c.execute(
+            "UPDATE dyngate.refresh SET engine_job_id = $3, cluster_info = $4::text::jsonb WHERE dynamic_table_id = $1 AND job_id = $2",
+            &[&dt_id, &job_id, &engine_job, &engine.cluster_info().to_string()],
+        )
+        .await
+        .map(drop)
+    }
+
+    /// One refresh of a table on the flink engine; see the module's doc.
+    pub(super) async fn flink_refresh(
+        &self,
+        client: &mut Pooled,
+        dt: &DtRow,
+        trigger: Trigger,
+        job_id: &str,
+        spec: &Options,
+        began: Option<f64>,
+    ) -> Result<Outcome, ManagerError> {
+        let engine = self.flink()?;
+        let key = (TABLE_LOCK_SPACE, dt.id as i32);
+        client.discard_on_drop(true);
+        if matches!(trigger, Trigger::Scheduled { .. }) {
+            let locked: bool = client
+                .query_one("SELECT pg_try_advisory_lock($1, $2)", &[&key.0, &key.1])
+                .await?
+                .get(0);
+            if !locked {
+                client.discard_on_drop(false);
+                return Ok(Outcome::Locked);
+            }
+        } else {
+            client.execute("SELECT pg_advisory_lock($1, $2)", &[&key.0, &key.1]).await?;
+        }
+        let result = self.flink_refresh_locked(client, engine, dt, trigger, job_id, spec, began).await;
+        if client.execute("SELECT pg_advisory_unlock($1, $2)", &[&key.0, &key.1]).await.is_ok() {
+            client.discard_on_drop(false);
+        }
+        result
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn flink_refresh_locked(
+        &self,
+        client: &mut Pooled,
+        engine: &FlinkEngine,
+        loaded: &DtRow,
+        trigger: Trigger,
+        job_id: &str,
+        spec: &Options,
+        began: Option<f64>,
+    ) -> Result<Outcome, ManagerError> {
+        // What the table is now: it may have been altered while this refresh waited.
+        let Some(dt) = catalog::load_by_id(&**client, loaded.id).await? else {
+            return Err(ManagerError::NotFound(loaded.name.to_string()));
+        };
+        if dt.altered_at != loaded.altered_at {
+            return Ok(Outcome::Stale);
+        }
+        let running = catalog::RefreshRow {
+            schedule_time: trigger.schedule_time(),
+            started_at: began,
+            partition: spec,
+            ..catalog::RefreshRow::of(&dt, job_id, trigger.name(), "EXECUTING")
+        };
+        catalog::record_refresh(&**client, &running).await?;
+        let stage = tables::stage_table(dt.id);
+        client
+            .batch_execute(&format!(
+                "DROP TABLE IF EXISTS {stage}; CREATE UNLOGGED TABLE {stage} ({})",
+                tables::stage_columns(&dt.flink_columns)
+            ))
+            .await?;
+        let data_time: String = client.query_one("SELECT now()::text", &[]).await?.get(0);
+        let session = engine.session(&**client).await?;
+        let job = engine
+            .submit_batch(
+                &session,
+                &dt.flink_columns,
+                &stage,
+                &dt.query,
+                spec,
+                &format!("dyngate:{}:{job_id}", dt.name),
+            )
+            .await?;
+        self.record_engine_job(&**client, dt.id, job_id, job.as_str(), engine).await?;
+        tracing::info!(table = %dt.name, job_id, flink_job = %job, "Flink refresh job submitted");
+        engine.wait_finished(&job).await?;
+
+        let tx = client.transaction().await?;
+        let target = dt.name.quoted();
+        let filter: Vec<String> = spec
+            .iter()
+            .map(|(c, v)| format!("{} = {}", quote_ident(c), crate::manager::rules::quote_literal(v)))
+            .collect();
+        let filter = if filter.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE {}", filter.join(" AND "))
+        };
+        tx.execute(&format!("DELETE FROM {target}{filter}"), &[]).await?;
+        let rows = tx.execute(&format!("INSERT INTO {target} SELECT * FROM {stage}"), &[]).await?;
+        tx.batch_execute(&format!("TRUNCATE {stage}")).await?;
+        catalog::record_refresh(
+            &tx,
+            &catalog::RefreshRow {
+                schedule_time: trigger.schedule_time(),
+                started_at: began,
+                ended: true,
+                action: Some(RefreshAction::Full.as_str()),
+                data_time: Some(&data_time),
+                rows: Some(rows as i64),
+                partition: spec,
+                ..catalog::RefreshRow::of(&dt, job_id, trigger.name(), "SUCCEEDED")
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(Outcome::Done(rows as i64))
+    }
+}
+
+fn random_suffix() -> String {
+    let mut b = [0u8; 6];
+    getrandom::fill(&mut b).expect("the OS random source is available");
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}

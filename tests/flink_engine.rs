@@ -1,0 +1,396 @@
+//! The flink engine through the gateway, against a real Flink 2.3 cluster and SQL Gateway
+//! (`scripts/test` starts them with `scripts/flink-temp`) and the test run's PostgreSQL:
+//!
+//! - Flink statements (they name the Flink database `flink`): DDL kept in the catalog and replayed
+//!   into the session of a restarted gateway and of a second gateway; queries answered with
+//!   PostgreSQL types over both protocols; Flink's errors with SQLSTATEs; owners; secrets masked.
+//! - Dynamic tables on the flink engine, sources in PostgreSQL read through Flink's JDBC
+//!   connector: CREATE fills the table by a Flink batch job, REFRESH follows source changes
+//!   (deletes too), a partition refresh replaces one partition, the history records Flink's job
+//!   ids (FINISHED on the cluster), the refresh endpoint answers Flink's job id and cluster, a
+//!   failing job leaves the rows as they were and says why, DROP leaves nothing behind.
+//! - Flink unreachable: a clear error and no catalog change.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+
+fn env(name: &str) -> String {
+    std::env::var(name)
+        .unwrap_or_else(|_| panic!("{name} is not set: run the tests with scripts/test, which starts Flink (scripts/flink-temp)"))
+}
+
+/// The connector jars (JDBC core, its PostgreSQL dialect, the driver), comma-separated.
+fn jars() -> String {
+    let dir = env("DYNGATE_TEST_FLINK_CONNECTORS");
+    let mut jars: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path().display().to_string())
+        .filter(|p| p.ends_with(".jar") && !p.contains("postgres-cdc"))
+        .collect();
+    jars.sort();
+    jars.join(",")
+}
+
+/// The arguments that give a gateway the Flink engine.
+fn flink_args() -> Vec<String> {
+    vec![
+        "--flink-gateway".into(),
+        env("DYNGATE_TEST_FLINK_GATEWAY"),
+        "--flink-rest".into(),
+        env("DYNGATE_TEST_FLINK_REST"),
+        "--flink-jar".into(),
+        jars(),
+        "--flink-timeout".into(),
+        "120s".into(),
+    ]
+}
+
+/// A gateway with the Flink engine whose catalog is in a fresh database.
+async fn gateway(pg: &Pg) -> (Dyngate, String) {
+    let db = pg.fresh_db().await;
+    let args = flink_args();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    (Dyngate::for_db(pg, &db, &args), db)
+}
+
+/// A Flink JDBC table over the PostgreSQL table `pg_table` of database `db`.
+fn jdbc_table(pg: &Pg, name: &str, columns: &str, db: &str, pg_table: &str) -> String {
+    format!(
+        "CREATE TABLE flink.{name} ({columns}) WITH ('connector' = 'jdbc', 'url' = 'jdbc:postgresql://{}:{}/{db}', \
+         'table-name' = '{pg_table}', 'username' = 'postgres', 'password' = '{}')",
+        pg.host, pg.port, pg.password
+    )
+}
+
+/// The message PostgreSQL's protocol carried.
+fn msg(e: &tokio_postgres::Error) -> String {
+    e.as_db_error().map(|d| d.message().to_string()).unwrap_or_else(|| e.to_string())
+}
+
+fn code(e: &tokio_postgres::Error) -> String {
+    e.code()
+        .map(|c| c.code().to_string())
+        .unwrap_or_else(|| format!("no SQLSTATE: {e}"))
+}
+
+/// The rows of a simple query, as text.
+async fn rows(c: &tokio_postgres::Client, sql: &str) -> Vec<Vec<Option<String>>> {
+    let mut out = Vec::new();
+    for m in c.simple_query(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}")) {
+        if let tokio_postgres::SimpleQueryMessage::Row(r) = m {
+            out.push((0..r.len()).map(|i| r.get(i).map(str::to_string)).collect());
+        }
+    }
+    out
+}
+
+fn texts(v: &[&[&str]]) -> Vec<Vec<Option<String>>> {
+    v.iter().map(|r| r.iter().map(|s| Some(s.to_string())).collect()).collect()
+}
+
+#[tokio::test]
+async fn flink_statements_are_kept_replayed_and_answered() {
+    let pg = pg();
+    let (mut gw, db) = gateway(&pg).await;
+    let c = connect(&gw.url("postgres", &pg.password, &db)).await;
+    c.batch_execute(
+        "CREATE TABLE flink.nums (id BIGINT, v STRING) WITH ('connector' = 'datagen', 'number-of-rows' = '5', \
+         'fields.id.kind' = 'sequence', 'fields.id.start' = '1', 'fields.id.end' = '5', 'fields.v.length' = '3')",
+    )
+    .await
+    .unwrap();
+    // Simple protocol: rows and names as Flink computed them.
+    assert_eq!(
+        rows(&c, "SELECT id, char_length(v) AS len FROM flink.nums ORDER BY id").await,
+        texts(&[&["1", "3"], &["2", "3"], &["3", "3"], &["4", "3"], &["5", "3"]])
+    );
+    // Extended protocol: PostgreSQL types (text for those without a binary form here).
+    let r = c
+        .query(
+            "SELECT count(*) AS n, sum(id) AS total, CAST(sum(id) AS DOUBLE) / 2 AS half, CAST(sum(id) AS DECIMAL(6, 1)) AS d FROM flink.nums",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.len(), 1);
+    assert_eq!(r[0].get::<_, i64>("n"), 5);
+    assert_eq!(r[0].get::<_, i64>("total"), 15);
+    assert_eq!(r[0].get::<_, f64>("half"), 7.5);
+    assert_eq!(r[0].get::<_, String>("d"), "15.0");
+    // A streaming query of an unbounded source, ended by LIMIT.
+    c.batch_execute(
+        "CREATE TABLE flink.endless (id BIGINT) WITH ('connector' = 'datagen', 'rows-per-second' = '100', \
+         'fields.id.kind' = 'sequence', 'fields.id.start' = '1', 'fields.id.end' = '1000000')",
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        rows(&c, "SELECT count(*) FROM (SELECT id FROM flink.endless LIMIT 7)").await,
+        texts(&[&["7"]])
+    );
+
+    // Errors, with SQLSTATEs, and nothing kept.
+    for (sql, want) in [
+        ("SELECT * FROM flink.nosuch", "42P01"),
+        ("SELECT nosuch FROM flink.nums", "42703"),
+        ("CREATE TABLE flink.nums (a INT) WITH ('connector' = 'datagen')", "42P07"),
+        ("CREATE TABLE flink.bad (a INT WITH ('connector' = 'datagen')", "42601"),
+        (
+            "CREATE TABLE flink.copy WITH ('connector' = 'blackhole') AS SELECT * FROM flink.nums",
+            "0A000",
+        ),
+        ("DROP TABLE flink.nosuch", "42P01"),
+    ] {
+        let e = c.batch_execute(sql).await.expect_err(sql);
+        assert_eq!(code(&e), want, "{sql}: {}", msg(&e));
+    }
+    c.batch_execute("DROP TABLE IF EXISTS flink.nosuch").await.unwrap();
+    let kept = rows(&c, "SELECT object_name, object_kind FROM dyngate.flink_objects").await;
+    assert_eq!(kept, texts(&[&["flink.nums", "TABLE"], &["flink.endless", "TABLE"]]));
+
+    // Another role may use Flink objects, but not drop someone else's.
+    let role = pg.fresh_role("pw").await;
+    let other = connect(&gw.url(&role, "pw", &db)).await;
+    assert_eq!(rows(&other, "SELECT count(*) FROM flink.nums").await, texts(&[&["5"]]));
+    let e = other.batch_execute("DROP TABLE flink.nums").await.unwrap_err();
+    assert_eq!(code(&e), "42501", "{e}");
+
+    // A JDBC table's password is masked in the view.
+    c.batch_execute(&jdbc_table(&pg, "pgside", "id BIGINT", &db, "pgside"))
+        .await
+        .unwrap();
+    let statement = &rows(&c, "SELECT statement FROM dyngate.flink_objects WHERE object_name = 'flink.pgside'").await[0][0];
+    let statement = statement.as_deref().unwrap();
+    assert!(
+        !statement.contains(&pg.password) && statement.contains("'password' = '***'"),
+        "{statement}"
+    );
+    c.batch_execute("DROP TABLE flink.pgside").await.unwrap();
+
+    // A restarted gateway opens a new Flink session: the objects are replayed into it.
+    drop((c, other));
+    assert!(gw.stop().success());
+    let args = flink_args();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let gw = Dyngate::for_db(&pg, &db, &args);
+    let c = connect(&gw.url("postgres", &pg.password, &db)).await;
+    assert_eq!(rows(&c, "SELECT count(*) FROM flink.nums").await, texts(&[&["5"]]));
+    // A second gateway on the same catalog sees what the first creates, and what it drops.
+    let gw2 = Dyngate::for_db(&pg, &db, &args);
+    let c2 = connect(&gw2.url("postgres", &pg.password, &db)).await;
+    c.batch_execute(
+        "CREATE TABLE flink.more (id INT) WITH ('connector' = 'datagen', 'number-of-rows' = '3', \
+         'fields.id.kind' = 'sequence', 'fields.id.start' = '1', 'fields.id.end' = '3')",
+    )
+    .await
+    .unwrap();
+    assert_eq!(rows(&c2, "SELECT sum(id) FROM flink.more").await, texts(&[&["6"]]));
+    c.batch_execute("DROP TABLE flink.more").await.unwrap();
+    let e = c2.batch_execute("SELECT * FROM flink.more").await.unwrap_err();
+    assert_eq!(code(&e), "42P01", "{e}");
+}
+
+/// Runs `sql` on PostgreSQL directly and returns its rows as text (the expected result).
+async fn direct(admin: &tokio_postgres::Client, sql: &str) -> Vec<Vec<Option<String>>> {
+    rows(admin, sql).await
+}
+
+#[tokio::test]
+async fn dynamic_tables_on_flink_follow_their_postgres_sources() {
+    let pg = pg();
+    let (gw, db) = gateway(&pg).await;
+    let c = connect(&gw.url("postgres", &pg.password, &db)).await;
+    let admin = connect(&pg.url_for("postgres", &pg.password, &db)).await;
+    admin
+        .batch_execute(
+            "CREATE TABLE orders (id bigint PRIMARY KEY, region text NOT NULL, amount numeric(10,2));
+             INSERT INTO orders SELECT g, CASE WHEN g % 3 = 0 THEN 'eu' ELSE 'us' END, g * 1.25 FROM generate_series(1, 30) g;",
+        )
+        .await
+        .unwrap();
+    c.batch_execute(&jdbc_table(
+        &pg,
+        "orders",
+        "id BIGINT, region STRING, amount DECIMAL(10, 2)",
+        &db,
+        "orders",
+    ))
+    .await
+    .unwrap();
+    c.batch_execute(
+        "CREATE DYNAMIC TABLE by_region PARTITIONED BY (region) FRESHNESS = INTERVAL '1' DAY WITH ('engine' = 'flink')
+         AS SELECT region, count(*) AS n, sum(amount) AS total FROM flink.orders GROUP BY region",
+    )
+    .await
+    .unwrap();
+    let expected = "SELECT region, count(*), sum(amount) FROM orders GROUP BY region ORDER BY region";
+    let content = "SELECT region, n, total FROM by_region ORDER BY region";
+    assert_eq!(rows(&c, content).await, direct(&admin, expected).await);
+    let cols = rows(
+        &admin,
+        "SELECT string_agg(attname || ' ' || format_type(atttypid, atttypmod), ', ' ORDER BY attnum) FROM pg_attribute
+          WHERE attrelid = 'by_region'::regclass AND attnum > 0",
+    )
+    .await;
+    assert_eq!(cols, texts(&[&["region text, n bigint, total numeric(38,2)"]]));
+
+    // Source changes, deletes included, show after a refresh.
+    admin
+        .batch_execute(
+            "DELETE FROM orders WHERE id <= 10; UPDATE orders SET amount = 1000 WHERE id = 30; INSERT INTO orders VALUES (31, 'apac', 5)",
+        )
+        .await
+        .unwrap();
+    let r = rows(&c, "REFRESH DYNAMIC TABLE by_region").await;
+    assert_eq!(r[0][1].as_deref(), Some("SUCCEEDED"));
+    assert_eq!(rows(&c, content).await, direct(&admin, expected).await);
+
+    // One partition: only its rows are replaced.
+    admin
+        .batch_execute("INSERT INTO orders VALUES (40, 'eu', 1), (41, 'us', 1)")
+        .await
+        .unwrap();
+    c.batch_execute("REFRESH DYNAMIC TABLE by_region PARTITION (region = 'eu')")
+        .await
+        .unwrap();
+    let now = direct(&admin, expected).await;
+    let got = rows(&c, content).await;
+    assert_eq!(
+        got.iter().find(|r| r[0].as_deref() == Some("eu")),
+        now.iter().find(|r| r[0].as_deref() == Some("eu"))
+    );
+    assert_ne!(
+        got.iter().find(|r| r[0].as_deref() == Some("us")),
+        now.iter().find(|r| r[0].as_deref() == Some("us")),
+        "the us partition was not refreshed"
+    );
+
+    // The history has Flink's job ids, and the cluster ran them to FINISHED.
+    let history = rows(
+        &c,
+        "SELECT trigger, state, action, engine_job_id FROM dyngate.refresh_history WHERE table_name = 'by_region' ORDER BY started_at",
+    )
+    .await;
+    assert_eq!(history.len(), 3, "{history:?}");
+    let jobs: Value = serde_json::from_str(&http_get(&format!("{}/jobs/overview", env("DYNGATE_TEST_FLINK_REST"))).unwrap().1).unwrap();
+    for (row, trigger) in history.iter().zip(["CREATION", "MANUAL", "MANUAL"]) {
+        assert_eq!(row[0].as_deref(), Some(trigger));
+        assert_eq!((row[1].as_deref(), row[2].as_deref()), (Some("SUCCEEDED"), Some("FULL")));
+        let id = row[3].as_deref().expect("a Flink job id");
+        let job = jobs["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|j| j["jid"] == id)
+            .unwrap_or_else(|| panic!("{id} in {jobs}"));
+        assert_eq!(job["state"], "FINISHED");
+        assert_eq!(job["jobType"], "BATCH");
+    }
+
+    // The refresh endpoint answers Flink's job id and cluster; the job can be looked up by it.
+    admin.batch_execute("INSERT INTO orders VALUES (50, 'us', 2)").await.unwrap();
+    let (status, body) = http(
+        "POST",
+        &gw.http("/v3/dynamic-tables/refresh"),
+        &[("content-type", "application/json")],
+        r#"{"tables": ["by_region"], "scheduleTime": "2026-01-02 00:00:00", "configuration": {}, "wait": true}"#,
+    )
+    .unwrap();
+    assert_eq!(status, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    let job_id = v["jobId"].as_str().unwrap();
+    assert_eq!(job_id.len(), 32, "a Flink job id: {v}");
+    assert_eq!(v["clusterInfo"]["engine"], "flink");
+    let rest = env("DYNGATE_TEST_FLINK_REST");
+    assert!(
+        rest.ends_with(&format!(":{}", v["clusterInfo"]["rest.port"].as_str().unwrap())),
+        "{v}"
+    );
+    let (status, body) = http_get(&gw.http(&format!("/v3/jobs/{job_id}"))).unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("SUCCEEDED"), "{body}");
+    assert_eq!(rows(&c, content).await, direct(&admin, expected).await);
+
+    // A job that fails (its source table is gone) is recorded with Flink's reason; the rows stay.
+    let before = rows(&c, content).await;
+    admin.batch_execute("ALTER TABLE orders RENAME TO orders_gone").await.unwrap();
+    let e = c.batch_execute("REFRESH DYNAMIC TABLE by_region").await.unwrap_err();
+    assert_eq!(code(&e), "58000", "{e}");
+    assert!(msg(&e).contains("orders") && !msg(&e).contains(&pg.password), "{}", msg(&e));
+    assert_eq!(rows(&c, content).await, before);
+    let failed = rows(
+        &c,
+        "SELECT state, error_message FROM dyngate.refresh_history WHERE table_name = 'by_region' ORDER BY started_at DESC LIMIT 1",
+    )
+    .await;
+    assert_eq!(failed[0][0].as_deref(), Some("FAILED"));
+    admin.batch_execute("ALTER TABLE orders_gone RENAME TO orders").await.unwrap();
+
+    // What the engine does not take yet is refused, and changes nothing.
+    for (sql, want) in [
+        (
+            "ALTER DYNAMIC TABLE by_region AS SELECT region, count(*) AS n, sum(amount) AS total FROM flink.orders GROUP BY region",
+            "0A000",
+        ),
+        ("ALTER DYNAMIC TABLE by_region SET FRESHNESS = INTERVAL '1' MINUTE", "0A000"),
+        ("DROP TABLE flink.orders", "2BP01"),
+        (
+            "CREATE DYNAMIC TABLE inc FRESHNESS = INTERVAL '1' DAY WITH ('engine' = 'flink', 'refresh.action' = 'incremental') AS SELECT id FROM flink.orders",
+            "0A000",
+        ),
+        (
+            "CREATE DYNAMIC TABLE bad FRESHNESS = INTERVAL '1' DAY WITH ('engine' = 'flink') AS SELECT nosuch FROM flink.orders",
+            "42703",
+        ),
+        (
+            "CREATE DYNAMIC TABLE bad2 FRESHNESS = INTERVAL '1' DAY WITH ('engine' = 'spark') AS SELECT 1",
+            "22023",
+        ),
+    ] {
+        let e = c.batch_execute(sql).await.expect_err(sql);
+        assert_eq!(code(&e), want, "{sql}: {}", msg(&e));
+    }
+    assert_eq!(rows(&c, "SELECT count(*) FROM dyngate.dynamic_tables").await, texts(&[&["1"]]));
+
+    // DROP: the table, its catalog row and its staging table go; nothing of a failed CREATE stays.
+    c.batch_execute("DROP DYNAMIC TABLE by_region").await.unwrap();
+    let left = direct(
+        &admin,
+        "SELECT count(*) FROM pg_class WHERE relname = 'by_region' OR relname LIKE 'flink_stage_%' OR relname LIKE 'flink_fill_%'",
+    )
+    .await;
+    assert_eq!(left, texts(&[&["0"]]));
+    c.batch_execute("DROP TABLE flink.orders").await.unwrap();
+}
+
+#[tokio::test]
+async fn flink_unreachable_gives_a_clear_error_and_changes_nothing() {
+    let pg = pg();
+    let db = pg.fresh_db().await;
+    // A port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let url = format!("http://127.0.0.1:{port}");
+    let gw = Dyngate::for_db(&pg, &db, &["--flink-gateway", &url, "--flink-rest", &url, "--engine", "flink"]);
+    let c = connect(&gw.url("postgres", &pg.password, &db)).await;
+    for sql in [
+        "CREATE TABLE flink.t (a INT) WITH ('connector' = 'datagen')",
+        "SELECT * FROM flink.t",
+        "CREATE DYNAMIC TABLE d FRESHNESS = INTERVAL '1' DAY AS SELECT a FROM flink.t",
+    ] {
+        let e = c.batch_execute(sql).await.expect_err(sql);
+        assert_eq!(code(&e), "58000", "{sql}: {}", msg(&e));
+        assert!(msg(&e).contains("Flink"), "{}", msg(&e));
+    }
+    assert_eq!(
+        rows(
+            &c,
+            "SELECT (SELECT count(*) FROM dyngate.flink_objects), (SELECT count(*) FROM dyngate.dynamic_tables)"
+        )
+        .await,
+        texts(&[&["0", "0"]])
+    );
+    // PostgreSQL's own statements are not affected.
+    assert_eq!(rows(&c, "SELECT 1").await, texts(&[&["1"]]));
+}
