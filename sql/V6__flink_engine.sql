@@ -26,13 +26,51 @@ CREATE TABLE dyngate.flink_catalog_version (
 INSERT INTO dyngate.flink_catalog_version VALUES (true, 0);
 
 -- Dynamic tables refreshed by Flink: the query's columns as Flink types them, the streaming job of
--- a CONTINUOUS table, and the savepoint it was stopped with (and the query that savepoint belongs
--- to: a savepoint is only restored into the same query).
+-- a CONTINUOUS table, the job's state as last seen and when its latest checkpoint completed (the
+-- rows up to then are in the table: the table's data time), and the savepoint it was stopped with
+-- (and the query that savepoint belongs to: a savepoint is only restored into the same query).
 ALTER TABLE dyngate.dynamic_table
     ADD COLUMN flink_columns   jsonb,
     ADD COLUMN flink_job_id    text,
+    ADD COLUMN flink_job_state text,
+    ADD COLUMN flink_data_time timestamptz,
     ADD COLUMN savepoint_path  text,
     ADD COLUMN savepoint_query text;
+
+-- A continuously maintained table on Flink has no refreshes: its data time is its job's latest
+-- checkpoint. The job and its state are shown.
+CREATE OR REPLACE VIEW dyngate.dynamic_tables AS
+SELECT t.schema_name,
+       t.table_name,
+       format('%s %s', t.freshness_n, t.freshness_unit) AS freshness,
+       t.logical_mode,
+       t.refresh_mode,
+       t.status,
+       t.engine,
+       t.scheduler,
+       t.owner_role,
+       t.comment,
+       t.query,
+       t.options,
+       t.created_at,
+       t.altered_at,
+       greatest(last.data_time, t.flink_data_time) AS last_refresh_data_time,
+       greatest(last.ended_at, t.flink_data_time) AS last_refresh_at,
+       now() - greatest(last.data_time, t.flink_data_time) AS lag,
+       coalesce(now() - greatest(last.data_time, t.flink_data_time) <= t.freshness, false) AS freshness_met,
+       t.time_zone,
+       coalesce(t.resolved_query, t.query) AS resolved_query,
+       t.refresh_action,
+       t.refresh_action_reason,
+       t.flink_job_id AS engine_job_id,
+       t.flink_job_state AS engine_job_state
+  FROM dyngate.dynamic_table t
+  LEFT JOIN LATERAL (
+        SELECT r.data_time, r.ended_at
+          FROM dyngate.refresh r
+         WHERE r.dynamic_table_id = t.id AND r.state = 'SUCCEEDED'
+         ORDER BY r.id DESC
+         LIMIT 1) last ON true;
 
 -- The engine's own id of a refresh (Flink's job id) and where it ran.
 ALTER TABLE dyngate.refresh

@@ -311,6 +311,11 @@ async fn serve(args: &ServeArgs, tls: Option<tokio_rustls::TlsAcceptor>, cluster
                         .clone()
                         .run_reconcile_loop(args.scheduler_reconcile_interval, stop_rx.clone()),
                 );
+                let flink_watch = tokio::spawn(
+                    manager
+                        .clone()
+                        .run_flink_watch(crate::manager::flink_continuous::WATCH_INTERVAL, stop_rx.clone()),
+                );
                 let collect_loop = tokio::spawn(manager.clone().run_collect_loop(args.capture_interval, stop_rx));
                 tracing::info!(catalog_version = version, "dyngate is ready");
                 shutdown_signal().await;
@@ -318,6 +323,7 @@ async fn serve(args: &ServeArgs, tls: Option<tokio_rustls::TlsAcceptor>, cluster
                 let _ = refresh_loop.await;
                 let _ = reconcile_loop.await;
                 let _ = collect_loop.await;
+                let _ = flink_watch.await;
                 Ok(())
             }
         },

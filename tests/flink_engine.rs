@@ -9,12 +9,22 @@
 //!   (deletes too), a partition refresh replaces one partition, the history records Flink's job
 //!   ids (FINISHED on the cluster), the refresh endpoint answers Flink's job id and cluster, a
 //!   failing job leaves the rows as they were and says why, DROP leaves nothing behind.
+//! - CONTINUOUS tables as streaming jobs over an endless deterministic source: rows arrive while
+//!   the job runs, with no row lost or counted twice (each group's count matches its largest id);
+//!   SUSPEND stops the job with a savepoint and RESUME continues from it, still exact; a restarted
+//!   gateway finds the job again and starts no second one; a job of this catalog that no table
+//!   knows is cancelled; a job that fails shows as FAILED with Flink's reason; DROP cancels it.
 //! - Flink unreachable: a clear error and no catalog change.
+//!
+//! The tests take turns (`TURN`): the cluster has 4 task slots, and a job that finds none fails.
 
 mod common;
 
 use common::*;
 use serde_json::Value;
+
+/// One test at a time on the cluster.
+static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn env(name: &str) -> String {
     std::env::var(name)
@@ -92,6 +102,7 @@ fn texts(v: &[&[&str]]) -> Vec<Vec<Option<String>>> {
 
 #[tokio::test]
 async fn flink_statements_are_kept_replayed_and_answered() {
+    let _turn = TURN.lock().await;
     let pg = pg();
     let (mut gw, db) = gateway(&pg).await;
     let c = connect(&gw.url("postgres", &pg.password, &db)).await;
@@ -199,6 +210,7 @@ async fn direct(admin: &tokio_postgres::Client, sql: &str) -> Vec<Vec<Option<Str
 
 #[tokio::test]
 async fn dynamic_tables_on_flink_follow_their_postgres_sources() {
+    let _turn = TURN.lock().await;
     let pg = pg();
     let (gw, db) = gateway(&pg).await;
     let c = connect(&gw.url("postgres", &pg.password, &db)).await;
@@ -393,4 +405,209 @@ async fn flink_unreachable_gives_a_clear_error_and_changes_nothing() {
     );
     // PostgreSQL's own statements are not affected.
     assert_eq!(rows(&c, "SELECT 1").await, texts(&[&["1"]]));
+}
+
+/// The cluster's jobs: (id, name, state).
+fn cluster_jobs() -> Vec<(String, String, String)> {
+    let (_, body) = http_get(&format!("{}/jobs/overview", env("DYNGATE_TEST_FLINK_REST"))).unwrap();
+    let v: Value = serde_json::from_str(&body).unwrap();
+    v["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| {
+            let s = |k: &str| j[k].as_str().unwrap_or_default().to_string();
+            (s("jid"), s("name"), s("state"))
+        })
+        .collect()
+}
+
+fn job_state(id: &str) -> String {
+    cluster_jobs().into_iter().find(|j| j.0 == id).map(|j| j.2).unwrap_or_default()
+}
+
+/// Polls `check` every 200 ms for up to `secs` seconds; panics with `what` if it never holds.
+async fn eventually<T>(secs: u64, what: &str, mut check: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(std::time::Instant::now() < deadline, "gave up waiting for {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+/// The buckets' rows (bucket, n, top), and that none lost or doubled a row: ids arrive as 1, 2,
+/// 3, ... so bucket b has counted every id up to its top exactly once.
+async fn exact_buckets(c: &tokio_postgres::Client) -> (i64, i64) {
+    let r = c
+        .query("SELECT bucket::int8, n::int8, top::int8 FROM buckets ORDER BY bucket", &[])
+        .await
+        .unwrap();
+    let mut total = 0;
+    let mut top = 0;
+    for row in &r {
+        let (b, n, t): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
+        let expected = if b == 0 { t / 5 } else { (t - b) / 5 + 1 };
+        assert_eq!(n, expected, "bucket {b} counted {n} ids up to {t}: a row was lost or counted twice");
+        total += n;
+        top = top.max(t);
+    }
+    (total, top)
+}
+
+#[tokio::test]
+async fn continuous_tables_run_as_streaming_jobs() {
+    let _turn = TURN.lock().await;
+    let pg = pg();
+    let (mut gw, db) = gateway(&pg).await;
+    let c = connect(&gw.url("postgres", &pg.password, &db)).await;
+    c.batch_execute(
+        "CREATE TABLE flink.ticks (id BIGINT) WITH ('connector' = 'datagen', 'rows-per-second' = '40', \
+         'fields.id.kind' = 'sequence', 'fields.id.start' = '1', 'fields.id.end' = '1000000')",
+    )
+    .await
+    .unwrap();
+    c.batch_execute(
+        "CREATE DYNAMIC TABLE buckets FRESHNESS = INTERVAL '2' SECOND WITH ('engine' = 'flink')
+         AS SELECT id % 5 AS bucket, count(*) AS n, max(id) AS top FROM flink.ticks GROUP BY id % 5",
+    )
+    .await
+    .unwrap();
+    let state = rows(
+        &c,
+        "SELECT refresh_mode, status, engine_job_state, engine_job_id FROM dyngate.dynamic_tables",
+    )
+    .await;
+    assert_eq!(state[0][..3], texts(&[&["CONTINUOUS", "ACTIVATED", "RUNNING"]])[0][..]);
+    let job = state[0][3].clone().unwrap();
+    assert_eq!(job_state(&job), "RUNNING");
+    // Rows arrive while the job runs, exactly.
+    let (first, _) = eventually(30, "rows", async || Some(exact_buckets(&c).await).filter(|(n, _)| *n >= 40)).await;
+    let (later, _) = eventually(30, "more rows", async || {
+        Some(exact_buckets(&c).await).filter(|(n, _)| *n >= first + 40)
+    })
+    .await;
+    assert!(later > first);
+    // Its data time is its latest checkpoint: fresh.
+    eventually(30, "freshness met", async || {
+        let r = rows(&c, "SELECT freshness_met FROM dyngate.dynamic_tables").await;
+        (r[0][0].as_deref() == Some("t")).then_some(())
+    })
+    .await;
+
+    // SUSPEND: the job stops with a savepoint; nothing changes any more.
+    c.batch_execute("ALTER DYNAMIC TABLE buckets SUSPEND").await.unwrap();
+    assert_eq!(job_state(&job), "FINISHED");
+    let stopped = exact_buckets(&c).await;
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert_eq!(exact_buckets(&c).await, stopped);
+    // RESUME: from the savepoint, no id lost or doubled across it.
+    c.batch_execute("ALTER DYNAMIC TABLE buckets RESUME").await.unwrap();
+    let resumed = rows(&c, "SELECT engine_job_id FROM dyngate.dynamic_tables").await[0][0]
+        .clone()
+        .unwrap();
+    assert_ne!(resumed, job);
+    eventually(30, "rows after resume", async || {
+        Some(exact_buckets(&c).await).filter(|(n, _)| *n >= stopped.0 + 40)
+    })
+    .await;
+
+    // A restarted gateway finds the job again and starts no second one.
+    drop(c);
+    assert!(gw.stop().success());
+    let args = flink_args();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    gw = Dyngate::for_db(&pg, &db, &args);
+    let c = connect(&gw.url("postgres", &pg.password, &db)).await;
+    let before = exact_buckets(&c).await;
+    eventually(30, "rows after the restart", async || {
+        Some(exact_buckets(&c).await).filter(|(n, _)| *n >= before.0 + 40)
+    })
+    .await;
+    let catalog: String = c
+        .query_one("SELECT catalog_id::text FROM dyngate.identity", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let ours: Vec<_> = cluster_jobs()
+        .into_iter()
+        .filter(|j| j.1.starts_with(&format!("dyngate:{catalog}:")) && j.2 == "RUNNING")
+        .collect();
+    assert_eq!(ours.len(), 1, "{ours:?}");
+    assert_eq!(ours[0].0, resumed);
+
+    // A job named as this catalog's that no table knows (a gateway killed after starting it) is
+    // cancelled.
+    let gateway = dyngate::engine::flink::gateway::Gateway::new(
+        dyngate::scheduler::client::Endpoint::parse(
+            "Flink SQL Gateway",
+            &env("DYNGATE_TEST_FLINK_GATEWAY"),
+            std::time::Duration::from_secs(30),
+        )
+        .unwrap(),
+    );
+    let session = gateway.open_session("orphan", &Default::default()).await.unwrap();
+    gateway
+        .configure(
+            &session,
+            "CREATE TABLE src (id BIGINT) WITH ('connector' = 'datagen', 'rows-per-second' = '1')",
+        )
+        .await
+        .unwrap();
+    gateway
+        .configure(&session, "CREATE TABLE nowhere (id BIGINT) WITH ('connector' = 'blackhole')")
+        .await
+        .unwrap();
+    let config = [
+        ("execution.runtime-mode".to_string(), "streaming".to_string()),
+        ("pipeline.name".to_string(), format!("dyngate:{catalog}:424242:public.ghost")),
+    ]
+    .into_iter()
+    .collect();
+    let orphan = gateway
+        .submit_job(
+            &session,
+            "INSERT INTO nowhere SELECT id FROM src",
+            &config,
+            std::time::Instant::now() + std::time::Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+    eventually(30, "the orphan cancelled", async || {
+        (job_state(orphan.as_str()) == "CANCELED").then_some(())
+    })
+    .await;
+    gateway.close_session(&session).await.ok();
+    assert_eq!(job_state(&resumed), "RUNNING", "the table's own job is left alone");
+
+    // A job that fails shows as FAILED, with Flink's reason, in the history and the views.
+    c.batch_execute(
+        "CREATE DYNAMIC TABLE broken FRESHNESS = INTERVAL '2' SECOND WITH ('engine' = 'flink')
+         AS SELECT id, 10 / (id - id) AS boom FROM flink.ticks",
+    )
+    .await
+    .unwrap();
+    eventually(60, "the failure recorded", async || {
+        let r = rows(
+            &c,
+            "SELECT h.state, h.error_message, t.engine_job_state FROM dyngate.refresh_history h
+               JOIN dyngate.dynamic_tables t USING (schema_name, table_name)
+              WHERE table_name = 'broken' AND h.trigger = 'SCHEDULED'",
+        )
+        .await;
+        let row = r.first()?;
+        assert_eq!(row[0].as_deref(), Some("FAILED"));
+        let message = row[1].clone().unwrap();
+        assert!(message.contains("by zero"), "{message}");
+        (row[2].as_deref() == Some("FAILED")).then_some(())
+    })
+    .await;
+    c.batch_execute("DROP DYNAMIC TABLE broken").await.unwrap();
+
+    // DROP cancels the job.
+    c.batch_execute("DROP DYNAMIC TABLE buckets").await.unwrap();
+    eventually(10, "the job cancelled", async || (job_state(&resumed) == "CANCELED").then_some(())).await;
+    c.batch_execute("DROP TABLE flink.ticks").await.unwrap();
 }

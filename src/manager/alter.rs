@@ -141,6 +141,11 @@ impl Manager {
         if dt.status == "SUSPENDED" {
             return Err(ManagerError::WrongState(format!("Dynamic table {} is already suspended.", dt.name)));
         }
+        if dt.engine == "flink" && dt.refresh_mode == "CONTINUOUS" {
+            self.flink_suspend(&dt).await?;
+            tracing::info!(table = %dt.name, by = who.user, "dynamic table suspended");
+            return Ok(Altered { notices: vec![] });
+        }
         self.set_status(&dt, &dt.status, "SUSPENDED", None).await?;
         tracing::info!(table = %dt.name, by = who.user, "dynamic table suspended");
         Ok(Altered { notices: vec![] })
@@ -155,6 +160,24 @@ impl Manager {
                 "RESUME options of {} are kept as its refresh options, which its scheduler sends with each refresh call; the PostgreSQL engine does not read them",
                 dt.name
             ));
+        }
+        if dt.engine == "flink" && dt.refresh_mode == "CONTINUOUS" {
+            let running = dt.status == "ACTIVATED" && dt.flink_job_id.is_some() && dt.flink_job_state.as_deref() == Some("RUNNING");
+            if running && options.is_none() {
+                return Ok(Altered {
+                    notices: vec![format!("dynamic table {} is already active", dt.name)],
+                });
+            }
+            if running {
+                self.flink_suspend(&dt).await?;
+            }
+            let options = options.unwrap_or_else(|| dt.refresh_options.clone());
+            let reloaded = catalog::load_by_id(&*self.pool.get().await?, dt.id)
+                .await?
+                .ok_or_else(|| ManagerError::NotFound(dt.name.to_string()))?;
+            let notices = self.flink_resume(&reloaded, &options).await?;
+            tracing::info!(table = %dt.name, by = who.user, "dynamic table resumed");
+            return Ok(Altered { notices });
         }
         if dt.status == "ACTIVATED" && options.is_none() {
             // The PostgreSQL engine's refresh work is the gateway's loop, which cannot die apart
@@ -239,8 +262,12 @@ impl Manager {
             _ => LogicalMode::Automatic,
         };
         let mode = rules::derive_mode(f, logical, self.threshold);
-        if dt.engine == "flink" {
-            Self::check_flink_table(mode, &Vec::new())?;
+        if dt.engine == "flink" && refresh_mode_name(mode) != dt.refresh_mode {
+            return Err(ManagerError::Unsupported(format!(
+                "moving a table on the flink engine from {} to {} is not available yet: drop it and create it again",
+                dt.refresh_mode,
+                refresh_mode_name(mode)
+            )));
         }
         if mode == RefreshMode::Full {
             rules::full_mode_cron(f)?;
@@ -274,6 +301,13 @@ impl Manager {
         let switched = self.switch_schedule(&tx, &cur, f, plugin, "now CONTINUOUS").await?;
         switched.commit(self, tx, &cur).await?;
         tracing::info!(table = %dt.name, freshness = %f, mode = refresh_mode_name(mode), "freshness changed");
+        if dt.engine == "flink" && mode == RefreshMode::Continuous {
+            // The job's checkpoint interval is the freshness: it restarts from a savepoint.
+            let cur = catalog::load_by_id(&*self.pool.get().await?, dt.id)
+                .await?
+                .ok_or_else(|| ManagerError::NotFound(dt.name.to_string()))?;
+            self.flink_restart(&cur).await?;
+        }
         let mut notices = Vec::new();
         if refresh_mode_name(mode) != dt.refresh_mode {
             notices.push(format!("refresh mode of {} is now {}", dt.name, refresh_mode_name(mode)));

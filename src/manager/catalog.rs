@@ -42,8 +42,9 @@ pub struct DtRow {
     pub refresh_action_reason: Option<String>,
     /// A Flink-refreshed table's columns (engine::flink::tables).
     pub flink_columns: Vec<crate::engine::flink::tables::FlinkColumn>,
-    /// A CONTINUOUS Flink table's streaming job.
+    /// A CONTINUOUS Flink table's streaming job, and its state as last seen.
     pub flink_job_id: Option<String>,
+    pub flink_job_state: Option<String>,
 }
 
 impl DtRow {
@@ -90,7 +91,7 @@ impl DtRow {
 const COLUMNS: &str = "id, schema_name, table_name, definition, query, columns, comment, options::text, freshness_n, freshness_unit, \
      logical_mode, refresh_mode, status, engine, scheduler, owner_role, created_at::text, altered_at::text, resolved_query, query_view, \
      time_zone, partitioned_by, scheduler_handle::text, refresh_options::text, refresh_action, refresh_action_reason, \
-     flink_columns::text, flink_job_id";
+     flink_columns::text, flink_job_id, flink_job_state";
 
 fn row(r: &tokio_postgres::Row) -> DtRow {
     DtRow {
@@ -130,6 +131,7 @@ fn row(r: &tokio_postgres::Row) -> DtRow {
             .and_then(|t| serde_json::from_str(&t).ok())
             .unwrap_or_default(),
         flink_job_id: r.get(27),
+        flink_job_state: r.get(28),
     }
 }
 

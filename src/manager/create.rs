@@ -33,6 +33,14 @@ impl Drop for StageGuard {
     }
 }
 
+/// What a Flink table needs before CREATE's transaction.
+enum FlinkPrep {
+    /// FULL: the first fill, staged.
+    Fill(crate::manager::flink_tables::FlinkFill),
+    /// CONTINUOUS: the query's columns (the job starts after the commit).
+    Continuous(Vec<crate::engine::flink::tables::FlinkColumn>),
+}
+
 /// What CREATE did.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Created {
@@ -138,7 +146,7 @@ impl Manager {
         let freshness = c.freshness.unwrap_or_else(|| rules::default_freshness(c.mode));
         let mode = rules::derive_mode(freshness, c.mode, self.threshold);
         if engine_kind == EngineKind::Flink {
-            Self::check_flink_table(mode, &c.options)?;
+            Self::check_flink_table(&c.options)?;
         }
         if mode == RefreshMode::Full {
             rules::full_mode_cron(freshness)?;
@@ -164,15 +172,20 @@ impl Manager {
             if catalog::relation_exists(&*client, &name).await? && catalog::load(&*client, &name).await?.is_none() {
                 return Err(ManagerError::RelationExists(name.to_string()));
             }
-            let fill = self.flink_first_fill(c, &name).await?;
-            stage_guard = Some(StageGuard {
-                pool: self.pool.clone(),
-                stage: Some(fill.stage.clone()),
-            });
-            Some(fill)
+            if mode == RefreshMode::Continuous {
+                Some(FlinkPrep::Continuous(self.flink_describe(&c.query).await?))
+            } else {
+                let fill = self.flink_first_fill(c, &name).await?;
+                stage_guard = Some(StageGuard {
+                    pool: self.pool.clone(),
+                    stage: Some(fill.stage.clone()),
+                });
+                Some(FlinkPrep::Fill(fill))
+            }
         } else {
             None
         };
+        let mut continuous = None;
         let tx = client.transaction().await?;
         if catalog::load(&tx, &name).await?.is_some() {
             return if c.if_not_exists {
@@ -218,10 +231,17 @@ impl Manager {
         )
         .await?;
         let (rows, action) = match &fill {
-            Some(fill) => (
+            Some(FlinkPrep::Fill(fill)) => (
                 self.flink_create_in(&tx, who.user, &name, c.columns.as_deref(), id, fill).await?,
                 "FULL",
             ),
+            Some(FlinkPrep::Continuous(described)) => {
+                let prepared = self
+                    .flink_continuous_create_in(&tx, who.user, &name, c.columns.as_deref(), id, &c.query, described)
+                    .await?;
+                continuous = Some(prepared);
+                (0, "FULL")
+            }
             None => {
                 let bound = self.bind(&tx, &search_path, &name, id, &c.query).await?;
                 let decision = incremental::decide(&tx, &bound.view, &bound.resolved, requested, !c.partitioned_by.is_empty())
@@ -249,7 +269,7 @@ impl Manager {
         }
         let job_id = new_job_id();
         catalog::creation_refresh(&tx, id, &name, &job_id, rows as i64).await?;
-        if let (Some(fill), Ok(flink)) = (&fill, self.flink()) {
+        if let (Some(FlinkPrep::Fill(fill)), Ok(flink)) = (&fill, self.flink()) {
             self.record_engine_job(&tx, id, &job_id, fill.job.as_str(), flink).await?;
         }
         // Last, the schedule: its failure undoes the whole CREATE (and it is removed again if the
@@ -288,6 +308,10 @@ impl Manager {
         // The committed transaction dropped the staging table.
         if let Some(g) = stage_guard.as_mut() {
             g.stage = None;
+        }
+        if let Some(continuous) = &continuous {
+            self.flink_continuous_start(who.user, &name, id, &c.query, continuous, freshness.duration(), &job_id)
+                .await?;
         }
         tracing::info!(table = %name, owner = who.user, mode = refresh_mode_name(mode), engine = engine_kind.name(), action, rows, "dynamic table created");
         Ok(Created::Created { rows })

@@ -37,6 +37,10 @@ impl Manager {
             .await?
             .ok_or_else(|| ManagerError::NotFound(name.to_string()))?;
         let readers = catalog::readers(&tx, &name).await?;
+        if readers.is_empty() && dt.engine == "flink" {
+            // Its streaming job goes first (Flink unreachable: nothing is dropped).
+            self.flink_cancel(&dt).await?;
+        }
         if !readers.is_empty() {
             return Err(ManagerError::ReadBy {
                 table: name.to_string(),

@@ -34,7 +34,7 @@ use crate::engine::{self, RefreshAction};
 use crate::manager::catalog::{self, DtRow};
 use crate::manager::drop::TABLE_LOCK_SPACE;
 use crate::manager::refresh::{Outcome, Trigger};
-use crate::manager::rules::{RefreshMode, quote_ident};
+use crate::manager::rules::quote_ident;
 use crate::manager::{Manager, ManagerError, QualifiedName};
 use crate::sql::dynamic::{CreateDt, Options};
 
@@ -64,13 +64,7 @@ impl Manager {
     }
 
     /// What the flink engine does not take (yet), as 0A000.
-    pub(crate) fn check_flink_table(mode: RefreshMode, options: &Options) -> Result<(), ManagerError> {
-        if mode == RefreshMode::Continuous {
-            return Err(ManagerError::Unsupported(
-                "CONTINUOUS mode is not available on the flink engine yet: use REFRESH_MODE = FULL (or a freshness at or above the threshold)"
-                    .into(),
-            ));
-        }
+    pub(crate) fn check_flink_table(options: &Options) -> Result<(), ManagerError> {
         if options
             .iter()
             .any(|(k, v)| k == incremental::ACTION_OPTION && v.eq_ignore_ascii_case("incremental"))
@@ -82,15 +76,23 @@ impl Manager {
         Ok(())
     }
 
-    /// Before CREATE's transaction: the query's columns from Flink, and its rows in a committed
-    /// staging table, written by a batch job that has FINISHED.
-    pub(crate) async fn flink_first_fill(&self, c: &CreateDt, name: &QualifiedName) -> Result<FlinkFill, ManagerError> {
+    /// The query's columns, as Flink types them (described, not run).
+    pub(crate) async fn flink_describe(&self, query: &str) -> Result<Vec<FlinkColumn>, ManagerError> {
         let engine = self.flink()?;
         engine.cluster()?;
         let client = self.pool.get().await?;
         let session = engine.session(&*client).await?;
-        let described = engine.describe(&session, &c.query).await?;
-        let columns = tables::table_columns(&described).map_err(ManagerError::InvalidDefinition)?;
+        let described = engine.describe(&session, query).await?;
+        tables::table_columns(&described).map_err(ManagerError::InvalidDefinition)
+    }
+
+    /// Before CREATE's transaction: the query's columns from Flink, and its rows in a committed
+    /// staging table, written by a batch job that has FINISHED.
+    pub(crate) async fn flink_first_fill(&self, c: &CreateDt, name: &QualifiedName) -> Result<FlinkFill, ManagerError> {
+        let engine = self.flink()?;
+        let columns = self.flink_describe(&c.query).await?;
+        let client = self.pool.get().await?;
+        let session = engine.session(&*client).await?;
         let stage = format!("dyngate.{}", quote_ident(&format!("flink_fill_{}", random_suffix())));
         client
             .batch_execute(&format!("CREATE UNLOGGED TABLE {stage} ({})", tables::stage_columns(&columns)))

@@ -4,7 +4,8 @@
 //! catalog never fire the same slot), and runs the refresh.
 //!
 //! FULL tables fire on the Quartz cron derived from their freshness (the embedded scheduler);
-//! CONTINUOUS tables are refreshed every freshness period (the engine keeping them fresh). The
+//! CONTINUOUS tables are refreshed every freshness period (the engine keeping them fresh), except
+//! those on the flink engine, which a streaming job keeps fresh (manager::flink_continuous). The
 //! schedules are the catalog rows themselves, so they survive restarts; slots missed while no
 //! gateway ran are coalesced into one run (or skipped, with --missed-refreshes skip).
 
@@ -98,7 +99,8 @@ impl Manager {
                 "SELECT id, freshness_n, freshness_unit, floor(extract(epoch FROM last_slot))::bigint, extract(epoch FROM now)::float8,
                         extract(epoch FROM (now AT TIME ZONE time_zone) - (now AT TIME ZONE 'UTC'))::bigint
                    FROM dyngate.dynamic_table, clock_timestamp() AS now
-                  WHERE status = 'ACTIVATED' AND (refresh_mode = 'CONTINUOUS' OR coalesce(scheduler, 'embedded') = 'embedded')",
+                  WHERE status = 'ACTIVATED' AND (refresh_mode = 'CONTINUOUS' OR coalesce(scheduler, 'embedded') = 'embedded')
+                    AND NOT (engine = 'flink' AND refresh_mode = 'CONTINUOUS')",
                 &[],
             )
             .await?;

@@ -123,6 +123,10 @@ impl Manager {
             ("created_at", Some(dt.created_at.clone())),
             ("altered_at", Some(dt.altered_at.clone())),
         ];
+        if dt.engine == "flink" && dt.refresh_mode == "CONTINUOUS" {
+            out.push(("engine_job_id", dt.flink_job_id.clone()));
+            out.push(("engine_job_state", dt.flink_job_state.clone()));
+        }
         if let Some(l) = last {
             out.push(("last_refresh_at", l.get(0)));
             out.push(("lag", l.get(1)));
@@ -156,6 +160,10 @@ pub fn create_statement(dt: &DtRow) -> String {
     let mut opts = dt.options.as_object().cloned().unwrap_or_default();
     opts.entry(TIME_ZONE_OPTION)
         .or_insert_with(|| serde_json::Value::String(dt.time_zone.clone()));
+    // The engine too, when it is not the default's default: it may have come from --engine.
+    if dt.engine != "postgres" {
+        opts.entry("engine").or_insert_with(|| serde_json::Value::String(dt.engine.clone()));
+    }
     let list: Vec<String> = opts
         .iter()
         .map(|(k, v)| format!("{} = {}", quote_literal(k), quote_literal(v.as_str().unwrap_or_default())))

@@ -296,6 +296,16 @@ impl Cluster {
         }
     }
 
+    /// When the job's latest checkpoint completed (milliseconds since the epoch): the rows it
+    /// wrote up to then are in their sink (`/jobs/{id}/checkpoints`, `latest.completed`).
+    pub async fn latest_checkpoint(&self, id: &JobId) -> Result<Option<i64>, FlinkError> {
+        let v = self.json("GET", &format!("/jobs/{id}/checkpoints"), None, Some(id)).await?;
+        let completed = &v["latest"]["completed"];
+        Ok(completed["latest_ack_timestamp"]
+            .as_i64()
+            .or_else(|| completed["trigger_timestamp"].as_i64()))
+    }
+
     /// Why the job failed: the last `Caused by:` of its most recent exception
     /// (`/jobs/{id}/exceptions`); None when it has none.
     pub async fn job_failure(&self, id: &JobId) -> Result<Option<Cause>, FlinkError> {

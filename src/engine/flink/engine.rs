@@ -19,7 +19,7 @@ use tokio_postgres::GenericClient;
 use super::FlinkError;
 use super::cluster::{Cluster, JobState};
 use super::gateway::{Gateway, JobId, ResultSet, RowKind, Session};
-use super::tables::{FlinkColumn, flink_ident, insert_sql, sink_ddl};
+use super::tables::{FlinkColumn, flink_ident, insert_sql, named_sink_ddl, sink_ddl};
 use crate::manager::rules::quote_literal;
 
 /// How Flink's JDBC connector reaches the backing PostgreSQL, to write dynamic tables.
@@ -159,7 +159,9 @@ impl FlinkEngine {
     /// through a temporary view.
     pub async fn describe(&self, session: &Session, query: &str) -> Result<Vec<(String, String)>, FlinkError> {
         let deadline = self.deadline();
-        let none = BTreeMap::new();
+        // Streaming mode takes bounded and unbounded sources alike (batch mode refuses the
+        // latter); the types are the same.
+        let none = BTreeMap::from([("execution.runtime-mode".to_string(), "streaming".to_string())]);
         let view = flink_ident(&format!("dyngate_probe_{}", random_hex()));
         session
             .execute_and_fetch(&format!("CREATE TEMPORARY VIEW {view} AS {query}"), &none, deadline)
@@ -215,6 +217,63 @@ impl FlinkEngine {
             .execute_and_fetch(&format!("DROP TEMPORARY TABLE IF EXISTS {}", flink_ident(&sink)), &none, deadline)
             .await;
         job
+    }
+
+    /// Starts the streaming job of a continuously maintained table: `query`'s changes written
+    /// into `pg_table` (quoted; its columns named as `columns`, upserted by `key`), with a
+    /// checkpoint every `checkpoint_interval`, restored from `savepoint` if given; `options`
+    /// (RESUME WITH) become the job's configuration. Returns once the job runs, or with its
+    /// failure.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn start_streaming(
+        &self,
+        session: &Session,
+        columns: &[FlinkColumn],
+        key: &[String],
+        pg_table: &str,
+        query: &str,
+        job_name: &str,
+        checkpoint_interval: Duration,
+        savepoint: Option<&str>,
+        options: &BTreeMap<String, String>,
+    ) -> Result<JobId, FlinkError> {
+        let deadline = self.deadline();
+        let none = BTreeMap::new();
+        let sink = format!("dyngate_sink_{}", random_hex());
+        session
+            .execute_and_fetch(&named_sink_ddl(&sink, columns, key, &self.config.sink, pg_table), &none, deadline)
+            .await?;
+        let mut config = options.clone();
+        config.insert("execution.runtime-mode".into(), "streaming".into());
+        config.insert("pipeline.name".into(), job_name.into());
+        config.insert(
+            "execution.checkpointing.interval".into(),
+            format!("{}ms", checkpoint_interval.as_millis().max(1)),
+        );
+        if let Some(path) = savepoint {
+            config.insert("execution.state-recovery.path".into(), path.into());
+        }
+        let job = session.submit_job(&insert_sql(&sink, query, &[]), &config, deadline).await;
+        let _ = session
+            .execute_and_fetch(&format!("DROP TEMPORARY TABLE IF EXISTS {}", flink_ident(&sink)), &none, deadline)
+            .await;
+        let job = job?;
+        let cluster = self.cluster()?;
+        let state = cluster
+            .wait_for(&job, deadline, |s| *s == JobState::Running || s.is_terminal())
+            .await?;
+        if state != JobState::Running {
+            let reason = match cluster.job_failure(&job).await {
+                Ok(Some(cause)) => cause.message,
+                _ => "no cause recorded".to_string(),
+            };
+            return Err(FlinkError::JobFailed {
+                job: job.to_string(),
+                state: format!("{state:?}").to_uppercase(),
+                reason: super::hide(&reason, std::slice::from_ref(&self.config.sink.password)),
+            });
+        }
+        Ok(job)
     }
 
     /// The cluster, which the engine's tables need to follow their jobs.

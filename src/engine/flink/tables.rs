@@ -236,11 +236,33 @@ pub fn flink_ident(s: &str) -> String {
 /// The DDL of a temporary Flink table `sink` writing into the staging table `pg_table` (quoted,
 /// schema-qualified; columns as [`stage_columns`] names them) through the JDBC connector.
 pub fn sink_ddl(sink: &str, columns: &[FlinkColumn], target: &SinkTarget, pg_table: &str) -> String {
-    let cols: Vec<String> = columns
+    let named: Vec<FlinkColumn> = columns
         .iter()
         .enumerate()
-        .map(|(i, c)| format!("`c{}` {}", i + 1, c.flink_type))
+        .map(|(i, c)| FlinkColumn {
+            name: format!("c{}", i + 1),
+            flink_type: c.flink_type.clone(),
+        })
         .collect();
+    named_sink_ddl(sink, &named, &[], target, pg_table)
+}
+
+/// The DDL of a temporary Flink table `sink` writing into `pg_table` (quoted, schema-qualified)
+/// through the JDBC connector, with the columns' own names (which PostgreSQL must read unquoted:
+/// [`plain_column_name`]) and, when `key` names columns, that primary key: the connector then
+/// upserts (`INSERT ... ON CONFLICT (key) DO UPDATE`, which needs a unique index on them).
+pub fn named_sink_ddl(sink: &str, columns: &[FlinkColumn], key: &[String], target: &SinkTarget, pg_table: &str) -> String {
+    let mut cols: Vec<String> = columns
+        .iter()
+        .map(|c| {
+            let not_null = if key.contains(&c.name) { " NOT NULL" } else { "" };
+            format!("{} {}{not_null}", flink_ident(&c.name), c.flink_type)
+        })
+        .collect();
+    if !key.is_empty() {
+        let k: Vec<String> = key.iter().map(|c| flink_ident(c)).collect();
+        cols.push(format!("PRIMARY KEY ({}) NOT ENFORCED", k.join(", ")));
+    }
     format!(
         "CREATE TEMPORARY TABLE {} ({}) WITH ('connector' = 'jdbc', 'url' = {}, 'table-name' = {}, 'username' = {}, 'password' = {})",
         flink_ident(sink),
@@ -265,6 +287,50 @@ pub fn insert_sql(sink: &str, query: &str, partition: &[(String, String)]) -> St
         sql.push_str(&filter.join(" AND "));
     }
     sql
+}
+
+/// The key of a continuously maintained table: the output columns of a grouped query that hold
+/// its GROUP BY expressions (all of them must be selected), or every column of a SELECT
+/// DISTINCT; None for a query that groups nothing (its rows are appended). The names are the
+/// output names in lower case, as the table's columns are named.
+pub fn upsert_key(query: &str, columns: &[FlinkColumn]) -> Result<Option<Vec<String>>, String> {
+    use sqlparser::ast::{Distinct, Expr, GroupByExpr, SelectItem, SetExpr, Statement};
+    let statements = sqlparser::parser::Parser::parse_sql(&sqlparser::dialect::GenericDialect {}, query)
+        .map_err(|e| format!("the query could not be read to find its key ({e})"))?;
+    let [Statement::Query(q)] = statements.as_slice() else {
+        return Err("the query could not be read to find its key".into());
+    };
+    let SetExpr::Select(select) = q.body.as_ref() else {
+        return Ok(None);
+    };
+    if matches!(select.distinct, Some(Distinct::Distinct)) {
+        return Ok(Some(columns.iter().map(|c| c.name.clone()).collect()));
+    }
+    let group = match &select.group_by {
+        GroupByExpr::Expressions(exprs, _) if !exprs.is_empty() => exprs,
+        _ => return Ok(None),
+    };
+    let mut key = Vec::new();
+    for g in group {
+        let found = select.projection.iter().enumerate().find_map(|(i, item)| match item {
+            SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } if e == g => Some(i),
+            // GROUP BY an alias of the select list.
+            SelectItem::ExprWithAlias { alias, .. } if matches!(g, Expr::Identifier(id) if id.value.eq_ignore_ascii_case(&alias.value)) => {
+                Some(i)
+            }
+            _ => None,
+        });
+        match found.and_then(|i| columns.get(i)) {
+            Some(c) if !key.contains(&c.name) => key.push(c.name.clone()),
+            Some(_) => {}
+            None => {
+                return Err(format!(
+                    "GROUP BY {g} is not in the select list: a continuously maintained table is keyed by its grouping columns, so select each of them"
+                ));
+            }
+        }
+    }
+    Ok(Some(key))
 }
 
 /// The staging table of dynamic table `id` (quoted, schema-qualified).
@@ -338,6 +404,75 @@ mod tests {
             let e = table_columns(&described).unwrap_err();
             assert!(e.contains(why), "{e}");
         }
+    }
+
+    #[test]
+    fn keys_of_continuous_queries() {
+        let cols = |names: &[&str]| -> Vec<FlinkColumn> {
+            names
+                .iter()
+                .map(|n| FlinkColumn {
+                    name: n.to_string(),
+                    flink_type: "BIGINT".into(),
+                })
+                .collect()
+        };
+        let key = |q: &str, names: &[&str]| upsert_key(q, &cols(names));
+        let some = |k: &[&str]| Ok(Some(k.iter().map(|s| s.to_string()).collect::<Vec<_>>()));
+        assert_eq!(
+            key("SELECT region, count(*) AS n FROM flink.o GROUP BY region", &["region", "n"]),
+            some(&["region"])
+        );
+        assert_eq!(
+            key(
+                "SELECT count(*) AS n, `day`, region FROM flink.o GROUP BY region, `day`",
+                &["n", "day", "region"]
+            ),
+            some(&["region", "day"])
+        );
+        assert_eq!(
+            key(
+                "SELECT id % 10 AS bucket, max(id) AS m FROM flink.o GROUP BY id % 10",
+                &["bucket", "m"]
+            ),
+            some(&["bucket"])
+        );
+        assert_eq!(
+            key("SELECT id % 10 AS b, count(*) AS n FROM flink.o GROUP BY b", &["b", "n"]),
+            some(&["b"])
+        );
+        assert_eq!(key("SELECT DISTINCT a, b FROM flink.o", &["a", "b"]), some(&["a", "b"]));
+        assert_eq!(key("SELECT id, v FROM flink.o WHERE id > 3", &["id", "v"]), Ok(None));
+        assert!(
+            key("SELECT count(*) AS n FROM flink.o GROUP BY region", &["n"])
+                .unwrap_err()
+                .contains("not in the select list")
+        );
+    }
+
+    #[test]
+    fn named_sinks_have_their_key() {
+        let cols = vec![
+            FlinkColumn {
+                name: "region".into(),
+                flink_type: "STRING".into(),
+            },
+            FlinkColumn {
+                name: "n".into(),
+                flink_type: "BIGINT".into(),
+            },
+        ];
+        let target = SinkTarget {
+            jdbc_url: "jdbc:postgresql://127.0.0.1:5432/db".into(),
+            user: "svc".into(),
+            password: "pw".into(),
+        };
+        assert_eq!(
+            named_sink_ddl("k", &cols, &["region".to_string()], &target, "\"public\".\"t\""),
+            "CREATE TEMPORARY TABLE `k` (`region` STRING NOT NULL, `n` BIGINT, PRIMARY KEY (`region`) NOT ENFORCED) WITH \
+             ('connector' = 'jdbc', 'url' = 'jdbc:postgresql://127.0.0.1:5432/db', 'table-name' = '\"public\".\"t\"', \
+             'username' = 'svc', 'password' = 'pw')"
+        );
     }
 
     #[test]
