@@ -340,13 +340,32 @@ async fn dynamic_tables_on_flink_follow_their_postgres_sources() {
     assert_eq!(failed[0][0].as_deref(), Some("FAILED"));
     admin.batch_execute("ALTER TABLE orders_gone RENAME TO orders").await.unwrap();
 
-    // What the engine does not take yet is refused, and changes nothing.
+    // ALTER ... AS appends a column: computed by Flink, swapped in with the rows.
+    c.batch_execute(
+        "ALTER DYNAMIC TABLE by_region AS SELECT region, count(*) AS n, sum(amount) AS total, max(amount) AS biggest
+           FROM flink.orders GROUP BY region",
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        rows(&c, "SELECT region, n, total, biggest FROM by_region ORDER BY region").await,
+        direct(
+            &admin,
+            "SELECT region, count(*), sum(amount), max(amount) FROM orders GROUP BY region ORDER BY region"
+        )
+        .await
+    );
+    let before = rows(&c, "SELECT * FROM by_region ORDER BY region").await;
+    // What it cannot take, or the engine does not yet, is refused and changes nothing.
     for (sql, want) in [
         (
-            "ALTER DYNAMIC TABLE by_region AS SELECT region, count(*) AS n, sum(amount) AS total FROM flink.orders GROUP BY region",
-            "0A000",
+            "ALTER DYNAMIC TABLE by_region AS SELECT region, count(*) AS n FROM flink.orders GROUP BY region",
+            "42P16",
         ),
-        ("ALTER DYNAMIC TABLE by_region SET FRESHNESS = INTERVAL '1' MINUTE", "0A000"),
+        (
+            "ALTER DYNAMIC TABLE by_region AS SELECT region, CAST(count(*) AS INT) AS n, sum(amount) AS total, max(amount) AS biggest FROM flink.orders GROUP BY region",
+            "42P16",
+        ),
         ("DROP TABLE flink.orders", "2BP01"),
         (
             "CREATE DYNAMIC TABLE inc FRESHNESS = INTERVAL '1' DAY WITH ('engine' = 'flink', 'refresh.action' = 'incremental') AS SELECT id FROM flink.orders",
@@ -365,6 +384,7 @@ async fn dynamic_tables_on_flink_follow_their_postgres_sources() {
         assert_eq!(code(&e), want, "{sql}: {}", msg(&e));
     }
     assert_eq!(rows(&c, "SELECT count(*) FROM dyngate.dynamic_tables").await, texts(&[&["1"]]));
+    assert_eq!(rows(&c, "SELECT * FROM by_region ORDER BY region").await, before);
 
     // DROP: the table, its catalog row and its staging table go; nothing of a failed CREATE stays.
     c.batch_execute("DROP DYNAMIC TABLE by_region").await.unwrap();
@@ -581,6 +601,65 @@ async fn continuous_tables_run_as_streaming_jobs() {
     .await;
     gateway.close_session(&session).await.ok();
     assert_eq!(job_state(&resumed), "RUNNING", "the table's own job is left alone");
+
+    // ALTER ... AS: suspend, change, start fresh; the table fills again, exactly, with the new
+    // column. A changed column type is refused and the job goes on.
+    let e = c
+        .batch_execute(
+            "ALTER DYNAMIC TABLE buckets AS SELECT CAST(id % 5 AS STRING) AS bucket, count(*) AS n, max(id) AS top FROM flink.ticks GROUP BY CAST(id % 5 AS STRING)",
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "42P16", "{}", msg(&e));
+    assert_eq!(job_state(&resumed), "RUNNING");
+    c.batch_execute(
+        "ALTER DYNAMIC TABLE buckets AS SELECT id % 5 AS bucket, count(*) AS n, max(id) AS top, min(id) AS low FROM flink.ticks GROUP BY id % 5",
+    )
+    .await
+    .unwrap();
+    assert_eq!(job_state(&resumed), "FINISHED", "the old job was stopped with a savepoint");
+    eventually(30, "rows of the new query", async || {
+        let lows = rows(&c, "SELECT bucket, low FROM buckets ORDER BY bucket").await;
+        let (n, _) = exact_buckets(&c).await;
+        (n >= 40 && lows.len() == 5).then_some(())
+    })
+    .await;
+    assert_eq!(
+        rows(&c, "SELECT bucket, low FROM buckets ORDER BY bucket").await,
+        texts(&[&["0", "5"], &["1", "1"], &["2", "2"], &["3", "3"], &["4", "4"]])
+    );
+    let altered = rows(&c, "SELECT engine_job_id FROM dyngate.dynamic_tables WHERE table_name = 'buckets'").await[0][0]
+        .clone()
+        .unwrap();
+
+    // SET FRESHNESS moves it to FULL (the job stops, the embedded scheduler takes over) and
+    // back to CONTINUOUS (a job started fresh fills it again).
+    c.batch_execute("ALTER DYNAMIC TABLE buckets SET FRESHNESS = INTERVAL '1' HOUR")
+        .await
+        .unwrap();
+    assert_eq!(job_state(&altered), "FINISHED");
+    assert_eq!(
+        rows(
+            &c,
+            "SELECT refresh_mode, scheduler, engine_job_id FROM dyngate.dynamic_tables WHERE table_name = 'buckets'"
+        )
+        .await[0],
+        vec![Some("FULL".to_string()), Some("embedded".to_string()), None]
+    );
+    c.batch_execute("ALTER DYNAMIC TABLE buckets SET FRESHNESS = INTERVAL '2' SECOND")
+        .await
+        .unwrap();
+    let state = rows(
+        &c,
+        "SELECT refresh_mode, engine_job_state, engine_job_id FROM dyngate.dynamic_tables WHERE table_name = 'buckets'",
+    )
+    .await;
+    assert_eq!(state[0][..2], [Some("CONTINUOUS".to_string()), Some("RUNNING".to_string())]);
+    let resumed = state[0][2].clone().unwrap();
+    eventually(30, "rows after the switch back", async || {
+        Some(exact_buckets(&c).await).filter(|(n, _)| *n >= 40)
+    })
+    .await;
 
     // A job that fails shows as FAILED, with Flink's reason, in the history and the views.
     c.batch_execute(

@@ -66,6 +66,13 @@ impl Manager {
         let mut client = self.pool.get().await?;
         let dt = self.load_existing(&mut client, who, name).await?;
         Self::require_member(&*client, who, &dt, action).await?;
+        if dt.status == "INITIALIZING" {
+            // Flink's words: its first job is still being started.
+            return Err(ManagerError::WrongState(format!(
+                "Dynamic table {} is being initialized and does not support {action} operation.",
+                dt.name
+            )));
+        }
         Ok(dt)
     }
 
@@ -262,13 +269,13 @@ impl Manager {
             _ => LogicalMode::Automatic,
         };
         let mode = rules::derive_mode(f, logical, self.threshold);
-        if dt.engine == "flink" && refresh_mode_name(mode) != dt.refresh_mode {
-            return Err(ManagerError::Unsupported(format!(
-                "moving a table on the flink engine from {} to {} is not available yet: drop it and create it again",
-                dt.refresh_mode,
-                refresh_mode_name(mode)
-            )));
-        }
+        // A Flink table moving between the modes (flink_alter.rs): checked, or its job stopped,
+        // before anything changes.
+        let switching = dt.engine == "flink" && refresh_mode_name(mode) != dt.refresh_mode;
+        let to_continuous = match switching && mode == RefreshMode::Continuous {
+            true => Some(self.flink_plan_continuous(&dt).await?),
+            false => None,
+        };
         if mode == RefreshMode::Full {
             rules::full_mode_cron(f)?;
         }
@@ -279,11 +286,68 @@ impl Manager {
             (RefreshMode::Full, Some(kind)) => Some(kind),
             (RefreshMode::Full, None) => Some(self.scheduler_for(&options)?),
         };
+        if let Some(kind) = scheduler {
+            self.plugin_for(kind, f)?;
+        }
+        let stopped = if switching && mode == RefreshMode::Full && dt.status == "ACTIVATED" {
+            Some(self.stop_job(&dt).await?)
+        } else {
+            None
+        };
+        let changed = self
+            .set_freshness_in(&dt, f, mode, scheduler, to_continuous.as_deref(), stopped.as_ref())
+            .await;
+        if let Err(e) = changed {
+            if stopped.is_some() {
+                self.flink_restart_after_failure(&dt).await;
+            }
+            return Err(e);
+        }
+        tracing::info!(table = %dt.name, freshness = %f, mode = refresh_mode_name(mode), "freshness changed");
+        let mut notices = Vec::new();
+        if refresh_mode_name(mode) != dt.refresh_mode {
+            notices.push(format!("refresh mode of {} is now {}", dt.name, refresh_mode_name(mode)));
+        }
+        if dt.engine == "flink" && mode == RefreshMode::Continuous {
+            let cur = catalog::load_by_id(&*self.pool.get().await?, dt.id)
+                .await?
+                .ok_or_else(|| ManagerError::NotFound(dt.name.to_string()))?;
+            if switching && cur.status == "ACTIVATED" {
+                // The table was emptied with the change: a job started fresh fills it.
+                self.start_fresh(&cur).await?;
+                notices.push(format!(
+                    "the job of {} started fresh: the table fills again from its sources",
+                    dt.name
+                ));
+            } else if !switching {
+                // The job's checkpoint interval is the freshness: it restarts from a savepoint.
+                self.flink_restart(&cur).await?;
+            }
+        }
+        Ok(Altered { notices })
+    }
+
+    /// SET FRESHNESS's transaction (see `set_freshness`).
+    async fn set_freshness_in(
+        &self,
+        dt: &DtRow,
+        f: Freshness,
+        mode: RefreshMode,
+        scheduler: Option<SchedulerKind>,
+        to_continuous: Option<&[crate::engine::flink::tables::FlinkColumn]>,
+        stopped: Option<&Option<String>>,
+    ) -> Result<(), ManagerError> {
         let plugin = scheduler.map(|k| self.plugin_for(k, f)).transpose()?;
         let secs = f.duration().as_secs() as i64;
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
         external::lock_schedule(&tx, dt.id).await?;
+        if let Some(columns) = to_continuous {
+            self.flink_to_continuous_in(&tx, dt, columns).await?;
+        }
+        if let Some(savepoint) = stopped {
+            self.flink_to_full_in(&tx, dt, savepoint.as_deref()).await?;
+        }
         tx.execute(
             "UPDATE dyngate.dynamic_table
                 SET freshness_n = $2, freshness_unit = $3, freshness = make_interval(secs => $4::bigint), refresh_mode = $5,
@@ -300,19 +364,7 @@ impl Manager {
             .ok_or_else(|| ManagerError::NotFound(dt.name.to_string()))?;
         let switched = self.switch_schedule(&tx, &cur, f, plugin, "now CONTINUOUS").await?;
         switched.commit(self, tx, &cur).await?;
-        tracing::info!(table = %dt.name, freshness = %f, mode = refresh_mode_name(mode), "freshness changed");
-        if dt.engine == "flink" && mode == RefreshMode::Continuous {
-            // The job's checkpoint interval is the freshness: it restarts from a savepoint.
-            let cur = catalog::load_by_id(&*self.pool.get().await?, dt.id)
-                .await?
-                .ok_or_else(|| ManagerError::NotFound(dt.name.to_string()))?;
-            self.flink_restart(&cur).await?;
-        }
-        let mut notices = Vec::new();
-        if refresh_mode_name(mode) != dt.refresh_mode {
-            notices.push(format!("refresh mode of {} is now {}", dt.name, refresh_mode_name(mode)));
-        }
-        Ok(Altered { notices })
+        Ok(())
     }
 
     /// SET (...) merges options; RESET (...) removes them. `engine` cannot change yet.

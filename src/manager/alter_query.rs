@@ -22,9 +22,7 @@ impl Manager {
     pub async fn alter_query(&self, who: &Requester<'_>, name: &TableName, query: &str) -> Result<Altered, ManagerError> {
         let dt = self.for_change(who, name, "alter").await?;
         if dt.engine == "flink" {
-            return Err(ManagerError::Unsupported(
-                "ALTER DYNAMIC TABLE ... AS is not available on the flink engine yet: drop the table and create it again".into(),
-            ));
+            return self.flink_alter_query(who, &dt, query).await;
         }
         let mut client = self.pool.get().await?;
         self.prepare_capture().await?;

@@ -13,26 +13,6 @@ use crate::scheduler::Target;
 use crate::sql::dynamic::CreateDt;
 use tokio_postgres::Transaction;
 
-/// Drops a Flink first fill's staging table when CREATE ends without committing it (an error, or
-/// the statement's future dropped).
-struct StageGuard {
-    pool: crate::backend::ServicePool,
-    stage: Option<String>,
-}
-
-impl Drop for StageGuard {
-    fn drop(&mut self) {
-        if let Some(stage) = self.stage.take() {
-            let pool = self.pool.clone();
-            tokio::spawn(async move {
-                if let Ok(c) = pool.get().await {
-                    c.batch_execute(&format!("DROP TABLE IF EXISTS {stage}")).await.ok();
-                }
-            });
-        }
-    }
-}
-
 /// What a Flink table needs before CREATE's transaction.
 enum FlinkPrep {
     /// FULL: the first fill, staged.
@@ -176,7 +156,7 @@ impl Manager {
                 Some(FlinkPrep::Continuous(self.flink_describe(&c.query).await?))
             } else {
                 let fill = self.flink_first_fill(c, &name).await?;
-                stage_guard = Some(StageGuard {
+                stage_guard = Some(crate::manager::flink_tables::StageGuard {
                     pool: self.pool.clone(),
                     stage: Some(fill.stage.clone()),
                 });

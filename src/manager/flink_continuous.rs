@@ -222,7 +222,7 @@ impl Manager {
     }
 
     /// The sink of a table from its catalog row.
-    fn continuous_of(dt: &DtRow) -> Result<Continuous, ManagerError> {
+    pub(crate) fn continuous_of(dt: &DtRow) -> Result<Continuous, ManagerError> {
         let key = tables::upsert_key(&dt.query, &dt.flink_columns)
             .map_err(ManagerError::InvalidDefinition)?
             .unwrap_or_default();
@@ -236,16 +236,7 @@ impl Manager {
     /// records the savepoint and the status. A job that had ended already leaves the last
     /// savepoint in place.
     pub(crate) async fn flink_suspend(&self, dt: &DtRow) -> Result<(), ManagerError> {
-        let engine = self.flink()?;
-        let cluster = engine.cluster()?;
-        let savepoint = match &dt.flink_job_id {
-            Some(job) => match cluster.stop_with_savepoint(&JobId(job.clone()), None, engine.deadline()).await {
-                Ok(path) => Some(path),
-                Err(FlinkError::NotRunning { .. } | FlinkError::JobNotFound(_)) => None,
-                Err(e) => return Err(e.into()),
-            },
-            None => None,
-        };
+        let savepoint = self.stop_job(dt).await?;
         let client = self.pool.get().await?;
         client
             .execute(
@@ -259,6 +250,64 @@ impl Manager {
             .await?;
         tracing::info!(table = %dt.name, savepoint = savepoint.as_deref().unwrap_or("none"), "streaming job stopped");
         Ok(())
+    }
+
+    /// Stops a table's job with a savepoint: its path, or None when the job had ended already.
+    pub(crate) async fn stop_job(&self, dt: &DtRow) -> Result<Option<String>, ManagerError> {
+        let engine = self.flink()?;
+        let cluster = engine.cluster()?;
+        Ok(match &dt.flink_job_id {
+            Some(job) => match cluster.stop_with_savepoint(&JobId(job.clone()), None, engine.deadline()).await {
+                Ok(path) => Some(path),
+                Err(FlinkError::NotRunning { .. } | FlinkError::JobNotFound(_)) => None,
+                Err(e) => return Err(e.into()),
+            },
+            None => None,
+        })
+    }
+
+    /// Starts a table's job without a savepoint (its query changed, or it became CONTINUOUS) and
+    /// records it; a job that cannot start is recorded as a FAILED refresh with the reason.
+    pub(crate) async fn start_fresh(&self, dt: &DtRow) -> Result<(), ManagerError> {
+        let continuous = Self::continuous_of(dt)?;
+        let freshness = Duration::from_secs(dt.freshness_seconds() as u64);
+        let started = self
+            .start_job(dt.id, &dt.name, &dt.query, &continuous, freshness, None, &dt.refresh_options)
+            .await;
+        let client = self.pool.get().await?;
+        match started {
+            Ok(job) => {
+                client
+                    .execute(
+                        "UPDATE dyngate.dynamic_table SET flink_job_id = $2, flink_job_state = 'RUNNING' WHERE id = $1",
+                        &[&dt.id, &job.as_str()],
+                    )
+                    .await?;
+                tracing::info!(table = %dt.name, job = %job, "streaming job started");
+                Ok(())
+            }
+            Err(e) => {
+                let message = e.to_string();
+                let job_id = new_job_id();
+                catalog::record_refresh(
+                    &*client,
+                    &catalog::RefreshRow {
+                        ended: true,
+                        error_code: Some(e.sqlstate()),
+                        error_message: Some(&message),
+                        ..catalog::RefreshRow::of(dt, &job_id, "MANUAL", "FAILED")
+                    },
+                )
+                .await?;
+                client
+                    .execute(
+                        "UPDATE dyngate.dynamic_table SET flink_job_id = NULL, flink_job_state = 'FAILED' WHERE id = $1",
+                        &[&dt.id],
+                    )
+                    .await?;
+                Err(e)
+            }
+        }
     }
 
     /// RESUME of a continuously maintained Flink table (suspended, or active with a job that
@@ -406,6 +455,7 @@ impl Manager {
                         continue;
                     }
                     let reason = match &ended {
+                        Some(JobState::Finished) => "its sources ended: a streaming job over bounded sources (a JDBC table is read once, a datagen with number-of-rows) finishes, and the table no longer follows them".into(),
                         Some(_) => match cluster.job_failure(&JobId(job.clone())).await {
                             Ok(Some(cause)) => cause.message,
                             _ => "no cause recorded".into(),

@@ -89,8 +89,14 @@ impl Manager {
     /// Before CREATE's transaction: the query's columns from Flink, and its rows in a committed
     /// staging table, written by a batch job that has FINISHED.
     pub(crate) async fn flink_first_fill(&self, c: &CreateDt, name: &QualifiedName) -> Result<FlinkFill, ManagerError> {
-        let engine = self.flink()?;
         let columns = self.flink_describe(&c.query).await?;
+        self.flink_fill(&c.query, columns, &format!("dyngate:{name}:create")).await
+    }
+
+    /// `query`'s rows (of `columns`) in a new committed staging table, written by a batch job
+    /// named `job_name` that has FINISHED. A failure leaves no staging table.
+    pub(crate) async fn flink_fill(&self, query: &str, columns: Vec<FlinkColumn>, job_name: &str) -> Result<FlinkFill, ManagerError> {
+        let engine = self.flink()?;
         let client = self.pool.get().await?;
         let session = engine.session(&*client).await?;
         let stage = format!("dyngate.{}", quote_ident(&format!("flink_fill_{}", random_suffix())));
@@ -98,9 +104,7 @@ impl Manager {
             .batch_execute(&format!("CREATE UNLOGGED TABLE {stage} ({})", tables::stage_columns(&columns)))
             .await?;
         let filled = async {
-            let job = engine
-                .submit_batch(&session, &columns, &stage, &c.query, &[], &format!("dyngate:{name}:create"))
-                .await?;
+            let job = engine.submit_batch(&session, &columns, &stage, query, &[], job_name).await?;
             engine.wait_finished(&job).await?;
             Ok::<_, ManagerError>(job)
         }
@@ -272,6 +276,26 @@ impl Manager {
         .await?;
         tx.commit().await?;
         Ok(Outcome::Done(rows as i64))
+    }
+}
+
+/// Drops a Flink fill's staging table when the statement ends without a transaction that took it
+/// (an error, or the statement's future dropped).
+pub(crate) struct StageGuard {
+    pub pool: crate::backend::ServicePool,
+    pub stage: Option<String>,
+}
+
+impl Drop for StageGuard {
+    fn drop(&mut self) {
+        if let Some(stage) = self.stage.take() {
+            let pool = self.pool.clone();
+            tokio::spawn(async move {
+                if let Ok(c) = pool.get().await {
+                    c.batch_execute(&format!("DROP TABLE IF EXISTS {stage}")).await.ok();
+                }
+            });
+        }
     }
 }
 

@@ -15,6 +15,7 @@ pub mod create;
 pub mod drop;
 pub mod error;
 pub mod external;
+pub mod flink_alter;
 pub mod flink_continuous;
 pub mod flink_sql;
 pub mod flink_tables;
