@@ -14,7 +14,10 @@
 //!   SUSPEND stops the job with a savepoint and RESUME continues from it, still exact; a restarted
 //!   gateway finds the job again and starts no second one; a job of this catalog that no table
 //!   knows is cancelled; a job that fails shows as FAILED with Flink's reason; DROP cancels it.
-//! - Flink unreachable: a clear error and no catalog change.
+//! - Flink unreachable: a clear error and no catalog change. Flink stopped mid-way (a cluster of the
+//!   test's own, stopped and started again on the same addresses): clear errors and nothing
+//!   changed meanwhile; once it is back the session is set up again, refreshes work, and the
+//!   lost streaming job is recorded as LOST and restarted by RESUME.
 //!
 //! The tests take turns (`TURN`): the cluster has 4 task slots, and a job that finds none fails.
 
@@ -689,4 +692,158 @@ async fn continuous_tables_run_as_streaming_jobs() {
     c.batch_execute("DROP DYNAMIC TABLE buckets").await.unwrap();
     eventually(10, "the job cancelled", async || (job_state(&resumed) == "CANCELED").then_some(())).await;
     c.batch_execute("DROP TABLE flink.ticks").await.unwrap();
+}
+
+/// A Flink cluster of the test's own (scripts/flink-temp), which it may stop and start again on
+/// the same REST and SQL Gateway ports.
+struct OwnFlink {
+    dir: std::path::PathBuf,
+    gateway: String,
+    rest: String,
+}
+
+impl OwnFlink {
+    fn script() -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/flink-temp")
+    }
+
+    /// Starts it; with `ports` (REST, SQL Gateway), on those.
+    fn start(dir: &std::path::Path, ports: Option<(u16, u16)>) -> OwnFlink {
+        let mut cmd = std::process::Command::new(Self::script());
+        cmd.arg("start").arg(dir).env("FLINK_TEMP_SLOTS", "2");
+        if let Some((rest, gw)) = ports {
+            cmd.env(
+                "FLINK_TEMP_CONFIG",
+                format!("rest.port: {rest}\\nsql-gateway.endpoint.rest.port: {gw}"),
+            );
+        }
+        let out = cmd.output().expect("run scripts/flink-temp");
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            out.status.success(),
+            "flink-temp start: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let var = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(&format!("export {name}=")))
+                .unwrap_or_else(|| panic!("{name} in {text}"))
+                .to_string()
+        };
+        OwnFlink {
+            dir: dir.to_path_buf(),
+            gateway: var("DYNGATE_TEST_FLINK_GATEWAY"),
+            rest: var("DYNGATE_TEST_FLINK_REST"),
+        }
+    }
+
+    fn port(url: &str) -> u16 {
+        url.rsplit(':').next().unwrap().parse().unwrap()
+    }
+
+    fn stop(&self) {
+        let ok = std::process::Command::new(Self::script())
+            .arg("stop")
+            .arg(&self.dir)
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+
+    fn restart(&self) -> OwnFlink {
+        Self::start(&self.dir, Some((Self::port(&self.rest), Self::port(&self.gateway))))
+    }
+}
+
+impl Drop for OwnFlink {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(Self::script()).arg("stop").arg(&self.dir).status();
+    }
+}
+
+#[tokio::test]
+async fn flink_stopped_midway_gives_clear_errors_and_recovers() {
+    let _turn = TURN.lock().await;
+    let pg = pg();
+    let db = pg.fresh_db().await;
+    let flink = OwnFlink::start(&tmp_dir().join("flink"), None);
+    let args = [
+        "--flink-gateway".to_string(),
+        flink.gateway.clone(),
+        "--flink-rest".into(),
+        flink.rest.clone(),
+        "--flink-jar".into(),
+        jars(),
+    ];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let gw = Dyngate::for_db(&pg, &db, &args);
+    let c = connect(&gw.url("postgres", &pg.password, &db)).await;
+    for sql in [
+        "CREATE TABLE flink.nums (id BIGINT) WITH ('connector' = 'datagen', 'number-of-rows' = '10', \
+         'fields.id.kind' = 'sequence', 'fields.id.start' = '1', 'fields.id.end' = '10')",
+        "CREATE TABLE flink.ticks (id BIGINT) WITH ('connector' = 'datagen', 'rows-per-second' = '20', \
+         'fields.id.kind' = 'sequence', 'fields.id.start' = '1', 'fields.id.end' = '1000000')",
+        "CREATE DYNAMIC TABLE total FRESHNESS = INTERVAL '1' DAY WITH ('engine' = 'flink') AS SELECT sum(id) AS s FROM flink.nums",
+        "CREATE DYNAMIC TABLE buckets FRESHNESS = INTERVAL '2' SECOND WITH ('engine' = 'flink')
+           AS SELECT id % 5 AS bucket, count(*) AS n, max(id) AS top FROM flink.ticks GROUP BY id % 5",
+    ] {
+        c.batch_execute(sql).await.unwrap_or_else(|e| panic!("{sql}: {}", msg(&e)));
+    }
+    assert_eq!(rows(&c, "SELECT s FROM total").await, texts(&[&["55"]]));
+    eventually(30, "rows", async || Some(exact_buckets(&c).await).filter(|(n, _)| *n > 0)).await;
+    let catalog_before = rows(&c, "SELECT table_name, status, refresh_mode FROM dyngate.dynamic_tables ORDER BY 1").await;
+
+    // Flink goes away: every statement that needs it fails clearly, and changes nothing.
+    flink.stop();
+    for sql in [
+        "REFRESH DYNAMIC TABLE total",
+        "SELECT * FROM flink.nums",
+        "CREATE TABLE flink.more (a INT) WITH ('connector' = 'datagen')",
+        "ALTER DYNAMIC TABLE buckets SUSPEND",
+        "DROP DYNAMIC TABLE buckets",
+        "CREATE DYNAMIC TABLE other FRESHNESS = INTERVAL '1' DAY WITH ('engine' = 'flink') AS SELECT id FROM flink.nums",
+    ] {
+        let e = c.batch_execute(sql).await.expect_err(sql);
+        assert_eq!(code(&e), "58000", "{sql}: {}", msg(&e));
+        assert!(msg(&e).contains("unreachable"), "{sql}: {}", msg(&e));
+    }
+    assert_eq!(
+        rows(&c, "SELECT table_name, status, refresh_mode FROM dyngate.dynamic_tables ORDER BY 1").await,
+        catalog_before
+    );
+    assert_eq!(rows(&c, "SELECT count(*) FROM dyngate.flink_objects").await, texts(&[&["2"]]));
+    assert_eq!(rows(&c, "SELECT s FROM total").await, texts(&[&["55"]]), "the rows stay");
+
+    // Flink is back (a new cluster on the same addresses: its sessions and jobs are gone).
+    let flink = flink.restart();
+    // The SQL Gateway lost dyngate's session: a new one is opened and the objects replayed.
+    assert_eq!(rows(&c, "SELECT count(*) FROM flink.nums").await, texts(&[&["10"]]));
+    let r = rows(&c, "REFRESH DYNAMIC TABLE total").await;
+    assert_eq!(r[0][1].as_deref(), Some("SUCCEEDED"));
+    // The streaming job is lost: recorded as such; RESUME starts it again.
+    eventually(30, "the lost job recorded", async || {
+        let r = rows(
+            &c,
+            "SELECT engine_job_state FROM dyngate.dynamic_tables WHERE table_name = 'buckets'",
+        )
+        .await;
+        (r[0][0].as_deref() == Some("LOST")).then_some(())
+    })
+    .await;
+    let failed = rows(
+        &c,
+        "SELECT error_message FROM dyngate.refresh_history WHERE table_name = 'buckets' AND state = 'FAILED'",
+    )
+    .await;
+    assert!(failed[0][0].as_deref().unwrap().contains("no longer knows the job"), "{failed:?}");
+    c.batch_execute("ALTER DYNAMIC TABLE buckets RESUME").await.unwrap();
+    let before = exact_buckets(&c).await;
+    // Started again without state: it writes the rows anew (still exactly).
+    eventually(30, "rows after the resume", async || {
+        Some(exact_buckets(&c).await).filter(|b| *b != before)
+    })
+    .await;
+    c.batch_execute("DROP DYNAMIC TABLE buckets").await.unwrap();
+    c.batch_execute("DROP DYNAMIC TABLE total").await.unwrap();
+    drop(flink);
 }

@@ -22,11 +22,14 @@
 //! Not yet on this engine: CONTINUOUS mode (streaming jobs), ALTER ... AS, and incremental
 //! refresh (`'refresh.action' = 'incremental'`); each is refused with 0A000.
 
+use std::time::{Duration, Instant};
+
 use tokio_postgres::Transaction;
 
 use crate::backend::Pooled;
 use crate::config::EngineKind;
-use crate::engine::flink::engine::FlinkEngine;
+use crate::engine::flink::FlinkError;
+use crate::engine::flink::engine::{EngineError, FlinkEngine};
 use crate::engine::flink::gateway::JobId;
 use crate::engine::flink::tables::{self, FlinkColumn};
 use crate::engine::incremental;
@@ -231,7 +234,7 @@ impl Manager {
             ))
             .await?;
         let data_time: String = client.query_one("SELECT now()::text", &[]).await?.get(0);
-        let session = engine.session(&**client).await?;
+        let session = self.flink_session_with_retry(client, &dt, trigger).await?;
         let job = engine
             .submit_batch(
                 &session,
@@ -295,6 +298,35 @@ impl Drop for StageGuard {
                     c.batch_execute(&format!("DROP TABLE IF EXISTS {stage}")).await.ok();
                 }
             });
+        }
+    }
+}
+
+impl Manager {
+    /// The engine's session for a refresh. A scheduled refresh that finds Flink unreachable tries
+    /// again with a backoff (1 s doubling to 30 s) for up to half its freshness (at most 10
+    /// minutes): a Flink restart does not cost a slot. A refresh someone waits for fails at once.
+    async fn flink_session_with_retry(
+        &self,
+        client: &Pooled,
+        dt: &DtRow,
+        trigger: Trigger,
+    ) -> Result<std::sync::Arc<crate::engine::flink::gateway::Session>, ManagerError> {
+        let engine = self.flink()?;
+        let patience = Duration::from_secs((dt.freshness_seconds() as u64 / 2).min(600));
+        let give_up = Instant::now() + patience;
+        let mut delay = Duration::from_secs(1);
+        loop {
+            match engine.session(&**client).await {
+                Err(EngineError::Flink(e @ (FlinkError::Unreachable(_) | FlinkError::SessionNotFound(_))))
+                    if matches!(trigger, Trigger::Scheduled { .. }) && Instant::now() + delay < give_up =>
+                {
+                    tracing::warn!(table = %dt.name, error = %e, retry_in = ?delay, "Flink is unreachable for a scheduled refresh; trying again");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(30));
+                }
+                r => return Ok(r?),
+            }
         }
     }
 }
