@@ -120,19 +120,30 @@ async fn flink_statements_are_kept_replayed_and_answered() {
         rows(&c, "SELECT id, char_length(v) AS len FROM flink.nums ORDER BY id").await,
         texts(&[&["1", "3"], &["2", "3"], &["3", "3"], &["4", "3"], &["5", "3"]])
     );
-    // Extended protocol: PostgreSQL types (text for those without a binary form here).
-    let r = c
-        .query(
-            "SELECT count(*) AS n, sum(id) AS total, CAST(sum(id) AS DOUBLE) / 2 AS half, CAST(sum(id) AS DECIMAL(6, 1)) AS d FROM flink.nums",
-            &[],
-        )
-        .await
-        .unwrap();
+    // Extended protocol, binary results: PostgreSQL's types and binary forms (the numeric's
+    // checked by PostgreSQL itself, through a parameter that sends those bytes back).
+    let q = "SELECT count(*) AS n, sum(id) AS total, CAST(sum(id) AS DOUBLE) / 2 AS half, CAST(sum(id) AS DECIMAL(6, 1)) AS d, \
+             CAST('2024-01-02 03:04:05' AS TIMESTAMP(0)) AS ts, DATE '2024-02-29' AS the_day FROM flink.nums";
+    let r = c.query(q, &[]).await.unwrap();
     assert_eq!(r.len(), 1);
+    let types: Vec<_> = r[0].columns().iter().map(|c| c.type_().clone()).collect();
+    use tokio_postgres::types::Type;
+    assert_eq!(
+        types,
+        [Type::INT8, Type::INT8, Type::FLOAT8, Type::NUMERIC, Type::TIMESTAMP, Type::DATE]
+    );
     assert_eq!(r[0].get::<_, i64>("n"), 5);
     assert_eq!(r[0].get::<_, i64>("total"), 15);
     assert_eq!(r[0].get::<_, f64>("half"), 7.5);
-    assert_eq!(r[0].get::<_, String>("d"), "15.0");
+    let ts: std::time::SystemTime = r[0].get("ts");
+    assert_eq!(ts.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs(), 1_704_164_645);
+    let admin = connect(&pg.url_for("postgres", &pg.password, &db)).await;
+    let d: Raw = r[0].get("d");
+    let d: String = admin.query_one("SELECT $1::numeric::text", &[&d]).await.unwrap().get(0);
+    assert_eq!(d, "15.0");
+    let day: Raw = r[0].get("the_day");
+    let day: String = admin.query_one("SELECT $1::date::text", &[&day]).await.unwrap().get(0);
+    assert_eq!(day, "2024-02-29");
     // A streaming query of an unbounded source, ended by LIMIT.
     c.batch_execute(
         "CREATE TABLE flink.endless (id BIGINT) WITH ('connector' = 'datagen', 'rows-per-second' = '100', \
@@ -204,6 +215,34 @@ async fn flink_statements_are_kept_replayed_and_answered() {
     c.batch_execute("DROP TABLE flink.more").await.unwrap();
     let e = c2.batch_execute("SELECT * FROM flink.more").await.unwrap_err();
     assert_eq!(code(&e), "42P01", "{e}");
+}
+
+/// A value's binary form as received, and sent back to PostgreSQL as a parameter of any type.
+#[derive(Debug)]
+struct Raw(Vec<u8>);
+
+impl<'a> tokio_postgres::types::FromSql<'a> for Raw {
+    fn from_sql(_: &tokio_postgres::types::Type, raw: &'a [u8]) -> Result<Raw, Box<dyn std::error::Error + Sync + Send>> {
+        Ok(Raw(raw.to_vec()))
+    }
+    fn accepts(_: &tokio_postgres::types::Type) -> bool {
+        true
+    }
+}
+
+impl tokio_postgres::types::ToSql for Raw {
+    fn to_sql(
+        &self,
+        _: &tokio_postgres::types::Type,
+        out: &mut bytes::BytesMut,
+    ) -> Result<tokio_postgres::types::IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        out.extend_from_slice(&self.0);
+        Ok(tokio_postgres::types::IsNull::No)
+    }
+    fn accepts(_: &tokio_postgres::types::Type) -> bool {
+        true
+    }
+    tokio_postgres::types::to_sql_checked!();
 }
 
 /// Runs `sql` on PostgreSQL directly and returns its rows as text (the expected result).

@@ -35,15 +35,6 @@ pub struct Column {
 pub const TEXT: u32 = 25;
 pub const INT8: u32 = 20;
 pub const BOOL: u32 = 16;
-pub const INT2: u32 = 21;
-pub const INT4: u32 = 23;
-pub const FLOAT4: u32 = 700;
-pub const FLOAT8: u32 = 701;
-
-/// The types whose values the gateway can send in binary format (besides text-like ones, sent
-/// as their bytes): a column of another type in a result of the gateway's own (a Flink query's)
-/// is described as `text`, so no client asks for a binary form the gateway cannot write.
-pub const BINARY_CAPABLE: [u32; 11] = [BOOL, INT2, INT4, INT8, FLOAT4, FLOAT8, TEXT, 1043, 1042, 114, 19];
 
 const fn col(name: &'static str, type_oid: u32) -> Column {
     Column {
@@ -183,7 +174,9 @@ impl Handler {
                         let oid = crate::engine::flink::types::pg_type(&c.logical_type).oid;
                         Column {
                             name: Cow::Owned(c.name.clone()),
-                            type_oid: if BINARY_CAPABLE.contains(&oid) { oid } else { TEXT },
+                            // A type the gateway cannot write in binary (interval) is described
+                            // as text, so no client asks for a binary form it cannot get.
+                            type_oid: if crate::wire::binary::can_encode(oid) { oid } else { TEXT },
                         }
                     })
                     .collect();

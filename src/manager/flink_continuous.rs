@@ -414,13 +414,34 @@ impl Manager {
         let client = self.pool.get().await?;
         let rows = client
             .query(
-                "SELECT id, flink_job_id, flink_job_state, status FROM dyngate.dynamic_table
+                "SELECT id, flink_job_id, flink_job_state, status, extract(epoch FROM now() - altered_at)::float8
+                   FROM dyngate.dynamic_table
                   WHERE engine = 'flink' AND refresh_mode = 'CONTINUOUS'",
                 &[],
             )
             .await?;
         let known: Vec<(i64, Option<String>, Option<String>, String)> =
             rows.iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3))).collect();
+        let start_grace = engine.config().timeout + Duration::from_secs(60);
+        // A table left INITIALIZING longer than a start may take: its CREATE was cut off between
+        // the commit and the job's start (the gateway killed, the client gone). It is removed, as
+        // that CREATE would have done.
+        for r in &rows {
+            let (id, status, age): (i64, String, f64) = (r.get(0), r.get(3), r.get(4));
+            if status == "INITIALIZING"
+                && age > start_grace.as_secs_f64()
+                && let Some(dt) = catalog::load_by_id(&*client, id).await?
+            {
+                tracing::warn!(table = %dt.name, "removing a dynamic table whose CREATE never started its Flink job");
+                // Its job, if one was started after all, ends before the table goes (a sink
+                // closing over a dropped table takes the TaskManager down).
+                let name = self.job_name(id, &dt.name).await?;
+                for j in jobs.iter().filter(|j| j.name == name && !j.state.is_terminal()) {
+                    cancel_and_wait(engine, &j.id).await?;
+                }
+                self.undo_create(&dt.owner, &dt.name, id).await;
+            }
+        }
         for (id, job, seen, status) in &known {
             let Some(job) = job else { continue };
             if status != "ACTIVATED" || seen.as_deref() == Some("STARTING") {
@@ -473,7 +494,7 @@ impl Manager {
         let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64);
-        let start_grace = engine.config().timeout.as_millis() as i64 + 60_000;
+        let start_grace = start_grace.as_millis() as i64;
         for j in jobs.iter().filter(|j| j.state == JobState::Running) {
             let Some(rest) = j.name.strip_prefix(&prefix) else { continue };
             let table_id: Option<i64> = rest.split(':').next().and_then(|t| t.parse().ok());

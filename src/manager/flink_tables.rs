@@ -194,8 +194,19 @@ impl Manager {
         } else {
             client.execute("SELECT pg_advisory_lock($1, $2)", &[&key.0, &key.1]).await?;
         }
-        let result = self.flink_refresh_locked(client, engine, dt, trigger, job_id, spec, began).await;
-        if client.execute("SELECT pg_advisory_unlock($1, $2)", &[&key.0, &key.1]).await.is_ok() {
+        // The connection names the refresh while it runs: the check for refreshes orphaned by a
+        // killed gateway (catalog::cancel_orphaned_refreshes) sees that this one is alive.
+        let named = client
+            .execute("SELECT set_config('application_name', $1, false)", &[&format!("dyngate:{job_id}")])
+            .await;
+        let result = match named {
+            Ok(_) => self.flink_refresh_locked(client, engine, dt, trigger, job_id, spec, began).await,
+            Err(e) => Err(e.into()),
+        };
+        let released = client
+            .batch_execute("RESET application_name; SELECT pg_advisory_unlock_all()")
+            .await;
+        if released.is_ok() {
             client.discard_on_drop(false);
         }
         result

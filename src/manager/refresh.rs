@@ -239,13 +239,18 @@ impl Manager {
             }
             Err(e) => {
                 let msg = e.to_string();
+                // A Flink job cancelled from outside ends the refresh CANCELLED, not FAILED.
+                let state = match &e {
+                    ManagerError::Flink(crate::engine::flink::FlinkError::JobFailed { state, .. }) if state == "CANCELED" => "CANCELLED",
+                    _ => "FAILED",
+                };
                 catalog::record_refresh(
                     &*self.pool.get().await?,
                     &catalog::RefreshRow {
                         ended: true,
                         error_code: Some(e.sqlstate()),
                         error_message: Some(&msg),
-                        ..row("FAILED")
+                        ..row(state)
                     },
                 )
                 .await?;

@@ -5,6 +5,7 @@
 //! PostgreSQL's and hands dyngate's own statements to the [`Handler`]. It holds no dynamic-table
 //! logic.
 
+pub mod binary;
 pub mod cancel;
 pub mod codec;
 pub mod conn;

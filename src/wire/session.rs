@@ -26,7 +26,7 @@ use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{Mutex, Notify, watch};
 
-use crate::handler::{BOOL, FLOAT4, FLOAT8, INT2, INT4, INT8, Prepared, Reply, SessionInfo, TEXT};
+use crate::handler::{Prepared, Reply, SessionInfo, TEXT};
 use crate::sql::{Route, classify, split_statements};
 use crate::wire::cancel::{BackendKey, send_cancel};
 use crate::wire::codec::{
@@ -623,17 +623,9 @@ fn encode(r: &Reply, formats: Option<&[i16]>, out: &mut BytesMut) {
     out.extend_from_slice(command_complete(&r.tag).raw());
 }
 
-/// The binary form of a value of one of the types handlers return (text, int8, bool).
+/// The binary form of a value the handlers return as text (wire::binary).
 fn binary_value(oid: u32, text: &str) -> Vec<u8> {
-    match oid {
-        INT8 => text.parse::<i64>().unwrap_or_default().to_be_bytes().to_vec(),
-        INT4 => text.parse::<i32>().unwrap_or_default().to_be_bytes().to_vec(),
-        INT2 => text.parse::<i16>().unwrap_or_default().to_be_bytes().to_vec(),
-        FLOAT8 => text.parse::<f64>().unwrap_or(f64::NAN).to_be_bytes().to_vec(),
-        FLOAT4 => text.parse::<f32>().unwrap_or(f32::NAN).to_be_bytes().to_vec(),
-        BOOL => vec![u8::from(text == "t" || text == "true")],
-        _ => text.as_bytes().to_vec(),
-    }
+    crate::wire::binary::encode(oid, text).unwrap_or_else(|| text.as_bytes().to_vec())
 }
 
 async fn flush(bw: &mut OwnedWriteHalf, out: &mut BytesMut) -> std::io::Result<()> {
@@ -750,8 +742,8 @@ mod tests {
         assert_eq!(super::format_of(&[1], 5), 1);
         assert_eq!(super::format_of(&[], 0), 0);
         assert_eq!(super::format_of(&[0, 1], 1), 1);
-        assert_eq!(super::binary_value(super::INT8, "3"), 3i64.to_be_bytes());
-        assert_eq!(super::binary_value(super::BOOL, "t"), [1]);
+        assert_eq!(super::binary_value(crate::wire::binary::INT8, "3"), 3i64.to_be_bytes());
+        assert_eq!(super::binary_value(crate::wire::binary::BOOL, "t"), [1]);
     }
 
     #[test]
