@@ -166,10 +166,9 @@ impl Manager {
         }
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
-        let version: i64 = tx
-            .query_one("SELECT version FROM dyngate.flink_catalog_version FOR UPDATE", &[])
-            .await?
-            .get(0);
+        // Serializes Flink DDL across gateways (the version row is bumped below).
+        tx.query_one("SELECT version FROM dyngate.flink_catalog_version FOR UPDATE", &[])
+            .await?;
         let existing = tx
             .query(
                 "SELECT owner_role, object_kind FROM dyngate.flink_statement WHERE object_name = $1 AND verb = 'CREATE'",
@@ -236,7 +235,6 @@ impl Manager {
         // from the catalog either way.
         engine.invalidate().await;
         written?;
-        let _ = version;
         tracing::info!(object, user = who.user, "Flink object dropped");
         Ok(FlinkOutcome::Done { tag: "DROP", notice: None })
     }

@@ -69,6 +69,9 @@ pub struct JobSummary {
     pub start_time: Option<i64>,
     /// None while the job runs.
     pub end_time: Option<i64>,
+    /// Its tasks: how many run, of how many.
+    pub tasks_running: u64,
+    pub tasks_total: u64,
 }
 
 /// `GET /overview`.
@@ -208,6 +211,30 @@ impl Cluster {
         }
     }
 
+    /// Polls `/jobs/overview` until every task of the job runs (Ok with RUNNING), or the job has
+    /// ended (Ok with its state), or `deadline`. A job is RUNNING before its tasks are: one whose
+    /// sink cannot open fails only then.
+    pub async fn wait_tasks_running(&self, id: &JobId, deadline: Instant) -> Result<JobState, FlinkError> {
+        let started = Instant::now();
+        loop {
+            let job = self.job(id).await?.ok_or_else(|| FlinkError::JobNotFound(id.to_string()))?;
+            if job.state.is_terminal() || (job.state == JobState::Running && job.tasks_total > 0 && job.tasks_running == job.tasks_total) {
+                return Ok(job.state);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(FlinkError::Timeout {
+                    what: format!(
+                        "the tasks of Flink job {id} (still {:?}, {}/{} running)",
+                        job.state, job.tasks_running, job.tasks_total
+                    ),
+                    secs: now.duration_since(started).as_secs(),
+                });
+            }
+            tokio::time::sleep(STATE_POLL.min(deadline - now)).await;
+        }
+    }
+
     /// Polls until the job has ended ([`JobState::is_terminal`]).
     pub async fn wait_terminal(&self, id: &JobId, deadline: Instant) -> Result<JobState, FlinkError> {
         self.wait_for(id, deadline, JobState::is_terminal).await
@@ -324,6 +351,8 @@ fn job_summary(j: &Value) -> Option<JobSummary> {
         job_type: j["jobType"].as_str().map(str::to_string),
         start_time: time("start-time"),
         end_time: time("end-time"),
+        tasks_running: j["tasks"]["running"].as_u64().unwrap_or(0),
+        tasks_total: j["tasks"]["total"].as_u64().unwrap_or(0),
     })
 }
 
@@ -405,6 +434,8 @@ mod tests {
                 job_type: Some("STREAMING".into()),
                 start_time: Some(1764000000000),
                 end_time: None,
+                tasks_running: 2,
+                tasks_total: 2,
             })
         );
         assert_eq!(job_summary(&json!({"name": "no id"})), None);

@@ -109,15 +109,15 @@ impl FlinkEngine {
         let mut setup = self.base_setup();
         setup.extend(rows.iter().map(|r| r.get::<_, String>(0)));
         let properties = BTreeMap::from([("execution.runtime-mode".to_string(), "batch".to_string())]);
-        let session = Session::open(self.config.gateway.clone(), "dyngate", properties, setup).await?;
+        let session = Arc::new(Session::open(self.config.gateway.clone(), "dyngate", properties, setup).await?);
         tracing::info!(catalog_version = version, "opened a Flink SQL Gateway session");
-        if let Some((old, _)) = current.replace((Arc::new(session), version)) {
+        if let Some((old, _)) = current.replace((session.clone(), version)) {
             // Operations running in the old session keep their own handle; jobs outlive sessions.
             if let Ok(old) = Arc::try_unwrap(old) {
                 let _ = old.close().await;
             }
         }
-        Ok(current.as_ref().map(|(s, _)| s.clone()).expect("just set"))
+        Ok(session)
     }
 
     /// Records that the session now matches catalog version `version` (after a change made
@@ -259,9 +259,7 @@ impl FlinkEngine {
             .await;
         let job = job?;
         let cluster = self.cluster()?;
-        let state = cluster
-            .wait_for(&job, deadline, |s| *s == JobState::Running || s.is_terminal())
-            .await?;
+        let state = cluster.wait_tasks_running(&job, deadline).await?;
         if state != JobState::Running {
             let reason = match cluster.job_failure(&job).await {
                 Ok(Some(cause)) => cause.message,
