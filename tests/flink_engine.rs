@@ -144,6 +144,26 @@ async fn flink_statements_are_kept_replayed_and_answered() {
     let day: Raw = r[0].get("the_day");
     let day: String = admin.query_one("SELECT $1::date::text", &[&day]).await.unwrap().get(0);
     assert_eq!(day, "2024-02-29");
+    // A result of many pages comes whole, in both protocols, the tag counting every row.
+    c.batch_execute(
+        "CREATE TABLE flink.many (id BIGINT) WITH ('connector' = 'datagen', 'number-of-rows' = '20000', \
+         'fields.id.kind' = 'sequence', 'fields.id.start' = '1', 'fields.id.end' = '20000')",
+    )
+    .await
+    .unwrap();
+    let all = c.query("SELECT id FROM flink.many", &[]).await.unwrap();
+    assert_eq!(all.len(), 20000);
+    assert_eq!(all.iter().map(|r| r.get::<_, i64>(0)).sum::<i64>(), 200_010_000);
+    let messages = c.simple_query("SELECT id FROM flink.many").await.unwrap();
+    let data = messages
+        .iter()
+        .filter(|m| matches!(m, tokio_postgres::SimpleQueryMessage::Row(_)))
+        .count();
+    let tag = messages.iter().find_map(|m| match m {
+        tokio_postgres::SimpleQueryMessage::CommandComplete(n) => Some(*n),
+        _ => None,
+    });
+    assert_eq!((data, tag), (20000, Some(20000)));
     // A streaming query of an unbounded source, ended by LIMIT.
     c.batch_execute(
         "CREATE TABLE flink.endless (id BIGINT) WITH ('connector' = 'datagen', 'rows-per-second' = '100', \
@@ -173,7 +193,10 @@ async fn flink_statements_are_kept_replayed_and_answered() {
     }
     c.batch_execute("DROP TABLE IF EXISTS flink.nosuch").await.unwrap();
     let kept = rows(&c, "SELECT object_name, object_kind FROM dyngate.flink_objects").await;
-    assert_eq!(kept, texts(&[&["flink.nums", "TABLE"], &["flink.endless", "TABLE"]]));
+    assert_eq!(
+        kept,
+        texts(&[&["flink.nums", "TABLE"], &["flink.many", "TABLE"], &["flink.endless", "TABLE"]])
+    );
 
     // Another role may use Flink objects, but not drop someone else's.
     let role = pg.fresh_role("pw").await;

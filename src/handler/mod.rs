@@ -72,6 +72,34 @@ pub struct Reply {
     pub tag: String,
     /// Notices to send before the result (e.g. "already exists, skipping").
     pub notices: Vec<String>,
+    /// Rows still coming after `rows` (a Flink query's later pages); the tag then counts them all.
+    pub more: Option<MoreRows>,
+}
+
+/// Rows still coming for a reply, batch by batch.
+#[derive(Clone)]
+pub struct MoreRows(Arc<tokio::sync::Mutex<tokio::sync::mpsc::Receiver<crate::engine::flink::engine::RowBatch>>>);
+
+impl MoreRows {
+    /// The next batch; None at the end.
+    pub async fn next(&self) -> Option<Result<Vec<Vec<Option<String>>>, PgError>> {
+        let batch = self.0.lock().await.recv().await?;
+        Some(batch.map_err(|e| manager_error(ManagerError::Flink(e))))
+    }
+}
+
+impl PartialEq for MoreRows {
+    fn eq(&self, other: &MoreRows) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for MoreRows {}
+
+impl std::fmt::Debug for MoreRows {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MoreRows")
+    }
 }
 
 /// A statement of dyngate's own: a dynamic-table statement, or one that runs in Flink.
@@ -182,8 +210,9 @@ impl Handler {
                     .collect();
                 Reply {
                     columns: Some(columns),
-                    tag: format!("SELECT {}", result.rows.len()),
-                    rows: result.rows,
+                    tag: format!("SELECT {}", result.first.len()),
+                    rows: result.first,
+                    more: result.rest.map(|r| MoreRows(Arc::new(tokio::sync::Mutex::new(r)))),
                     ..Reply::default()
                 }
             }

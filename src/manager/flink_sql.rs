@@ -14,7 +14,7 @@
 use std::sync::Arc;
 
 use crate::engine::flink::FlinkError;
-use crate::engine::flink::engine::{EngineError, FlinkEngine, QueryResult};
+use crate::engine::flink::engine::{EngineError, FlinkEngine, QueryRows};
 use crate::manager::{Manager, ManagerError, Requester};
 use crate::sql::flink::{FlinkKind, FlinkStatement, ObjectKind};
 
@@ -23,8 +23,8 @@ use crate::sql::flink::{FlinkKind, FlinkStatement, ObjectKind};
 pub enum FlinkOutcome {
     /// DDL done; the notice to send, if any (e.g. IF NOT EXISTS of an existing object).
     Done { tag: &'static str, notice: Option<String> },
-    /// A query's rows.
-    Rows(QueryResult),
+    /// A query's rows (the rest still coming, page by page).
+    Rows(QueryRows),
     /// A submitted job.
     Job(String),
 }

@@ -285,7 +285,9 @@ impl Up<'_> {
                         .execute(&p, self.info, self.in_transaction(), &self.time_zone())
                         .await
                     {
-                        Ok(r) => encode(&r, None, &mut reply),
+                        Ok(r) => {
+                            write_reply(&self.cw, &r, None, &mut reply).await?;
+                        }
                         Err(e) => reply.extend_from_slice(e.to_message().raw()),
                     },
                     Err(e) => reply.extend_from_slice(e.to_message().raw()),
@@ -431,7 +433,8 @@ impl Up<'_> {
                 match result {
                     Ok(r) => {
                         let mut reply = BytesMut::new();
-                        encode(&r, Some(&formats), &mut reply);
+                        // An error while the rows came skips the rest of the batch, as PostgreSQL does.
+                        self.skipping = write_reply(&self.cw, &r, Some(&formats), &mut reply).await?;
                         write_client(&self.cw, &reply).await?;
                     }
                     Err(e) => self.local_error(e).await?,
@@ -590,37 +593,62 @@ fn format_of(formats: &[i16], i: usize) -> i16 {
 /// Encodes a handler's reply. Simple protocol (`formats` None): RowDescription, rows in text,
 /// the command tag. Extended protocol: the rows in the formats Bind asked for (RowDescription
 /// answered Describe already), the command tag.
-fn encode(r: &Reply, formats: Option<&[i16]>, out: &mut BytesMut) {
+/// A reply's notices, its RowDescription (simple protocol: the extended one sent it at Describe)
+/// and its first rows.
+fn encode_head(r: &Reply, formats: Option<&[i16]>, out: &mut BytesMut) {
     for n in &r.notices {
         out.extend_from_slice(notice(n).raw());
     }
     let cols = r.columns.as_deref().unwrap_or_default();
-    match formats {
-        None => {
-            if !cols.is_empty() {
-                out.extend_from_slice(row_description(cols.iter().map(|c| (&*c.name, c.type_oid, 0))).raw());
+    if formats.is_none() && !cols.is_empty() {
+        out.extend_from_slice(row_description(cols.iter().map(|c| (&*c.name, c.type_oid, 0))).raw());
+    }
+    encode_rows(&r.rows, cols, formats, out);
+}
+
+/// DataRows, each value in the format the client asked for (text when `formats` is None).
+fn encode_rows(rows: &[Vec<Option<String>>], cols: &[crate::handler::Column], formats: Option<&[i16]>, out: &mut BytesMut) {
+    for row in rows {
+        let values = row.iter().enumerate().map(|(i, v)| {
+            let oid = cols.get(i).map_or(TEXT, |c| c.type_oid);
+            v.as_deref().map(|s| match formats {
+                Some(f) if format_of(f, i) == 1 => binary_value(oid, s),
+                _ => s.as_bytes().to_vec(),
+            })
+        });
+        out.extend_from_slice(data_row(values).raw());
+    }
+}
+
+/// A whole reply. Rows still coming (`Reply::more`: a Flink query's pages) are written as they
+/// arrive, with the command tag counting all of them; an error while they come ends the result
+/// with its ErrorResponse, as PostgreSQL ends a query that fails midway. `out` holds what goes
+/// before; what goes after the reply is up to the caller. Returns whether it ended with an error.
+async fn write_reply(cw: &ClientWriter, r: &Reply, formats: Option<&[i16]>, out: &mut BytesMut) -> std::io::Result<bool> {
+    encode_head(r, formats, out);
+    let Some(more) = &r.more else {
+        out.extend_from_slice(command_complete(&r.tag).raw());
+        return Ok(false);
+    };
+    let cols = r.columns.as_deref().unwrap_or_default();
+    let mut n = r.rows.len();
+    loop {
+        write_client(cw, out).await?;
+        out.clear();
+        match more.next().await {
+            Some(Ok(rows)) => {
+                n += rows.len();
+                encode_rows(&rows, cols, formats, out);
             }
-            for row in &r.rows {
-                out.extend_from_slice(data_row(row.iter().map(|v| v.as_deref().map(|s| s.as_bytes().to_vec()))).raw());
+            Some(Err(e)) => {
+                out.extend_from_slice(e.to_message().raw());
+                return Ok(true);
             }
-        }
-        Some(formats) => {
-            for row in &r.rows {
-                let values = row.iter().enumerate().map(|(i, v)| {
-                    let oid = cols.get(i).map_or(TEXT, |c| c.type_oid);
-                    v.as_deref().map(|s| {
-                        if format_of(formats, i) == 1 {
-                            binary_value(oid, s)
-                        } else {
-                            s.as_bytes().to_vec()
-                        }
-                    })
-                });
-                out.extend_from_slice(data_row(values).raw());
-            }
+            None => break,
         }
     }
-    out.extend_from_slice(command_complete(&r.tag).raw());
+    out.extend_from_slice(command_complete(&format!("SELECT {n}")).raw());
+    Ok(false)
 }
 
 /// The binary form of a value the handlers return as text (wire::binary).

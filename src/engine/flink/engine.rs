@@ -54,6 +54,18 @@ pub struct FlinkEngine {
 /// The SQL that reads the Flink catalog's version.
 const VERSION_SQL: &str = "SELECT version FROM dyngate.flink_catalog_version";
 
+/// A query's rows: the columns, the rows read so far and, while Flink still produces, a channel
+/// with the rest, page by page.
+#[derive(Debug)]
+pub struct QueryRows {
+    pub columns: Vec<super::gateway::Column>,
+    pub first: Vec<Vec<Option<String>>>,
+    pub rest: Option<tokio::sync::mpsc::Receiver<RowBatch>>,
+}
+
+/// A page of a query's rows in PostgreSQL's text form, or the error that ended the result.
+pub type RowBatch = Result<Vec<Vec<Option<String>>>, FlinkError>;
+
 /// A query's rows, folded from Flink's changelog into a table.
 #[derive(Debug, Clone, PartialEq)]
 pub struct QueryResult {
@@ -137,20 +149,89 @@ impl FlinkEngine {
         self.session.lock().await.take();
     }
 
-    /// Runs a query and returns its rows. Batch mode first; a query over an unbounded source is
-    /// run again in streaming mode (it must end by itself, e.g. with LIMIT). A streaming result
-    /// is a changelog, folded into the rows it ends with.
-    pub async fn query(&self, session: &Session, sql: &str) -> Result<QueryResult, FlinkError> {
-        let deadline = self.deadline();
-        let batch = BTreeMap::from([("execution.runtime-mode".to_string(), "batch".to_string())]);
-        let rs = match session.execute_and_fetch(sql, &batch, deadline).await {
+    /// Runs a query. In batch mode its rows are passed on page by page as Flink produces them
+    /// ([`QueryRows::rest`]: a task reads the pages into a small channel, so a slow client holds
+    /// Flink back instead of the gateway's memory filling, and a client that goes away closes
+    /// the operation, which cancels the job). A query over an unbounded source is run again in
+    /// streaming mode (it must end by itself, e.g. with LIMIT): its result is a changelog, folded
+    /// into the rows it ends with, and so passed on whole.
+    pub async fn query(&self, session: &Session, sql: &str) -> Result<QueryRows, FlinkError> {
+        match self.query_pages(session, sql).await {
             Err(FlinkError::Sql(c)) if c.message.contains("in batch mode is not allowed") => {
                 let streaming = BTreeMap::from([("execution.runtime-mode".to_string(), "streaming".to_string())]);
-                session.execute_and_fetch(sql, &streaming, deadline).await?
+                let folded = fold(session.execute_and_fetch(sql, &streaming, self.deadline()).await?);
+                Ok(QueryRows {
+                    columns: folded.columns,
+                    first: folded.rows,
+                    rest: None,
+                })
             }
-            other => other?,
-        };
-        Ok(fold(rs))
+            other => other,
+        }
+    }
+
+    /// A batch query's first page, and a channel for the rest (see [`FlinkEngine::query`]).
+    async fn query_pages(&self, session: &Session, sql: &str) -> Result<QueryRows, FlinkError> {
+        let deadline = self.deadline();
+        let batch = BTreeMap::from([("execution.runtime-mode".to_string(), "batch".to_string())]);
+        let (handle, op) = session.execute(sql, &batch).await?;
+        let gateway = session.gateway().clone();
+        let (first_tx, first_rx) = tokio::sync::oneshot::channel();
+        let (rest_tx, rest_rx) = tokio::sync::mpsc::channel::<RowBatch>(2);
+        tokio::spawn(async move {
+            let mut cursor = gateway.cursor(&handle, &op);
+            let first = cursor.next_page(deadline).await;
+            let columns = cursor.columns().to_vec();
+            let texts = |rows: Vec<super::gateway::Row>| -> Vec<Vec<Option<String>>> {
+                rows.iter()
+                    .map(|r| {
+                        r.fields
+                            .iter()
+                            .zip(&columns)
+                            .map(|(v, c)| super::types::pg_text(v, &c.logical_type))
+                            .collect()
+                    })
+                    .collect()
+            };
+            let more = match first {
+                Err(e) => {
+                    let _ = first_tx.send(Err(e));
+                    false
+                }
+                Ok(page) => {
+                    let done = cursor.is_done();
+                    let _ = first_tx.send(Ok((columns.clone(), texts(page.unwrap_or_default()), done)));
+                    !done
+                }
+            };
+            if more {
+                loop {
+                    match cursor.next_page(deadline).await {
+                        Ok(Some(page)) => {
+                            if rest_tx.send(Ok(texts(page))).await.is_err() {
+                                break; // the client went away
+                            }
+                        }
+                        Ok(None) => break,
+                        Err(e) => {
+                            let _ = rest_tx.send(Err(e)).await;
+                            break;
+                        }
+                    }
+                }
+            }
+            // Frees the result; a query still running (its reader gone) is cancelled.
+            let _ = gateway.close_operation(&handle, &op).await;
+        });
+        let (columns, first, done) = first_rx.await.map_err(|_| FlinkError::Timeout {
+            what: "the first page of a query (its reader ended)".into(),
+            secs: 0,
+        })??;
+        Ok(QueryRows {
+            columns,
+            first,
+            rest: (!done).then_some(rest_rx),
+        })
     }
 }
 
