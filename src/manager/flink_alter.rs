@@ -309,20 +309,12 @@ impl Manager {
     /// PostgreSQL reads unquoted, a key) before anything changes.
     pub(crate) async fn flink_plan_continuous(&self, dt: &DtRow) -> Result<Vec<FlinkColumn>, ManagerError> {
         let client = self.pool.get().await?;
-        let existing = catalog::columns_of(&*client, &dt.name.quoted()).await?;
-        let mut columns = Vec::with_capacity(existing.len());
-        for ((name, _), c) in existing.iter().zip(&dt.flink_columns) {
-            let plain = tables::plain_column_name(name).map_err(ManagerError::InvalidDefinition)?;
-            if plain != *name {
-                return Err(ManagerError::InvalidDefinition(format!(
-                    "column \"{name}\" cannot be written by Flink's JDBC connector, which does not quote column names"
-                )));
-            }
-            columns.push(FlinkColumn {
-                name: plain,
-                flink_type: c.flink_type.clone(),
-            });
-        }
+        let names: Vec<String> = catalog::columns_of(&*client, &dt.name.quoted())
+            .await?
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        let columns = tables::sink_columns(&names, &dt.flink_columns).map_err(ManagerError::InvalidDefinition)?;
         tables::upsert_key(&dt.query, &columns).map_err(ManagerError::InvalidDefinition)?;
         Ok(columns)
     }

@@ -76,27 +76,8 @@ impl Manager {
         let target = name.quoted();
         let columns = declared.map_or_else(|| tables::pg_columns(described), str::to_string);
         engine::postgres::run_as(tx, who, &format!("CREATE TABLE {target} ({columns})")).await?;
-        let names = catalog::columns_of(tx, &target).await?;
-        if names.len() != described.len() {
-            return Err(ManagerError::InvalidDefinition(format!(
-                "the table has {} columns, the query returns {}",
-                names.len(),
-                described.len()
-            )));
-        }
-        let mut columns = Vec::with_capacity(names.len());
-        for ((pg_name, _), c) in names.iter().zip(described) {
-            let plain = tables::plain_column_name(pg_name).map_err(ManagerError::InvalidDefinition)?;
-            if plain != *pg_name {
-                return Err(ManagerError::InvalidDefinition(format!(
-                    "column \"{pg_name}\" cannot be written by Flink's JDBC connector, which does not quote column names: use a lower-case name"
-                )));
-            }
-            columns.push(FlinkColumn {
-                name: plain,
-                flink_type: c.flink_type.clone(),
-            });
-        }
+        let names: Vec<String> = catalog::columns_of(tx, &target).await?.into_iter().map(|(n, _)| n).collect();
+        let columns = tables::sink_columns(&names, described).map_err(ManagerError::InvalidDefinition)?;
         let key = tables::upsert_key(query, &columns)
             .map_err(ManagerError::InvalidDefinition)?
             .unwrap_or_default();

@@ -35,10 +35,9 @@ use crate::engine::flink::tables::{self, FlinkColumn};
 use crate::engine::incremental;
 use crate::engine::{self, RefreshAction};
 use crate::manager::catalog::{self, DtRow};
-use crate::manager::drop::TABLE_LOCK_SPACE;
-use crate::manager::refresh::{Outcome, Trigger};
+use crate::manager::refresh::{Outcome, Trigger, lock_for_refresh};
 use crate::manager::rules::quote_ident;
-use crate::manager::{Manager, ManagerError, QualifiedName};
+use crate::manager::{Manager, ManagerError, QualifiedName, random_hex};
 use crate::sql::dynamic::{CreateDt, Options};
 
 /// The option that names a table's engine.
@@ -102,7 +101,7 @@ impl Manager {
         let engine = self.flink()?;
         let client = self.pool.get().await?;
         let session = engine.session(&*client).await?;
-        let stage = format!("dyngate.{}", quote_ident(&format!("flink_fill_{}", random_suffix())));
+        let stage = format!("dyngate.{}", quote_ident(&format!("flink_fill_{}", random_hex(6))));
         client
             .batch_execute(&format!("CREATE UNLOGGED TABLE {stage} ({})", tables::stage_columns(&columns)))
             .await?;
@@ -180,19 +179,8 @@ impl Manager {
         began: Option<f64>,
     ) -> Result<Outcome, ManagerError> {
         let engine = self.flink()?;
-        let key = (TABLE_LOCK_SPACE, dt.id as i32);
-        client.discard_on_drop(true);
-        if matches!(trigger, Trigger::Scheduled { .. }) {
-            let locked: bool = client
-                .query_one("SELECT pg_try_advisory_lock($1, $2)", &[&key.0, &key.1])
-                .await?
-                .get(0);
-            if !locked {
-                client.discard_on_drop(false);
-                return Ok(Outcome::Locked);
-            }
-        } else {
-            client.execute("SELECT pg_advisory_lock($1, $2)", &[&key.0, &key.1]).await?;
+        if !lock_for_refresh(client, dt.id, trigger).await? {
+            return Ok(Outcome::Locked);
         }
         // The connection names the refresh while it runs: the check for refreshes orphaned by a
         // killed gateway (catalog::cancel_orphaned_refreshes) sees that this one is alive.
@@ -340,10 +328,4 @@ impl Manager {
             }
         }
     }
-}
-
-fn random_suffix() -> String {
-    let mut b = [0u8; 6];
-    getrandom::fill(&mut b).expect("the OS random source is available");
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }

@@ -304,7 +304,12 @@ async fn set_role(tx: &Transaction<'_>, role: &str) -> Result<(), ManagerError> 
 
 /// A random job id for a refresh.
 fn new_job_id() -> String {
-    let mut b = [0u8; 8];
+    format!("dyngate-{}", random_hex(8))
+}
+
+/// `bytes` random bytes as hex digits (job ids, names of temporary objects).
+pub(crate) fn random_hex(bytes: usize) -> String {
+    let mut b = vec![0u8; bytes];
     getrandom::fill(&mut b).expect("the OS random source is available");
-    format!("dyngate-{}", b.iter().map(|x| format!("{x:02x}")).collect::<String>())
+    b.iter().map(|x| format!("{x:02x}")).collect()
 }

@@ -29,6 +29,27 @@ pub(super) enum Outcome {
     Stale,
 }
 
+/// Takes table `id`'s refresh lock at session level, for a refresh of several statements
+/// (incremental, Flink): waiting for it, or, for a scheduled refresh, only if it is free (false:
+/// taken). Until the caller releases it, an early return or a dropped future (even one dropped
+/// while the lock is being taken) closes the connection instead of pooling it with the lock held.
+pub(super) async fn lock_for_refresh(client: &mut crate::backend::Pooled, id: i64, trigger: Trigger) -> Result<bool, ManagerError> {
+    let key = (TABLE_LOCK_SPACE, id as i32);
+    client.discard_on_drop(true);
+    if matches!(trigger, Trigger::Scheduled { .. }) {
+        let locked: bool = client
+            .query_one("SELECT pg_try_advisory_lock($1, $2)", &[&key.0, &key.1])
+            .await?
+            .get(0);
+        if !locked {
+            client.discard_on_drop(false);
+        }
+        return Ok(locked);
+    }
+    client.execute("SELECT pg_advisory_lock($1, $2)", &[&key.0, &key.1]).await?;
+    Ok(true)
+}
+
 /// How many times a refresh reloads a table whose definition changed under it before it gives up.
 const STALE_RETRIES: usize = 5;
 

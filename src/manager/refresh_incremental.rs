@@ -24,7 +24,7 @@ use crate::engine::incremental::{self, capture, collect};
 use crate::engine::{self, RefreshAction};
 use crate::manager::catalog::{self, DtRow};
 use crate::manager::drop::TABLE_LOCK_SPACE;
-use crate::manager::refresh::{Outcome, Trigger};
+use crate::manager::refresh::{Outcome, Trigger, lock_for_refresh};
 use crate::manager::{Manager, ManagerError};
 use crate::sql::dynamic::Options;
 
@@ -40,20 +40,8 @@ impl Manager {
         began: Option<f64>,
     ) -> Result<Outcome, ManagerError> {
         let key = (TABLE_LOCK_SPACE, dt.id as i32);
-        // Until the lock is released, an early return or a dropped future (even one dropped
-        // while the lock is being taken) closes the connection.
-        client.discard_on_drop(true);
-        if matches!(trigger, Trigger::Scheduled { .. }) {
-            let locked: bool = client
-                .query_one("SELECT pg_try_advisory_lock($1, $2)", &[&key.0, &key.1])
-                .await?
-                .get(0);
-            if !locked {
-                client.discard_on_drop(false);
-                return Ok(Outcome::Locked);
-            }
-        } else {
-            client.execute("SELECT pg_advisory_lock($1, $2)", &[&key.0, &key.1]).await?;
+        if !lock_for_refresh(client, dt.id, trigger).await? {
+            return Ok(Outcome::Locked);
         }
         if self.capture() == collect::Method::Wal {
             // What the WAL capture's slot holds is copied into the logs first, once for every

@@ -20,6 +20,7 @@ use super::FlinkError;
 use super::cluster::{Cluster, JobState};
 use super::gateway::{Gateway, JobId, ResultSet, RowKind, Session};
 use super::tables::{FlinkColumn, flink_ident, insert_sql, named_sink_ddl, sink_ddl};
+use crate::manager::random_hex;
 use crate::manager::rules::quote_literal;
 
 /// How Flink's JDBC connector reaches the backing PostgreSQL, to write dynamic tables.
@@ -243,7 +244,7 @@ impl FlinkEngine {
         // Streaming mode takes bounded and unbounded sources alike (batch mode refuses the
         // latter); the types are the same.
         let none = BTreeMap::from([("execution.runtime-mode".to_string(), "streaming".to_string())]);
-        let view = flink_ident(&format!("dyngate_probe_{}", random_hex()));
+        let view = flink_ident(&format!("dyngate_probe_{}", random_hex(8)));
         session
             .execute_and_fetch(&format!("CREATE TEMPORARY VIEW {view} AS {query}"), &none, deadline)
             .await?;
@@ -285,7 +286,7 @@ impl FlinkEngine {
     ) -> Result<JobId, FlinkError> {
         let deadline = self.deadline();
         let none = BTreeMap::new();
-        let sink = format!("dyngate_sink_{}", random_hex());
+        let sink = format!("dyngate_sink_{}", random_hex(8));
         session
             .execute_and_fetch(&sink_ddl(&sink, columns, &self.config.sink, pg_table), &none, deadline)
             .await?;
@@ -320,7 +321,7 @@ impl FlinkEngine {
     ) -> Result<JobId, FlinkError> {
         let deadline = self.deadline();
         let none = BTreeMap::new();
-        let sink = format!("dyngate_sink_{}", random_hex());
+        let sink = format!("dyngate_sink_{}", random_hex(8));
         session
             .execute_and_fetch(&named_sink_ddl(&sink, columns, key, &self.config.sink, pg_table), &none, deadline)
             .await?;
@@ -400,13 +401,6 @@ impl FlinkEngine {
         }
         info
     }
-}
-
-/// 16 random hex digits, for names of temporary objects.
-fn random_hex() -> String {
-    let mut b = [0u8; 8];
-    getrandom::fill(&mut b).expect("the OS random source is available");
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// Folds a result's changelog into its final rows: INSERT and UPDATE_AFTER add a row,

@@ -137,6 +137,31 @@ const RESERVED: &[&str] = &[
     "with",
 ];
 
+/// The columns a sink writes straight into a table: the table's column names (which PostgreSQL
+/// must read unquoted: [`plain_column_name`]) with the query's Flink types, position by position.
+pub fn sink_columns(table_names: &[String], described: &[FlinkColumn]) -> Result<Vec<FlinkColumn>, String> {
+    if table_names.len() != described.len() {
+        return Err(format!(
+            "the table has {} columns, the query returns {}",
+            table_names.len(),
+            described.len()
+        ));
+    }
+    table_names
+        .iter()
+        .zip(described)
+        .map(|(name, c)| match plain_column_name(name) {
+            Ok(plain) if plain == *name => Ok(FlinkColumn {
+                name: plain,
+                flink_type: c.flink_type.clone(),
+            }),
+            _ => Err(format!(
+                "column \"{name}\" cannot be written by Flink's JDBC connector, which does not quote column names: use a lower-case name"
+            )),
+        })
+        .collect()
+}
+
 /// The PostgreSQL name of a query column: `name` in lower case, if PostgreSQL reads that
 /// unquoted (the JDBC connector does not quote), else why not.
 pub fn plain_column_name(name: &str) -> Result<String, String> {
@@ -404,6 +429,30 @@ mod tests {
             let e = table_columns(&described).unwrap_err();
             assert!(e.contains(why), "{e}");
         }
+    }
+
+    #[test]
+    fn sink_columns_take_the_tables_names() {
+        let described = vec![
+            FlinkColumn {
+                name: "k".into(),
+                flink_type: "INT".into(),
+            },
+            FlinkColumn {
+                name: "expr$1".into(),
+                flink_type: "BIGINT".into(),
+            },
+        ];
+        let names = |n: &[&str]| n.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let cols = sink_columns(&names(&["bucket", "n"]), &described).unwrap();
+        assert_eq!((cols[1].name.as_str(), cols[1].flink_type.as_str()), ("n", "BIGINT"));
+        assert!(
+            sink_columns(&names(&["Bucket", "n"]), &described)
+                .unwrap_err()
+                .contains("lower-case")
+        );
+        assert!(sink_columns(&names(&["order", "n"]), &described).is_err());
+        assert!(sink_columns(&names(&["bucket"]), &described).unwrap_err().contains("1 columns"));
     }
 
     #[test]
