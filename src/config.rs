@@ -115,9 +115,9 @@ pub struct ServeArgs {
     #[arg(long, env = "DYNGATE_CAPTURE", default_value = "triggers", value_enum)]
     pub capture: crate::engine::incremental::collect::Capture,
 
-    /// How often changes are copied from the WAL capture's replication slot into the logs (WAL
-    /// the slot holds cannot be recycled).
-    #[arg(long, env = "DYNGATE_CAPTURE_INTERVAL", default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
+    /// With the WAL capture: how long changes read from the replication slot may wait in the
+    /// gateway before they are written into the logs (a refresh has them written at once).
+    #[arg(long, env = "DYNGATE_CAPTURE_INTERVAL", default_value = "1s", value_parser = parse_duration, value_name = "DURATION")]
     pub capture_interval: Duration,
 
     /// The engine of new dynamic tables that do not name one (`WITH ('engine' = ...)`):

@@ -316,13 +316,13 @@ async fn serve(args: &ServeArgs, tls: Option<tokio_rustls::TlsAcceptor>, cluster
                         .clone()
                         .run_flink_watch(crate::manager::flink_continuous::WATCH_INTERVAL, stop_rx.clone()),
                 );
-                let collect_loop = tokio::spawn(manager.clone().run_collect_loop(args.capture_interval, stop_rx));
+                let wal_stream = tokio::spawn(manager.clone().run_wal_stream(args.capture_interval, stop_rx));
                 tracing::info!(catalog_version = version, "dyngate is ready");
                 shutdown_signal().await;
                 let _ = stop_tx.send(true);
                 let _ = refresh_loop.await;
                 let _ = reconcile_loop.await;
-                let _ = collect_loop.await;
+                let _ = wal_stream.await;
                 let _ = flink_watch.await;
                 Ok(())
             }

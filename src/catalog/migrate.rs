@@ -30,6 +30,7 @@ pub const MIGRATIONS: &[Migration] = migrations![
     (4, "incremental_refresh"),
     (5, "wal_capture"),
     (6, "flink_engine"),
+    (7, "wal_stream"),
 ];
 
 /// Arbitrary but fixed key of the advisory lock that serializes migrations ("dyngate" in ASCII).

@@ -427,9 +427,7 @@ impl Manager {
         let action_changes =
             set.iter().any(|(k, _)| k == incremental::ACTION_OPTION) || reset.iter().any(|k| k == incremental::ACTION_OPTION);
         let mut client = self.pool.get().await?;
-        if action_changes {
-            self.prepare_capture().await?;
-        }
+        let _capture = if action_changes { self.prepare_capture().await? } else { None };
         let tx = client.transaction().await?;
         check_time_zone(&tx, &time_zone).await?;
         if action_changes {

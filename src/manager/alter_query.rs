@@ -25,7 +25,7 @@ impl Manager {
             return self.flink_alter_query(who, &dt, query).await;
         }
         let mut client = self.pool.get().await?;
-        self.prepare_capture().await?;
+        let _capture = self.prepare_capture().await?;
         let search_path = self.search_path_of(&mut client, who).await?;
         let tx = client.transaction().await?;
         tx.execute("SELECT pg_advisory_xact_lock($1, $2)", &[&TABLE_LOCK_SPACE, &(dt.id as i32)])

@@ -139,7 +139,7 @@ impl Manager {
         };
 
         let mut client = self.pool.get().await?;
-        self.prepare_capture().await?;
+        let _capture = self.prepare_capture().await?;
         let name = self.resolve(&mut client, who, &c.name).await?;
         let search_path = self.search_path_of(&mut client, who).await?;
         // A Flink table's rows are computed before the transaction (into a staging table the

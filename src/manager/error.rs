@@ -132,6 +132,16 @@ impl From<crate::engine::flink::FlinkError> for ManagerError {
     }
 }
 
+impl From<crate::engine::incremental::collect::SyncError> for ManagerError {
+    fn from(e: crate::engine::incremental::collect::SyncError) -> Self {
+        use crate::engine::incremental::collect::SyncError;
+        match e {
+            SyncError::Postgres(e) => e.into(),
+            behind @ SyncError::Behind(_) => ManagerError::WrongState(behind.to_string()),
+        }
+    }
+}
+
 impl From<tokio_postgres::Error> for ManagerError {
     fn from(e: tokio_postgres::Error) -> Self {
         match e.as_db_error() {

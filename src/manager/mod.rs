@@ -31,7 +31,7 @@ use std::time::Duration;
 
 use tokio_postgres::{Client, Transaction};
 
-use crate::backend::ServicePool;
+use crate::backend::{Pooled, ServicePool};
 use crate::config::{EngineKind, SchedulerKind};
 use crate::engine::flink::engine::FlinkEngine;
 use crate::engine::incremental::collect::{self, Method};
@@ -110,44 +110,34 @@ impl Manager {
         self.capture.get().copied().unwrap_or(Method::Trigger)
     }
 
-    /// Every `interval` until `stop`: [`Manager::collect_changes`].
-    pub async fn run_collect_loop(self: Arc<Self>, interval: Duration, mut stop: tokio::sync::watch::Receiver<bool>) {
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep(interval) => {}
-                _ = stop.changed() => break,
-            }
-            if let Err(e) = self.collect_changes().await {
-                tracing::warn!(error = %e, "collecting changes from the WAL; retried next round");
-            }
-        }
+    /// Until `stop`: streams the changes of sources captured from the WAL into their logs
+    /// (engine::incremental::stream), batches at least every `interval`.
+    pub async fn run_wal_stream(self: Arc<Self>, interval: Duration, stop: tokio::sync::watch::Receiver<bool>) {
+        crate::engine::incremental::stream::run(self.pool.clone(), interval, stop).await
     }
 
     /// Before a statement that may start capturing changes: the WAL capture's slot must exist
     /// before its transaction (see engine::incremental::collect::ensure_slot). If it cannot be
-    /// made (no replication slot free, say), new captures use triggers.
-    async fn prepare_capture(&self) -> Result<(), ManagerError> {
-        if self.capture() == Method::Wal {
-            let id = self.catalog_id().await?;
-            let mut client = self.pool.get().await?;
-            client.discard_on_drop(true);
-            match collect::ensure_slot(&client, id).await {
-                Ok(()) => client.discard_on_drop(false),
-                Err(e) => tracing::warn!(error = %e, "the WAL capture's slot cannot be made; new captures use triggers"),
-            }
+    /// made (no replication slot free, say), new captures use triggers. The connection returned
+    /// holds the slot in use until the statement drops it (it is closed then, which lets the
+    /// lock go).
+    async fn prepare_capture(&self) -> Result<Option<Pooled>, ManagerError> {
+        if self.capture() != Method::Wal {
+            return Ok(None);
         }
-        Ok(())
-    }
-
-    /// Copies the changes the WAL capture's slot holds into the logs, and drops the slot once no
-    /// source is captured from the WAL. Run every few seconds by the server.
-    pub async fn collect_changes(&self) -> Result<u64, ManagerError> {
+        let id = self.catalog_id().await?;
         let mut client = self.pool.get().await?;
         client.discard_on_drop(true);
-        let n = collect::collect(&client).await?;
-        collect::release_if_unused(&client).await?;
-        client.discard_on_drop(false);
-        Ok(n)
+        client
+            .execute(
+                "SELECT pg_advisory_lock_shared($1, $2)",
+                &[&collect::SLOT_USE_LOCK.0, &collect::SLOT_USE_LOCK.1],
+            )
+            .await?;
+        if let Err(e) = collect::ensure_slot(&client, id).await {
+            tracing::warn!(error = %e, "the WAL capture's slot cannot be made; new captures use triggers");
+        }
+        Ok(Some(client))
     }
 
     /// Sets the default scheduler of FULL tables and adds external schedulers' plug-ins.

@@ -7,10 +7,10 @@
 //!
 //! Its history row is written as EXECUTING first (in its own statement, before the snapshot),
 //! then turned into the outcome by the transaction. In the transaction: reload the table; check
-//! that the owner may still read the sources; read what sources captured from the WAL changed
-//! beyond what was collected into their logs (engine::incremental::collect::peek_pending: a
-//! collection committed meanwhile makes the transaction start again); count what the sources
-//! logged since the applied snapshot;
+//! that the owner may still read the sources; copy what sources captured from the WAL changed
+//! in batches the snapshot does not see (engine::incremental::collect::fetch_gap: batches
+//! forgotten meanwhile make the transaction start again); count what the sources logged since
+//! the applied snapshot;
 //! recompute instead when a source was truncated, the table has no applied snapshot, or the cost
 //! guard says so (engine::incremental::prefer_full); else apply the changes as the owner, or
 //! record NO_DATA when there were none; record the new applied snapshot and the history row
@@ -44,9 +44,9 @@ impl Manager {
             return Ok(Outcome::Locked);
         }
         if self.capture() == collect::Method::Wal {
-            // What the WAL capture's slot holds is copied into the logs first, once for every
-            // table that reads it: the transaction then peeks at what committed since, little.
-            if let Err(e) = collect::collect(client).await {
+            // Everything committed so far is brought into the logs first: the transaction then
+            // copies only what committed since (collect::fetch_gap), little.
+            if let Err(e) = collect::sync(client).await {
                 client.execute("SELECT pg_advisory_unlock($1, $2)", &[&key.0, &key.1]).await.ok();
                 return Err(e.into());
             }
@@ -124,9 +124,9 @@ impl Manager {
             && let Ok(s) = capture::sources_of(&tx, view).await?
         {
             sources = s;
-            let truncated = match collect::peek_pending(&tx, &self.pool, &mut sources, &dt.owner, applied).await? {
+            let truncated = match collect::fetch_gap(&tx, &self.pool, &mut sources, &dt.owner, applied).await? {
                 collect::Peeked::Gap => {
-                    tracing::info!(table = %dt.name, "changes were collected after this refresh's snapshot; it starts again");
+                    tracing::info!(table = %dt.name, "the changes after this refresh's snapshot are not all remembered; it starts again");
                     return Ok((Outcome::Stale, Vec::new()));
                 }
                 collect::Peeked::Ready { truncated } => truncated,

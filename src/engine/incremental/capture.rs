@@ -67,9 +67,10 @@ pub struct SourceTable {
     pub quoted: String,
     /// The columns the dynamic table's query reads: number and current name.
     pub columns: Vec<(i16, String)>,
-    /// Captured from the WAL, with this transaction's peek table beside its log
-    /// (collect::peek_pending sets it).
+    /// Captured from the WAL (collect::fetch_gap sets it).
     pub wal: bool,
+    /// With this transaction's peek table beside its log (collect::fetch_gap sets it).
+    pub peeked: bool,
 }
 
 /// The log's column holding source attribute `attnum` (see `dyngate.change_capture`).
@@ -123,6 +124,7 @@ pub async fn sources_of(tx: &Transaction<'_>, view: &str) -> Result<Result<Vec<S
             quoted,
             columns: attnums.into_iter().zip(names).collect(),
             wal: false,
+            peeked: false,
         });
     }
     Ok(Ok(sources))
@@ -392,6 +394,7 @@ mod tests {
             quoted: "public.\"Orders\"".into(),
             columns: vec![(1, "id".into()), (3, "Amount".into())],
             wal: false,
+            peeked: false,
         };
         let sql = triggers_sql(&s);
         assert!(sql.contains("CREATE TRIGGER \"dyngate_capture_update\" AFTER UPDATE ON public.\"Orders\" REFERENCING OLD TABLE AS dyngate_old NEW TABLE AS dyngate_new FOR EACH STATEMENT"), "{sql}");

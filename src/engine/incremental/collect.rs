@@ -8,52 +8,58 @@
 //!   log tables. A source captured this way is in the publication with REPLICA IDENTITY FULL (an
 //!   UPDATE or DELETE then carries the old row whole), and its changes go to the same log tables
 //!   as the triggers' (capture.rs), with their transaction's id.
-//! - [`collect`] copies what the slot holds into the logs, moves the position, commits, and only
-//!   then advances the slot. It runs under a session advisory lock (one at a time), before each
-//!   incremental refresh and every few seconds (WAL the slot holds cannot be recycled).
+//! - The streamer (stream.rs) reads the slot as the WAL is written and writes the changes into
+//!   the logs in batches ([`write_batch_in`]), each recorded in `dyngate.wal_batch` (catalog V7)
+//!   with the span of the WAL it covers. One gateway streams at a time (a session advisory lock).
+//! - [`sync`] waits until every transaction committed before it is in the logs: it writes a sync
+//!   point (a logical message) into the WAL, and the streamer writes a batch when the point
+//!   reaches it. Refreshes sync before their transaction, so the logs are nearly complete.
 //! - A refresh reads its sources and the logs as of one snapshot, but transactions may commit
-//!   after the last collection and before that snapshot. So, inside its transaction,
-//!   [`peek_pending`] reads what the slot holds beyond the position the snapshot sees, without
-//!   consuming it, into temporary tables that the delta reads beside the logs (delta.rs). If the
-//!   slot was advanced beyond that position meanwhile (a collection committed after the
-//!   snapshot), the changes in between are in logs the snapshot cannot see: the refresh starts
-//!   again ([`Peeked::Gap`]).
+//!   after the last batch and before that snapshot. So, inside its transaction, [`fetch_gap`]
+//!   syncs again and copies, from another connection, the rows of the batches its snapshot does
+//!   not see into temporary tables that the delta reads beside the logs (delta.rs). Those batches
+//!   must follow on from the position the snapshot sees without a hole, else (batches pruned
+//!   after 10 minutes, a slot made again) the refresh starts again ([`Peeked::Gap`]).
 //! - Every log row is checked against the refresh's snapshot too (a transaction is decoded once
 //!   its commit is in the WAL, a moment before it is visible).
 //! - Changes of transactions the capture's first snapshot sees (`change_capture.since`) are in
 //!   the first fill, and are skipped. A column renamed since a change is found by its place; a
 //!   change that cannot be turned into log rows (columns added or dropped as well, a table whose
 //!   identity is no longer FULL) is recorded as a truncation: its readers' next refresh is full.
-//! - Cost: every peek (a collection's, a refresh's) decodes from the slot's restart point, which
-//!   PostgreSQL moves only to a point where it logged the running transactions (every 15 s or
-//!   so): a refresh reads up to that much WAL, whatever it applies (measured: 490-675 ms for 2
-//!   changes behind a 37 MB VACUUM, 23 ms once the point had moved). A replication connection
-//!   streaming from the slot would read everything once; that is the next step.
 
 use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, GenericClient, Transaction};
 
 use crate::backend::ServicePool;
 use crate::engine::incremental::capture::{SIGN, SourceTable, XID, log_column, log_table};
+use crate::engine::incremental::stream::StreamError;
 use crate::engine::incremental::wal::{self, Lsn, Message, RelationInfo, format_lsn, full_xid, parse_lsn};
 use crate::manager::rules::{quote_ident, quote_literal};
 
 /// The publication naming the sources captured from the WAL.
 pub const PUBLICATION: &str = "dyngate_capture";
 
-/// The advisory lock serializing collections and peeks (a slot serves one reader at a time).
+/// The advisory lock the streaming gateway holds (a slot serves one reader at a time); slots
+/// are made and dropped under it too.
 const COLLECT_LOCK: (i32, i32) = (0x6477_616c, 1); // "dwal"
 
-/// Held shared by a transaction starting a capture from the WAL (capture::install), taken
+/// The prefix of the capture's sync points (logical messages; see [`sync`]).
+pub const SYNC_PREFIX: &str = "dyngate";
+
+/// How long [`sync`] waits for the streamer.
+const SYNC_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long batches are remembered in `dyngate.wal_batch`.
+const BATCH_KEEP: &str = "10 minutes";
+
+/// Held shared by a statement that may start a capture from the WAL (from before
+/// [`ensure_slot`] to its end) and by the transaction installing it (capture::install), taken
 /// exclusively to drop an unused slot: a slot is never dropped under a capture being started.
 pub const SLOT_USE_LOCK: (i32, i32) = (0x6477_616c, 2);
-
-/// Changes read per collection round (whole transactions: a round ends after the transaction
-/// that reaches it). Every round decodes from the slot's restart point again, so rounds are
-/// large; this bounds the memory a round holds (about 100 bytes a change).
-const ROUND_CHANGES: i32 = 200_000;
 
 /// How sources are captured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -126,7 +132,9 @@ pub fn slot_name(catalog_id: &str) -> String {
 /// waits for the transactions running at that moment to end): before a statement that may
 /// start capturing. A slot lost since it was recorded (dropped by hand, a restored backup) is
 /// made again, and every source captured from the WAL is marked truncated: what happened in
-/// between is unknown, so its readers' next refresh is full.
+/// between is unknown, so its readers' next refresh is full. The caller holds [`SLOT_USE_LOCK`]
+/// shared until its statement ends, so that the slot is not dropped as unused before the
+/// statement starts its capture.
 pub async fn ensure_slot(c: &Client, catalog_id: &str) -> Result<(), tokio_postgres::Error> {
     let slot = slot_name(catalog_id);
     let ready: bool = c
@@ -186,7 +194,7 @@ async fn make_slot(c: &Client, slot: &str) -> Result<(), tokio_postgres::Error> 
 }
 
 /// The recorded slot, publication and position, as the caller's snapshot sees them.
-async fn recorded(c: &impl GenericClient, lock: bool) -> Result<Option<(String, String, Lsn)>, tokio_postgres::Error> {
+pub async fn recorded(c: &impl GenericClient, lock: bool) -> Result<Option<(String, String, Lsn)>, tokio_postgres::Error> {
     let sql = format!(
         "SELECT slot::text, publication::text, position::text FROM dyngate.wal_capture{}",
         if lock { " FOR UPDATE" } else { "" }
@@ -255,21 +263,21 @@ struct Decoded {
     end: Option<Lsn>,
 }
 
-/// Reads the peeked messages of transactions that ended after `after` and that
-/// `applied` (when given) does not see, for the sources in `targets`; `reference` is a recent
-/// xid8 (to widen 32-bit xids).
+/// Reads the messages (whole transactions, with the Relation messages sent among them) of
+/// transactions that ended after `after`, for the sources in `targets`; `relations` holds the
+/// tables' layouts as the stream described them so far; `reference` is a recent xid8 (to widen
+/// 32-bit xids).
 fn decode(
-    peeked: &[Vec<u8>],
+    messages: &[Bytes],
     after: Lsn,
-    applied: Option<&Snapshot>,
     targets: &HashMap<u32, Target>,
     reference: u64,
+    relations: &mut HashMap<u32, RelationInfo>,
 ) -> Result<Decoded, wal::WalError> {
     let mut out = Decoded::default();
-    let mut relations: HashMap<u32, RelationInfo> = HashMap::new();
     let mut tx: Vec<Message> = Vec::new();
     let mut xid = 0u32;
-    for data in peeked {
+    for data in messages {
         let message = wal::parse(data)?;
         match message {
             Message::Begin { xid: x, .. } => {
@@ -282,14 +290,14 @@ fn decode(
             Message::Commit { end_lsn, .. } => {
                 out.end = Some(end_lsn);
                 let full = full_xid(xid, reference);
-                if end_lsn > after && !applied.is_some_and(|s| s.sees(full)) {
+                if end_lsn > after {
                     for m in tx.drain(..) {
-                        apply_message(&mut out, &relations, targets, &m, full);
+                        apply_message(&mut out, relations, targets, &m, full);
                     }
                 }
                 tx.clear();
             }
-            Message::Other(_) => {}
+            Message::Other(_) | Message::Logical { .. } => {}
             // A change comes inside its transaction's Begin and Commit.
             m => tx.push(m),
         }
@@ -338,18 +346,6 @@ fn apply_message(out: &mut Decoded, relations: &HashMap<u32, RelationInfo>, targ
             }
         }
     }
-}
-
-/// Peeks at most `limit` changes (None: all) of the slot: its pgoutput messages in order.
-async fn peek(c: &impl GenericClient, slot: &str, publication: &str, limit: Option<i32>) -> Result<Vec<Vec<u8>>, tokio_postgres::Error> {
-    let rows = c
-        .query(
-            "SELECT data FROM pg_catalog.pg_logical_slot_peek_binary_changes(
-                 $1, NULL, $2, 'proto_version', '1', 'publication_names', $3)",
-            &[&slot, &limit, &publication],
-        )
-        .await?;
-    Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
 /// A recent xid8: the caller's snapshot's xmax (every decoded transaction is before it).
@@ -406,95 +402,110 @@ async fn write_rows(c: &impl GenericClient, table: &str, target: &Target, rows: 
     Ok(())
 }
 
-/// Makes sure the WAL is on disk up to now: logical decoding reads only what is flushed, and a
-/// transaction committed with `synchronous_commit = off` is visible before its commit record is
-/// flushed (for up to three times `wal_writer_delay`). A transaction of its own that commits
-/// synchronously flushes everything before its commit record; it must write to the WAL for
-/// that (a transaction id alone does not), hence a logical message (which pgoutput skips).
-/// Outside any transaction.
-pub async fn flush_wal(c: &Client) -> Result<(), tokio_postgres::Error> {
-    c.batch_execute(
-        "BEGIN; SET LOCAL synchronous_commit = on;
-         SELECT pg_catalog.pg_current_xact_id(), pg_catalog.pg_logical_emit_message(true, 'dyngate', '');
-         COMMIT",
-    )
-    .await
-}
-
-/// Copies what the slot holds into the logs and advances the slot (see the module's doc). The
-/// changes copied. Run on a connection of its own, outside any transaction; a failure leaves
-/// the session advisory lock held only if the connection is lost with it.
-pub async fn collect(c: &Client) -> Result<u64, tokio_postgres::Error> {
-    if recorded(c, false).await?.is_none() {
-        // No slot: nothing is captured from the WAL.
-        return Ok(0);
-    }
-    flush_wal(c).await?;
-    c.execute("SELECT pg_advisory_lock($1, $2)", &[&COLLECT_LOCK.0, &COLLECT_LOCK.1])
+/// Waits until every transaction that committed before the call is in the logs (see the
+/// module's doc): writes a sync point, a logical message in a transaction of its own, committed
+/// synchronously so that it is flushed (walsenders send only flushed WAL; a transaction
+/// committed with `synchronous_commit = off` is visible before its commit is flushed), then
+/// waits until the recorded position passes it. `Ok(false)` when no slot is recorded (nothing
+/// is captured from the WAL). Outside any transaction.
+pub async fn sync(c: &Client) -> Result<bool, SyncError> {
+    let rows = c
+        .simple_query(&format!(
+            "BEGIN; SET LOCAL synchronous_commit = on;
+             SELECT pg_catalog.pg_logical_emit_message(true, {prefix}, '')::text
+              WHERE EXISTS (SELECT 1 FROM dyngate.wal_capture);
+             COMMIT",
+            prefix = quote_literal(SYNC_PREFIX)
+        ))
         .await?;
-    let result = collect_locked(c).await;
-    c.execute("SELECT pg_advisory_unlock($1, $2)", &[&COLLECT_LOCK.0, &COLLECT_LOCK.1])
-        .await?;
-    result
-}
-
-async fn collect_locked(c: &Client) -> Result<u64, tokio_postgres::Error> {
-    let mut copied = 0;
+    let point = rows.iter().find_map(|m| match m {
+        tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+        _ => None,
+    });
+    let Some(point) = point else {
+        return Ok(false);
+    };
+    let deadline = Instant::now() + SYNC_TIMEOUT;
+    let mut pause = Duration::from_millis(1);
     loop {
-        c.batch_execute("BEGIN").await?;
-        let round = collect_round(c).await;
-        let (n, advance, more) = match round {
-            Ok(r) => r,
-            Err(e) => {
-                c.batch_execute("ROLLBACK").await.ok();
-                return Err(e);
-            }
-        };
-        c.batch_execute("COMMIT").await?;
-        copied += n;
-        if let Some((slot, end)) = advance {
-            c.execute(
-                "SELECT pg_catalog.pg_replication_slot_advance($1, $2::text::pg_lsn)",
-                &[&slot, &format_lsn(end)],
+        // No record any more: the slot is being made again, and its sources count as truncated.
+        let passed: bool = c
+            .query_one(
+                "SELECT coalesce((SELECT position >= $1::text::pg_lsn FROM dyngate.wal_capture), true)",
+                &[&point],
             )
-            .await?;
+            .await?
+            .get(0);
+        if passed {
+            return Ok(true);
         }
-        if !more {
-            return Ok(copied);
+        if Instant::now() >= deadline {
+            return Err(SyncError::Behind(SYNC_TIMEOUT.as_secs()));
         }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(20));
     }
 }
 
-/// One round of [`collect`] inside its transaction: the changes copied, where to advance the
-/// slot to after the commit, and whether there may be more.
-async fn collect_round(c: &Client) -> Result<(u64, Option<(String, Lsn)>, bool), tokio_postgres::Error> {
-    let Some((slot, publication, position)) = recorded(c, true).await? else {
-        return Ok((0, None, false));
+/// Why [`sync`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error(transparent)]
+    Postgres(#[from] tokio_postgres::Error),
+    #[error("the capture of changes from the WAL has not caught up within {0} s (see the gateway's log)")]
+    Behind(u64),
+}
+
+/// Takes the capture's lock if it is free (the streamer's session).
+pub async fn try_lock_capture(c: &Client) -> Result<bool, tokio_postgres::Error> {
+    Ok(
+        c.query_one("SELECT pg_try_advisory_lock($1, $2)", &[&COLLECT_LOCK.0, &COLLECT_LOCK.1])
+            .await?
+            .get(0),
+    )
+}
+
+/// Lets the capture's lock go.
+pub async fn unlock_capture(c: &Client) -> Result<(), tokio_postgres::Error> {
+    c.execute("SELECT pg_advisory_unlock($1, $2)", &[&COLLECT_LOCK.0, &COLLECT_LOCK.1])
+        .await
+        .map(drop)
+}
+
+/// Whether any source is captured from the WAL.
+pub async fn in_use(c: &impl GenericClient) -> Result<bool, tokio_postgres::Error> {
+    Ok(
+        c.query_one("SELECT EXISTS (SELECT 1 FROM dyngate.change_capture WHERE method = 'wal')", &[])
+            .await?
+            .get(0),
+    )
+}
+
+/// Inside the streamer's batch transaction: writes the changes of `messages` (whole
+/// transactions) into the logs, records the batch, and moves the recorded position (see the
+/// module's doc). Where the position moved to, if it did.
+pub async fn write_batch_in(
+    c: &Client,
+    messages: &[Bytes],
+    relations: &mut HashMap<u32, RelationInfo>,
+) -> Result<Option<Lsn>, StreamError> {
+    let Some((_, _, position)) = recorded(c, true).await? else {
+        return Ok(None);
     };
     let reference = reference_xid(c).await?;
-    let peeked = peek(c, &slot, &publication, Some(ROUND_CHANGES)).await?;
-    // Read after the peek: a source whose changes were decoded was published, so its capture
-    // had committed (see the module's doc).
+    // Read after the changes were received: a source whose changes were decoded was published,
+    // so its capture had committed.
     let targets = targets(c, None).await?;
-    let decoded = match decode(&peeked, position, None, &targets, reference) {
-        Ok(d) => d,
-        Err(e) => {
-            tracing::error!(error = %e, "reading the WAL capture slot");
-            return Ok((0, None, false));
-        }
-    };
+    let decoded = decode(messages, position, &targets, reference, relations)?;
     tracing::debug!(
-        messages = peeked.len(),
+        messages = messages.len(),
         position = %format_lsn(position),
         end = ?decoded.end.map(format_lsn),
-        sources = targets.len(),
-        "collecting changes from the WAL"
+        "writing changes from the WAL"
     );
-    let mut n = 0;
     for (source, rows) in &decoded.rows {
         let target = &targets[source];
         write_rows(c, &format!("dyngate.{}", quote_ident(&target.log)), target, rows).await?;
-        n += rows.len() as u64;
     }
     for (source, xid) in &decoded.truncated {
         c.execute(
@@ -503,8 +514,8 @@ async fn collect_round(c: &Client) -> Result<(u64, Option<(String, Lsn)>, bool),
         )
         .await?;
     }
-    // What every reader applied already (refreshes peek at what is not collected yet) is not
-    // kept.
+    // What every reader applied already (a refresh copies the rows of batches its snapshot does
+    // not see) is not kept.
     let written: Vec<u32> = decoded
         .rows
         .keys()
@@ -513,11 +524,18 @@ async fn collect_round(c: &Client) -> Result<(u64, Option<(String, Lsn)>, bool),
         .collect();
     crate::engine::incremental::discard_applied_of(c, &written).await?;
     let Some(end) = decoded.end.filter(|e| *e > position) else {
-        return Ok((n, None, false));
+        return Ok(None);
     };
-    c.execute("UPDATE dyngate.wal_capture SET position = $1::text::pg_lsn", &[&format_lsn(end)])
-        .await?;
-    Ok((n, Some((slot, end)), peeked.len() >= ROUND_CHANGES as usize))
+    c.batch_execute(&format!(
+        "INSERT INTO dyngate.wal_batch (after, upto) VALUES ({after}, {end});
+         DELETE FROM dyngate.wal_batch WHERE written < now() - interval {keep};
+         UPDATE dyngate.wal_capture SET position = {end};",
+        after = quote_literal(&format_lsn(position)),
+        end = quote_literal(&format_lsn(end)),
+        keep = quote_literal(BATCH_KEEP),
+    ))
+    .await?;
+    Ok(Some(end))
 }
 
 /// A `pg_snapshot` (`xmin:xmax:xip,...`): which transactions it sees.
@@ -547,87 +565,109 @@ impl Snapshot {
     }
 }
 
-/// What [`peek_pending`] found.
+/// What [`fetch_gap`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Peeked {
     /// The peek tables are filled; whether a source was truncated after the position seen.
     Ready { truncated: bool },
-    /// The slot moved past the position the snapshot sees: start the transaction again.
+    /// The batches the snapshot does not see leave a hole: start the transaction again.
     Gap,
 }
 
-/// The temporary table holding what [`peek_pending`] read for source `oid` (unquoted, in
+/// The temporary table holding what [`fetch_gap`] copied for source `oid` (unquoted, in
 /// `pg_temp`): dropped at commit.
 pub fn peek_table(oid: u32) -> String {
     format!("dyngate_peek_{oid}")
 }
 
-/// In a refresh's transaction (its snapshot taken): reads the changes the slot holds beyond the
-/// recorded position this snapshot sees into a temporary table per source captured from the
-/// WAL, readable by `reader` (see the module's doc). Marks those sources in `sources`, and says
-/// whether one was truncated by a transaction this snapshot sees and `applied` does not. The WAL
-/// is flushed first on a connection of `pool`'s, so that every transaction the snapshot sees can
-/// be decoded ([`flush_wal`]).
-pub async fn peek_pending(
+/// In a refresh's transaction (its snapshot taken): copies the logged changes this snapshot
+/// cannot see (of batches that committed after it) for the sources captured from the WAL into a
+/// temporary table per source, readable by `reader`, after a [`sync`] (see the module's doc);
+/// on a connection of `pool`'s. Marks those sources in `sources`, and says whether one was
+/// truncated by a transaction this snapshot sees and `applied` does not.
+pub async fn fetch_gap(
     tx: &Transaction<'_>,
     pool: &ServicePool,
     sources: &mut [SourceTable],
     reader: &str,
     applied: &str,
-) -> Result<Peeked, tokio_postgres::Error> {
+) -> Result<Peeked, SyncError> {
     let oids: Vec<u32> = sources.iter().map(|s| s.oid).collect();
     let targets = targets(tx, Some(&oids)).await?;
     if targets.is_empty() {
         return Ok(Peeked::Ready { truncated: false });
     }
-    flush_wal(&*pool.get().await?).await?;
-    let Some((slot, publication, position)) = recorded(tx, false).await? else {
+    let Some((_, _, position)) = recorded(tx, false).await? else {
         // Captured from the WAL, but no slot recorded (it is being made again): full.
         return Ok(Peeked::Ready { truncated: true });
     };
-    let reference = reference_xid(tx).await?;
-    // A failed peek must not leave the (session) lock held: the savepoint lets the transaction
-    // go on to release it.
-    tx.batch_execute("SAVEPOINT dyngate_peek").await?;
-    tx.execute("SELECT pg_advisory_lock($1, $2)", &[&COLLECT_LOCK.0, &COLLECT_LOCK.1])
-        .await?;
-    let read = async {
-        let confirmed: Option<String> = tx
-            .query_opt(
-                "SELECT confirmed_flush_lsn::text FROM pg_catalog.pg_replication_slots WHERE slot_name = $1",
-                &[&slot],
-            )
-            .await?
-            .map(|r| r.get(0));
-        match confirmed.as_deref().and_then(parse_lsn) {
-            None => Ok(None),
-            Some(c) if c > position => Ok(Some(Err(()))),
-            Some(_) => Ok(Some(Ok(peek(tx, &slot, &publication, None).await?))),
-        }
-    }
-    .await;
-    if read.is_err() {
-        tx.batch_execute("ROLLBACK TO SAVEPOINT dyngate_peek").await?;
-    }
-    tx.execute("SELECT pg_advisory_unlock($1, $2)", &[&COLLECT_LOCK.0, &COLLECT_LOCK.1])
-        .await?;
-    let peeked = match read? {
-        // The slot is gone: what happened since is unknown.
-        None => return Ok(Peeked::Ready { truncated: true }),
-        Some(Err(())) => return Ok(Peeked::Gap),
-        Some(Ok(p)) => p,
+    let snapshot: String = tx.query_one("SELECT pg_catalog.pg_current_snapshot()::text", &[]).await?.get(0);
+    let (Some(seen), Some(applied)) = (Snapshot::parse(&snapshot), Snapshot::parse(applied)) else {
+        return Ok(Peeked::Ready { truncated: true });
     };
-    // What the table applied already need not be read again.
-    let decoded = match decode(&peeked, position, Snapshot::parse(applied).as_ref(), &targets, reference) {
-        Ok(d) => d,
-        Err(e) => {
-            tracing::error!(error = %e, "reading the WAL capture slot");
-            return Ok(Peeked::Ready { truncated: true });
+    let d = pool.get().await?;
+    if !sync(&d).await? {
+        return Ok(Peeked::Ready { truncated: true });
+    }
+    let batches = d
+        .query(
+            "SELECT batch::text, after::text, upto::text FROM dyngate.wal_batch
+              WHERE NOT pg_catalog.pg_visible_in_snapshot(batch, $1::text::pg_catalog.pg_snapshot)
+              ORDER BY after",
+            &[&snapshot],
+        )
+        .await?;
+    let mut at = position;
+    let mut xids: Vec<String> = Vec::with_capacity(batches.len());
+    for b in &batches {
+        let (batch, after, upto): (String, String, String) = (b.get(0), b.get(1), b.get(2));
+        let (Ok(batch), Some(after), Some(upto)) = (batch.parse::<u64>(), parse_lsn(&after), parse_lsn(&upto)) else {
+            return Ok(Peeked::Gap);
+        };
+        if after != at {
+            return Ok(Peeked::Gap);
         }
-    };
+        at = upto;
+        // Rows carry the 32-bit id of the transaction that wrote them (xmin).
+        xids.push((batch & 0xFFFF_FFFF).to_string());
+    }
+    // What this snapshot sees and the table has not applied.
+    let wanted = |xid: u64| seen.sees(xid) && !applied.sees(xid);
     for s in sources.iter_mut() {
         let Some(target) = targets.get(&s.oid) else { continue };
         s.wal = true;
+        let mut rows: Vec<DecodedRow> = Vec::new();
+        if !xids.is_empty() {
+            let values: Vec<String> = target
+                .columns
+                .iter()
+                .map(|(n, _, _, _)| format!("{}::text", quote_ident(&log_column(*n))))
+                .collect();
+            let sql = format!(
+                "SELECT ARRAY[{}]::text[], {xid}::text, {sign} FROM dyngate.{log} WHERE xmin::text = ANY($1)",
+                values.join(", "),
+                xid = quote_ident(XID),
+                sign = quote_ident(SIGN),
+                log = quote_ident(&target.log),
+            );
+            for r in d.query(&sql, &[&xids]).await? {
+                let (values, xid, sign): (Vec<Option<String>>, String, i16) = (r.get(0), r.get(1), r.get(2));
+                let xid = xid.parse().unwrap_or(0);
+                if wanted(xid) {
+                    rows.push((values, xid, sign));
+                }
+            }
+        }
+        // Without rows of its own, the log alone is read.
+        if rows.is_empty() {
+            continue;
+        }
+        tracing::debug!(
+            source = s.oid,
+            rows = rows.len(),
+            "copying the changes of batches the refresh's snapshot does not see"
+        );
+        s.peeked = true;
         let table = format!("pg_temp.{}", quote_ident(&peek_table(s.oid)));
         tx.batch_execute(&format!(
             "CREATE TEMPORARY TABLE {table} (LIKE dyngate.{log}) ON COMMIT DROP; GRANT SELECT ON {table} TO {reader};",
@@ -635,28 +675,26 @@ pub async fn peek_pending(
             reader = quote_ident(reader),
         ))
         .await?;
-        if let Some(rows) = decoded.rows.get(&s.oid) {
-            write_rows(tx, &table, target, rows).await?;
-        }
+        write_rows(tx, &table, target, &rows).await?;
     }
-    // A truncation counts if this snapshot sees it and the table has not applied it (as for
-    // the logged ones: incremental::pending).
     let mut truncated = false;
-    for (_, xid) in &decoded.truncated {
-        truncated |= tx
-            .query_one(
-                "SELECT pg_catalog.pg_visible_in_snapshot($1::text::xid8, pg_catalog.pg_current_snapshot())
-                        AND NOT pg_catalog.pg_visible_in_snapshot($1::text::xid8, $2::text::pg_catalog.pg_snapshot)",
-                &[&xid.to_string(), &applied],
+    if !xids.is_empty() {
+        for r in d
+            .query(
+                "SELECT xid::text FROM dyngate.truncation WHERE xmin::text = ANY($1) AND source = ANY($2)",
+                &[&xids, &oids],
             )
             .await?
-            .get::<_, bool>(0);
+        {
+            truncated |= r.get::<_, String>(0).parse().is_ok_and(wanted);
+        }
     }
     Ok(Peeked::Ready { truncated })
 }
 
 /// Drops the slot and the publication when no source is captured from the WAL any more (a slot
-/// nobody reads keeps the WAL from being recycled). Outside any transaction.
+/// nobody reads keeps the WAL from being recycled): whether it did. Outside any transaction, by
+/// the holder of the capture's lock, with no stream open.
 pub async fn release_if_unused(c: &Client) -> Result<bool, tokio_postgres::Error> {
     let free: bool = c
         .query_one("SELECT pg_try_advisory_lock($1, $2)", &[&SLOT_USE_LOCK.0, &SLOT_USE_LOCK.1])
@@ -673,38 +711,29 @@ pub async fn release_if_unused(c: &Client) -> Result<bool, tokio_postgres::Error
 }
 
 async fn release_locked(c: &Client) -> Result<bool, tokio_postgres::Error> {
-    c.execute("SELECT pg_advisory_lock($1, $2)", &[&COLLECT_LOCK.0, &COLLECT_LOCK.1])
-        .await?;
-    let result = async {
-        let Some((slot, _, _)) = recorded(c, false).await? else {
-            return Ok(false);
-        };
-        let used: bool = c
-            .query_one("SELECT EXISTS (SELECT 1 FROM dyngate.change_capture WHERE method = 'wal')", &[])
-            .await?
-            .get(0);
-        if used {
-            return Ok(false);
-        }
-        // The slot first: a slot whose publication is gone cannot decode.
-        c.execute("DELETE FROM dyngate.wal_capture", &[]).await?;
-        c.execute(
-            "SELECT pg_catalog.pg_drop_replication_slot(slot_name) FROM pg_catalog.pg_replication_slots WHERE slot_name = $1",
-            &[&slot],
-        )
-        .await?;
-        c.batch_execute(&format!("DROP PUBLICATION IF EXISTS {}", quote_ident(PUBLICATION)))
-            .await?;
-        Ok(true)
+    let Some((slot, _, _)) = recorded(c, false).await? else {
+        return Ok(false);
+    };
+    if in_use(c).await? {
+        return Ok(false);
     }
-    .await;
-    c.execute("SELECT pg_advisory_unlock($1, $2)", &[&COLLECT_LOCK.0, &COLLECT_LOCK.1])
-        .await?;
-    result
+    // The slot first: a slot whose publication is gone cannot decode. It fails while the
+    // server still has the last stream's connection; the next round tries again.
+    c.execute(
+        "SELECT pg_catalog.pg_drop_replication_slot(slot_name) FROM pg_catalog.pg_replication_slots WHERE slot_name = $1",
+        &[&slot],
+    )
+    .await?;
+    c.batch_execute(&format!(
+        "DELETE FROM dyngate.wal_capture; DELETE FROM dyngate.wal_batch; DROP PUBLICATION IF EXISTS {}",
+        quote_ident(PUBLICATION)
+    ))
+    .await?;
+    Ok(true)
 }
 
 /// The log of a source captured from the WAL as a refresh reads it: the logged rows and those
-/// peeked in this transaction.
+/// copied into this transaction (fetch_gap).
 pub fn log_and_peeked(oid: u32) -> String {
     format!(
         "(SELECT * FROM dyngate.{} UNION ALL SELECT * FROM pg_temp.{})",

@@ -22,7 +22,7 @@ pub struct Column {
 /// The changes of `source`'s log not yet applied: those of transactions invisible in `applied`
 /// (the snapshot the table was last brought up to date with), read in the caller's snapshot,
 /// with the source's columns under their current names, and the sign. A source captured from
-/// the WAL adds what this transaction peeked (collect::peek_pending), and keeps only the changes
+/// the WAL adds what this transaction copied (collect::fetch_gap), and keeps only the changes
 /// of transactions its snapshot sees (a transaction is decoded a moment before it is visible).
 pub fn pending_changes(source: &SourceTable, applied: &str) -> String {
     let columns: String = source
@@ -31,13 +31,15 @@ pub fn pending_changes(source: &SourceTable, applied: &str) -> String {
         .map(|(n, name)| format!("{} AS {}, ", quote_ident(&log_column(*n)), quote_ident(name)))
         .collect();
     let xid = quote_ident(XID);
-    let (log, seen) = if source.wal {
-        (
-            format!("{} AS \"dyngate$log\"", collect::log_and_peeked(source.oid)),
-            format!(" AND pg_catalog.pg_visible_in_snapshot({xid}, pg_catalog.pg_current_snapshot())"),
-        )
+    let log = if source.peeked {
+        format!("{} AS \"dyngate$log\"", collect::log_and_peeked(source.oid))
     } else {
-        (format!("dyngate.{}", quote_ident(&log_table(source.oid))), String::new())
+        format!("dyngate.{}", quote_ident(&log_table(source.oid)))
+    };
+    let seen = if source.wal {
+        format!(" AND pg_catalog.pg_visible_in_snapshot({xid}, pg_catalog.pg_current_snapshot())")
+    } else {
+        String::new()
     };
     format!(
         "SELECT {columns}{sign} FROM {log} WHERE NOT pg_catalog.pg_visible_in_snapshot({xid}, {applied}::pg_catalog.pg_snapshot){seen}",
@@ -433,6 +435,7 @@ mod tests {
             quoted: format!("public.{name}"),
             columns: vec![(1, "id".into())],
             wal: false,
+            peeked: false,
         }
     }
 
@@ -483,6 +486,7 @@ mod tests {
             quoted: "public.orders".into(),
             columns: vec![(1, "id".into()), (4, "amount".into())],
             wal: false,
+            peeked: false,
         };
         let sql = apply_sql(&plan, &[source], "10:20:", "public.\"T\"", &cols).unwrap();
         if let Ok(path) = std::env::var("DYNGATE_PRINT_DELTA_SQL") {

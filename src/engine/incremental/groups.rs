@@ -439,6 +439,7 @@ mod tests {
             quoted: "public.orders".into(),
             columns: vec![(2, "day".into()), (3, "amount".into())],
             wal: false,
+            peeked: false,
         };
         let apply = apply_sql(&plan, 5, std::slice::from_ref(&source), "1:2:", "public.daily", &cols, &cols).unwrap();
         if let Ok(path) = std::env::var("DYNGATE_PRINT_GROUPS_SQL") {

@@ -4,7 +4,8 @@
 //! - [`analyze`] decides, from the resolved query, whether and how a table can be refreshed
 //!   incrementally, or why not (the reason users see).
 //! - [`capture`] logs the changes of the sources: statement triggers with transition tables, or
-//!   [`collect`] copies them from the WAL by logical decoding ([`wal`] reads its messages).
+//!   [`stream`] copies them from the WAL by logical decoding over a replication connection
+//!   ([`replication`]; [`wal`] reads its messages; [`collect`] has the parts the refresh shares).
 //! - [`delta`] writes the SQL that applies a plan's delta to a table of rows; [`groups`] that of
 //!   a grouped table, whose aggregates are kept as state in a side table.
 //!
@@ -22,6 +23,8 @@ pub mod capture;
 pub mod collect;
 pub mod delta;
 pub mod groups;
+pub mod replication;
+pub mod stream;
 pub mod wal;
 
 use tokio_postgres::{GenericClient, Transaction};

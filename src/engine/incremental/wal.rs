@@ -71,7 +71,12 @@ pub enum Message {
     Truncate {
         relids: Vec<u32>,
     },
-    /// Origin, Type and logical messages: nothing to capture.
+    /// A logical message (`pg_logical_emit_message`); the capture's sync points have the
+    /// prefix `dyngate`.
+    Logical {
+        prefix: String,
+    },
+    /// Origin and Type messages: nothing to capture.
     Other(u8),
 }
 
@@ -224,7 +229,15 @@ pub fn parse(bytes: &[u8]) -> Result<Message, WalError> {
             let relids = (0..n).map(|_| r.u32()).collect::<Result<_, _>>()?;
             Message::Truncate { relids }
         }
-        b'O' | b'Y' | b'M' => return Ok(Message::Other(kind)),
+        b'M' => {
+            let _flags = r.u8()?;
+            let _lsn = r.u64()?;
+            let prefix = r.string()?;
+            let len = r.u32()? as usize;
+            r.take(len)?;
+            Message::Logical { prefix }
+        }
+        b'O' | b'Y' => return Ok(Message::Other(kind)),
         k => return Err(WalError(format!("message kind {:?}", k as char))),
     };
     if r.at != bytes.len() {
