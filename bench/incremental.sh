@@ -71,7 +71,7 @@ direct() { psql -X -q -v ON_ERROR_STOP=1 -p "$pg_port" "$@"; }
 
 rm -f "$work/dyngate.ready"
 "$dyngate_bin" serve --postgres "$pg_url" --capture "${BENCH_CAPTURE:-triggers}" --listen 127.0.0.1:0 --http-listen 127.0.0.1:0 \
-  --ready-file "$work/dyngate.ready" --log warn >"$work/dyngate.log" 2>&1 &
+  --ready-file "$work/dyngate.ready" --log "${BENCH_LOG:-warn}" >"$work/dyngate.log" 2>&1 &
 dyngate_pid=$!
 for _ in $(seq 300); do
   [ -s "$work/dyngate.ready" ] && break

@@ -12,3 +12,9 @@ CREATE TABLE dyngate.wal_batch (
 );
 CREATE INDEX wal_batch_written ON dyngate.wal_batch (written);
 
+
+-- Grouped tables keep, for each numeric sum, how many of a group's values have its largest
+-- scale (engine::incremental::groups): state tables made before lack those columns. Their
+-- tables' next refresh is full, which lays their state out anew.
+DELETE FROM dyngate.applied a
+ WHERE to_regclass(format('dyngate.%I', 'state_' || a.dynamic_table_id)) IS NOT NULL;

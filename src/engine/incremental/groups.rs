@@ -9,6 +9,11 @@
 //! - per min(e) and max(e): `dyngate$m<i>`, the extremum; `dyngate$d<i>` holds the extremum of
 //!   the values a delta deleted, and `dyngate$redo` marks a group whose extremum may have been
 //!   deleted: it is recomputed from the source (one scan of it; only then);
+//! - per numeric sum(e) and avg(e), the largest scale of its values as such an extremum
+//!   (`dyngate$x<i>`, `dyngate$y<i>`), with `dyngate$q<i>` counting the values of that scale
+//!   (and `dyngate$z<i>` the delta's deleted ones): its group is recomputed only when the last
+//!   value of that scale goes, not with every deletion (a money column's values all have one
+//!   scale);
 //! - `dyngate$touched`: the transaction that last changed the group (an apply rewrites the rows
 //!   of the groups its own transaction touched).
 //!
@@ -89,6 +94,13 @@ struct Extremum {
     /// Over the source's rows, and over the changes' column.
     of_source: String,
     of_change: String,
+    /// For a scale: the state columns counting the values at the extremum, and the delta's
+    /// deleted values at its deleted extremum. Deleting a value at the largest scale then needs
+    /// the group recomputed only when it was the last one (all values of a money column have
+    /// the same scale).
+    counted: Option<(String, String)>,
+    /// The aggregate's argument.
+    arg: String,
 }
 
 fn scale_tracked(o: &Output, ty: Option<&str>) -> bool {
@@ -106,6 +118,8 @@ fn extrema(g: &Grouped<'_>, columns: &[Column]) -> Vec<Extremum> {
                 f: if *a == Agg::Min { "min" } else { "max" },
                 of_source: e.clone(),
                 of_change: col("e", i),
+                counted: None,
+                arg: e.clone(),
             }),
             Output::Agg(_, Some(e)) if scale_tracked(o, ty) => out.push(Extremum {
                 value: col("x", i),
@@ -113,6 +127,8 @@ fn extrema(g: &Grouped<'_>, columns: &[Column]) -> Vec<Extremum> {
                 f: "max",
                 of_source: format!("pg_catalog.scale(({e})::pg_catalog.numeric)"),
                 of_change: format!("pg_catalog.scale(({})::pg_catalog.numeric)", col("e", i)),
+                counted: Some((col("q", i), col("z", i))),
+                arg: e.clone(),
             }),
             _ => {}
         }
@@ -120,24 +136,62 @@ fn extrema(g: &Grouped<'_>, columns: &[Column]) -> Vec<Extremum> {
     out
 }
 
-/// The state's columns and how the state query computes them from the source's rows, in order.
-fn state_columns(g: &Grouped<'_>, columns: &[Column]) -> Vec<(String, String)> {
-    let mut cols: Vec<(String, String)> = g.keys.iter().enumerate().map(|(j, k)| (col("k", j), k.clone())).collect();
-    cols.push((N.to_string(), "count(*)".into()));
+/// A state column: its name, how a query over the source computes it (over the whole group, or
+/// over a bucket of it: see [`state_query`]), and how the buckets' values combine.
+struct StateColumn {
+    name: String,
+    expr: String,
+    combined: String,
+}
+
+/// The state's columns, in order.
+fn state_columns(g: &Grouped<'_>, columns: &[Column]) -> Vec<StateColumn> {
+    let column = |name: String, expr: String, combine: &str| StateColumn {
+        combined: format!("{combine}(b.{name})"),
+        name,
+        expr,
+    };
+    let mut cols: Vec<StateColumn> = g
+        .keys
+        .iter()
+        .enumerate()
+        .map(|(j, k)| StateColumn {
+            name: col("k", j),
+            expr: k.clone(),
+            combined: format!("b.{}", col("k", j)),
+        })
+        .collect();
+    cols.push(column(N.to_string(), "count(*)".into(), "sum"));
     for (i, o) in g.outputs.iter().enumerate() {
         match o {
             Output::Key(_) | Output::Agg(Agg::Count, None) => {}
-            Output::Agg(Agg::Count, Some(e)) => cols.push((col("c", i), format!("count({e})"))),
+            Output::Agg(Agg::Count, Some(e)) => cols.push(column(col("c", i), format!("count({e})"), "sum")),
             Output::Agg(Agg::Sum | Agg::Avg, Some(e)) => {
-                cols.push((col("s", i), format!("sum({e})")));
-                cols.push((col("c", i), format!("count({e})")));
+                cols.push(column(col("s", i), format!("sum({e})"), "sum"));
+                cols.push(column(col("c", i), format!("count({e})"), "sum"));
             }
             Output::Agg(Agg::Min | Agg::Max, Some(_)) | Output::Agg(_, None) => {}
         }
     }
-    for x in extrema(g, columns) {
-        cols.push((x.value, format!("{}({})", x.f, x.of_source)));
-        cols.push((x.deleted, format!("{}({})", x.f, x.of_source)));
+    for (i, x) in extrema(g, columns).into_iter().enumerate() {
+        cols.push(column(x.value.clone(), format!("{}({})", x.f, x.of_source), x.f));
+        cols.push(column(x.deleted, format!("{}({})", x.f, x.of_source), x.f));
+        if let Some((count, deleted_count)) = x.counted {
+            // Per bucket (one scale), its values; combined, those of the largest scale.
+            cols.push(StateColumn {
+                combined: format!(
+                    "coalesce(sum(b.{count}) FILTER (WHERE b.{value} = b.\"dyngate$top{i}\"), 0)",
+                    value = x.value
+                ),
+                name: count,
+                expr: format!("count({})", x.arg),
+            });
+            cols.push(StateColumn {
+                name: deleted_count,
+                expr: "0::bigint".into(),
+                combined: "0::bigint".into(),
+            });
+        }
     }
     cols
 }
@@ -152,15 +206,54 @@ fn from_source(g: &Grouped<'_>) -> String {
     format!("FROM {}{where_}", tables_now(g.from))
 }
 
-/// The state of every group, computed from the source.
-fn state_query(g: &Grouped<'_>, columns: &[Column]) -> String {
+/// The state of every group computed from the source (of the groups `only` names, if given:
+/// a condition on the source's rows). With counted extrema (scales), in two steps: buckets of
+/// one scale per group first (few per group), then the buckets combined, the values counted at
+/// the largest scale; one scan of the source either way.
+fn state_query(g: &Grouped<'_>, columns: &[Column], only: Option<&str>) -> String {
     let cols = state_columns(g, columns);
-    let select: Vec<String> = cols.iter().map(|(c, e)| format!("{e} AS {c}")).collect();
-    format!("SELECT {} {} GROUP BY {}", select.join(", "), from_source(g), g.keys.join(", "))
+    let mut conds: Vec<String> = g.filter.iter().map(|f| format!("({f})")).collect();
+    conds.extend(only.map(str::to_string));
+    let where_ = if conds.is_empty() {
+        String::new()
+    } else {
+        format!(" WHERE {}", conds.join(" AND "))
+    };
+    let from = format!("FROM {}{where_}", tables_now(g.from));
+    let select: Vec<String> = cols.iter().map(|c| format!("{} AS {}", c.expr, c.name)).collect();
+    let counted: Vec<Extremum> = extrema(g, columns).into_iter().filter(|x| x.counted.is_some()).collect();
+    if counted.is_empty() {
+        return format!("SELECT {} {from} GROUP BY {}", select.join(", "), g.keys.join(", "));
+    }
+    let bucket_keys: Vec<String> = g.keys.iter().cloned().chain(counted.iter().map(|x| x.of_source.clone())).collect();
+    let keys: Vec<String> = (0..g.keys.len()).map(|j| format!("b.{}", col("k", j))).collect();
+    let window = if keys.is_empty() {
+        String::new()
+    } else {
+        format!("PARTITION BY {}", keys.join(", "))
+    };
+    let tops: String = extrema(g, columns)
+        .iter()
+        .enumerate()
+        .filter(|(_, x)| x.counted.is_some())
+        .map(|(i, x)| format!(", max(b.{}) OVER ({window}) AS \"dyngate$top{i}\"", x.value))
+        .collect();
+    let combined: Vec<String> = cols.iter().map(|c| format!("{} AS {}", c.combined, c.name)).collect();
+    let group = if keys.is_empty() {
+        String::new()
+    } else {
+        format!(" GROUP BY {}", keys.join(", "))
+    };
+    format!(
+        "SELECT {} FROM (SELECT b.*{tops} FROM (SELECT {} {from} GROUP BY {}) AS b) AS b{group}",
+        combined.join(", "),
+        select.join(", "),
+        bucket_keys.join(", "),
+    )
 }
 
 fn state_list(g: &Grouped<'_>, columns: &[Column]) -> String {
-    state_columns(g, columns).into_iter().map(|(c, _)| c).collect::<Vec<_>>().join(", ")
+    state_columns(g, columns).into_iter().map(|c| c.name).collect::<Vec<_>>().join(", ")
 }
 
 /// Creates the empty state table of table `id` (whose columns are `columns`) for `owner` (run
@@ -175,7 +268,14 @@ pub fn create_state_sql(plan: &Plan, id: i64, owner: &str, columns: &[Column]) -
          CREATE UNIQUE INDEX ON {t} ({keys}) NULLS NOT DISTINCT;
          COMMENT ON TABLE {t} IS 'dyngate: the aggregates of a dynamic table refreshed incrementally';
          ALTER TABLE {t} OWNER TO {owner};",
-        q = state_query(&g, columns),
+        // Typed by the one-step query (a bucketed one would sum counts as numeric).
+        q = {
+            let select: Vec<String> = state_columns(&g, columns)
+                .iter()
+                .map(|c| format!("{} AS {}", c.expr, c.name))
+                .collect();
+            format!("SELECT {} {} GROUP BY {}", select.join(", "), from_source(&g), g.keys.join(", "))
+        },
         keys = keys.join(", "),
         owner = quote_ident(owner),
     ))
@@ -193,8 +293,21 @@ pub fn fill_state_sql(plan: &Plan, id: i64, columns: &[Column]) -> Option<String
     Some(format!(
         "DELETE FROM {t}; INSERT INTO {t} ({}) {}",
         state_list(&g, columns),
-        state_query(&g, columns)
+        state_query(&g, columns, None)
     ))
+}
+
+/// The changes with window columns over their group (`windows`, naming the window `w`), if any.
+fn with_windows(windows: &[String], key_list: &str, changed: String) -> String {
+    if windows.is_empty() {
+        return changed;
+    }
+    let partition = if key_list.is_empty() {
+        String::new()
+    } else {
+        format!("PARTITION BY {key_list}")
+    };
+    format!("SELECT c.*, {} FROM ({changed}) AS c WINDOW w AS ({partition})", windows.join(", "))
 }
 
 /// The statements that apply the changes logged since `applied` to table `id` (`target`, quoted,
@@ -258,7 +371,10 @@ pub fn apply_sql(
             Output::Agg(Agg::Min | Agg::Max, Some(_)) => {}
         }
     }
-    for x in &extrema {
+    // Per counted extremum, the changes' extremum of the inserted and of the deleted values
+    // over the group (window columns of the changes).
+    let mut windows: Vec<String> = Vec::new();
+    for (k, x) in extrema.iter().enumerate() {
         let (f, e, m, d) = (x.f, &x.of_change, &x.value, &x.deleted);
         let (pick, cmp) = if f == "min" { ("least", "<=") } else { ("greatest", ">=") };
         delta.push(format!("{f}({e}) FILTER (WHERE \"dyngate$sign\" > 0)"));
@@ -266,8 +382,36 @@ pub fn apply_sql(
         insert_cols.push(m.clone());
         insert_cols.push(d.clone());
         merge.push(format!("{m} = {pick}(st.{m}, excluded.{m})"));
-        // A deleted value at or beyond the extremum: the group is recomputed.
-        redo.push(format!("coalesce(excluded.{d} {cmp} {pick}(st.{m}, excluded.{m}), false)"));
+        if let Some((q, z)) = &x.counted {
+            let (wi, wd) = (format!("\"dyngate$wi{k}\""), format!("\"dyngate$wd{k}\""));
+            windows.push(format!("{f}({e}) FILTER (WHERE \"dyngate$sign\" > 0) OVER w AS {wi}"));
+            windows.push(format!("{f}({e}) FILTER (WHERE \"dyngate$sign\" < 0) OVER w AS {wd}"));
+            delta.push(format!(
+                "coalesce(sum(\"dyngate$sign\") FILTER (WHERE \"dyngate$sign\" > 0 AND {e} = {wi}), 0)"
+            ));
+            delta.push(format!(
+                "coalesce(-sum(\"dyngate$sign\") FILTER (WHERE \"dyngate$sign\" < 0 AND {e} = {wd}), 0)"
+            ));
+            insert_cols.push(q.clone());
+            insert_cols.push(z.clone());
+            // The values at the new extremum: the state's, the inserted ones', or both; less
+            // the deleted ones at it. None left (or not known): the group is recomputed.
+            let top = format!("{pick}(st.{m}, excluded.{m})");
+            let count = format!(
+                "(CASE WHEN excluded.{m} IS NULL THEN st.{q} WHEN st.{m} IS NULL OR excluded.{m} {gt} st.{m} THEN excluded.{q} \
+                 WHEN excluded.{m} = st.{m} THEN st.{q} + excluded.{q} ELSE st.{q} END \
+                 - CASE WHEN excluded.{d} = {top} THEN excluded.{z} ELSE 0 END)",
+                gt = if f == "min" { "<" } else { ">" },
+            );
+            merge.push(format!("{q} = {count}"));
+            redo.push(format!("({top} IS NOT NULL AND coalesce({count} <= 0, true))"));
+        } else {
+            // A deleted value at or beyond the extremum: the group is recomputed.
+            redo.push(format!(
+                "coalesce(excluded.{d} {cmp} {top}, false)",
+                top = format!("{pick}(st.{m}, excluded.{m})")
+            ));
+        }
         redo_new.push(format!("{f}({e}) FILTER (WHERE \"dyngate$sign\" < 0) IS NOT NULL"));
     }
     let redo_insert = if redo_new.is_empty() {
@@ -291,30 +435,40 @@ pub fn apply_sql(
              ON CONFLICT ({key_list}) DO UPDATE SET {merge}",
             cols = insert_cols.join(", "),
             delta = delta.join(", "),
-            changed = delta_terms(g.from, sources, applied)?
-                .into_iter()
-                .map(|term| {
-                    format!(
-                        "SELECT {}, {} AS \"dyngate$sign\"{changed_args} FROM {}{}",
-                        changed_keys.join(", "),
-                        term.sign,
-                        term.clause,
-                        term.where_clause(g.filter.as_deref()),
-                    )
-                })
-                .collect::<Vec<_>>()
-                .join(" UNION ALL "),
+            changed = with_windows(
+                &windows,
+                &key_list,
+                delta_terms(g.from, sources, applied)?
+                    .into_iter()
+                    .map(|term| {
+                        format!(
+                            "SELECT {}, {} AS \"dyngate$sign\"{changed_args} FROM {}{}",
+                            changed_keys.join(", "),
+                            term.sign,
+                            term.clause,
+                            term.where_clause(g.filter.as_deref()),
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" UNION ALL ")
+            ),
             merge = merge.join(", "),
         ),
     ];
     if !extrema.is_empty() {
         // Marks left by the previous apply go first.
         sql.insert(0, format!("UPDATE {t} SET {REDO} = false WHERE {REDO}"));
-        let sets: Vec<String> = extrema.iter().map(|x| format!("{} = NULL", x.value)).collect();
-        sql.push(format!("UPDATE {t} SET {} WHERE {REDO}", sets.join(", ")));
-        let aggs: Vec<String> = extrema.iter().map(|x| format!("{}({}) AS {}", x.f, x.of_source, x.value)).collect();
-        let sets: Vec<String> = extrema.iter().map(|x| format!("{m} = r.{m}", m = x.value)).collect();
-        let src_keys: Vec<String> = g.keys.iter().enumerate().map(|(j, k)| format!("{k} AS {}", col("k", j))).collect();
+        let mut cleared: Vec<String> = Vec::new();
+        let mut sets: Vec<String> = Vec::new();
+        for x in &extrema {
+            cleared.push(format!("{} = NULL", x.value));
+            sets.push(format!("{m} = r.{m}", m = x.value));
+            if let Some((q, _)) = &x.counted {
+                cleared.push(format!("{q} = 0"));
+                sets.push(format!("{q} = r.{q}"));
+            }
+        }
+        sql.push(format!("UPDATE {t} SET {} WHERE {REDO}", cleared.join(", ")));
         let row_of = |alias: &str| {
             format!(
                 "ROW({})::text",
@@ -322,19 +476,16 @@ pub fn apply_sql(
             )
         };
         let src_row = format!("ROW({})::text", g.keys.join(", "));
-        let and_where = g.filter.as_ref().map(|f| format!(" AND ({f})")).unwrap_or_default();
         sql.push(format!(
             "UPDATE {t} AS st SET {sets}
-               FROM (SELECT {src_keys}, {aggs} FROM {tables}
-                      WHERE {src_row} IN (SELECT {redo_rows} FROM {t} AS rd WHERE rd.{REDO}){and_where}
-                      GROUP BY {group}) AS r
+               FROM ({groups}) AS r
               WHERE st.{REDO} AND {st_row} = {r_row}",
             sets = sets.join(", "),
-            src_keys = src_keys.join(", "),
-            aggs = aggs.join(", "),
-            tables = tables_now(g.from),
-            redo_rows = row_of("rd"),
-            group = g.keys.join(", "),
+            groups = state_query(
+                &g,
+                query,
+                Some(&format!("{src_row} IN (SELECT {} FROM {t} AS rd WHERE rd.{REDO})", row_of("rd")))
+            ),
             st_row = row_of("st"),
             r_row = row_of("r"),
         ));
@@ -432,6 +583,19 @@ mod tests {
         ] {
             assert!(create.contains(part), "{part}\n---\n{create}");
         }
+        assert!(
+            create.contains("count(o.amount) AS \"dyngate$q2\", 0::bigint AS \"dyngate$z2\""),
+            "{create}"
+        );
+        // The fill counts the values at each group's largest scale: buckets of one scale first.
+        let fill = fill_state_sql(&plan, 5, &cols).unwrap();
+        for part in [
+            "coalesce(sum(b.\"dyngate$q2\") FILTER (WHERE b.\"dyngate$x2\" = b.\"dyngate$top0\"), 0) AS \"dyngate$q2\"",
+            "max(b.\"dyngate$x2\") OVER (PARTITION BY b.\"dyngate$k0\") AS \"dyngate$top0\"",
+            "GROUP BY o.day, pg_catalog.scale((o.amount)::pg_catalog.numeric)) AS b) AS b GROUP BY b.\"dyngate$k0\"",
+        ] {
+            assert!(fill.contains(part), "{part}\n---\n{fill}");
+        }
         let source = SourceTable {
             oid: 9,
             schema: "public".into(),
@@ -448,7 +612,13 @@ mod tests {
         for part in [
             "ON CONFLICT (\"dyngate$k0\") DO UPDATE SET \"dyngate$n\" = st.\"dyngate$n\" + excluded.\"dyngate$n\"",
             "\"dyngate$m3\" = least(st.\"dyngate$m3\", excluded.\"dyngate$m3\")",
-            "\"dyngate$redo\" = st.\"dyngate$redo\" OR coalesce(excluded.\"dyngate$y2\" >= greatest(st.\"dyngate$x2\", excluded.\"dyngate$x2\"), false) OR coalesce(excluded.\"dyngate$d3\" <= least(st.\"dyngate$m3\", excluded.\"dyngate$m3\"), false)",
+            // The sum's largest scale is recomputed only when no value of it is left; the
+            // minimum when a deleted value was at or below it.
+            "\"dyngate$redo\" = st.\"dyngate$redo\" OR (greatest(st.\"dyngate$x2\", excluded.\"dyngate$x2\") IS NOT NULL AND coalesce((CASE WHEN excluded.\"dyngate$x2\" IS NULL THEN st.\"dyngate$q2\" ",
+            "ELSE 0 END) <= 0, true)) OR coalesce(excluded.\"dyngate$d3\" <= least(st.\"dyngate$m3\", excluded.\"dyngate$m3\"), false)",
+            "coalesce(sum(\"dyngate$sign\") FILTER (WHERE \"dyngate$sign\" > 0 AND pg_catalog.scale((\"dyngate$e2\")::pg_catalog.numeric) = \"dyngate$wi0\"), 0)",
+            "WINDOW w AS (PARTITION BY \"dyngate$k0\")) AS c GROUP BY \"dyngate$k0\"",
+            "UPDATE dyngate.\"state_5\" AS st SET \"dyngate$x2\" = r.\"dyngate$x2\", \"dyngate$q2\" = r.\"dyngate$q2\", \"dyngate$m3\" = r.\"dyngate$m3\"",
             "DELETE FROM public.daily AS t USING dyngate.\"state_5\" AS st WHERE st.\"dyngate$touched\" = pg_catalog.pg_current_xact_id() AND ROW(t.\"day\")::text = ROW(st.\"dyngate$k0\"::date)::text",
             "(CASE WHEN st.\"dyngate$c2\" > 0 THEN pg_catalog.round((st.\"dyngate$s2\")::pg_catalog.numeric, st.\"dyngate$x2\") END)::numeric",
         ] {

@@ -201,11 +201,10 @@ pub async fn record(
         for s in sources {
             capture::install(tx, s, owner, method).await?;
         }
-        if let Some(create) = groups::create_state_sql(plan, id, owner, columns) {
-            tx.batch_execute(&create).await?;
-        }
         if filled {
             refill_state(tx, owner, plan, id, columns).await?;
+        } else if let Some(create) = groups::create_state_sql(plan, id, owner, columns) {
+            tx.batch_execute(&create).await?;
         }
     }
     let reason = match decision {
@@ -293,8 +292,9 @@ pub fn prefer_full(changes: i64, source_rows: f64) -> bool {
     changes as f64 > FULL_ABOVE_SHARE * source_rows.max(1.0)
 }
 
-/// Recomputes the state a plan keeps (a grouped table's) from the sources, as `owner`: after
-/// a fill, and with every full refresh of an incremental table.
+/// Makes the state a plan keeps (a grouped table's) again and computes it from the sources, as
+/// `owner`: after a fill, and with every full refresh of an incremental table (so a state laid
+/// out by an earlier version of dyngate is laid out anew).
 pub async fn refill_state(
     tx: &Transaction<'_>,
     owner: &str,
@@ -302,6 +302,10 @@ pub async fn refill_state(
     id: i64,
     query: &[delta::Column],
 ) -> Result<(), tokio_postgres::Error> {
+    if let Some(create) = groups::create_state_sql(plan, id, owner, query) {
+        tx.batch_execute(&groups::drop_state_sql(id)).await?;
+        tx.batch_execute(&create).await?;
+    }
     if let Some(fill) = groups::fill_state_sql(plan, id, query) {
         crate::engine::postgres::run_as(tx, owner, &fill).await?;
     }
