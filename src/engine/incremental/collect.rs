@@ -28,7 +28,8 @@
 //!   identity is no longer FULL) is recorded as a truncation: its readers' next refresh is full.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::sync::OnceLock;
+use std::time::Duration;
 
 use bytes::Bytes;
 use tokio_postgres::types::ToSql;
@@ -52,6 +53,9 @@ pub const SYNC_PREFIX: &str = "dyngate";
 
 /// How long [`sync`] waits for the streamer.
 const SYNC_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How often [`sync`] reads the position when another gateway streams.
+const SYNC_POLL: Duration = Duration::from_millis(2);
 
 /// How long batches are remembered in `dyngate.wal_batch`.
 const BATCH_KEEP: &str = "10 minutes";
@@ -425,10 +429,25 @@ pub async fn sync(c: &Client) -> Result<bool, SyncError> {
     let Some(point) = point else {
         return Ok(false);
     };
-    let deadline = Instant::now() + SYNC_TIMEOUT;
-    let mut pause = Duration::from_millis(1);
+    let Some(point_lsn) = parse_lsn(&point) else {
+        return Ok(false);
+    };
+    let deadline = tokio::time::Instant::now() + SYNC_TIMEOUT;
+    let mut streamed = streamed().subscribe();
     loop {
-        // No record any more: the slot is being made again, and its sources count as truncated.
+        let here = *streamed.borrow_and_update();
+        if let Some(position) = here {
+            if position >= point_lsn {
+                return Ok(true);
+            }
+            // This gateway streams: woken when its next batch commits (or the stream ends).
+            if tokio::time::timeout_at(deadline, streamed.changed()).await.is_err() {
+                return Err(SyncError::Behind(SYNC_TIMEOUT.as_secs()));
+            }
+            continue;
+        }
+        // Another gateway streams: its position is read from the catalog. No record any more:
+        // the slot is being made again, and its sources count as truncated.
         let passed: bool = c
             .query_one(
                 "SELECT coalesce((SELECT position >= $1::text::pg_lsn FROM dyngate.wal_capture), true)",
@@ -439,12 +458,18 @@ pub async fn sync(c: &Client) -> Result<bool, SyncError> {
         if passed {
             return Ok(true);
         }
-        if Instant::now() >= deadline {
+        if tokio::time::Instant::now() >= deadline {
             return Err(SyncError::Behind(SYNC_TIMEOUT.as_secs()));
         }
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_millis(20));
+        tokio::time::sleep(SYNC_POLL).await;
     }
+}
+
+/// The position this process's streamer recorded last (stream.rs); `None` while it does not
+/// stream. [`sync`] waits on it instead of polling the catalog.
+pub fn streamed() -> &'static tokio::sync::watch::Sender<Option<Lsn>> {
+    static STREAMED: OnceLock<tokio::sync::watch::Sender<Option<Lsn>>> = OnceLock::new();
+    STREAMED.get_or_init(|| tokio::sync::watch::channel(None).0)
 }
 
 /// Why [`sync`] failed.
@@ -492,10 +517,15 @@ pub async fn write_batch_in(
     let Some((_, _, position)) = recorded(c, true).await? else {
         return Ok(None);
     };
-    let reference = reference_xid(c).await?;
-    // Read after the changes were received: a source whose changes were decoded was published,
-    // so its capture had committed.
-    let targets = targets(c, None).await?;
+    // A batch of sync points alone changes no log (its Relation messages, if any, are read).
+    let changes = messages.iter().any(|m| matches!(m.first(), Some(b'I' | b'U' | b'D' | b'T')));
+    let (reference, targets) = if changes {
+        // Read after the changes were received: a source whose changes were decoded was
+        // published, so its capture had committed.
+        (reference_xid(c).await?, targets(c, None).await?)
+    } else {
+        (0, HashMap::new())
+    };
     let decoded = decode(messages, position, &targets, reference, relations)?;
     tracing::debug!(
         messages = messages.len(),
@@ -514,15 +544,9 @@ pub async fn write_batch_in(
         )
         .await?;
     }
-    // What every reader applied already (a refresh copies the rows of batches its snapshot does
-    // not see) is not kept.
-    let written: Vec<u32> = decoded
-        .rows
-        .keys()
-        .chain(decoded.truncated.iter().map(|(s, _)| s))
-        .copied()
-        .collect();
-    crate::engine::incremental::discard_applied_of(c, &written).await?;
+    // Rows every reader applied already (a refresh copies the rows of batches its snapshot does
+    // not see) go with the next refresh's discard_applied: discarding here would scan each log
+    // with every batch.
     let Some(end) = decoded.end.filter(|e| *e > position) else {
         return Ok(None);
     };

@@ -407,10 +407,7 @@ pub fn apply_sql(
             redo.push(format!("({top} IS NOT NULL AND coalesce({count} <= 0, true))"));
         } else {
             // A deleted value at or beyond the extremum: the group is recomputed.
-            redo.push(format!(
-                "coalesce(excluded.{d} {cmp} {top}, false)",
-                top = format!("{pick}(st.{m}, excluded.{m})")
-            ));
+            redo.push(format!("coalesce(excluded.{d} {cmp} {pick}(st.{m}, excluded.{m}), false)"));
         }
         redo_new.push(format!("{f}({e}) FILTER (WHERE \"dyngate$sign\" < 0) IS NOT NULL"));
     }

@@ -223,6 +223,8 @@ async fn stream_locked(
     let mut r = Connection::connect(&pool.backend().service, "dyngate WAL capture").await?;
     r.start(&slot, position, &publication).await?;
     tracing::info!(slot, from = %format_lsn(position), "streaming changes from the WAL");
+    // Refreshes of this gateway wait on it (collect::sync); cleared when the stream ends.
+    let _streaming = Streaming::new(position);
     let mut buffer = Buffer::default();
     let mut relations: HashMap<u32, RelationInfo> = HashMap::new();
     let mut confirmed = position;
@@ -265,6 +267,7 @@ async fn stream_locked(
             let messages = buffer.take();
             // A failure ends the stream: the next one is sent the batch's transactions again.
             if let Some(end) = write_batch(c, &messages, &mut relations).await? {
+                collect::streamed().send_replace(Some(end));
                 confirmed = confirmed.max(end);
                 r.confirm(confirmed).await?;
                 last_status = Instant::now();
@@ -274,6 +277,22 @@ async fn stream_locked(
             r.confirm(confirmed).await?;
             last_status = Instant::now();
         }
+    }
+}
+
+/// Publishes the position of a stream of this process while it lives (collect::streamed).
+struct Streaming;
+
+impl Streaming {
+    fn new(position: Lsn) -> Streaming {
+        collect::streamed().send_replace(Some(position));
+        Streaming
+    }
+}
+
+impl Drop for Streaming {
+    fn drop(&mut self) {
+        collect::streamed().send_replace(None);
     }
 }
 
