@@ -108,10 +108,10 @@ pub struct ServeArgs {
     pub scheduler: SchedulerKind,
 
     /// How incremental tables' sources are captured: `triggers` by statement-level triggers;
-    /// `wal` by logical decoding (writers do no extra work; needs wal_level = logical and a role
-    /// that may create replication slots; sources get REPLICA IDENTITY FULL; refreshes after a
-    /// lot of WAL are slower, see bench/README.md); `auto` the WAL when PostgreSQL allows it, else
-    /// triggers. A source keeps the way it was first captured.
+    /// `wal` by logical decoding, streamed from a replication slot (writers do no extra work;
+    /// needs wal_level = logical and a role that may create replication slots; sources get
+    /// REPLICA IDENTITY FULL); `auto` the WAL when PostgreSQL allows it, else triggers. A source
+    /// keeps the way it was first captured.
     #[arg(long, env = "DYNGATE_CAPTURE", default_value = "triggers", value_enum)]
     pub capture: crate::engine::incremental::collect::Capture,
 

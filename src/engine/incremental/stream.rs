@@ -8,7 +8,9 @@
 //!   refresh after a lot of WAL (a VACUUM, a bulk load) read all of it again, seconds for a
 //!   handful of changes. Streaming decodes each part of the WAL once.
 //! - A batch is written when a sync point arrives (a refresh is waiting: collect::sync), when
-//!   [`BATCH_CHANGES`] changes are waiting, or every `--capture-interval`. It records the span
+//!   [`BATCH_CHANGES`] changes are waiting, when the stream has been quiet for [`QUIET`] after
+//!   changes (a burst is in the logs before its refresh comes), or every `--capture-interval`
+//!   under a steady stream. It records the span
 //!   of the WAL it covers in `dyngate.wal_batch` (catalog V7) and moves the recorded position;
 //!   only then is the server told that the slot may move (a crash in between re-sends what the
 //!   batch had, and the recorded position makes it skipped).
@@ -39,6 +41,10 @@ pub const BATCH_CHANGES: usize = 100_000;
 
 /// A status update at least this often (PostgreSQL's wal_sender_timeout is 60 s by default).
 const STATUS_EVERY: Duration = Duration::from_secs(10);
+
+/// How long the stream must be quiet for the changes received to be written before the interval
+/// is up.
+const QUIET: Duration = Duration::from_millis(20);
 
 /// How often an idle stream checks that sources are still captured from the WAL.
 const USE_CHECK_EVERY: Duration = Duration::from_secs(1);
@@ -232,6 +238,10 @@ async fn stream_locked(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_status = Instant::now();
     let mut last_use_check = Instant::now();
+    // When the stream falls quiet with changes received, they are written (a burst of writes is
+    // in the logs by the time its refresh comes); under a steady stream, every interval.
+    let mut quiet = tokio::time::Instant::now();
+    let mut last_write = tokio::time::Instant::now();
     loop {
         let mut write = false;
         tokio::select! {
@@ -239,6 +249,8 @@ async fn stream_locked(
                 Event::Data { data, .. } => {
                     buffer.feed(data)?;
                     write = buffer.due();
+                    // At most one such batch every 5 QUIET (a slow steady stream is no burst).
+                    quiet = (tokio::time::Instant::now() + QUIET).max(last_write + 5 * QUIET);
                 }
                 Event::Keepalive { end, reply } => {
                     // Everything the server sent before `end` is in the logs.
@@ -251,6 +263,7 @@ async fn stream_locked(
                     }
                 }
             },
+            _ = tokio::time::sleep_until(quiet), if !buffer.ready.is_empty() => write = true,
             _ = tick.tick() => {
                 write = !buffer.ready.is_empty();
                 if buffer.is_idle() && last_use_check.elapsed() >= USE_CHECK_EVERY {
@@ -264,6 +277,7 @@ async fn stream_locked(
             _ = stop.changed() => return Ok(()),
         }
         if write {
+            last_write = tokio::time::Instant::now();
             let messages = buffer.take();
             // A failure ends the stream: the next one is sent the batch's transactions again.
             if let Some(end) = write_batch(c, &messages, &mut relations).await? {
