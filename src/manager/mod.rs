@@ -134,8 +134,9 @@ impl Manager {
                 &[&collect::SLOT_USE_LOCK.0, &collect::SLOT_USE_LOCK.1],
             )
             .await?;
-        if let Err(e) = collect::ensure_slot(&client, id).await {
-            tracing::warn!(error = %e, "the WAL capture's slot cannot be made; new captures use triggers");
+        match collect::ensure_slot(&client, id).await {
+            Ok(()) => crate::engine::incremental::stream::wake(),
+            Err(e) => tracing::warn!(error = %e, "the WAL capture's slot cannot be made; new captures use triggers"),
         }
         Ok(Some(client))
     }

@@ -23,6 +23,7 @@
 //!   publication are dropped.
 
 use std::collections::HashMap;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -175,12 +176,27 @@ fn truncate_message(relids: &[u32]) -> Bytes {
     b.freeze()
 }
 
+/// How long the streamer rests while no slot is recorded (it is woken when one is made here:
+/// [`wake`]).
+const NO_SLOT_PAUSE: Duration = Duration::from_secs(10);
+
+fn waker() -> &'static tokio::sync::Notify {
+    static WAKER: OnceLock<tokio::sync::Notify> = OnceLock::new();
+    WAKER.get_or_init(tokio::sync::Notify::new)
+}
+
+/// Wakes this process's streamer: a slot was just made.
+pub fn wake() {
+    waker().notify_one();
+}
+
 /// Streams while this gateway may, until `stop`: see the module's doc. A failed stream is
 /// started again after a pause.
 pub async fn run(pool: ServicePool, interval: Duration, mut stop: tokio::sync::watch::Receiver<bool>) {
     loop {
         let pause = match stream_once(&pool, interval, &mut stop).await {
-            Ok(()) => interval.min(Duration::from_secs(1)),
+            Ok(Rest::NoSlot) => NO_SLOT_PAUSE,
+            Ok(Rest::Short) => interval.min(Duration::from_secs(1)),
             Err(e) => {
                 tracing::warn!(error = %e, "streaming changes from the WAL; starting again");
                 Duration::from_secs(2)
@@ -191,20 +207,29 @@ pub async fn run(pool: ServicePool, interval: Duration, mut stop: tokio::sync::w
         }
         tokio::select! {
             _ = tokio::time::sleep(pause) => {}
+            _ = waker().notified() => {}
             _ = stop.changed() => return,
         }
     }
 }
 
+/// How long the streamer rests after a stream (or none).
+enum Rest {
+    /// No slot is recorded: nothing is captured from the WAL.
+    NoSlot,
+    /// A stream ended, or another gateway streams.
+    Short,
+}
+
 /// One stream, if this gateway gets the capture's lock and there is a slot to read.
-async fn stream_once(pool: &ServicePool, interval: Duration, stop: &mut tokio::sync::watch::Receiver<bool>) -> Result<(), StreamError> {
+async fn stream_once(pool: &ServicePool, interval: Duration, stop: &mut tokio::sync::watch::Receiver<bool>) -> Result<Rest, StreamError> {
     let mut c = pool.get().await?;
     // The lock is the session's: the connection is closed, not pooled, if anything goes wrong.
     c.discard_on_drop(true);
     if !collect::try_lock_capture(&c).await? {
         // Another gateway streams.
         c.discard_on_drop(false);
-        return Ok(());
+        return Ok(Rest::Short);
     }
     let streamed = stream_locked(&c, pool, interval, stop).await;
     if collect::unlock_capture(&c).await.is_ok() {
@@ -218,13 +243,13 @@ async fn stream_locked(
     pool: &ServicePool,
     interval: Duration,
     stop: &mut tokio::sync::watch::Receiver<bool>,
-) -> Result<(), StreamError> {
+) -> Result<Rest, StreamError> {
     if collect::release_if_unused(c).await? {
         tracing::info!("no source is captured from the WAL any more: its slot is dropped");
-        return Ok(());
+        return Ok(Rest::NoSlot);
     }
     let Some((slot, publication, position)) = collect::recorded(c, false).await? else {
-        return Ok(());
+        return Ok(Rest::NoSlot);
     };
     let mut r = Connection::connect(&pool.backend().service, "dyngate WAL capture").await?;
     r.start(&slot, position, &publication).await?;
@@ -270,11 +295,11 @@ async fn stream_locked(
                     last_use_check = Instant::now();
                     if !collect::in_use(c).await? {
                         // Ended here; the next round drops the slot once the server let it go.
-                        return Ok(());
+                        return Ok(Rest::Short);
                     }
                 }
             }
-            _ = stop.changed() => return Ok(()),
+            _ = stop.changed() => return Ok(Rest::Short),
         }
         if write {
             last_write = tokio::time::Instant::now();

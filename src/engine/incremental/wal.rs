@@ -344,6 +344,19 @@ mod tests {
     /// Messages as PostgreSQL 15 sent them for `w2(id int, t text, n numeric)`, REPLICA
     /// IDENTITY FULL: INSERT (1, 'a''b', 1.50); UPDATE n = 3; DELETE; TRUNCATE.
     #[test]
+    fn logical_messages() {
+        // 'M', flags (1: transactional), its LSN, the prefix, the content's length and bytes.
+        let mut m = vec![b'M', 1, 0, 0, 0, 0, 0, 0, 0x12, 0x34];
+        m.extend_from_slice(b"dyngate\0");
+        m.extend_from_slice(&[0, 0, 0, 3]);
+        m.extend_from_slice(b"abc");
+        assert_eq!(parse(&m).unwrap(), Message::Logical { prefix: "dyngate".into() });
+        // Content shorter than its length says.
+        m.truncate(m.len() - 1);
+        assert!(parse(&m).is_err());
+    }
+
+    #[test]
     fn messages_of_postgres_15() {
         let w2 = RelationInfo {
             oid: 36594,
