@@ -9,7 +9,8 @@
 //! | row triggers (VALUES (NEW.x, ...))        |                             | 83%                      | 3.2x                           |
 //! | row triggers, not SECURITY DEFINER        |                             | 87%                      |                                |
 //! | pg_ivm 1.15 (immediate, from the issue)   | 12.8x                       | 5%                       |                                |
-//! | logical decoding (collect.rs)             | 0.94x, 1.40x (noisy)        | 87-93%                   | (no work in the statement)     |
+//! | logical decoding, peeked (first version)  | 0.94x, 1.40x (noisy)        | 87-93% (decoding deferred) | (no work in the statement)   |
+//! | logical decoding, streamed (stream.rs)    | 0.86x                       | 67-69%                   | (no work in the statement)     |
 //!
 //! Of the triggers, statement triggers are kept: bulk writes (INSERT ... SELECT, COPY, set-wide
 //! UPDATEs) cost a row trigger twice as much, and writers only append to a log, so they never
@@ -18,19 +19,21 @@
 //! nothing); the goal of 90% is not met by any trigger. SECURITY DEFINER stays: writers must not
 //! be able to write the log themselves (a forged change would reach other users' tables).
 //!
-//! Hence the other way, `--capture wal` (needs `wal_level = logical`): logical decoding
-//! (collect.rs), which costs writers nothing (bench/incremental.sh: 8 writers at 87-93% of
-//! their throughput without dynamic tables, the rest being the collector's decoding on the same
-//! 2 cores). It is not the default yet: each peek at the slot decodes from its restart point,
-//! so a refresh that follows a lot of WAL pays for reading it (seconds after the bench's 10M-row
-//! VACUUM); a replication connection streaming from the slot will not. Its changes come as of WAL positions while a refresh reads the log and
-//! the sources as of one snapshot; collect.rs says how the two are reconciled. Both fill the
-//! same logs, so everything after capture is one code path.
+//! The other way, `--capture wal` (needs `wal_level = logical`): logical decoding, streamed
+//! from a replication slot (stream.rs), costs writers nothing in their statements, but its
+//! decoding runs on the same cores: with 8 CPU-bound writers the walsender alone used 16% of
+//! the two cores (about 13 µs a change), more than the triggers cost (bench/README.md; the
+//! first version measured 87-93%: it peeked at the slot every 10 s, so most of a run's
+//! decoding likely fell after the measured 15 s; not verified). A refresh right after a burst also waits for its decoding. So
+//! triggers stay the default; `wal` suits sources whose writers must not be touched at all, and
+//! machines with cores to spare. Its changes come as of WAL positions while a refresh reads the
+//! log and the sources as of one snapshot; collect.rs says how the two are reconciled. Both
+//! fill the same logs, so everything after capture is one code path.
 //!
 //! Per source table (`dyngate.change_capture`, with its `method`): a log `dyngate."changes_<oid>"`
 //! holding the source's columns that dynamic tables read (as `a<attnum>`), plus the writer's
 //! transaction id and a sign (-1 an old row, +1 a new one: an UPDATE logs both), filled by
-//! three triggers (or by the collector, from the WAL); a
+//! three triggers (or by the streamer, from the WAL); a
 //! TRUNCATE is recorded in `dyngate.truncation` (the next refresh of each reader is then full).
 //! The trigger functions are written by `dyngate.capture_functions` (catalog V4), again after a
 //! source column is renamed; they are SECURITY DEFINER (writers need no privilege on the log)
