@@ -19,16 +19,16 @@
 //! nothing); the goal of 90% is not met by any trigger. SECURITY DEFINER stays: writers must not
 //! be able to write the log themselves (a forged change would reach other users' tables).
 //!
-//! The other way, `--capture wal` (needs `wal_level = logical`): logical decoding, streamed
-//! from a replication slot (stream.rs), costs writers nothing in their statements, but its
-//! decoding runs on the same cores: with 8 CPU-bound writers the walsender alone used 16% of
-//! the two cores (about 13 µs a change), more than the triggers cost (bench/README.md; the
-//! first version measured 87-93%: it peeked at the slot every 10 s, so most of a run's
-//! decoding likely fell after the measured 15 s; not verified). A refresh right after a burst also waits for its decoding. So
+//! The other way, `--capture wal` (needs `wal_level = logical`): logical decoding, streamed from a
+//! replication slot (stream.rs), costs writers nothing in their statements, but its decoding runs
+//! on the same cores: with 8 CPU-bound writers the walsender alone used 16% of the two cores (about
+//! 13 µs a change), more than the triggers cost (bench/README.md; the first version measured
+//! 87-93%: it peeked at the slot every 10 s, so most of a run's decoding likely fell after the
+//! measured 15 s; not verified). A refresh right after a burst also waits for its decoding. So
 //! triggers stay the default; `wal` suits sources whose writers must not be touched at all, and
-//! machines with cores to spare. Its changes come as of WAL positions while a refresh reads the
-//! log and the sources as of one snapshot; collect.rs says how the two are reconciled. Both
-//! fill the same logs, so everything after capture is one code path.
+//! machines with cores to spare. Its changes come as of WAL positions while a refresh reads the log
+//! and the sources as of one snapshot; collect.rs says how the two are reconciled. Both fill the
+//! same logs, so everything after capture is one code path.
 //!
 //! Per source table (`dyngate.change_capture`, with its `method`): a log `dyngate."changes_<oid>"`
 //! holding the source's columns that dynamic tables read (as `a<attnum>`), plus the writer's
