@@ -101,7 +101,19 @@ impl Manager {
     /// PostgreSQL allows (once, at start-up, after the migrations).
     pub async fn set_capture(&self, setting: collect::Capture) -> Result<Method, collect::CaptureError> {
         let client = self.pool.get().await?;
-        let method = collect::resolve(&*client, setting).await?;
+        let mut method = collect::resolve(&*client, setting).await?;
+        if method == Method::Wal {
+            // The streamer needs a replication connection (pg_hba.conf may refuse one).
+            let tried = crate::engine::incremental::replication::Connection::connect(&self.pool.backend().service, "dyngate check").await;
+            match (tried, setting) {
+                (Ok(c), _) => c.close().await,
+                (Err(e), collect::Capture::Wal) => return Err(collect::CaptureError::Replication(e)),
+                (Err(e), _) => {
+                    tracing::warn!(error = %e, "no replication connection to PostgreSQL: changes are captured by triggers");
+                    method = Method::Trigger;
+                }
+            }
+        }
         let _ = self.capture.set(method);
         Ok(method)
     }

@@ -102,6 +102,8 @@ pub enum CaptureError {
     WalLevel(String),
     #[error("--capture wal needs a role that may create replication slots (SUPERUSER or REPLICATION); {0} may not")]
     Privilege(String),
+    #[error("--capture wal needs a replication connection to PostgreSQL: {0}")]
+    Replication(crate::engine::incremental::replication::ReplicationError),
     #[error(transparent)]
     Postgres(#[from] tokio_postgres::Error),
 }

@@ -205,6 +205,13 @@ impl Connection {
         }
     }
 
+    /// Ends the connection politely (before streaming).
+    pub async fn close(mut self) {
+        let mut out = BytesMut::new();
+        frontend::terminate(&mut out);
+        let _ = self.io.write_all(&out).await;
+    }
+
     /// Starts streaming the slot from `from` (the server starts from the slot's confirmed
     /// position if that is later).
     pub async fn start(&mut self, slot: &str, from: Lsn, publication: &str) -> Result<(), ReplicationError> {
