@@ -835,3 +835,36 @@ async fn a_captured_column_nobody_reads_may_change_its_type() {
         );
     }
 }
+
+/// The gateway streaming the WAL goes away (killed: no clean shutdown): another gateway sharing
+/// the catalog takes the stream over, and no change is lost or applied twice, those made while
+/// no gateway streamed included.
+#[tokio::test]
+async fn another_gateway_takes_the_wal_stream_over() {
+    let (pg, db, mut first, c) = setup_with(Capture::WalBusy).await;
+    let query = "SELECT day, count(*) AS n, sum(amount) AS total, max(id) AS last FROM orders GROUP BY day";
+    c.batch_execute(&format!("CREATE DYNAMIC TABLE g FRESHNESS = INTERVAL '1' DAY AS {query}"))
+        .await
+        .unwrap();
+    let second = Dyngate::for_db(&pg, &db, &["--capture", "wal", "--capture-interval", "50ms"]);
+    let c2 = connect(&second.url("postgres", &pg.password, &db)).await;
+    let direct = connect(&pg.url_for("postgres", &pg.password, &db)).await;
+    direct
+        .batch_execute("INSERT INTO orders VALUES (1001, '2024-01-01', 7, NULL); DELETE FROM orders WHERE id = 5")
+        .await
+        .unwrap();
+    refresh(&c2, "g").await;
+    assert_eq!(content(&c2, "g").await, content(&c2, &format!("({query})")).await);
+    // The first gateway started streaming (it made the slot); it is killed.
+    assert!(first.log().contains("streaming changes from the WAL"), "{}", first.log());
+    first.signal(libc::SIGKILL);
+    first.wait(std::time::Duration::from_secs(10)).expect("killed");
+    direct
+        .batch_execute("INSERT INTO orders VALUES (1002, '2024-01-02', 9, 'x'); UPDATE orders SET amount = amount * 2 WHERE id < 20")
+        .await
+        .unwrap();
+    refresh(&c2, "g").await;
+    assert_eq!(last_refresh(&c2, "g").await.0, "INCREMENTAL");
+    assert_eq!(content(&c2, "g").await, content(&c2, &format!("({query})")).await);
+    assert!(second.log().contains("streaming changes from the WAL"), "{}", second.log());
+}
