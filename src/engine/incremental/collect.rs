@@ -536,7 +536,8 @@ pub async fn write_batch_in(
         "writing changes from the WAL"
     );
     for (source, rows) in &decoded.rows {
-        let target = &targets[source];
+        // Decoded rows are only of the targets.
+        let Some(target) = targets.get(source) else { continue };
         write_rows(c, &format!("dyngate.{}", quote_ident(&target.log)), target, rows).await?;
     }
     for (source, xid) in &decoded.truncated {
