@@ -297,6 +297,29 @@ pub fn fill_state_sql(plan: &Plan, id: i64, columns: &[Column]) -> Option<String
     ))
 }
 
+/// The condition on the source's rows that picks the groups marked for a redo in state `t`
+/// (whose key columns are `keys`): by the keys' own equality, so that values equal but printed
+/// otherwise (numeric 1.5 and 1.50) are one group, as GROUP BY has them. Hashed; groups with a
+/// NULL key are matched NULL-safely, for the source's rows with a NULL key only.
+fn redo_rows(g: &Grouped<'_>, t: &str, keys: &[String]) -> String {
+    let state_keys: Vec<String> = keys.iter().map(|k| format!("rd.{k}")).collect();
+    let any_null: Vec<String> = g.keys.iter().map(|k| format!("({k}) IS NULL")).collect();
+    let same: Vec<String> = g
+        .keys
+        .iter()
+        .zip(&state_keys)
+        .map(|(k, s)| format!("({k}) IS NOT DISTINCT FROM {s}"))
+        .collect();
+    format!(
+        "(ROW({src}) IN (SELECT {state} FROM {t} AS rd WHERE rd.{REDO})
+          OR (({any_null}) AND EXISTS (SELECT 1 FROM {t} AS rd WHERE rd.{REDO} AND {same})))",
+        src = g.keys.join(", "),
+        state = state_keys.join(", "),
+        any_null = any_null.join(" OR "),
+        same = same.join(" AND "),
+    )
+}
+
 /// The changes with window columns over their group (`windows`, naming the window `w`), if any.
 fn with_windows(windows: &[String], key_list: &str, changed: String) -> String {
     if windows.is_empty() {
@@ -466,25 +489,17 @@ pub fn apply_sql(
             }
         }
         sql.push(format!("UPDATE {t} SET {} WHERE {REDO}", cleared.join(", ")));
-        let row_of = |alias: &str| {
-            format!(
-                "ROW({})::text",
-                keys.iter().map(|k| format!("{alias}.{k}")).collect::<Vec<_>>().join(", ")
-            )
-        };
-        let src_row = format!("ROW({})::text", g.keys.join(", "));
         sql.push(format!(
             "UPDATE {t} AS st SET {sets}
                FROM ({groups}) AS r
-              WHERE st.{REDO} AND {st_row} = {r_row}",
+              WHERE st.{REDO} AND {same}",
             sets = sets.join(", "),
-            groups = state_query(
-                &g,
-                query,
-                Some(&format!("{src_row} IN (SELECT {} FROM {t} AS rd WHERE rd.{REDO})", row_of("rd")))
-            ),
-            st_row = row_of("st"),
-            r_row = row_of("r"),
+            groups = state_query(&g, query, Some(&redo_rows(&g, &t, &keys))),
+            same = keys
+                .iter()
+                .map(|k| format!("st.{k} IS NOT DISTINCT FROM r.{k}"))
+                .collect::<Vec<_>>()
+                .join(" AND "),
         ));
     }
     // The touched groups' rows: out with the old, in with the new.
@@ -616,6 +631,10 @@ mod tests {
             "coalesce(sum(\"dyngate$sign\") FILTER (WHERE \"dyngate$sign\" > 0 AND pg_catalog.scale((\"dyngate$e2\")::pg_catalog.numeric) = \"dyngate$wi0\"), 0)",
             "WINDOW w AS (PARTITION BY \"dyngate$k0\")) AS c GROUP BY \"dyngate$k0\"",
             "UPDATE dyngate.\"state_5\" AS st SET \"dyngate$x2\" = r.\"dyngate$x2\", \"dyngate$q2\" = r.\"dyngate$q2\", \"dyngate$m3\" = r.\"dyngate$m3\"",
+            // Groups to redo are found by the keys' equality (1.5 = 1.50), not their text.
+            "(ROW(o.day) IN (SELECT rd.\"dyngate$k0\" FROM dyngate.\"state_5\" AS rd WHERE rd.\"dyngate$redo\")",
+            "OR (((o.day) IS NULL) AND EXISTS (SELECT 1 FROM dyngate.\"state_5\" AS rd WHERE rd.\"dyngate$redo\" AND (o.day) IS NOT DISTINCT FROM rd.\"dyngate$k0\")))",
+            "WHERE st.\"dyngate$redo\" AND st.\"dyngate$k0\" IS NOT DISTINCT FROM r.\"dyngate$k0\"",
             "DELETE FROM public.daily AS t USING dyngate.\"state_5\" AS st WHERE st.\"dyngate$touched\" = pg_catalog.pg_current_xact_id() AND ROW(t.\"day\")::text = ROW(st.\"dyngate$k0\"::date)::text",
             "(CASE WHEN st.\"dyngate$c2\" > 0 THEN pg_catalog.round((st.\"dyngate$s2\")::pg_catalog.numeric, st.\"dyngate$x2\") END)::numeric",
         ] {
