@@ -883,7 +883,7 @@ async fn equal_keys_that_print_differently_are_one_group() {
     )
     .await
     .unwrap();
-    let query = "SELECT k, count(*) AS n, max(v) AS hi, min(v) AS lo, sum(v) AS total FROM prices GROUP BY k";
+    let query = "SELECT k, count(*) AS n, max(v) AS hi, min(v) AS lo, sum(v) AS total, sum(v * 0.5) AS half FROM prices GROUP BY k";
     c.batch_execute(&format!("CREATE DYNAMIC TABLE p FRESHNESS = INTERVAL '1' DAY AS {query}"))
         .await
         .unwrap();
@@ -892,9 +892,24 @@ async fn equal_keys_that_print_differently_are_one_group() {
     c.batch_execute("DELETE FROM prices WHERE v IN (7, 9, 6, 1)").await.unwrap();
     refresh(&c, "p").await;
     assert_eq!(last_refresh(&c, "p").await.0, "INCREMENTAL");
-    let compare = "SELECT k::text IS NULL, n, hi, lo, total FROM";
+    let compare = "SELECT k::text IS NULL, n, hi, lo, total, half FROM";
     assert_eq!(
         content(&c, &format!("({compare} p)")).await,
         content(&c, &format!("({compare} ({query}) s)")).await
     );
+    // A group's row is replaced whichever way its key printed when it was written (by the
+    // full fill, or by an apply).
+    for change in [
+        "INSERT INTO prices VALUES (1.50000, 11), (2.00, 12)",
+        "DELETE FROM prices WHERE v = 12",
+        "UPDATE prices SET v = v + 1 WHERE k = 1.5",
+    ] {
+        c.batch_execute(change).await.unwrap();
+        refresh(&c, "p").await;
+        assert_eq!(
+            content(&c, &format!("({compare} p)")).await,
+            content(&c, &format!("({compare} ({query}) s)")).await,
+            "after {change}"
+        );
+    }
 }

@@ -298,23 +298,28 @@ pub fn fill_state_sql(plan: &Plan, id: i64, columns: &[Column]) -> Option<String
 }
 
 /// The condition on the source's rows that picks the groups marked for a redo in state `t`
-/// (whose key columns are `keys`): by the keys' own equality, so that values equal but printed
-/// otherwise (numeric 1.5 and 1.50) are one group, as GROUP BY has them. Hashed; groups with a
-/// NULL key are matched NULL-safely, for the source's rows with a NULL key only.
+/// (whose key columns are `keys`).
 fn redo_rows(g: &Grouped<'_>, t: &str, keys: &[String]) -> String {
     let state_keys: Vec<String> = keys.iter().map(|k| format!("rd.{k}")).collect();
-    let any_null: Vec<String> = g.keys.iter().map(|k| format!("({k}) IS NULL")).collect();
-    let same: Vec<String> = g
-        .keys
+    let source_keys: Vec<String> = g.keys.iter().map(|k| format!("({k})")).collect();
+    matching(&source_keys, &state_keys, &format!("FROM {t} AS rd WHERE rd.{REDO}"))
+}
+
+/// Whether the row's `keys` are those of a row of `rows` (`FROM ... WHERE ...`, whose `their`
+/// keys are compared): by the keys' own equality, so that values equal but printed otherwise
+/// (numeric 1.5 and 1.50) match, as GROUP BY has them one group; hashed. Keys with a NULL are
+/// compared NULL-safely, for the rows with a NULL key only.
+fn matching(keys: &[String], their: &[String], rows: &str) -> String {
+    let any_null: Vec<String> = keys.iter().map(|k| format!("{k} IS NULL")).collect();
+    let same: Vec<String> = keys
         .iter()
-        .zip(&state_keys)
-        .map(|(k, s)| format!("({k}) IS NOT DISTINCT FROM {s}"))
+        .zip(their)
+        .map(|(k, s)| format!("{k} IS NOT DISTINCT FROM {s}"))
         .collect();
     format!(
-        "(ROW({src}) IN (SELECT {state} FROM {t} AS rd WHERE rd.{REDO})
-          OR (({any_null}) AND EXISTS (SELECT 1 FROM {t} AS rd WHERE rd.{REDO} AND {same})))",
-        src = g.keys.join(", "),
-        state = state_keys.join(", "),
+        "(ROW({keys}) IN (SELECT {their} {rows}) OR (({any_null}) AND EXISTS (SELECT 1 {rows} AND {same})))",
+        keys = keys.join(", "),
+        their = their.join(", "),
         any_null = any_null.join(" OR "),
         same = same.join(" AND "),
     )
@@ -518,9 +523,8 @@ pub fn apply_sql(
         })
         .collect();
     sql.push(format!(
-        "DELETE FROM {target} AS t USING {t} AS st WHERE st.{TOUCHED} = {NOW} AND ROW({})::text = ROW({})::text",
-        target_keys.join(", "),
-        state_keys.join(", ")
+        "DELETE FROM {target} AS t WHERE {}",
+        matching(&target_keys, &state_keys, &format!("FROM {t} AS st WHERE st.{TOUCHED} = {NOW}"))
     ));
     let outputs: Vec<String> = g
         .outputs
@@ -632,10 +636,9 @@ mod tests {
             "WINDOW w AS (PARTITION BY \"dyngate$k0\")) AS c GROUP BY \"dyngate$k0\"",
             "UPDATE dyngate.\"state_5\" AS st SET \"dyngate$x2\" = r.\"dyngate$x2\", \"dyngate$q2\" = r.\"dyngate$q2\", \"dyngate$m3\" = r.\"dyngate$m3\"",
             // Groups to redo are found by the keys' equality (1.5 = 1.50), not their text.
-            "(ROW(o.day) IN (SELECT rd.\"dyngate$k0\" FROM dyngate.\"state_5\" AS rd WHERE rd.\"dyngate$redo\")",
-            "OR (((o.day) IS NULL) AND EXISTS (SELECT 1 FROM dyngate.\"state_5\" AS rd WHERE rd.\"dyngate$redo\" AND (o.day) IS NOT DISTINCT FROM rd.\"dyngate$k0\")))",
+            "(ROW((o.day)) IN (SELECT rd.\"dyngate$k0\" FROM dyngate.\"state_5\" AS rd WHERE rd.\"dyngate$redo\") OR (((o.day) IS NULL) AND EXISTS (SELECT 1 FROM dyngate.\"state_5\" AS rd WHERE rd.\"dyngate$redo\" AND (o.day) IS NOT DISTINCT FROM rd.\"dyngate$k0\")))",
             "WHERE st.\"dyngate$redo\" AND st.\"dyngate$k0\" IS NOT DISTINCT FROM r.\"dyngate$k0\"",
-            "DELETE FROM public.daily AS t USING dyngate.\"state_5\" AS st WHERE st.\"dyngate$touched\" = pg_catalog.pg_current_xact_id() AND ROW(t.\"day\")::text = ROW(st.\"dyngate$k0\"::date)::text",
+            "DELETE FROM public.daily AS t WHERE (ROW(t.\"day\") IN (SELECT st.\"dyngate$k0\"::date FROM dyngate.\"state_5\" AS st WHERE st.\"dyngate$touched\" = pg_catalog.pg_current_xact_id()) OR ((t.\"day\" IS NULL) AND EXISTS (SELECT 1 FROM dyngate.\"state_5\" AS st WHERE st.\"dyngate$touched\" = pg_catalog.pg_current_xact_id() AND t.\"day\" IS NOT DISTINCT FROM st.\"dyngate$k0\"::date)))",
             "(CASE WHEN st.\"dyngate$c2\" > 0 THEN pg_catalog.round((st.\"dyngate$s2\")::pg_catalog.numeric, st.\"dyngate$x2\") END)::numeric",
         ] {
             assert!(apply.contains(part), "{part}\n---\n{apply}");
