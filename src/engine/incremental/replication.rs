@@ -240,7 +240,8 @@ impl Connection {
             match m.tag() {
                 b'd' => return parse_copy_data(m.into_raw().slice(5..)),
                 b'N' => {}
-                b'c' => return Err(ReplicationError::protocol("the server ended the stream")),
+                // CopyDone, or the command's end: the server is shutting down (or lost the slot).
+                b'c' | b'C' | b'Z' => return Err(ReplicationError::protocol("the server ended the stream")),
                 t => return Err(ReplicationError::protocol(format!("message {:?} while streaming", t as char))),
             }
         }
