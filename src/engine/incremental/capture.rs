@@ -1,15 +1,15 @@
 //! Change capture: what an incremental dynamic table's sources log for it.
 //!
 //! Chosen by measurement (2 cores, PostgreSQL 15, fsync off, orders(id PK, customer_id, day,
-//! amount); bench/incremental.sh and by hand, 2026-11-24):
+//! amount); bench/incremental.sh and by hand, 2026-11-24 and 25):
 //!
 //! | capture                                   | 1 writer, 10k 1-row INSERTs | 8 writers, 1-row INSERTs | INSERT ... SELECT of 200k rows |
 //! |-------------------------------------------|-----------------------------|--------------------------|--------------------------------|
-//! | statement triggers, transition tables     | 0.84-1.21x (noisy)          | 70-77% of the throughput | 1.5x                           |
+//! | statement triggers, transition tables     | 0.84-1.21x (noisy)          | 69-78% of the throughput | 1.5x                           |
 //! | row triggers (VALUES (NEW.x, ...))        |                             | 83%                      | 3.2x                           |
 //! | row triggers, not SECURITY DEFINER        |                             | 87%                      |                                |
 //! | pg_ivm 1.15 (immediate, from the issue)   | 12.8x                       | 5%                       |                                |
-//! | logical decoding, peeked (first version)  | 0.94x, 1.40x (noisy)        | 87-93% (decoding deferred) | (no work in the statement)   |
+//! | logical decoding, peeked (first version)  | 0.94x, 1.40x (noisy)        | 87-93% (see below)       | (no work in the statement)     |
 //! | logical decoding, streamed (stream.rs)    | 0.86x                       | 67-69%                   | (no work in the statement)     |
 //!
 //! Of the triggers, statement triggers are kept: bulk writes (INSERT ... SELECT, COPY, set-wide
