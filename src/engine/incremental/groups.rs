@@ -298,11 +298,17 @@ pub fn fill_state_sql(plan: &Plan, id: i64, columns: &[Column]) -> Option<String
 }
 
 /// The condition on the source's rows that picks the groups marked for a redo in state `t`
-/// (whose key columns are `keys`).
+/// (whose key columns are `keys`). It starts with a test of whether any group is marked, which
+/// PostgreSQL runs once, before the scan: with none (most applies), the sources are not read,
+/// whatever the planner guessed (a state table not analyzed yet looked full of marks to it, and
+/// an apply read 10M rows for nothing).
 fn redo_rows(g: &Grouped<'_>, t: &str, keys: &[String]) -> String {
     let state_keys: Vec<String> = keys.iter().map(|k| format!("rd.{k}")).collect();
     let source_keys: Vec<String> = g.keys.iter().map(|k| format!("({k})")).collect();
-    matching(&source_keys, &state_keys, &format!("FROM {t} AS rd WHERE rd.{REDO}"))
+    format!(
+        "EXISTS (SELECT 1 FROM {t} AS marked WHERE marked.{REDO}) AND {}",
+        matching(&source_keys, &state_keys, &format!("FROM {t} AS rd WHERE rd.{REDO}"))
+    )
 }
 
 /// Whether the row's `keys` are those of a row of `rows` (`FROM ... WHERE ...`, whose `their`
@@ -635,8 +641,9 @@ mod tests {
             "coalesce(sum(\"dyngate$sign\") FILTER (WHERE \"dyngate$sign\" > 0 AND pg_catalog.scale((\"dyngate$e2\")::pg_catalog.numeric) = \"dyngate$wi0\"), 0)",
             "WINDOW w AS (PARTITION BY \"dyngate$k0\")) AS c GROUP BY \"dyngate$k0\"",
             "UPDATE dyngate.\"state_5\" AS st SET \"dyngate$x2\" = r.\"dyngate$x2\", \"dyngate$q2\" = r.\"dyngate$q2\", \"dyngate$m3\" = r.\"dyngate$m3\"",
-            // Groups to redo are found by the keys' equality (1.5 = 1.50), not their text.
-            "(ROW((o.day)) IN (SELECT rd.\"dyngate$k0\" FROM dyngate.\"state_5\" AS rd WHERE rd.\"dyngate$redo\") OR (((o.day) IS NULL) AND EXISTS (SELECT 1 FROM dyngate.\"state_5\" AS rd WHERE rd.\"dyngate$redo\" AND (o.day) IS NOT DISTINCT FROM rd.\"dyngate$k0\")))",
+            // Groups to redo are found by the keys' equality (1.5 = 1.50), not their text, and
+            // the sources are read only if some group is marked.
+            "WHERE EXISTS (SELECT 1 FROM dyngate.\"state_5\" AS marked WHERE marked.\"dyngate$redo\") AND (ROW((o.day)) IN (SELECT rd.\"dyngate$k0\" FROM dyngate.\"state_5\" AS rd WHERE rd.\"dyngate$redo\") OR (((o.day) IS NULL) AND EXISTS (SELECT 1 FROM dyngate.\"state_5\" AS rd WHERE rd.\"dyngate$redo\" AND (o.day) IS NOT DISTINCT FROM rd.\"dyngate$k0\")))",
             "WHERE st.\"dyngate$redo\" AND st.\"dyngate$k0\" IS NOT DISTINCT FROM r.\"dyngate$k0\"",
             "DELETE FROM public.daily AS t WHERE (ROW(t.\"day\") IN (SELECT st.\"dyngate$k0\"::date FROM dyngate.\"state_5\" AS st WHERE st.\"dyngate$touched\" = pg_catalog.pg_current_xact_id()) OR ((t.\"day\" IS NULL) AND EXISTS (SELECT 1 FROM dyngate.\"state_5\" AS st WHERE st.\"dyngate$touched\" = pg_catalog.pg_current_xact_id() AND t.\"day\" IS NOT DISTINCT FROM st.\"dyngate$k0\"::date)))",
             "(CASE WHEN st.\"dyngate$c2\" > 0 THEN pg_catalog.round((st.\"dyngate$s2\")::pg_catalog.numeric, st.\"dyngate$x2\") END)::numeric",
