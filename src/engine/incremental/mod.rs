@@ -375,7 +375,7 @@ pub async fn discard_applied(c: &impl GenericClient, sources: &[SourceTable]) ->
 }
 
 /// [`discard_applied`] by the sources' oids.
-pub async fn discard_applied_of(c: &impl GenericClient, sources: &[u32]) -> Result<u64, tokio_postgres::Error> {
+async fn discard_applied_of(c: &impl GenericClient, sources: &[u32]) -> Result<u64, tokio_postgres::Error> {
     let mut n = 0;
     for oid in sources {
         let log = format!("dyngate.{}", crate::manager::rules::quote_ident(&capture::log_table(*oid)));
