@@ -59,8 +59,9 @@ impl Message {
     }
 }
 
-/// Splits one whole tagged message off the front of `buf`, if `buf` holds one.
-pub fn split_message(buf: &mut BytesMut) -> Result<Option<Message>, FrameError> {
+/// The whole length (tag included) of the tagged message at the front of `buf`, once its header
+/// (tag and length) is there; the body may still be incomplete.
+pub fn message_len(buf: &[u8]) -> Result<Option<usize>, FrameError> {
     if buf.len() < 5 {
         return Ok(None);
     }
@@ -68,14 +69,27 @@ pub fn split_message(buf: &mut BytesMut) -> Result<Option<Message>, FrameError> 
     if len < 4 || len as usize > MAX_MESSAGE_LEN {
         return Err(FrameError::BadLength(len));
     }
-    let total = len as usize + 1;
+    Ok(Some(len as usize + 1))
+}
+
+/// Splits one whole tagged message off the front of `buf`, if `buf` holds one.
+pub fn split_message(buf: &mut BytesMut) -> Result<Option<Message>, FrameError> {
+    let Some(total) = message_len(buf)? else {
+        return Ok(None);
+    };
     if buf.len() < total {
         buf.reserve(total - buf.len());
         return Ok(None);
     }
-    Ok(Some(Message {
+    Ok(Some(take_message(buf, total)))
+}
+
+/// Splits the first `total` bytes off `buf` as a message (`total` from [`message_len`], and all
+/// there).
+pub fn take_message(buf: &mut BytesMut, total: usize) -> Message {
+    Message {
         raw: buf.split_to(total).freeze(),
-    }))
+    }
 }
 
 /// Splits one untagged startup-phase packet (length, code, payload) off the front of `buf`.
@@ -297,16 +311,14 @@ pub fn no_parameters() -> Message {
     Message::new(b't', &[0, 0])
 }
 
-/// Reads the SQL text of a simple Query ('Q') message.
-pub fn query_text(msg: &Message) -> Option<&str> {
-    let body = msg.body();
+/// Reads the SQL text of a simple Query ('Q') message body.
+pub fn query_text(body: &[u8]) -> Option<&str> {
     let end = body.iter().position(|&b| b == 0)?;
     std::str::from_utf8(&body[..end]).ok()
 }
 
-/// Reads the statement name and SQL text of a Parse ('P') message.
-pub fn parse_text(msg: &Message) -> Option<(&str, &str)> {
-    let body = msg.body();
+/// Reads the statement name and SQL text of a Parse ('P') message body.
+pub fn parse_text(body: &[u8]) -> Option<(&str, &str)> {
     let n1 = body.iter().position(|&b| b == 0)?;
     let rest = &body[n1 + 1..];
     let n2 = rest.iter().position(|&b| b == 0)?;
@@ -454,8 +466,8 @@ mod tests {
     #[test]
     fn query_and_parse_text() {
         let q = Message::new(b'Q', b"select 1\0");
-        assert_eq!(query_text(&q), Some("select 1"));
+        assert_eq!(query_text(q.body()), Some("select 1"));
         let p = Message::new(b'P', b"s1\0select $1\0\0\0");
-        assert_eq!(parse_text(&p), Some(("s1", "select $1")));
+        assert_eq!(parse_text(p.body()), Some(("s1", "select $1")));
     }
 }

@@ -74,6 +74,17 @@ impl Pending {
         self.unanswered += 1;
     }
 
+    /// The client sent a message with tag `tag`, forwarded to the backend: records the reply it
+    /// earns, if any.
+    pub fn sent(&mut self, tag: u8) {
+        match tag {
+            b'Q' | b'F' => self.sent_query(),
+            b'S' => self.sent_sync(),
+            b'c' | b'f' => self.sent_copy_end(),
+            t => self.sent_extended(t),
+        }
+    }
+
     /// The client sent a Query or FunctionCall.
     pub fn sent_query(&mut self) {
         self.push(Entry::Query);
@@ -189,7 +200,8 @@ mod tests {
     use super::*;
 
     /// Feeds a script of events and returns `unanswered` after each. Lower case is what the client
-    /// sent: q = Query, s = Sync, p/b/d/e/k = Parse/Bind/Describe/Execute/Close, c = CopyDone.
+    /// sent: q = Query, s = Sync, p/b/d/e/k = Parse/Bind/Describe/Execute/Close, c = CopyDone,
+    /// h = Flush.
     /// Upper case and digits are what the backend sent: Z, G (CopyInResponse), E (error),
     /// 1/2/3, T, n, C, I (empty query), s is ambiguous so PortalSuspended is written `U`.
     fn run(script: &str) -> Vec<u32> {
@@ -198,14 +210,15 @@ mod tests {
             .chars()
             .map(|c| {
                 match c {
-                    'q' => p.sent_query(),
-                    's' => p.sent_sync(),
-                    'p' => p.sent_extended(b'P'),
-                    'b' => p.sent_extended(b'B'),
-                    'd' => p.sent_extended(b'D'),
-                    'e' => p.sent_extended(b'E'),
-                    'k' => p.sent_extended(b'C'),
-                    'c' => p.sent_copy_end(),
+                    'q' => p.sent(b'Q'),
+                    's' => p.sent(b'S'),
+                    'p' => p.sent(b'P'),
+                    'b' => p.sent(b'B'),
+                    'd' => p.sent(b'D'),
+                    'e' => p.sent(b'E'),
+                    'k' => p.sent(b'C'),
+                    'c' => p.sent(b'c'),
+                    'h' => p.sent(b'H'),
                     'U' => {
                         p.received(b's');
                     }
@@ -272,6 +285,7 @@ mod tests {
                 &[1, 1, 1, 0, 0, 1, 2, 1, 1, 0, 1, 0],
             ),
             ("notices and parameter status are not replies", "pN1", &[1, 1, 0]),
+            ("Flush earns no reply", "phd1n", &[1, 1, 2, 1, 0]),
         ];
         for (name, script, want) in cases {
             assert_eq!(run(script), *want, "{name}: {script}");

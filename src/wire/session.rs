@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, Ordering};
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -30,8 +30,8 @@ use crate::handler::{Prepared, Reply, SessionInfo, TEXT};
 use crate::sql::{Route, classify, split_statements};
 use crate::wire::cancel::{BackendKey, send_cancel};
 use crate::wire::codec::{
-    FrameError, Message, PgError, command_complete, data_row, names, no_parameters, notice, parse_text, query_text, ready_for_query,
-    row_description, split_message,
+    FrameError, Message, PgError, command_complete, data_row, message_len, names, no_parameters, notice, parse_text, query_text,
+    ready_for_query, row_description, take_message,
 };
 use crate::wire::conn::Framed;
 use crate::wire::pending::Pending;
@@ -133,6 +133,7 @@ pub async fn run(
         cw: cw.clone(),
         bw,
         out: BytesMut::with_capacity(8192),
+        sent: Vec::new(),
         statements: HashMap::new(),
         portals: HashMap::new(),
         described: HashMap::new(),
@@ -173,8 +174,11 @@ struct Up<'a> {
     info: &'a SessionInfo,
     cw: ClientWriter,
     bw: OwnedWriteHalf,
-    /// Messages to forward, written once per read from the client.
+    /// Messages to forward that are no longer in the read buffer (they came before one of
+    /// dyngate's own), and Flushes; written before the read buffer's run.
     out: BytesMut,
+    /// The tags of the messages forwarded in place since the replies were last recorded.
+    sent: Vec<u8>,
     /// dyngate's own prepared statements and portals, by name.
     statements: HashMap<String, Prepared>,
     portals: HashMap<String, (Prepared, Vec<i16>)>,
@@ -192,87 +196,219 @@ struct Up<'a> {
 }
 
 impl Up<'_> {
+    /// Reads client messages until the session ends.
+    ///
+    /// Messages bound for the backend are forwarded straight from the read buffer: a run of them
+    /// goes in one write per read, their replies recorded under one lock, without splitting or
+    /// copying them (an extended-protocol transaction is five messages). A message dyngate answers
+    /// itself ends the run: the run is queued first, then the message is handled on its own. While
+    /// the session drains or skips a failed batch, every message takes that slower path.
     async fn run(mut self, mut cr: ReadHalf<ClientStream>, mut buf: BytesMut, mut shutdown: watch::Receiver<Phase>) -> ClientEnd {
         let mut draining = *shutdown.borrow() != Phase::Running;
+        let changed = shutdown.changed();
+        tokio::pin!(changed);
         loop {
+            // buf[..pos] holds whole messages to forward as they are.
+            let mut pos = 0;
             loop {
-                let msg = match split_message(&mut buf) {
-                    Ok(Some(m)) => m,
+                let total = match message_len(&buf[pos..]) {
+                    Ok(Some(t)) => t,
                     Ok(None) => break,
                     Err(e) => return violation(&self.cw, e).await,
                 };
+                let end = pos + total;
+                if buf.len() < end {
+                    buf.reserve(end - buf.len());
+                    break;
+                }
+                let tag = buf[pos];
+                let plain = !draining && !self.skipping;
+                if plain && self.route(tag, &buf[pos + 5..end]) {
+                    self.sent.push(tag);
+                    pos = end;
+                    continue;
+                }
+                self.queue_forwarded(&mut buf, pos);
+                pos = 0;
+                let msg = take_message(&mut buf, total);
                 // Once draining, an idle session is closed rather than given new work.
-                if draining
-                    && msg.tag() != b'X'
-                    && self.out.is_empty()
-                    && self.state.is_idle()
-                    && !self.state.copy_in.load(Ordering::Acquire)
-                {
+                if draining && tag != b'X' && self.out.is_empty() && self.state.is_idle() && !self.state.copy_in.load(Ordering::Acquire) {
                     return close_for_shutdown(&self.cw).await;
                 }
-                match self.message(msg).await {
+                let handled = if plain { self.local(msg).await } else { self.message(msg).await };
+                match handled {
                     Ok(None) => {}
                     Ok(Some(end)) => return end,
                     Err(_) => return ClientEnd::Closed,
                 }
             }
-            if flush(&mut self.bw, &mut self.out).await.is_err() {
+            if self.write_forwarded(&mut buf, pos).await.is_err() {
                 return ClientEnd::Closed;
             }
-            tokio::select! {
-                r = cr.read_buf(&mut buf) => match r {
-                    Ok(0) | Err(_) => return ClientEnd::Closed,
-                    Ok(_) => {}
-                },
-                _ = shutdown.changed(), if !draining => {
-                    draining = true;
-                    if self.state.is_idle() && !self.state.copy_in.load(Ordering::Acquire) {
-                        return close_for_shutdown(&self.cw).await;
+            let read = cr.read_buf(&mut buf);
+            if draining {
+                // While draining, close as soon as the running statement has finished.
+                match tokio::time::timeout(Duration::from_millis(50), read).await {
+                    Ok(Ok(0) | Err(_)) => return ClientEnd::Closed,
+                    Ok(Ok(_)) => {}
+                    Err(_) => {
+                        if self.state.is_idle() && !self.state.copy_in.load(Ordering::Acquire) {
+                            return close_for_shutdown(&self.cw).await;
+                        }
                     }
                 }
-                // While draining, close as soon as the running statement has finished.
-                _ = tokio::time::sleep(Duration::from_millis(50)), if draining => {
-                    if self.state.is_idle() && !self.state.copy_in.load(Ordering::Acquire) {
-                        return close_for_shutdown(&self.cw).await;
+            } else {
+                tokio::select! {
+                    r = read => match r {
+                        Ok(0) | Err(_) => return ClientEnd::Closed,
+                        Ok(_) => {}
+                    },
+                    _ = &mut changed => {
+                        draining = true;
+                        if self.state.is_idle() && !self.state.copy_in.load(Ordering::Acquire) {
+                            return close_for_shutdown(&self.cw).await;
+                        }
                     }
                 }
             }
         }
     }
 
-    /// The session is inside an explicit transaction block (as of the last ReadyForQuery).
-    fn time_zone(&self) -> String {
-        self.state.time_zone.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    /// Records the replies earned by the messages forwarded in place (`self.sent`).
+    fn record_sent(&mut self) {
+        if !self.sent.is_empty() {
+            let sent = &self.sent;
+            self.state.track(|p| sent.iter().for_each(|&t| p.sent(t)));
+            self.sent.clear();
+        }
     }
 
+    /// Moves the messages forwarded in place (`buf[..pos]`) to the output, behind what is there.
+    fn queue_forwarded(&mut self, buf: &mut BytesMut, pos: usize) {
+        self.record_sent();
+        self.out.extend_from_slice(&buf[..pos]);
+        buf.advance(pos);
+    }
+
+    /// Writes the output and the messages forwarded in place (`buf[..pos]`) to the backend: from
+    /// the read buffer itself when nothing else is queued, which is the common case.
+    async fn write_forwarded(&mut self, buf: &mut BytesMut, pos: usize) -> std::io::Result<()> {
+        if !self.out.is_empty() {
+            self.queue_forwarded(buf, pos);
+            return flush(&mut self.bw, &mut self.out).await;
+        }
+        self.record_sent();
+        if pos > 0 {
+            self.bw.write_all(&buf[..pos]).await?;
+            buf.advance(pos);
+        }
+        Ok(())
+    }
+
+    /// The session is inside an explicit transaction block (as of the last ReadyForQuery).
     fn in_transaction(&self) -> bool {
         self.state.tx_status.load(Ordering::Acquire) != b'I'
     }
 
+    fn time_zone(&self) -> String {
+        self.state.time_zone.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Queues a message for the backend, with the reply it earns.
     fn forward(&mut self, msg: &Message) {
+        self.state.track(|p| p.sent(msg.tag()));
         self.out.extend_from_slice(msg.raw());
     }
 
-    fn forward_extended(&mut self, msg: &Message) {
-        self.state.track(|p| p.sent_extended(msg.tag()));
-        self.batch_forwarded = true;
-        self.forward(msg);
+    /// Whether a client message goes to the backend (true) or is dyngate's to answer (false).
+    /// For a message that goes, forgets the statement or portal of dyngate's it replaces, and
+    /// notes that the batch has forwarded messages; a Close of dyngate's statement or portal
+    /// removes it here. Must not be called for a message skipped in a failed batch.
+    fn route(&mut self, tag: u8, body: &[u8]) -> bool {
+        let standard = || self.state.standard_strings.load(Ordering::Acquire);
+        let forward = match tag {
+            b'Q' => {
+                let sql = query_text(body).unwrap_or_default();
+                return classify(sql, standard(), self.gw.handler.flink_database()) == Route::Forward;
+            }
+            b'P' => match parse_text(body) {
+                None => true,
+                Some((name, sql)) => {
+                    let forward = classify(sql, standard(), self.gw.handler.flink_database()) == Route::Forward;
+                    if forward && !self.statements.is_empty() {
+                        self.statements.remove(name);
+                    }
+                    forward
+                }
+            },
+            b'B' => match names(body, 0) {
+                None => true,
+                Some((portal, rest)) => {
+                    let stmt = names(rest, 0).map(|(s, _)| s).unwrap_or_default();
+                    let forward = !has(&self.statements, stmt);
+                    if forward && !self.portals.is_empty() {
+                        self.portals.remove(portal);
+                    }
+                    forward
+                }
+            },
+            b'D' => {
+                let name = names(body, 1).map(|(n, _)| n).unwrap_or_default();
+                match body.first() {
+                    Some(b'S') => !has(&self.statements, name),
+                    _ => !has(&self.portals, name),
+                }
+            }
+            b'E' => !has(&self.portals, names(body, 0).map(|(n, _)| n).unwrap_or_default()),
+            b'C' => {
+                let name = names(body, 1).map(|(n, _)| n).unwrap_or_default();
+                let removed = match body.first() {
+                    Some(b'S') => self.statements.remove(name).is_some(),
+                    _ => {
+                        self.described.remove(name);
+                        self.portals.remove(name).is_some()
+                    }
+                };
+                !removed
+            }
+            b'S' => {
+                self.skipping = false;
+                // A batch of dyngate's own messages only: its Sync is answered here. A batch that
+                // forwarded anything (or none of dyngate's: a Sync after CopyDone, for one)
+                // belongs to the backend.
+                let forwarded = std::mem::take(&mut self.batch_forwarded);
+                let local = self.batch_local && !forwarded;
+                self.batch_local = false;
+                return !local;
+            }
+            b'X' => return false,
+            _ => return true,
+        };
+        self.batch_forwarded |= forward;
+        forward
     }
 
-    /// Handles one client message; `Some` ends the session.
+    /// Handles one client message on the slow path (draining, or skipping a failed batch); `Some`
+    /// ends the session.
     async fn message(&mut self, msg: Message) -> std::io::Result<Option<ClientEnd>> {
         if self.skipping && msg.tag() != b'S' {
             return Ok(None);
         }
+        if self.route(msg.tag(), msg.body()) {
+            self.forward(&msg);
+            return Ok(None);
+        }
+        self.local(msg).await
+    }
+
+    /// Answers a client message that [`route`](Self::route) kept for dyngate: one of its
+    /// statements (simple or extended protocol), a Sync that ends a batch of its own messages, or
+    /// Terminate. `Some` ends the session.
+    async fn local(&mut self, msg: Message) -> std::io::Result<Option<ClientEnd>> {
         let standard = self.state.standard_strings.load(Ordering::Acquire);
         match msg.tag() {
             b'Q' => {
-                let sql = query_text(&msg).unwrap_or_default();
-                if classify(sql, standard, self.gw.handler.flink_database()) == Route::Forward {
-                    self.state.track(Pending::sent_query);
-                    self.forward(&msg);
-                    return Ok(None);
-                }
+                let sql = query_text(msg.body()).unwrap_or_default();
                 if !self.settle().await? {
                     return Ok(Some(ClientEnd::Violation));
                 }
@@ -296,15 +432,10 @@ impl Up<'_> {
                 write_client(&self.cw, &reply).await?;
             }
             b'P' => {
-                let Some((name, sql)) = parse_text(&msg) else {
-                    self.forward_extended(&msg);
+                let Some((name, sql)) = parse_text(msg.body()) else {
+                    self.forward(&msg);
                     return Ok(None);
                 };
-                if classify(sql, standard, self.gw.handler.flink_database()) == Route::Forward {
-                    self.statements.remove(name);
-                    self.forward_extended(&msg);
-                    return Ok(None);
-                }
                 let name = name.to_string();
                 let statements = split_statements(sql, standard);
                 match self.local_turn().await? {
@@ -329,14 +460,13 @@ impl Up<'_> {
             }
             b'B' => {
                 let Some((portal, rest)) = names(msg.body(), 0) else {
-                    self.forward_extended(&msg);
+                    self.forward(&msg);
                     return Ok(None);
                 };
                 let stmt = names(rest, 0).map(|(s, _)| s).unwrap_or_default();
                 let formats = bind_result_formats(rest).unwrap_or_default();
                 let Some(prepared) = self.statements.get(stmt).cloned() else {
-                    self.portals.remove(portal);
-                    self.forward_extended(&msg);
+                    self.forward(&msg);
                     return Ok(None);
                 };
                 let portal = portal.to_string();
@@ -364,18 +494,13 @@ impl Up<'_> {
                 let kind = msg.body().first().copied();
                 let name = names(msg.body(), 1).map(|(n, _)| n).unwrap_or_default();
                 let local = match kind {
-                    Some(b'S') => self.statements.get(name),
-                    _ => self.portals.get(name).map(|(p, _)| p),
+                    Some(b'S') => self.statements.get(name).map(|p| (p.clone(), Vec::new())),
+                    _ => self.portals.get(name).cloned(),
                 };
-                let Some(prepared) = local else {
-                    self.forward_extended(&msg);
+                let Some((prepared, formats)) = local else {
+                    self.forward(&msg);
                     return Ok(None);
                 };
-                let formats = match kind {
-                    Some(b'S') => Vec::new(),
-                    _ => self.portals.get(name).map(|(_, f)| f.clone()).unwrap_or_default(),
-                };
-                let prepared = prepared.clone();
                 match self.local_turn().await? {
                     Turn::Go => {}
                     Turn::Skip => return Ok(None),
@@ -413,7 +538,7 @@ impl Up<'_> {
             b'E' => {
                 let portal = names(msg.body(), 0).map(|(n, _)| n).unwrap_or_default();
                 let Some((prepared, formats)) = self.portals.get(portal).cloned() else {
-                    self.forward_extended(&msg);
+                    self.forward(&msg);
                     return Ok(None);
                 };
                 match self.local_turn().await? {
@@ -440,50 +565,19 @@ impl Up<'_> {
                     Err(e) => self.local_error(e).await?,
                 }
             }
-            b'C' => {
-                let kind = msg.body().first().copied();
-                let name = names(msg.body(), 1).map(|(n, _)| n).unwrap_or_default();
-                let removed = match kind {
-                    Some(b'S') => self.statements.remove(name).is_some(),
-                    _ => {
-                        self.described.remove(name);
-                        self.portals.remove(name).is_some()
-                    }
-                };
-                if !removed {
-                    self.forward_extended(&msg);
-                    return Ok(None);
-                }
-                match self.local_turn().await? {
-                    Turn::Go => {}
-                    Turn::Skip => return Ok(None),
-                    Turn::End => return Ok(Some(ClientEnd::Violation)),
-                }
-                self.local_reply(&[Message::new(b'3', b"")]).await?;
-            }
+            // A Close of dyngate's statement or portal: route removed it.
+            b'C' => match self.local_turn().await? {
+                Turn::Go => self.local_reply(&[Message::new(b'3', b"")]).await?,
+                Turn::Skip => {}
+                Turn::End => return Ok(Some(ClientEnd::Violation)),
+            },
+            // A Sync ending a batch of dyngate's own messages only: answered after whatever the
+            // backend still owes from earlier batches.
             b'S' => {
-                self.skipping = false;
-                let forwarded = std::mem::take(&mut self.batch_forwarded);
-                if forwarded || !self.batch_local {
-                    self.state.track(Pending::sent_sync);
-                    self.forward(&msg);
-                } else {
-                    // A batch of dyngate's own messages only: the Sync is answered here, after
-                    // whatever the backend still owes from earlier batches.
-                    if !self.settle().await? {
-                        return Ok(Some(ClientEnd::Violation));
-                    }
-                    write_client(&self.cw, ready_for_query(self.state.tx_status.load(Ordering::Acquire)).raw()).await?;
+                if !self.settle().await? {
+                    return Ok(Some(ClientEnd::Violation));
                 }
-                self.batch_local = false;
-            }
-            b'F' => {
-                self.state.track(Pending::sent_query);
-                self.forward(&msg);
-            }
-            b'c' | b'f' => {
-                self.state.track(Pending::sent_copy_end);
-                self.forward(&msg);
+                write_client(&self.cw, ready_for_query(self.state.tx_status.load(Ordering::Acquire)).raw()).await?;
             }
             b'X' => {
                 self.forward(&msg);
@@ -544,6 +638,11 @@ impl Up<'_> {
         self.skipping = true;
         write_client(&self.cw, e.to_message().raw()).await
     }
+}
+
+/// `map` has `name` (without hashing it when `map` is empty, the usual case).
+fn has<V>(map: &HashMap<String, V>, name: &str) -> bool {
+    !map.is_empty() && map.contains_key(name)
 }
 
 /// Whether one of dyngate's own extended-protocol messages is to be answered.
@@ -682,59 +781,11 @@ async fn close_for_shutdown(cw: &ClientWriter) -> ClientEnd {
     ClientEnd::Shutdown
 }
 
-/// Relays everything the backend sends, accounting for replies from the tags.
+/// Relays everything the backend sends, accounting for replies from the tags: once per read, under
+/// one lock.
 async fn backend_to_client(mut br: OwnedReadHalf, mut buf: BytesMut, cw: ClientWriter, state: &State) -> std::io::Result<()> {
     loop {
-        let mut end = 0;
-        let mut became_idle = false;
-        while buf.len() - end >= 5 {
-            let len = i32::from_be_bytes([buf[end + 1], buf[end + 2], buf[end + 3], buf[end + 4]]);
-            if len < 4 {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::InvalidData,
-                    "invalid message length from backend",
-                ));
-            }
-            let total = len as usize + 1;
-            if buf.len() - end < total {
-                buf.reserve(total - (buf.len() - end));
-                break;
-            }
-            let tag = buf[end];
-            match tag {
-                b'Z' => {
-                    state.tx_status.store(buf.get(end + 5).copied().unwrap_or(b'I'), Ordering::Release);
-                    state.copy_in.store(false, Ordering::Release);
-                    became_idle |= state.track(|p| {
-                        p.received(tag);
-                    }) == 0;
-                }
-                b'G' => {
-                    state.copy_in.store(true, Ordering::Release);
-                    state.track(|p| {
-                        p.received(tag);
-                    });
-                }
-                // Replies that complete an extended-protocol message, and errors (DataRow, the
-                // bulk of the traffic, is not among them).
-                b'E' | b'1' | b'2' | b'3' | b'T' | b'n' | b'C' | b'I' | b's' => {
-                    became_idle |= state.track(|p| {
-                        p.received(tag);
-                    }) == 0;
-                }
-                b'S' => {
-                    let body = &buf[end + 5..end + total];
-                    if let Some(v) = parameter_value(body, "standard_conforming_strings") {
-                        state.standard_strings.store(v == "on", Ordering::Release);
-                    }
-                    if let Some(v) = parameter_value(body, "TimeZone") {
-                        *state.time_zone.lock().unwrap_or_else(|e| e.into_inner()) = v.to_string();
-                    }
-                }
-                _ => {}
-            }
-            end += total;
-        }
+        let (end, became_idle) = scan_replies(&mut buf, state)?;
         if end > 0 {
             let chunk = buf.split_to(end);
             write_client(&cw, &chunk).await?;
@@ -746,6 +797,64 @@ async fn backend_to_client(mut br: OwnedReadHalf, mut buf: BytesMut, cw: ClientW
             return Ok(());
         }
     }
+}
+
+/// Reads the tags of the whole messages at the front of `buf` into the session's state. Returns
+/// their length, and whether they left nothing owed (having answered something).
+fn scan_replies(buf: &mut BytesMut, state: &State) -> std::io::Result<(usize, bool)> {
+    let mut end = 0;
+    let mut pending = None;
+    let mut answered = false;
+    while buf.len() - end >= 5 {
+        let len = i32::from_be_bytes([buf[end + 1], buf[end + 2], buf[end + 3], buf[end + 4]]);
+        if len < 4 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "invalid message length from backend",
+            ));
+        }
+        let total = len as usize + 1;
+        if buf.len() - end < total {
+            buf.reserve(total - (buf.len() - end));
+            break;
+        }
+        let tag = buf[end];
+        match tag {
+            b'Z' => {
+                state.tx_status.store(buf.get(end + 5).copied().unwrap_or(b'I'), Ordering::Release);
+                state.copy_in.store(false, Ordering::Release);
+                pending.get_or_insert_with(|| state.lock()).received(tag);
+                answered = true;
+            }
+            b'G' => {
+                state.copy_in.store(true, Ordering::Release);
+                pending.get_or_insert_with(|| state.lock()).received(tag);
+            }
+            // Replies that complete an extended-protocol message, and errors (DataRow, the
+            // bulk of the traffic, is not among them).
+            b'E' | b'1' | b'2' | b'3' | b'T' | b'n' | b'C' | b'I' | b's' => {
+                pending.get_or_insert_with(|| state.lock()).received(tag);
+                answered = true;
+            }
+            b'S' => {
+                let body = &buf[end + 5..end + total];
+                if let Some(v) = parameter_value(body, "standard_conforming_strings") {
+                    state.standard_strings.store(v == "on", Ordering::Release);
+                }
+                if let Some(v) = parameter_value(body, "TimeZone") {
+                    *state.time_zone.lock().unwrap_or_else(|e| e.into_inner()) = v.to_string();
+                }
+            }
+            _ => {}
+        }
+        end += total;
+    }
+    let idle = pending.map(|p| {
+        let n = p.unanswered();
+        state.unanswered.store(n, Ordering::Release);
+        n == 0
+    });
+    Ok((end, answered && idle == Some(true)))
 }
 
 /// The value in a ParameterStatus body if it reports `name`.
