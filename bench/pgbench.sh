@@ -28,7 +28,9 @@
 #                  (percent, default 5) is repeated, up to BENCH_ATTEMPTS runs (default 3); before
 #                  each run the script waits up to BENCH_QUIET_WAIT s (default 120) for a quiet second
 #   BENCH_KEEP     1 to keep the work directory (results.tsv, pgbench and proxy logs) after the run
-#   BENCH_DYNGATE_BIN  a dyngate binary to use instead of building this checkout (to compare builds)
+#   BENCH_DYNGATE_BIN  a dyngate binary to use instead of building this checkout
+#   BENCH_BASE_BIN  a second dyngate binary (another build), run as the target "base" in the same
+#                  run; the report adds the ratios dyngate/base (to compare builds)
 # dyngate inherits the environment, so e.g. TOKIO_WORKER_THREADS=1 bench/pgbench.sh tries a
 # one-thread runtime.
 #
@@ -40,7 +42,7 @@ cd "$repo"
 secs=${BENCH_SECONDS:-15}
 clients_list=${BENCH_CLIENTS:-"1 8"}
 modes=${BENCH_MODES:-"simple extended"}
-targets=${BENCH_TARGETS:-"direct dyngate pgbouncer"}
+targets=${BENCH_TARGETS:-"direct dyngate pgbouncer${BENCH_BASE_BIN:+ base}"}
 rounds=${BENCH_ROUNDS:-1}
 scale=${BENCH_SCALE:-10}
 
@@ -90,10 +92,15 @@ fi
 work=$(mktemp -d /tmp/dyngate-bench.XXXXXX)
 chmod 755 "$work"
 dyngate_pid=
+base_pid=
 pgbouncer_pid=
 cleanup() {
   set +e
-  [ -n "$dyngate_pid" ] && kill "$dyngate_pid" 2>/dev/null && wait "$dyngate_pid" 2>/dev/null
+  # Started in a subshell (start_dyngate), so not this shell's children: waited for by polling.
+  for p in $dyngate_pid $base_pid; do
+    kill "$p" 2>/dev/null
+    for _ in $(seq 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+  done
   [ -n "$pgbouncer_pid" ] && kill "$pgbouncer_pid" 2>/dev/null && wait "$pgbouncer_pid" 2>/dev/null
   scripts/pg-temp stop "$work/pg"
   if [ "${BENCH_KEEP:-0}" = 1 ]; then log "kept $work"; else rm -rf "$work"; fi
@@ -112,17 +119,29 @@ export PGPASSWORD=$pg_pw PGUSER=postgres PGDATABASE=postgres PGHOST=127.0.0.1 PG
 log "initialising pgbench data (scale $scale)"
 pgbench -i -q -s "$scale" -p "$pg_port" >"$work/init.log" 2>&1 || { cat "$work/init.log" >&2; exit 1; }
 
+# Starts a dyngate binary; prints "pid port".
+start_dyngate() {
+  local bin=$1 name=$2 pid
+  "$bin" serve --postgres "$pg_url" --listen 127.0.0.1:0 --http-listen 127.0.0.1:0 \
+    --ready-file "$work/$name.ready" --log warn >"$work/$name.log" 2>&1 &
+  pid=$!
+  for _ in $(seq 300); do
+    [ -s "$work/$name.ready" ] && break
+    kill -0 "$pid" 2>/dev/null || { cat "$work/$name.log" >&2; return 1; }
+    sleep 0.1
+  done
+  [ -s "$work/$name.ready" ] || { log "$name did not become ready"; cat "$work/$name.log" >&2; return 1; }
+  echo "$pid $(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["pg"].rsplit(":",1)[1])' "$work/$name.ready")"
+}
 log "starting dyngate"
-"$dyngate_bin" serve --postgres "$pg_url" --listen 127.0.0.1:0 --http-listen 127.0.0.1:0 \
-  --ready-file "$work/dyngate.ready" --log warn >"$work/dyngate.log" 2>&1 &
-dyngate_pid=$!
-for _ in $(seq 300); do
-  [ -s "$work/dyngate.ready" ] && break
-  kill -0 "$dyngate_pid" 2>/dev/null || { cat "$work/dyngate.log" >&2; exit 1; }
-  sleep 0.1
-done
-[ -s "$work/dyngate.ready" ] || { log "dyngate did not become ready"; cat "$work/dyngate.log" >&2; exit 1; }
-dyngate_port=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["pg"].rsplit(":",1)[1])' "$work/dyngate.ready")
+read -r dyngate_pid dyngate_port < <(start_dyngate "$dyngate_bin" dyngate)
+[ -n "$dyngate_port" ] || exit 1
+if [ -n "${BENCH_BASE_BIN:-}" ]; then
+  log "starting the baseline build $BENCH_BASE_BIN"
+  read -r base_pid base_port < <(start_dyngate "$BENCH_BASE_BIN" base)
+  [ -n "$base_port" ] || exit 1
+  psql -p "$base_port" -Atc 'SELECT 1' >/dev/null
+fi
 
 # PgBouncer authenticates clients with SCRAM against the secret PostgreSQL itself stores (copied
 # from pg_authid), and then logs in to PostgreSQL with SCRAM pass-through: the same password check
@@ -167,10 +186,12 @@ psql -p "$dyngate_port" -Atc 'SELECT 1' >/dev/null
 psql -p "$pgbouncer_port" -Atc 'SELECT 1' >/dev/null
 
 port_of() {
-  case $1 in direct) echo "$pg_port" ;; dyngate) echo "$dyngate_port" ;; pgbouncer) echo "$pgbouncer_port" ;; esac
+  case $1 in
+    direct) echo "$pg_port" ;; dyngate) echo "$dyngate_port" ;; base) echo "$base_port" ;; pgbouncer) echo "$pgbouncer_port" ;;
+  esac
 }
 pid_of() {
-  case $1 in dyngate) echo "$dyngate_pid" ;; pgbouncer) echo "$pgbouncer_pid" ;; *) echo "" ;; esac
+  case $1 in dyngate) echo "$dyngate_pid" ;; base) echo "$base_pid" ;; pgbouncer) echo "$pgbouncer_pid" ;; *) echo "" ;; esac
 }
 # utime + stime of a process, in clock ticks.
 cpu_ticks() { [ -n "$1" ] && awk '{print $14 + $15}' "/proc/$1/stat" || echo 0; }
@@ -275,10 +296,10 @@ done
 
 # --- report ---------------------------------------------------------------------------------------
 python3 - "$results" "$secs" "$rounds" "$ncpu" "$build" "$("$pgbouncer_bin" -V | head -1)" \
-  "$(pgbench --version)" <<'PY'
+  "$(pgbench --version)" "${BENCH_BASE_BIN:-}" <<'PY'
 import statistics, sys
 from collections import defaultdict
-path, secs, rounds, ncpu, build, pgb, pgbench = sys.argv[1:]
+path, secs, rounds, ncpu, build, pgb, pgbench, base = sys.argv[1:]
 rows = defaultdict(list)
 for line in open(path):
     f = line.rstrip("\n").split("\t")
@@ -286,7 +307,7 @@ for line in open(path):
 med = {k: tuple(statistics.median(x[i] for x in v) for i in range(8)) for k, v in rows.items()}
 worst_other = {k: max(x[5] for x in v) for k, v in rows.items()}
 cells = sorted({(m, c) for (m, c, _) in med}, key=lambda x: (x[0] != "simple", x[0], x[1]))
-targets = [t for t in ("direct", "dyngate", "pgbouncer") if any(k[2] == t for k in med)]
+targets = [t for t in ("direct", "dyngate", "pgbouncer", "base") if any(k[2] == t for k in med)]
 print()
 print(f"pgbench -S, {secs} s per run, median of {rounds} round(s), {ncpu} CPUs shared by pgbench, proxy and PostgreSQL")
 print(f"dyngate {build}; {pgb}; {pgbench}")
@@ -318,4 +339,12 @@ for m, c in cells:
     print(f"{m:<9}{c:>7}  {rd:>19.3f}{rb:>22.3f}{pd:>19.3f}{pb:>22.3f}{flag}")
 print()
 print("goal (dyngate >= PgBouncer's tps and >= 0.85x direct):", "met" if ok else "NOT met")
+if "base" in targets:
+    print()
+    print(f"against the baseline build ({base}):")
+    print(f"{'mode':<9}{'clients':>7}  {'tps dyngate/base':>17}{'proxy us dyngate/base':>22}{'p99 dyngate/base':>17}")
+    for m, c in cells:
+        g, b = med.get((m, c, "dyngate")), med.get((m, c, "base"))
+        if g and b:
+            print(f"{m:<9}{c:>7}  {g[0] / b[0]:>17.3f}{g[3] / b[3]:>22.3f}{g[2] / b[2]:>17.3f}")
 PY

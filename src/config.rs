@@ -235,7 +235,8 @@ pub struct ServeArgs {
     #[arg(long, env = "DYNGATE_HTTP_TOKEN", value_name = "TOKEN", hide_env_values = true)]
     pub http_token: Option<String>,
 
-    /// Threads running client sessions, each an event loop of its own (0: one per CPU).
+    /// Threads running client sessions, each an event loop of its own (0: one per two CPUs, at
+    /// least one).
     #[arg(long, env = "DYNGATE_SESSION_THREADS", default_value = "0", value_name = "N")]
     pub session_threads: usize,
 

@@ -787,8 +787,8 @@ async fn backend_to_client(mut br: OwnedReadHalf, mut buf: BytesMut, cw: ClientW
     loop {
         let (end, became_idle) = scan_replies(&mut buf, state)?;
         if end > 0 {
-            let chunk = buf.split_to(end);
-            write_client(&cw, &chunk).await?;
+            write_client(&cw, &buf[..end]).await?;
+            buf.advance(end);
             if became_idle {
                 state.idle.notify_waiters();
             }
