@@ -135,7 +135,7 @@ impl Manager {
                 }
                 collect::Peeked::Ready { truncated } => truncated,
             };
-            let pending = incremental::pending(&tx, &sources, applied).await?;
+            let pending = incremental::pending(&tx, &mut sources, applied).await?;
             changes = Some(pending.changes);
             action = if truncated || pending.truncated || incremental::prefer_full(pending.changes, pending.source_rows) {
                 RefreshAction::Full

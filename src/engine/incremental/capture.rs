@@ -74,6 +74,17 @@ pub struct SourceTable {
     pub wal: bool,
     /// With this transaction's peek table beside its log (collect::fetch_gap sets it).
     pub peeked: bool,
+    /// The changes pending in this refresh's snapshot, once counted (incremental::pending sets
+    /// it). None pending: the delta reads the table as it is, and has no term for its changes.
+    /// Some: the planner is told about how many there are (delta::pending_changes).
+    pub changes: Option<i64>,
+}
+
+impl SourceTable {
+    /// No change pending in this refresh's snapshot.
+    pub fn quiet(&self) -> bool {
+        self.changes == Some(0)
+    }
 }
 
 /// The log's column holding source attribute `attnum` (see `dyngate.change_capture`).
@@ -128,6 +139,7 @@ pub async fn sources_of(tx: &Transaction<'_>, view: &str) -> Result<Result<Vec<S
             columns: attnums.into_iter().zip(names).collect(),
             wal: false,
             peeked: false,
+            changes: None,
         });
     }
     Ok(Ok(sources))
@@ -398,6 +410,7 @@ mod tests {
             columns: vec![(1, "id".into()), (3, "Amount".into())],
             wal: false,
             peeked: false,
+            changes: None,
         };
         let sql = triggers_sql(&s);
         assert!(sql.contains("CREATE TRIGGER \"dyngate_capture_update\" AFTER UPDATE ON public.\"Orders\" REFERENCING OLD TABLE AS dyngate_old NEW TABLE AS dyngate_new FOR EACH STATEMENT"), "{sql}");

@@ -626,6 +626,7 @@ mod tests {
             columns: vec![(2, "day".into()), (3, "amount".into())],
             wal: false,
             peeked: false,
+            changes: None,
         };
         let apply = apply_sql(&plan, 5, std::slice::from_ref(&source), "1:2:", "public.daily", &cols, &cols).unwrap();
         if let Ok(path) = std::env::var("DYNGATE_PRINT_GROUPS_SQL") {

@@ -256,14 +256,15 @@ pub struct Pending {
     pub source_rows: f64,
 }
 
-/// Counts what `sources` logged since `applied`, and whether one was truncated.
-pub async fn pending(tx: &Transaction<'_>, sources: &[SourceTable], applied: &str) -> Result<Pending, tokio_postgres::Error> {
+/// Counts what `sources` logged since `applied`, and whether one was truncated; marks the
+/// each source's count ([`SourceTable::changes`]) for [`apply`] in the same snapshot.
+pub async fn pending(tx: &Transaction<'_>, sources: &mut [SourceTable], applied: &str) -> Result<Pending, tokio_postgres::Error> {
     let mut p = Pending {
         changes: 0,
         truncated: false,
         source_rows: 0.0,
     };
-    for s in sources {
+    for s in sources.iter_mut() {
         let row = tx
             .query_one(
                 &format!(
@@ -276,7 +277,9 @@ pub async fn pending(tx: &Transaction<'_>, sources: &[SourceTable], applied: &st
                 &[&s.oid, &applied],
             )
             .await?;
-        p.changes += row.get::<_, i64>(0);
+        let changes = row.get::<_, i64>(0);
+        s.changes = Some(changes);
+        p.changes += changes;
         p.truncated |= row.get::<_, bool>(1);
         p.source_rows += row.get::<_, Option<f64>>(2).unwrap_or(0.0);
     }
