@@ -85,7 +85,7 @@ else
   git diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null || build="$build + uncommitted changes"
   log "building dyngate $build (cargo build --release)"
   cargo build --release -q
-  dyngate_bin=$repo/target/release/dyngate
+  dyngate_bin=${CARGO_TARGET_DIR:-$repo/target}/release/dyngate
 fi
 
 # --- set-up ---------------------------------------------------------------------------------------
