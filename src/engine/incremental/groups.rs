@@ -126,7 +126,8 @@ fn extrema(g: &Grouped<'_>, columns: &[Column]) -> Vec<Extremum> {
                 deleted: col("y", i),
                 f: "max",
                 of_source: format!("pg_catalog.scale(({e})::pg_catalog.numeric)"),
-                of_change: format!("pg_catalog.scale(({})::pg_catalog.numeric)", col("e", i)),
+                // Computed once per change (apply_sql), not in each of the six places it is read.
+                of_change: col("f", i),
                 counted: Some((col("q", i), col("z", i))),
                 arg: e.clone(),
             }),
@@ -368,6 +369,11 @@ pub fn apply_sql(
         .iter()
         .enumerate()
         .filter_map(|(i, o)| match o {
+            Output::Agg(_, Some(e)) if scale_tracked(o, query.get(i).map(|c| c.ty.as_str())) => Some(format!(
+                ", {e} AS {}, pg_catalog.scale(({e})::pg_catalog.numeric) AS {}",
+                col("e", i),
+                col("f", i)
+            )),
             Output::Agg(_, Some(e)) => Some(format!(", {e} AS {}", col("e", i))),
             _ => None,
         })
@@ -639,7 +645,9 @@ mod tests {
             // minimum when a deleted value was at or below it.
             "\"dyngate$redo\" = st.\"dyngate$redo\" OR (greatest(st.\"dyngate$x2\", excluded.\"dyngate$x2\") IS NOT NULL AND coalesce((CASE WHEN excluded.\"dyngate$x2\" IS NULL THEN st.\"dyngate$q2\" ",
             "ELSE 0 END) <= 0, true)) OR coalesce(excluded.\"dyngate$d3\" <= least(st.\"dyngate$m3\", excluded.\"dyngate$m3\"), false)",
-            "coalesce(sum(\"dyngate$sign\") FILTER (WHERE \"dyngate$sign\" > 0 AND pg_catalog.scale((\"dyngate$e2\")::pg_catalog.numeric) = \"dyngate$wi0\"), 0)",
+            "coalesce(sum(\"dyngate$sign\") FILTER (WHERE \"dyngate$sign\" > 0 AND \"dyngate$f2\" = \"dyngate$wi0\"), 0)",
+            // The scale of each changed value, computed once.
+            "o.amount AS \"dyngate$e2\", pg_catalog.scale((o.amount)::pg_catalog.numeric) AS \"dyngate$f2\"",
             "WINDOW w AS (PARTITION BY \"dyngate$k0\")) AS c GROUP BY \"dyngate$k0\"",
             "UPDATE dyngate.\"state_5\" AS st SET \"dyngate$x2\" = r.\"dyngate$x2\", \"dyngate$q2\" = r.\"dyngate$q2\", \"dyngate$m3\" = r.\"dyngate$m3\"",
             // Groups to redo are found by the keys' equality (1.5 = 1.50), not their text, and
