@@ -62,7 +62,7 @@ impl SessionLoops {
 ///
 /// The relay is a small share of a statement's CPU next to PostgreSQL's and the client's, and
 /// usually shares the machine with PostgreSQL. On two CPUs, one loop instead of two gave 1.19-1.23x
-/// the throughput at 8 pgbench clients, with 20-30% less CPU per transaction (more ready sockets
+/// the throughput at 8 pgbench clients, with 17-30% less CPU per transaction (more ready sockets
 /// per wake-up, fewer context switches), and the same at 1 client (bench/README.md).
 pub fn default_threads() -> usize {
     threads_for(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))

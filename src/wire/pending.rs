@@ -86,12 +86,12 @@ impl Pending {
     }
 
     /// The client sent a Query or FunctionCall.
-    pub fn sent_query(&mut self) {
+    fn sent_query(&mut self) {
         self.push(Entry::Query);
     }
 
     /// The client sent a Sync.
-    pub fn sent_sync(&mut self) {
+    fn sent_sync(&mut self) {
         if !self.in_copy {
             self.push(Entry::Sync);
         }
@@ -100,14 +100,14 @@ impl Pending {
 
     /// The client sent an extended-protocol message with tag `tag` (Parse, Bind, Close, Describe,
     /// Execute); other tags earn no reply.
-    pub fn sent_extended(&mut self, tag: u8) {
+    fn sent_extended(&mut self, tag: u8) {
         if let Some(c) = completions(tag) {
             self.push(Entry::Ext(c));
         }
     }
 
     /// The client sent CopyDone or CopyFail.
-    pub fn sent_copy_end(&mut self) {
+    fn sent_copy_end(&mut self) {
         if self.in_copy {
             self.in_copy = false;
         } else {

@@ -256,8 +256,8 @@ pub struct Pending {
     pub source_rows: f64,
 }
 
-/// Counts what `sources` logged since `applied`, and whether one was truncated; marks the
-/// each source's count ([`SourceTable::changes`]) for [`apply`] in the same snapshot.
+/// Counts what `sources` logged since `applied`, and whether one was truncated; records each
+/// source's count ([`SourceTable::changes`]) for [`apply`] in the same snapshot.
 pub async fn pending(tx: &Transaction<'_>, sources: &mut [SourceTable], applied: &str) -> Result<Pending, tokio_postgres::Error> {
     let mut p = Pending {
         changes: 0,
