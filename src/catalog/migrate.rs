@@ -31,6 +31,7 @@ pub const MIGRATIONS: &[Migration] = migrations![
     (5, "wal_capture"),
     (6, "flink_engine"),
     (7, "wal_stream"),
+    (8, "state_fillfactor"),
 ];
 
 /// Arbitrary but fixed key of the advisory lock that serializes migrations ("dyngate" in ASCII).

@@ -257,6 +257,14 @@ fn state_list(g: &Grouped<'_>, columns: &[Column]) -> String {
     state_columns(g, columns).into_iter().map(|c| c.name).collect::<Vec<_>>().join(", ")
 }
 
+/// The state tables' fillfactor: an apply updates most of the groups it touches in place, and
+/// with room left on their page the new versions go there (HOT updates: the unique index is not
+/// written, and the dead versions are pruned by the next apply's reads). In bench/incremental.sh
+/// (4.5k of V2's 5.1k groups updated by each refresh) 40 turned 10% of the updates HOT into 70%
+/// and took V2's refresh from about 70 to 57 ms; the state is small next to the sources, so
+/// 2.5 times its size costs little. sql/V8 sets it on the state tables made before.
+pub const STATE_FILLFACTOR: u32 = 40;
+
 /// Creates the empty state table of table `id` (whose columns are `columns`) for `owner` (run
 /// by the service account: the columns' types are derived from the query without reading a row).
 pub fn create_state_sql(plan: &Plan, id: i64, owner: &str, columns: &[Column]) -> Option<String> {
@@ -264,7 +272,7 @@ pub fn create_state_sql(plan: &Plan, id: i64, owner: &str, columns: &[Column]) -
     let keys: Vec<String> = (0..g.keys.len()).map(|j| col("k", j)).collect();
     let t = qstate(id);
     Some(format!(
-        "CREATE TABLE {t} AS {q} WITH NO DATA;
+        "CREATE TABLE {t} WITH (fillfactor = {STATE_FILLFACTOR}) AS {q} WITH NO DATA;
          ALTER TABLE {t} ADD COLUMN {TOUCHED} xid8, ADD COLUMN {REDO} boolean NOT NULL DEFAULT false;
          CREATE UNIQUE INDEX ON {t} ({keys}) NULLS NOT DISTINCT;
          COMMENT ON TABLE {t} IS 'dyngate: the aggregates of a dynamic table refreshed incrementally';
@@ -603,7 +611,7 @@ mod tests {
         ];
         let create = create_state_sql(&plan, 5, "alice", &cols).unwrap();
         for part in [
-            "CREATE TABLE dyngate.\"state_5\" AS SELECT o.day AS \"dyngate$k0\", count(*) AS \"dyngate$n\", sum(o.amount) AS \"dyngate$s2\", count(o.amount) AS \"dyngate$c2\", ",
+            "CREATE TABLE dyngate.\"state_5\" WITH (fillfactor = 40) AS SELECT o.day AS \"dyngate$k0\", count(*) AS \"dyngate$n\", sum(o.amount) AS \"dyngate$s2\", count(o.amount) AS \"dyngate$c2\", ",
             "max(pg_catalog.scale((o.amount)::pg_catalog.numeric)) AS \"dyngate$x2\"",
             "min(o.amount) AS \"dyngate$m3\", min(o.amount) AS \"dyngate$d3\" FROM \"public\".\"orders\" AS \"o\" GROUP BY o.day WITH NO DATA",
             "CREATE UNIQUE INDEX ON dyngate.\"state_5\" (\"dyngate$k0\") NULLS NOT DISTINCT",
