@@ -969,3 +969,59 @@ async fn reloptions(c: &Client, rel: &str) -> String {
     .unwrap()
     .get(0)
 }
+
+/// A refresh that meets many changes in a log the planner knows nothing of (not analyzed yet)
+/// gives it statistics first, so that the delta's joins are planned by its shape; a few changes
+/// do not.
+#[tokio::test]
+async fn a_log_full_of_changes_gets_statistics() {
+    let (pg, db, _gw, c) = setup().await;
+    c.batch_execute(
+        "CREATE TABLE items (id int PRIMARY KEY, kind int, price numeric);
+         INSERT INTO items SELECT g, g % 50, g / 10.0 FROM generate_series(1, 20000) g;
+         ANALYZE items;",
+    )
+    .await
+    .unwrap();
+    let query = "SELECT i.kind, count(*) AS n, sum(i.price) AS total FROM items i JOIN orders o ON o.id = i.id % 400 GROUP BY i.kind";
+    c.batch_execute(&format!("CREATE DYNAMIC TABLE by_kind FRESHNESS = INTERVAL '1' DAY AS {query}"))
+        .await
+        .unwrap();
+    let direct = connect(&pg.url_for("postgres", &pg.password, &db)).await;
+    let log: String = direct
+        .query_one(
+            "SELECT format('dyngate.%I', log_table) FROM dyngate.change_capture WHERE source = 'items'::regclass",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    // Autovacuum would analyze it sooner or later: here, only the refresh may.
+    direct
+        .batch_execute(&format!("ALTER TABLE {log} SET (autovacuum_enabled = false)"))
+        .await
+        .unwrap();
+    let analyzed = |n: i64| n > 0;
+    let stats = format!("SELECT count(*) FROM pg_stats WHERE schemaname || '.' || quote_ident(tablename) = '{log}'");
+    direct
+        .batch_execute("UPDATE items SET price = price + 1 WHERE id <= 100")
+        .await
+        .unwrap();
+    refresh(&c, "by_kind").await;
+    assert_eq!(last_refresh(&c, "by_kind").await, ("INCREMENTAL".to_string(), Some(200)));
+    assert!(
+        !analyzed(direct.query_one(&stats, &[]).await.unwrap().get(0)),
+        "200 changes: not analyzed"
+    );
+    direct
+        .batch_execute("UPDATE items SET price = price + 1 WHERE id <= 1500")
+        .await
+        .unwrap();
+    refresh(&c, "by_kind").await;
+    assert_eq!(last_refresh(&c, "by_kind").await, ("INCREMENTAL".to_string(), Some(3000)));
+    assert!(
+        analyzed(direct.query_one(&stats, &[]).await.unwrap().get(0)),
+        "3000 changes: analyzed"
+    );
+    assert_eq!(content(&c, "by_kind").await, content(&c, &format!("({query})")).await);
+}

@@ -12,8 +12,9 @@
 //! forgotten meanwhile make the transaction start again); count what the sources logged since
 //! the applied snapshot;
 //! recompute instead when a source was truncated, the table has no applied snapshot, or the cost
-//! guard says so (engine::incremental::prefer_full); else apply the changes as the owner, or
-//! record NO_DATA when there were none; record the new applied snapshot and the history row
+//! guard says so (engine::incremental::prefer_full); else apply the changes as the owner
+//! (analyzing first a log full of changes that has no planner statistics yet:
+//! engine::incremental::analyze_logs), or record NO_DATA when there were none; record the new applied snapshot and the history row
 //! (action and changes). After the commit, the logged rows every reader has applied are deleted.
 //! (Partitioned tables are never incremental: their refreshes replace partitions.)
 
@@ -119,6 +120,7 @@ impl Manager {
 
         let mut sources = Vec::new();
         let mut changes = None;
+        let mut unanalyzed = Vec::new();
         let mut action = RefreshAction::Full;
         // Planned again from the recorded query (it was planned when recorded).
         let plan = (dt.refresh_action == "INCREMENTAL")
@@ -137,6 +139,7 @@ impl Manager {
             };
             let pending = incremental::pending(&tx, &mut sources, applied).await?;
             changes = Some(pending.changes);
+            unanalyzed = pending.unanalyzed;
             action = if truncated || pending.truncated || incremental::prefer_full(pending.changes, pending.source_rows) {
                 RefreshAction::Full
             } else if pending.changes == 0 {
@@ -148,6 +151,7 @@ impl Manager {
         let rows = match (action, &plan) {
             (RefreshAction::NoData, _) => 0,
             (RefreshAction::Incremental, Some(plan)) => {
+                incremental::analyze_logs(&tx, &unanalyzed).await?;
                 let applied = applied.as_deref().unwrap_or_default();
                 let view = dt.query_view.as_deref().unwrap_or_default();
                 let query_columns = incremental::query_columns(&tx, view).await?;
