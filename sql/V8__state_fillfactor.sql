@@ -2,8 +2,8 @@
 -- room left on its pages the new row versions stay on the same page (HOT updates, which write
 -- no index entry and are pruned by later reads). New state tables are made with this
 -- fillfactor (groups::STATE_FILLFACTOR); those made before get it here. It applies to the pages
--- written from now on. A state table the service account may not alter (an owner's that is
--- not its own, without membership) keeps its setting: its applies stay correct, only slower.
+-- written from now on. A state table the service account may not alter (its owner a role the
+-- service account is not a member of) keeps its setting: its applies stay correct, only slower.
 DO $fill$
 DECLARE
     state regclass;

@@ -14,9 +14,10 @@
 //! recompute instead when a source was truncated, the table has no applied snapshot, or the cost
 //! guard says so (engine::incremental::prefer_full); else apply the changes as the owner
 //! (analyzing first a log full of changes that has no planner statistics yet:
-//! engine::incremental::analyze_logs), or record NO_DATA when there were none; record the new applied snapshot and the history row
-//! (action and changes). After the commit, the logged rows every reader has applied are deleted.
-//! (Partitioned tables are never incremental: their refreshes replace partitions.)
+//! engine::incremental::analyze_logs), or record NO_DATA when there were none; record the new
+//! applied snapshot and the history row (action and changes). After the commit, the logged rows
+//! every reader has applied are deleted. (Partitioned tables are never incremental: their
+//! refreshes replace partitions.)
 
 use tokio_postgres::IsolationLevel;
 
