@@ -70,7 +70,7 @@ pub struct SourceTable {
     pub quoted: String,
     /// The columns the dynamic table's query reads: number and current name.
     pub columns: Vec<(i16, String)>,
-    /// Captured from the WAL (collect::fetch_gap sets it).
+    /// Captured from the WAL ([`sources_of`] reads it from `dyngate.change_capture`).
     pub wal: bool,
     /// With this transaction's peek table beside its log (collect::fetch_gap sets it).
     pub peeked: bool,
@@ -99,7 +99,8 @@ pub async fn sources_of(tx: &Transaction<'_>, view: &str) -> Result<Result<Vec<S
         .query(
             "SELECT c.oid, format('%I.%I', n.nspname, c.relname), c.relkind::text, c.relpersistence::text, n.nspname::text, c.relname::text,
                     coalesce(array_agg(a.attnum ORDER BY a.attnum) FILTER (WHERE a.attnum > 0), '{}'),
-                    coalesce(array_agg(a.attname::text ORDER BY a.attnum) FILTER (WHERE a.attnum > 0), '{}')
+                    coalesce(array_agg(a.attname::text ORDER BY a.attnum) FILTER (WHERE a.attnum > 0), '{}'),
+                    EXISTS (SELECT 1 FROM dyngate.change_capture cc WHERE cc.source = c.oid AND cc.method = 'wal')
                FROM pg_depend d
                JOIN pg_rewrite rw ON rw.oid = d.objid
                JOIN pg_class c ON c.oid = d.refobjid
@@ -115,7 +116,7 @@ pub async fn sources_of(tx: &Transaction<'_>, view: &str) -> Result<Result<Vec<S
     for r in rows {
         let (oid, quoted, kind, persistence, schema, name): (u32, String, String, String, String, String) =
             (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5));
-        let (attnums, names): (Vec<i16>, Vec<String>) = (r.get(6), r.get(7));
+        let (attnums, names, wal): (Vec<i16>, Vec<String>, bool) = (r.get(6), r.get(7), r.get(8));
         let what = match kind.as_str() {
             "r" if persistence == "t" => Some("a temporary table"),
             "r" => None,
@@ -137,7 +138,7 @@ pub async fn sources_of(tx: &Transaction<'_>, view: &str) -> Result<Result<Vec<S
             name,
             quoted,
             columns: attnums.into_iter().zip(names).collect(),
-            wal: false,
+            wal,
             peeked: false,
             changes: None,
         });
