@@ -523,6 +523,8 @@ pub fn apply_sql(
     // Per counted extremum on the window's way, the changes' extremum of the inserted and of
     // the deleted values over the group (window columns of the changes).
     let mut windows: Vec<String> = Vec::new();
+    // Per extremum, the delta's deleted extremum in the one-step and the two-step form: a new
+    // group with one is marked for a redo.
     let mut deleted_extrema: Vec<(String, String)> = Vec::new();
     for (k, x) in extrema.iter().enumerate() {
         let (f, e, m, d) = (x.f, &x.of_change, &x.value, &x.deleted);
