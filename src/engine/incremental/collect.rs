@@ -354,13 +354,19 @@ fn apply_message(out: &mut Decoded, relations: &HashMap<u32, RelationInfo>, targ
     }
 }
 
-/// A recent xid8: the caller's snapshot's xmax (every decoded transaction is before it).
+/// An xid8 later than that of every transaction decoded so far (to widen their 32-bit xids):
+/// the batch transaction's own, assigned here (it writes anyway). Each decoded transaction was
+/// given its xid before it committed, so before this one's.
+///
+/// Not the snapshot's xmax: a transaction's commit is in the WAL, and so decoded, a moment
+/// before it leaves the running transactions, and until then xmax need not be past it. A batch
+/// that read xmax just then widened such an xid into the previous epoch (to 0 in a young
+/// cluster), which the capture's first snapshot sees: the transaction's changes were dropped as
+/// if the first fill had them. `writers_committing_during_wal_refreshes_are_applied_once` lost
+/// one writer transaction in about 30 runs that way (on a busy machine).
 async fn reference_xid(c: &impl GenericClient) -> Result<u64, tokio_postgres::Error> {
-    let x: String = c
-        .query_one("SELECT pg_catalog.pg_snapshot_xmax(pg_catalog.pg_current_snapshot())::text", &[])
-        .await?
-        .get(0);
-    Ok(x.parse().unwrap_or(0))
+    let x: i64 = c.query_one("SELECT pg_catalog.pg_current_xact_id()::text::int8", &[]).await?.get(0);
+    Ok(x as u64)
 }
 
 /// Writes decoded rows into `table` (a log, or a peek table) with the target's column types.
@@ -523,7 +529,8 @@ pub async fn write_batch_in(
     let changes = messages.iter().any(|m| matches!(m.first(), Some(b'I' | b'U' | b'D' | b'T')));
     let (reference, targets) = if changes {
         // Read after the changes were received: a source whose changes were decoded was
-        // published, so its capture had committed.
+        // published, so its capture had committed; and it is visible, for the capture locked
+        // writers out (capture::lock) until after it was.
         (reference_xid(c).await?, targets(c, None).await?)
     } else {
         (0, HashMap::new())
