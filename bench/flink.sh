@@ -12,20 +12,18 @@
 #   BENCH_PARTS      "first-rows visibility overhead" (default: all three)
 #   BENCH_ROUNDS     rounds per part; medians are shown (default 5)
 #   BENCH_FRESHNESS  the CONTINUOUS tables' freshness, in seconds (default 5)
+#   BENCH_DYNGATE_BIN  a dyngate binary to use instead of building this checkout
 #   BENCH_KEEP       1 to keep the work directory
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
-log() { printf '[bench] %s\n' "$*" >&2; }
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 
 scripts/deps
 python=${DYNGATE_CACHE:-$HOME/.cache/dyngate}/venv/bin/python
-build=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
-git diff --quiet HEAD -- src Cargo.toml Cargo.lock sql 2>/dev/null || build="$build + uncommitted changes"
-log "building dyngate $build (cargo build --release)"
-cargo build --release -q
-dyngate_bin=${CARGO_TARGET_DIR:-$repo/target}/release/dyngate
+bench_dyngate_bin
 
 work=$(mktemp -d /tmp/dyngate-bench-flink.XXXXXX)
 chmod 755 "$work"
@@ -53,13 +51,7 @@ jars=$(find "$DYNGATE_TEST_FLINK_CONNECTORS" -name '*.jar' ! -name '*cdc*' | sor
   --ready-file "$work/dyngate.ready" --log warn --flink-gateway "$DYNGATE_TEST_FLINK_GATEWAY" \
   --flink-rest "$DYNGATE_TEST_FLINK_REST" --flink-jar "$jars" >"$work/dyngate.log" 2>&1 &
 dyngate_pid=$!
-for _ in $(seq 300); do
-  [ -s "$work/dyngate.ready" ] && break
-  kill -0 "$dyngate_pid" 2>/dev/null || { cat "$work/dyngate.log" >&2; exit 1; }
-  sleep 0.1
-done
-[ -s "$work/dyngate.ready" ] || { log "dyngate did not become ready"; exit 1; }
-dyngate_port=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["pg"].rsplit(":",1)[1])' "$work/dyngate.ready")
+dyngate_port=$(wait_ready "$dyngate_pid" "$work/dyngate.ready" "$work/dyngate.log")
 log "dyngate $build on port $dyngate_port"
 
 "$python" bench/flink.py \

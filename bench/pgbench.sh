@@ -46,7 +46,8 @@ targets=${BENCH_TARGETS:-"direct dyngate pgbouncer${BENCH_BASE_BIN:+ base}"}
 rounds=${BENCH_ROUNDS:-1}
 scale=${BENCH_SCALE:-10}
 
-log() { printf '[bench] %s\n' "$*" >&2; }
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 is_root() { [ "$(id -u)" = 0 ]; }
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
@@ -77,16 +78,7 @@ if [ ! -x "$pgbouncer_bin" ]; then
   fi
 fi
 
-if [ -n "${BENCH_DYNGATE_BIN:-}" ]; then
-  dyngate_bin=$BENCH_DYNGATE_BIN
-  build=$dyngate_bin
-else
-  build=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
-  git diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null || build="$build + uncommitted changes"
-  log "building dyngate $build (cargo build --release)"
-  cargo build --release -q
-  dyngate_bin=${CARGO_TARGET_DIR:-$repo/target}/release/dyngate
-fi
+bench_dyngate_bin
 
 # --- set-up ---------------------------------------------------------------------------------------
 work=$(mktemp -d /tmp/dyngate-bench.XXXXXX)
@@ -121,17 +113,12 @@ pgbench -i -q -s "$scale" -p "$pg_port" >"$work/init.log" 2>&1 || { cat "$work/i
 
 # Starts a dyngate binary; prints "pid port".
 start_dyngate() {
-  local bin=$1 name=$2 pid
+  local bin=$1 name=$2 pid port
   "$bin" serve --postgres "$pg_url" --listen 127.0.0.1:0 --http-listen 127.0.0.1:0 \
     --ready-file "$work/$name.ready" --log warn >"$work/$name.log" 2>&1 &
   pid=$!
-  for _ in $(seq 300); do
-    [ -s "$work/$name.ready" ] && break
-    kill -0 "$pid" 2>/dev/null || { cat "$work/$name.log" >&2; return 1; }
-    sleep 0.1
-  done
-  [ -s "$work/$name.ready" ] || { log "$name did not become ready"; cat "$work/$name.log" >&2; return 1; }
-  echo "$pid $(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["pg"].rsplit(":",1)[1])' "$work/$name.ready")"
+  port=$(wait_ready "$pid" "$work/$name.ready" "$work/$name.log") || return 1
+  echo "$pid $port"
 }
 log "starting dyngate"
 read -r dyngate_pid dyngate_port < <(start_dyngate "$dyngate_bin" dyngate)

@@ -36,19 +36,11 @@ groups=${BENCH_GROUPS:-1000000}
 tables=${BENCH_TABLES:-1000}
 sched_secs=${BENCH_SCHED_SECONDS:-60}
 
-log() { printf '[bench] %s\n' "$*" >&2; }
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 
 scripts/pg-bindir >/dev/null 2>&1 || scripts/deps
-if [ -n "${BENCH_DYNGATE_BIN:-}" ]; then
-  dyngate_bin=$BENCH_DYNGATE_BIN
-  build=$dyngate_bin
-else
-  build=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
-  git diff --quiet HEAD -- src Cargo.toml Cargo.lock sql 2>/dev/null || build="$build + uncommitted changes"
-  log "building dyngate $build (cargo build --release)"
-  cargo build --release -q
-  dyngate_bin=${CARGO_TARGET_DIR:-$repo/target}/release/dyngate
-fi
+bench_dyngate_bin
 
 work=$(mktemp -d /tmp/dyngate-bench.XXXXXX)
 chmod 755 "$work"
@@ -76,13 +68,7 @@ start_dyngate() {
   "$dyngate_bin" serve --postgres "$pg_url" --listen 127.0.0.1:0 --http-listen 127.0.0.1:0 \
     --ready-file "$work/dyngate.ready" --log warn ${BENCH_DYNGATE_ARGS:-} >"$work/dyngate.log" 2>&1 &
   dyngate_pid=$!
-  for _ in $(seq 300); do
-    [ -s "$work/dyngate.ready" ] && break
-    kill -0 "$dyngate_pid" 2>/dev/null || { cat "$work/dyngate.log" >&2; exit 1; }
-    sleep 0.1
-  done
-  [ -s "$work/dyngate.ready" ] || { log "dyngate did not become ready"; exit 1; }
-  dyngate_port=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["pg"].rsplit(":",1)[1])' "$work/dyngate.ready")
+  dyngate_port=$(wait_ready "$dyngate_pid" "$work/dyngate.ready" "$work/dyngate.log")
 }
 gateway() { psql -X -q -v ON_ERROR_STOP=1 -p "$dyngate_port" "$@"; }
 
