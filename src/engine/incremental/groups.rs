@@ -342,59 +342,29 @@ fn matching(keys: &[String], their: &[String], rows: &str) -> String {
 
 /// A column of an apply's delta, aggregated per group from the changes: in one step, or (with
 /// one counted extremum) in two, over buckets of the changes first (one per group and value of
-/// that extremum), then per group over the buckets (see [`bucketed_delta`]).
-struct DeltaColumn {
-    /// The aggregate over the changes (in the two-step form, over a bucket's changes).
-    one_step: String,
-    two_step: TwoStep,
-}
-
-/// How a delta column is computed from the buckets.
-enum TwoStep {
-    /// As in one step: a group key, or a value of no row.
-    Key,
-    /// The bucket's aggregate, combined by this function (`sum`, `min`, `max`).
-    Partial(&'static str),
-    /// An expression of the buckets' own columns (those of the counted extremum).
-    Combined(String),
+/// that extremum), then per group over the buckets (see [`bucketed_delta`]). An apply builds the
+/// columns of the form it uses only.
+enum DeltaColumn {
+    /// A group key (or a value of no row): the same in both forms.
+    Key(String),
+    /// An aggregate over the changes; in the two-step form, over a bucket's changes, the buckets'
+    /// then combined by `combine` (`sum`, `min`, `max`).
+    Partial { agg: String, combine: &'static str },
+    /// An expression of the form in use only: of the changes and their window columns (one
+    /// step), or of the buckets' columns (two steps).
+    Own(String),
 }
 
 impl DeltaColumn {
-    fn key(k: &str) -> DeltaColumn {
-        DeltaColumn {
-            one_step: k.to_string(),
-            two_step: TwoStep::Key,
-        }
-    }
-
     /// A sum (or a count, as a sum of signs).
     fn summed(agg: String) -> DeltaColumn {
-        DeltaColumn {
-            one_step: agg,
-            two_step: TwoStep::Partial("sum"),
-        }
+        DeltaColumn::Partial { agg, combine: "sum" }
     }
 
-    fn extreme(f: &'static str, agg: String) -> DeltaColumn {
-        DeltaColumn {
-            one_step: agg,
-            two_step: TwoStep::Partial(f),
-        }
-    }
-
-    /// A column of the one-step form only (it reads window columns of the changes).
-    fn one_step(agg: String) -> DeltaColumn {
-        DeltaColumn {
-            two_step: TwoStep::Combined(agg.clone()),
-            one_step: agg,
-        }
-    }
-
-    /// A column of the two-step form only: `combined` over the buckets (`b`).
-    fn bucketed(combined: String) -> DeltaColumn {
-        DeltaColumn {
-            one_step: combined.clone(),
-            two_step: TwoStep::Combined(combined),
+    /// The column in the one-step form.
+    fn one_step(&self) -> &str {
+        match self {
+            DeltaColumn::Key(e) | DeltaColumn::Partial { agg: e, .. } | DeltaColumn::Own(e) => e,
         }
     }
 
@@ -418,14 +388,13 @@ fn bucketed_delta(delta: &[DeltaColumn], key_list: &str, value: &str, changed: &
     let mut partials: Vec<String> = Vec::new();
     let mut combined: Vec<String> = Vec::new();
     for (j, c) in delta.iter().enumerate() {
-        match &c.two_step {
-            TwoStep::Key => combined.push(c.one_step.clone()),
-            TwoStep::Partial(f) => {
+        match c {
+            DeltaColumn::Key(e) | DeltaColumn::Own(e) => combined.push(e.clone()),
+            DeltaColumn::Partial { agg, combine } => {
                 let p = DeltaColumn::partial_name(j);
-                partials.push(format!(", {} AS {p}", c.one_step));
-                combined.push(format!("{f}(b.{p})"));
+                partials.push(format!(", {agg} AS {p}"));
+                combined.push(format!("{combine}(b.{p})"));
             }
-            TwoStep::Combined(e) => combined.push(e.clone()),
         }
     }
     format!(
@@ -484,7 +453,7 @@ pub fn apply_sql(
         })
         .collect();
     // Per group: the delta of each state column, and whether it is touched.
-    let mut delta: Vec<DeltaColumn> = keys.iter().map(|k| DeltaColumn::key(k)).collect();
+    let mut delta: Vec<DeltaColumn> = keys.iter().map(|k| DeltaColumn::Key(k.clone())).collect();
     let mut insert_cols: Vec<String> = keys.clone();
     delta.push(DeltaColumn::summed("sum(\"dyngate$sign\")".into()));
     insert_cols.push(N.into());
@@ -523,9 +492,9 @@ pub fn apply_sql(
     // Per counted extremum on the window's way, the changes' extremum of the inserted and of
     // the deleted values over the group (window columns of the changes).
     let mut windows: Vec<String> = Vec::new();
-    // Per extremum, the delta's deleted extremum in the one-step and the two-step form: a new
-    // group with one is marked for a redo.
-    let mut deleted_extrema: Vec<(String, String)> = Vec::new();
+    // Per extremum, the delta's deleted extremum (in the form in use): a new group with one is
+    // marked for a redo.
+    let mut deleted_extrema: Vec<String> = Vec::new();
     for (k, x) in extrema.iter().enumerate() {
         let (f, e, m, d) = (x.f, &x.of_change, &x.value, &x.deleted);
         let (pick, cmp) = if f == "min" { ("least", "<=") } else { ("greatest", ">=") };
@@ -537,27 +506,37 @@ pub fn apply_sql(
                 let (ni, nd) = (format!("b.{BUCKET_INSERTED}"), format!("b.{BUCKET_DELETED}"));
                 let of = |n: &str| format!("{f}(b.{e}) FILTER (WHERE {n} > 0)");
                 let at = |n: &str| format!("coalesce({f}(((b.{e})::bigint << 32) + {n}) FILTER (WHERE {n} > 0) & 4294967295, 0)");
-                delta.push(DeltaColumn::bucketed(of(&ni)));
-                delta.push(DeltaColumn::bucketed(of(&nd)));
-                delta.push(DeltaColumn::bucketed(at(&ni)));
-                delta.push(DeltaColumn::bucketed(at(&nd)));
-                deleted_extrema.push((deleted, of(&nd)));
+                delta.push(DeltaColumn::Own(of(&ni)));
+                delta.push(DeltaColumn::Own(of(&nd)));
+                delta.push(DeltaColumn::Own(at(&ni)));
+                delta.push(DeltaColumn::Own(at(&nd)));
+                deleted_extrema.push(of(&nd));
                 insert_cols.extend([m.clone(), d.clone(), q.clone(), z.clone()]);
             }
             (counted, _) => {
-                delta.push(DeltaColumn::extreme(f, format!("{f}({e}) FILTER (WHERE \"dyngate$sign\" > 0)")));
-                delta.push(DeltaColumn::extreme(f, deleted.clone()));
-                deleted_extrema.push((deleted, format!("{f}(b.{})", DeltaColumn::partial_name(delta.len() - 1))));
+                delta.push(DeltaColumn::Partial {
+                    agg: format!("{f}({e}) FILTER (WHERE \"dyngate$sign\" > 0)"),
+                    combine: f,
+                });
+                delta.push(DeltaColumn::Partial {
+                    agg: deleted.clone(),
+                    combine: f,
+                });
+                deleted_extrema.push(if bucketed {
+                    format!("{f}(b.{})", DeltaColumn::partial_name(delta.len() - 1))
+                } else {
+                    deleted
+                });
                 insert_cols.push(m.clone());
                 insert_cols.push(d.clone());
                 if let Some((q, z)) = counted {
                     let (wi, wd) = (format!("\"dyngate$wi{k}\""), format!("\"dyngate$wd{k}\""));
                     windows.push(format!("{f}({e}) FILTER (WHERE \"dyngate$sign\" > 0) OVER w AS {wi}"));
                     windows.push(format!("{f}({e}) FILTER (WHERE \"dyngate$sign\" < 0) OVER w AS {wd}"));
-                    delta.push(DeltaColumn::one_step(format!(
+                    delta.push(DeltaColumn::Own(format!(
                         "coalesce(sum(\"dyngate$sign\") FILTER (WHERE \"dyngate$sign\" > 0 AND {e} = {wi}), 0)"
                     )));
-                    delta.push(DeltaColumn::one_step(format!(
+                    delta.push(DeltaColumn::Own(format!(
                         "coalesce(-sum(\"dyngate$sign\") FILTER (WHERE \"dyngate$sign\" < 0 AND {e} = {wd}), 0)"
                     )));
                     insert_cols.push(q.clone());
@@ -583,22 +562,17 @@ pub fn apply_sql(
             redo.push(format!("coalesce(excluded.{d} {cmp} {pick}(st.{m}, excluded.{m}), false)"));
         }
     }
-    let redo_insert = |pick: fn(&(String, String)) -> &String| {
-        if deleted_extrema.is_empty() {
-            "false".to_string()
-        } else {
-            deleted_extrema
-                .iter()
-                .map(|x| format!("{} IS NOT NULL", pick(x)))
-                .collect::<Vec<_>>()
-                .join(" OR ")
-        }
+    let redo_insert = if deleted_extrema.is_empty() {
+        "false".to_string()
+    } else {
+        deleted_extrema
+            .iter()
+            .map(|x| format!("{x} IS NOT NULL"))
+            .collect::<Vec<_>>()
+            .join(" OR ")
     };
-    delta.push(DeltaColumn::key(NOW));
-    delta.push(DeltaColumn {
-        one_step: redo_insert(|x| &x.0),
-        two_step: TwoStep::Combined(redo_insert(|x| &x.1)),
-    });
+    delta.push(DeltaColumn::Key(NOW.to_string()));
+    delta.push(DeltaColumn::Own(redo_insert));
     insert_cols.push(TOUCHED.into());
     insert_cols.push(REDO.into());
     if !redo.is_empty() {
@@ -621,7 +595,7 @@ pub fn apply_sql(
         Some(x) if bucketed => bucketed_delta(&delta, &key_list, &x.of_change, &changed),
         _ => format!(
             "SELECT {} FROM ({}) AS c GROUP BY {key_list}",
-            delta.iter().map(|c| c.one_step.as_str()).collect::<Vec<_>>().join(", "),
+            delta.iter().map(DeltaColumn::one_step).collect::<Vec<_>>().join(", "),
             with_windows(&windows, &key_list, changed),
         ),
     };
