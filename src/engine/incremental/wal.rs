@@ -314,9 +314,9 @@ pub fn log_rows(relation: &RelationInfo, message: &Message, wanted: &[Wanted<'_>
     })
 }
 
-/// The 64-bit transaction id (`xid8`) of a 32-bit `xid` that committed before `reference` (a
-/// recent `xid8`, such as the current snapshot's xmax): the one in the same or the previous
-/// epoch that is not after it.
+/// The 64-bit transaction id (`xid8`) of a 32-bit `xid` assigned before `reference` (a recent
+/// `xid8` assigned later, such as the caller's own transaction's: collect::reference_xid says
+/// why not a snapshot's xmax): the one in the same or the previous epoch that is not after it.
 pub fn full_xid(xid: u32, reference: u64) -> u64 {
     let candidate = (reference & !0xFFFF_FFFF) | u64::from(xid);
     if candidate > reference {
