@@ -98,12 +98,18 @@ impl Manager {
             .isolation_level(IsolationLevel::RepeatableRead)
             .start()
             .await?;
-        tx.execute("SELECT set_config('application_name', $1, true)", &[&format!("dyngate:{job_id}")])
-            .await?;
-        // The statements before the apply read little, but the planner costs them by the
-        // sources' size: JIT would compile them (5-11 ms each in bench/incremental.sh). A full
-        // recompute turns it back on.
-        tx.batch_execute("SET LOCAL jit = off").await?;
+        // The job id names the connection (catalog::cancel_orphaned_refreshes). The statements
+        // before the apply read little, but the planner costs them by the sources' size: JIT
+        // would compile them (5-11 ms each in bench/incremental.sh); a full recompute turns it
+        // back on. The data's time is the transaction's. One statement: a round trip each is
+        // a tenth of a millisecond of a refresh's fixed work.
+        let data_time: String = tx
+            .query_one(
+                "SELECT set_config('application_name', $1, true), set_config('jit', 'off', true), now()::text",
+                &[&format!("dyngate:{job_id}")],
+            )
+            .await?
+            .get(2);
         let Some(dt) = catalog::load_by_id(&tx, loaded.id).await? else {
             return Err(ManagerError::NotFound(loaded.name.to_string()));
         };
@@ -117,7 +123,6 @@ impl Manager {
         // fetched) checks it, with PostgreSQL's own error.
         engine::postgres::run_as(&tx, &dt.owner, &format!("SELECT * FROM ({query}) AS dyngate_query LIMIT 0")).await?;
         let applied = incremental::applied_snapshot(&tx, dt.id).await?;
-        let data_time: String = tx.query_one("SELECT now()::text", &[]).await?.get(0);
 
         let mut sources = Vec::new();
         let mut changes = None;
