@@ -925,14 +925,11 @@ async fn state_tables_leave_room_for_updates_in_place() {
         .await
         .unwrap();
     let direct = connect(&pg.url_for("postgres", &pg.password, &db)).await;
-    let state: String = direct
-        .query_one(
-            "SELECT format('dyngate.%I', 'state_' || id) FROM dyngate.dynamic_table WHERE table_name = 'g'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let state = text(
+        &direct,
+        "SELECT format('dyngate.%I', 'state_' || id) FROM dyngate.dynamic_table WHERE table_name = 'g'",
+    )
+    .await;
     assert_eq!(reloptions(&direct, &state).await, "{fillfactor=40}");
     // As a state table made before V8: no setting, and the migration not applied yet.
     direct
@@ -958,6 +955,11 @@ async fn state_tables_leave_room_for_updates_in_place() {
         assert_eq!(last_refresh(&c, "g").await.0, "INCREMENTAL");
         assert_eq!(content(&c, "g").await, content(&c, &format!("({query})")).await, "round {round}");
     }
+}
+
+/// The one text value a query returns.
+async fn text(c: &Client, sql: &str) -> String {
+    c.query_one(sql, &[]).await.unwrap().get(0)
 }
 
 async fn reloptions(c: &Client, rel: &str) -> String {
@@ -988,14 +990,11 @@ async fn a_log_full_of_changes_gets_statistics() {
         .await
         .unwrap();
     let direct = connect(&pg.url_for("postgres", &pg.password, &db)).await;
-    let log: String = direct
-        .query_one(
-            "SELECT format('dyngate.%I', log_table) FROM dyngate.change_capture WHERE source = 'items'::regclass",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let log = text(
+        &direct,
+        "SELECT format('dyngate.%I', log_table) FROM dyngate.change_capture WHERE source = 'items'::regclass",
+    )
+    .await;
     // Autovacuum would analyze it sooner or later: here, only the refresh may.
     direct
         .batch_execute(&format!("ALTER TABLE {log} SET (autovacuum_enabled = false)"))

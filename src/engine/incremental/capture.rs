@@ -60,6 +60,11 @@ pub fn log_table(oid: u32) -> String {
     format!("changes_{oid}")
 }
 
+/// The log table of source `oid`, schema-qualified and quoted, for SQL text.
+pub fn log_relation(oid: u32) -> String {
+    format!("dyngate.{}", quote_ident(&log_table(oid)))
+}
+
 /// A source of a dynamic table, as the catalog knows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SourceTable {
@@ -210,7 +215,7 @@ pub async fn install(tx: &Transaction<'_>, source: &SourceTable, reader: &str, m
         tx.batch_execute(&format!("ANALYZE {}", source.quoted)).await?;
     }
     let log = log_table(source.oid);
-    let qlog = format!("dyngate.{}", quote_ident(&log));
+    let qlog = log_relation(source.oid);
     let existing: Option<Vec<i16>> = tx
         .query_opt("SELECT attnums FROM dyngate.change_capture WHERE source = $1", &[&source.oid])
         .await?

@@ -36,7 +36,7 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, GenericClient, Transaction};
 
 use crate::backend::ServicePool;
-use crate::engine::incremental::capture::{SIGN, SourceTable, XID, log_column, log_table};
+use crate::engine::incremental::capture::{SIGN, SourceTable, XID, log_column, log_relation};
 use crate::engine::incremental::stream::StreamError;
 use crate::engine::incremental::wal::{self, Lsn, Message, RelationInfo, format_lsn, full_xid, parse_lsn};
 use crate::manager::rules::{quote_ident, quote_literal};
@@ -774,8 +774,8 @@ async fn release_locked(c: &Client) -> Result<bool, tokio_postgres::Error> {
 /// copied into this transaction (fetch_gap).
 pub fn log_and_peeked(oid: u32) -> String {
     format!(
-        "(SELECT * FROM dyngate.{} UNION ALL SELECT * FROM pg_temp.{})",
-        quote_ident(&log_table(oid)),
+        "(SELECT * FROM {} UNION ALL SELECT * FROM pg_temp.{})",
+        log_relation(oid),
         quote_ident(&peek_table(oid))
     )
 }

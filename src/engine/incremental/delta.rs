@@ -8,7 +8,7 @@
 //! undone). A subquery's changes are its own delta, so subqueries nest.
 
 use crate::engine::incremental::analyze::{Branch, From, Plan, Relation, Source, Subquery};
-use crate::engine::incremental::capture::{SIGN, SourceTable, XID, log_column, log_table};
+use crate::engine::incremental::capture::{SIGN, SourceTable, XID, log_column, log_relation};
 use crate::engine::incremental::collect;
 use crate::manager::rules::{quote_ident, quote_literal};
 
@@ -34,7 +34,7 @@ pub fn pending_changes(source: &SourceTable, applied: &str) -> String {
     let log = if source.peeked {
         format!("{} AS \"dyngate$log\"", collect::log_and_peeked(source.oid))
     } else {
-        format!("dyngate.{}", quote_ident(&log_table(source.oid)))
+        log_relation(source.oid)
     };
     let seen = if source.wal {
         format!(" AND pg_catalog.pg_visible_in_snapshot({xid}, pg_catalog.pg_current_snapshot())")

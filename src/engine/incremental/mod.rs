@@ -323,10 +323,7 @@ pub async fn analyze_logs(tx: &Transaction<'_>, sources: &[u32]) -> Result<(), t
     if sources.is_empty() {
         return Ok(());
     }
-    let logs: Vec<String> = sources
-        .iter()
-        .map(|oid| format!("dyngate.{}", crate::manager::rules::quote_ident(&capture::log_table(*oid))))
-        .collect();
+    let logs: Vec<String> = sources.iter().map(|oid| capture::log_relation(*oid)).collect();
     tx.batch_execute(&format!(
         "SET LOCAL default_statistics_target = 10; ANALYZE (SKIP_LOCKED) {}",
         logs.join(", ")
@@ -429,7 +426,7 @@ pub async fn discard_applied(c: &impl GenericClient, sources: &[SourceTable]) ->
 async fn discard_applied_of(c: &impl GenericClient, sources: &[u32]) -> Result<u64, tokio_postgres::Error> {
     let mut n = 0;
     for oid in sources {
-        let log = format!("dyngate.{}", crate::manager::rules::quote_ident(&capture::log_table(*oid)));
+        let log = capture::log_relation(*oid);
         n += c
             .execute(
                 &format!(
