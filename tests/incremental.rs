@@ -553,7 +553,25 @@ const SHAPES: &[(&str, &str)] = &[
         "sub_outer",
         "SELECT s.k, t.v, t.note FROM s LEFT JOIN (SELECT r.k, r.v, r.note FROM r WHERE r.note IS NOT NULL) t ON t.k = s.k",
     ),
+    // Grouped tables that are their own state (IN_PLACE): count(*), and sums of one scale that
+    // are NULL only in a group with no rows: amt is numeric(8,2) NOT NULL, v and s.k are counted.
+    (
+        "counted",
+        "SELECT k, count(*) AS n, sum(v) AS s, count(v) AS nv, sum(amt) AS total FROM r GROUP BY k",
+    ),
+    (
+        "joined_counted",
+        "SELECT s.w, r.note, count(*) AS n, sum(r.amt) AS total, sum(s.k) AS sk, count(s.k) AS nk FROM r JOIN s ON s.k = r.k GROUP BY s.w, r.note",
+    ),
+    // The same sum over a LEFT JOIN's NULL-extended side: a state table.
+    (
+        "outer_counted",
+        "SELECT s.w, count(*) AS n, sum(r.amt) AS total FROM s LEFT JOIN r ON r.k = s.k GROUP BY s.w",
+    ),
 ];
+
+/// The shapes of SHAPES whose table is its own state (no state table).
+const IN_PLACE: &[&str] = &["counted", "joined_counted"];
 
 #[tokio::test]
 async fn randomized_workloads_match_a_recompute() {
@@ -581,11 +599,11 @@ async fn randomized(capture: Capture) {
     let (_db, _gw, c) = session(&pg, capture).await;
     let mut rng = Rng(seed);
     let load = "INSERT INTO r SELECT CASE WHEN g % 7 = 0 THEN NULL ELSE g % 10 END, CASE WHEN g % 5 = 0 THEN NULL ELSE g % 6 END,
-                       CASE WHEN g % 3 = 0 THEN NULL ELSE 'n' || (g % 4) END
+                       CASE WHEN g % 3 = 0 THEN NULL ELSE 'n' || (g % 4) END, (g % 13) * 0.25
                   FROM generate_series(1, 400) g; ANALYZE r;";
     let load_s = "INSERT INTO s SELECT CASE WHEN g % 9 = 0 THEN NULL ELSE g % 10 END, g % 4 FROM generate_series(1, 30) g; ANALYZE s;";
     c.batch_execute(&format!(
-        "CREATE TABLE r (k int, v int, note text); {load} CREATE TABLE s (k int, w int); {load_s}"
+        "CREATE TABLE r (k int, v int, note text, amt numeric(8, 2) NOT NULL); {load} CREATE TABLE s (k int, w int); {load_s}"
     ))
     .await
     .unwrap();
@@ -594,6 +612,9 @@ async fn randomized(capture: Capture) {
             .await
             .unwrap();
         assert_eq!(describe(&c, name, "refresh_action").await.as_deref(), Some("INCREMENTAL"), "{name}");
+        if query.contains("GROUP BY") {
+            assert_eq!(state_table(&c, name).await.is_none(), IN_PLACE.contains(name), "{name}");
+        }
     }
     let mut incremental = 0;
     for round in 0..30 {
@@ -620,13 +641,13 @@ async fn randomized(capture: Capture) {
                                 0 => "NULL".to_string(),
                                 n => format!("'n{n}'"),
                             };
-                            format!("({}, {}, {note})", rng.value(10), rng.value(6))
+                            format!("({}, {}, {note}, {}.{})", rng.value(10), rng.value(6), rng.below(9), rng.below(100))
                         })
                         .collect();
                     format!("INSERT INTO r VALUES {}", rows.join(", "))
                 }
                 7..=12 => format!(
-                    "UPDATE r SET v = {} WHERE k IS NOT DISTINCT FROM {k} AND ctid IN (SELECT ctid FROM r WHERE k IS NOT DISTINCT FROM {k} LIMIT 3)",
+                    "UPDATE r SET v = {}, amt = amt + 0.5 WHERE k IS NOT DISTINCT FROM {k} AND ctid IN (SELECT ctid FROM r WHERE k IS NOT DISTINCT FROM {k} LIMIT 3)",
                     rng.value(6)
                 ),
                 13..=16 => format!("DELETE FROM r WHERE ctid IN (SELECT ctid FROM r WHERE k IS NOT DISTINCT FROM {k} LIMIT 2)"),
@@ -955,6 +976,150 @@ async fn state_tables_leave_room_for_updates_in_place() {
         assert_eq!(last_refresh(&c, "g").await.0, "INCREMENTAL");
         assert_eq!(content(&c, "g").await, content(&c, &format!("({query})")).await, "round {round}");
     }
+}
+
+/// The state table of a grouped dynamic table, if it has one.
+async fn state_table(c: &Client, table: &str) -> Option<String> {
+    c.query_one(
+        "SELECT to_regclass(format('dyngate.%I', 'state_' || id))::text FROM dyngate.dynamic_table WHERE table_name = $1",
+        &[&table],
+    )
+    .await
+    .unwrap()
+    .get(0)
+}
+
+/// The unique indexes on a table, as their definitions.
+async fn unique_indexes(c: &Client, table: &str) -> Vec<String> {
+    c.query(
+        "SELECT pg_get_indexdef(indexrelid) FROM pg_index WHERE indrelid = $1::text::regclass AND indisunique ORDER BY 1",
+        &[&table],
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| r.get(0))
+    .collect()
+}
+
+/// A grouped table whose aggregates a delta can be added to (count(*), and sums of one scale
+/// that are NULL only with no rows) is its own state: the applies merge into its rows by a
+/// unique index on the group keys, NULL keys included, and delete emptied groups. A dropped
+/// index, or a NOT NULL dropped from a summed column, makes the next refresh full, which makes
+/// what the applies need again.
+#[tokio::test]
+async fn grouped_tables_that_are_their_own_state() {
+    let (_pg, _db, _gw, c) = setup().await;
+    c.batch_execute(
+        "CREATE TABLE sales (day date NOT NULL, region text, amount numeric(10, 2) NOT NULL, qty int);
+         INSERT INTO sales SELECT date '2024-01-01' + g % 5, CASE WHEN g % 7 = 0 THEN NULL ELSE 'r' || g % 3 END,
+                                  g / 4.0, CASE WHEN g % 4 = 0 THEN NULL ELSE g % 9 END
+           FROM generate_series(1, 2000) g;
+         ANALYZE sales;",
+    )
+    .await
+    .unwrap();
+    let query = "SELECT region, day, count(*) AS n, sum(amount) AS total, sum(qty) AS q, count(qty) AS nq FROM sales GROUP BY region, day";
+    c.batch_execute(&format!("CREATE DYNAMIC TABLE by_region FRESHNESS = INTERVAL '1' DAY AS {query}"))
+        .await
+        .unwrap();
+    assert_eq!(state_table(&c, "by_region").await, None);
+    assert_eq!(
+        unique_indexes(&c, "by_region").await,
+        ["CREATE UNIQUE INDEX by_region_region_day_idx ON public.by_region USING btree (region, day) NULLS NOT DISTINCT"]
+    );
+    let same = |when: &'static str| {
+        let c = &c;
+        async move { assert_eq!(content(c, "by_region").await, content(c, &format!("({query})")).await, "{when}") }
+    };
+    // Groups change (one with a NULL region), a new group comes, and one goes.
+    c.batch_execute(
+        "UPDATE sales SET amount = amount + 0.5, qty = NULL WHERE day = '2024-01-02' AND region IS NULL;
+         INSERT INTO sales VALUES ('2024-02-01', 'new', 1.25, NULL), ('2024-02-01', 'new', 2, NULL), (date '2024-01-03', NULL, 3, 3);
+         DELETE FROM sales WHERE region = 'r1' AND day = '2024-01-04';",
+    )
+    .await
+    .unwrap();
+    refresh(&c, "by_region").await;
+    assert_eq!(last_refresh(&c, "by_region").await.0, "INCREMENTAL");
+    same("after the first apply").await;
+    let group = "SELECT n, total::text, q FROM by_region WHERE region = 'new'";
+    let r = c.query_one(group, &[]).await.unwrap();
+    assert_eq!(
+        (r.get::<_, i64>(0), r.get::<_, String>(1), r.get::<_, Option<i64>>(2)),
+        (2, "3.25".into(), None)
+    );
+    assert!(
+        c.query_opt("SELECT 1 FROM by_region WHERE region = 'r1' AND day = '2024-01-04'", &[])
+            .await
+            .unwrap()
+            .is_none()
+    );
+    c.batch_execute("DELETE FROM sales WHERE region = 'new'").await.unwrap();
+    refresh(&c, "by_region").await;
+    same("after a group emptied").await;
+
+    // The index dropped by hand: the next refresh is full and makes it again.
+    c.batch_execute("DROP INDEX by_region_region_day_idx; UPDATE sales SET qty = 1 WHERE qty = 2")
+        .await
+        .unwrap();
+    refresh(&c, "by_region").await;
+    assert_eq!(last_refresh(&c, "by_region").await.0, "FULL");
+    assert_eq!(unique_indexes(&c, "by_region").await.len(), 1);
+    c.batch_execute("UPDATE sales SET qty = 2 WHERE qty = 1 AND day = '2024-01-01'")
+        .await
+        .unwrap();
+    refresh(&c, "by_region").await;
+    assert_eq!(last_refresh(&c, "by_region").await.0, "INCREMENTAL");
+    same("after the index was made again").await;
+
+    // amount may now be NULL: its sum could be NULL in a group with rows. The next refresh is
+    // full and gives the table a state table, which the next ones apply to.
+    c.batch_execute("ALTER TABLE sales ALTER amount DROP NOT NULL; INSERT INTO sales VALUES ('2024-03-01', 'x', NULL, 1)")
+        .await
+        .unwrap();
+    refresh(&c, "by_region").await;
+    assert_eq!(last_refresh(&c, "by_region").await.0, "FULL");
+    assert!(state_table(&c, "by_region").await.is_some());
+    same("after the full refresh").await;
+    c.batch_execute("INSERT INTO sales VALUES ('2024-03-01', 'x', NULL, 2), ('2024-03-01', 'y', 5, 2)")
+        .await
+        .unwrap();
+    refresh(&c, "by_region").await;
+    assert_eq!(last_refresh(&c, "by_region").await.0, "INCREMENTAL");
+    same("after an apply to the state table").await;
+}
+
+/// A generated column is not in the WAL's messages: with WAL capture, a source whose generated
+/// column a table reads is captured by triggers (and refreshed incrementally all the same).
+#[tokio::test]
+async fn generated_columns_are_captured_by_triggers() {
+    let pg = pg();
+    let (_db, _gw, c) = session(&pg, Capture::Auto).await;
+    c.batch_execute(
+        "CREATE TABLE items (id int, price numeric(8, 2) NOT NULL, taxed numeric(8, 2) GENERATED ALWAYS AS (price * 1.2) STORED);
+         INSERT INTO items (id, price) SELECT g, g / 4.0 FROM generate_series(1, 500) g;
+         CREATE TABLE other (id int, n int);
+         INSERT INTO other SELECT g, g FROM generate_series(1, 500) g;
+         ANALYZE items, other;",
+    )
+    .await
+    .unwrap();
+    let query = "SELECT id % 10 AS b, count(*) AS n, sum(taxed) AS total FROM items GROUP BY id % 10";
+    c.batch_execute(&format!("CREATE DYNAMIC TABLE taxes FRESHNESS = INTERVAL '1' DAY AS {query}"))
+        .await
+        .unwrap();
+    c.batch_execute("CREATE DYNAMIC TABLE others FRESHNESS = INTERVAL '1' DAY AS SELECT id, n FROM other WHERE n > 3")
+        .await
+        .unwrap();
+    assert_eq!(captured(&c, "items").await, "triggers");
+    assert_eq!(captured(&c, "other").await, "wal");
+    c.batch_execute("UPDATE items SET price = price + 1 WHERE id < 50; DELETE FROM items WHERE id > 490")
+        .await
+        .unwrap();
+    refresh(&c, "taxes").await;
+    assert_eq!(last_refresh(&c, "taxes").await, ("INCREMENTAL".to_string(), Some(108)));
+    assert_eq!(content(&c, "taxes").await, content(&c, &format!("({query})")).await);
 }
 
 /// The one text value a query returns.

@@ -455,7 +455,7 @@ impl Manager {
             let decision = incremental::decide(&tx, view, cur.refresh_query(), requested, !cur.partitioned_by.is_empty())
                 .await?
                 .map_err(|why| not_incremental(&dt.name, &why))?;
-            incremental::record(&tx, dt.id, &decision, &cur.owner, false, self.capture()).await?;
+            incremental::record(&tx, dt.id, &cur.name.quoted(), &decision, &cur.owner, false, self.capture()).await?;
             incremental::capture::remove_unused(&tx).await?;
             if decision.action() != cur.refresh_action {
                 notices.push(format!(

@@ -99,7 +99,7 @@ impl Manager {
                 dt.name
             ));
         }
-        incremental::record(&tx, dt.id, &decision, &dt.owner, activated, self.capture()).await?;
+        incremental::record(&tx, dt.id, &dt.name.quoted(), &decision, &dt.owner, activated, self.capture()).await?;
         incremental::capture::remove_unused(&tx).await?;
         tx.commit().await?;
         tracing::info!(table = %dt.name, by = who.user, added = added.len(), action = decision.action(), "dynamic table query replaced");

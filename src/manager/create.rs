@@ -232,7 +232,7 @@ impl Manager {
                 incremental::prepare(&tx, &decision).await?;
                 // User SQL runs with the requester's privileges (see engine::postgres::run_as).
                 let filled = engine::postgres::create(&tx, who.user, &name.quoted(), c.columns.as_deref(), &bound.resolved).await?;
-                incremental::record(&tx, id, &decision, who.user, true, self.capture()).await?;
+                incremental::record(&tx, id, &name.quoted(), &decision, who.user, true, self.capture()).await?;
                 (filled.rows, decision.action())
             }
         };

@@ -154,14 +154,20 @@ impl Manager {
                 RefreshAction::Incremental
             };
         }
-        let rows = match (action, &plan) {
-            (RefreshAction::NoData, _) => 0,
-            (RefreshAction::Incremental, Some(plan)) => {
+        // How the changes are applied; a table whose layout must be made again is recomputed.
+        let mut shape = None;
+        if let (RefreshAction::Incremental, Some(plan), Some(view)) = (action, &plan, &dt.query_view) {
+            shape = incremental::shape(&tx, plan, dt.id, &target, view, &sources).await?;
+            if shape.is_none() {
+                action = RefreshAction::Full;
+            }
+        }
+        let rows = match (action, &plan, &shape) {
+            (RefreshAction::NoData, ..) => 0,
+            (RefreshAction::Incremental, Some(plan), Some(shape)) => {
                 incremental::analyze_logs(&tx, &unanalyzed).await?;
                 let applied = applied.as_deref().unwrap_or_default();
-                let view = dt.query_view.as_deref().unwrap_or_default();
-                let query_columns = incremental::query_columns(&tx, view).await?;
-                incremental::apply(&tx, &dt.owner, plan, dt.id, &sources, applied, &target, &query_columns)
+                incremental::apply(&tx, &dt.owner, plan, dt.id, &sources, applied, &target, shape)
                     .await
                     .map_err(|e| match e {
                         incremental::ApplyError::Postgres(e) => ManagerError::from(e),
@@ -173,12 +179,15 @@ impl Manager {
             }
             _ => {
                 tx.batch_execute("SET LOCAL jit TO DEFAULT").await?;
-                if let Some(plan) = &plan {
-                    let view = dt.query_view.as_deref().unwrap_or_default();
+                let rows = engine::postgres::full_refresh(&tx, &dt.owner, &target, query).await?.rows;
+                // The state is made after the table's rows: a table that is its own state gets
+                // its key index on rows already unique by the keys.
+                if let (Some(plan), Some(view)) = (&plan, &dt.query_view) {
+                    let sources = capture::sources_of(&tx, view).await?.unwrap_or_default();
                     let query_columns = incremental::query_columns(&tx, view).await?;
-                    incremental::refill_state(&tx, &dt.owner, plan, dt.id, &query_columns).await?;
+                    incremental::refill_state(&tx, &dt.owner, plan, dt.id, &query_columns, &target, &sources).await?;
                 }
-                engine::postgres::full_refresh(&tx, &dt.owner, &target, query).await?.rows
+                rows
             }
         };
         incremental::mark_applied(&tx, dt.id, dt.refresh_action == "INCREMENTAL").await?;

@@ -135,6 +135,21 @@ impl From {
         self.items.iter().flat_map(Relation::tables).collect()
     }
 
+    /// Per relation, whether an outer join can give it as NULLs (a row with no match kept):
+    /// the joined one of a LEFT join, those before it of a RIGHT join, both of a FULL one.
+    pub fn null_extended(&self) -> Vec<bool> {
+        let mut extended = vec![false; self.items.len()];
+        for (i, join) in self.joins.iter().enumerate() {
+            if join.keeps_left() {
+                extended[i + 1] = true;
+            }
+            if join.keeps_right() {
+                extended[..=i].iter_mut().for_each(|e| *e = true);
+            }
+        }
+        extended
+    }
+
     /// The FROM clause (without the keyword), the i-th relation given by `table(i)`.
     pub fn render(&self, table: impl Fn(usize) -> String) -> String {
         let mut sql = table(0);
@@ -424,6 +439,22 @@ fn groups(from: From, filter: Option<String>, key_exprs: &[Expr], projection: &[
         keys,
         outputs,
     })
+}
+
+/// The relation and column an expression is, when it is a column (`o.amount`, as PostgreSQL
+/// prints one: qualified), unquoted.
+pub fn column_ref(e: &str) -> Option<(String, String)> {
+    let expr = Parser::new(&PostgreSqlDialect {})
+        .try_with_sql(e)
+        .and_then(|mut p| p.parse_expr())
+        .ok()?;
+    match unparenthesized(&expr) {
+        Expr::CompoundIdentifier(parts) => match parts.as_slice() {
+            [relation, column] => Some((relation.value.clone(), column.value.clone())),
+            _ => None,
+        },
+        _ => None,
+    }
 }
 
 fn unparenthesized(e: &Expr) -> &Expr {
@@ -893,5 +924,42 @@ mod tests {
     fn called_functions_are_listed_once() {
         let sql = "SELECT upper(o.note) AS u, \"MyFn\"(o.id) AS m FROM public.orders o WHERE random() > 0.5::double precision AND Upper(o.note) IN ('A', 'B')";
         assert_eq!(called_functions(sql), ["MyFn", "in", "random", "upper"]);
+    }
+
+    #[test]
+    fn outer_joins_null_extend() {
+        let cases = [
+            ("SELECT a.x FROM public.a", vec![false]),
+            ("SELECT a.x FROM public.a JOIN public.b ON b.k = a.k", vec![false, false]),
+            ("SELECT a.x FROM public.a LEFT JOIN public.b ON b.k = a.k", vec![false, true]),
+            ("SELECT a.x FROM public.a RIGHT JOIN public.b ON b.k = a.k", vec![true, false]),
+            ("SELECT a.x FROM public.a FULL JOIN public.b ON b.k = a.k", vec![true, true]),
+            (
+                "SELECT a.x FROM public.a JOIN public.b ON b.k = a.k RIGHT JOIN public.c ON c.k = b.k LEFT JOIN public.d ON d.k = c.k",
+                vec![true, true, false, true],
+            ),
+        ];
+        for (sql, want) in cases {
+            let Ok(Plan::Rows { branches }) = analyze(sql) else {
+                panic!("{sql}");
+            };
+            assert_eq!(branches[0].from.null_extended(), want, "{sql}");
+        }
+    }
+
+    #[test]
+    fn column_references() {
+        let cases = [
+            ("o.amount", Some(("o", "amount"))),
+            ("\"My Orders\".\"Amount\"", Some(("My Orders", "Amount"))),
+            ("(o.amount)", Some(("o", "amount"))),
+            ("amount", None),
+            ("o.amount * 2", None),
+            ("public.o.amount", None),
+        ];
+        for (e, want) in cases {
+            let got = column_ref(e);
+            assert_eq!(got.as_ref().map(|(r, c)| (r.as_str(), c.as_str())), want, "{e}");
+        }
     }
 }

@@ -75,6 +75,11 @@ pub struct SourceTable {
     pub quoted: String,
     /// The columns the dynamic table's query reads: number and current name.
     pub columns: Vec<(i16, String)>,
+    /// Of those, the ones declared NOT NULL, and the ones whose values all have one scale
+    /// (`bigint`, `numeric(p, s)`): what decides whether a sum of them can be kept in the
+    /// table itself (in_place.rs).
+    pub not_null: Vec<String>,
+    pub fixed_scale: Vec<String>,
     /// Captured from the WAL ([`sources_of`] reads it from `dyngate.change_capture`).
     pub wal: bool,
     /// With this transaction's peek table beside its log (collect::fetch_gap sets it).
@@ -105,7 +110,10 @@ pub async fn sources_of(tx: &Transaction<'_>, view: &str) -> Result<Result<Vec<S
             "SELECT c.oid, format('%I.%I', n.nspname, c.relname), c.relkind::text, c.relpersistence::text, n.nspname::text, c.relname::text,
                     coalesce(array_agg(a.attnum ORDER BY a.attnum) FILTER (WHERE a.attnum > 0), '{}'),
                     coalesce(array_agg(a.attname::text ORDER BY a.attnum) FILTER (WHERE a.attnum > 0), '{}'),
-                    EXISTS (SELECT 1 FROM dyngate.change_capture cc WHERE cc.source = c.oid AND cc.method = 'wal')
+                    EXISTS (SELECT 1 FROM dyngate.change_capture cc WHERE cc.source = c.oid AND cc.method = 'wal'),
+                    coalesce(array_agg(a.attname::text) FILTER (WHERE a.attnum > 0 AND a.attnotnull), '{}'),
+                    coalesce(array_agg(a.attname::text) FILTER (WHERE a.attnum > 0 AND (a.atttypid = 'pg_catalog.int8'::pg_catalog.regtype
+                             OR (a.atttypid = 'pg_catalog.numeric'::pg_catalog.regtype AND a.atttypmod >= 0))), '{}')
                FROM pg_depend d
                JOIN pg_rewrite rw ON rw.oid = d.objid
                JOIN pg_class c ON c.oid = d.refobjid
@@ -122,6 +130,7 @@ pub async fn sources_of(tx: &Transaction<'_>, view: &str) -> Result<Result<Vec<S
         let (oid, quoted, kind, persistence, schema, name): (u32, String, String, String, String, String) =
             (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5));
         let (attnums, names, wal): (Vec<i16>, Vec<String>, bool) = (r.get(6), r.get(7), r.get(8));
+        let (not_null, fixed_scale): (Vec<String>, Vec<String>) = (r.get(9), r.get(10));
         let what = match kind.as_str() {
             "r" if persistence == "t" => Some("a temporary table"),
             "r" => None,
@@ -143,6 +152,8 @@ pub async fn sources_of(tx: &Transaction<'_>, view: &str) -> Result<Result<Vec<S
             name,
             quoted,
             columns: attnums.into_iter().zip(names).collect(),
+            not_null,
+            fixed_scale,
             wal,
             peeked: false,
             changes: None,
@@ -235,13 +246,17 @@ pub async fn install(tx: &Transaction<'_>, source: &SourceTable, reader: &str, m
         .collect();
     match existing {
         None => {
-            // The slot is not dropped while this transaction runs (collect::SLOT_USE_LOCK).
+            // The slot is not dropped while this transaction runs (collect::SLOT_USE_LOCK). A
+            // generated column is not in the WAL's messages (pgoutput leaves them out): a source
+            // whose generated columns are read is captured by triggers.
             let wal = method == Method::Wal
                 && tx
                     .query_one(
                         "SELECT pg_advisory_xact_lock_shared($1, $2)::text,
-                                EXISTS (SELECT 1 FROM dyngate.wal_capture w JOIN pg_catalog.pg_replication_slots s ON s.slot_name = w.slot)",
-                        &[&collect::SLOT_USE_LOCK.0, &collect::SLOT_USE_LOCK.1],
+                                EXISTS (SELECT 1 FROM dyngate.wal_capture w JOIN pg_catalog.pg_replication_slots s ON s.slot_name = w.slot)
+                                AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
+                                                 WHERE a.attrelid = $3 AND a.attnum = ANY ($4) AND a.attgenerated <> '')",
+                        &[&collect::SLOT_USE_LOCK.0, &collect::SLOT_USE_LOCK.1, &source.oid, &attnums],
                     )
                     .await?
                     .get::<_, bool>(1);
@@ -414,6 +429,8 @@ mod tests {
             name: "Orders".into(),
             quoted: "public.\"Orders\"".into(),
             columns: vec![(1, "id".into()), (3, "Amount".into())],
+            not_null: Vec::new(),
+            fixed_scale: Vec::new(),
             wal: false,
             peeked: false,
             changes: None,

@@ -37,7 +37,7 @@ fn qstate(id: i64) -> String {
     format!("dyngate.{}", quote_ident(&state_table(id)))
 }
 
-fn col(kind: &str, i: usize) -> String {
+pub(super) fn col(kind: &str, i: usize) -> String {
     quote_ident(&format!("dyngate${kind}{i}"))
 }
 
@@ -48,14 +48,14 @@ const NOW: &str = "pg_catalog.pg_current_xact_id()";
 const REDO: &str = "\"dyngate$redo\"";
 
 /// The parts of a grouped plan.
-struct Grouped<'a> {
-    from: &'a From,
-    filter: &'a Option<String>,
-    keys: &'a [String],
-    outputs: &'a [Output],
+pub(super) struct Grouped<'a> {
+    pub from: &'a From,
+    pub filter: &'a Option<String>,
+    pub keys: &'a [String],
+    pub outputs: &'a [Output],
 }
 
-fn grouped(plan: &Plan) -> Option<Grouped<'_>> {
+pub(super) fn grouped(plan: &Plan) -> Option<Grouped<'_>> {
     match plan {
         Plan::Groups {
             from,
@@ -374,6 +374,27 @@ impl DeltaColumn {
     }
 }
 
+/// The changes logged since `applied` as rows of the group keys (`dyngate$k<j>`), the sign, and
+/// `args` (`, <expression> AS <name>`, each of the changed rows).
+pub(super) fn changed_rows(g: &Grouped<'_>, sources: &[SourceTable], applied: &str, args: &str) -> Option<String> {
+    let keys: Vec<String> = g.keys.iter().enumerate().map(|(j, k)| format!("{k} AS {}", col("k", j))).collect();
+    Some(
+        delta_terms(g.from, sources, applied)?
+            .into_iter()
+            .map(|term| {
+                format!(
+                    "SELECT {}, {} AS \"dyngate$sign\"{args} FROM {}{}",
+                    keys.join(", "),
+                    term.sign,
+                    term.clause,
+                    term.where_clause(g.filter.as_deref()),
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(" UNION ALL "),
+    )
+}
+
 /// The changes in a bucket inserted, and deleted (columns of the buckets).
 const BUCKET_INSERTED: &str = "\"dyngate$bi\"";
 const BUCKET_DELETED: &str = "\"dyngate$bd\"";
@@ -437,7 +458,6 @@ pub fn apply_sql(
     let key_list = keys.join(", ");
 
     // The changes, as keys, sign and the aggregates' arguments.
-    let changed_keys: Vec<String> = g.keys.iter().enumerate().map(|(j, k)| format!("{k} AS {}", col("k", j))).collect();
     let changed_args: String = g
         .outputs
         .iter()
@@ -578,19 +598,7 @@ pub fn apply_sql(
     if !redo.is_empty() {
         merge.push(format!("{REDO} = st.{REDO} OR {}", redo.join(" OR ")));
     }
-    let changed = delta_terms(g.from, sources, applied)?
-        .into_iter()
-        .map(|term| {
-            format!(
-                "SELECT {}, {} AS \"dyngate$sign\"{changed_args} FROM {}{}",
-                changed_keys.join(", "),
-                term.sign,
-                term.clause,
-                term.where_clause(g.filter.as_deref()),
-            )
-        })
-        .collect::<Vec<_>>()
-        .join(" UNION ALL ");
+    let changed = changed_rows(&g, sources, applied, &changed_args)?;
     let delta_query = match extrema.iter().find(|x| x.counted.is_some()) {
         Some(x) if bucketed => bucketed_delta(&delta, &key_list, &x.of_change, &changed),
         _ => format!(
@@ -748,6 +756,8 @@ mod tests {
             name: "orders".into(),
             quoted: "public.orders".into(),
             columns: vec![(2, "day".into()), (3, "amount".into())],
+            not_null: Vec::new(),
+            fixed_scale: Vec::new(),
             wal: false,
             peeked: false,
             changes: None,

@@ -7,13 +7,14 @@
 //!   [`stream`] copies them from the WAL by logical decoding over a replication connection
 //!   ([`replication`]; [`wal`] reads its messages; [`collect`] has the parts the refresh shares).
 //! - [`delta`] writes the SQL that applies a plan's delta to a table of rows; [`groups`] that of
-//!   a grouped table, whose aggregates are kept as state in a side table.
+//!   a grouped table, whose aggregates are kept as state in a side table; [`in_place`] that of
+//!   a grouped table that is its own state (count(*) and sums that a delta can be added to).
 //!
 //! This module ties them together for the manager: [`decide`] at CREATE and ALTER ... AS,
 //! [`prepare`] and [`record`] around the first fill, and, at each refresh (run by the manager in
 //! one REPEATABLE READ transaction, so the log and the sources are read as of one snapshot),
-//! [`pending`], [`prefer_full`] (the cost guard), [`analyze_logs`] and [`apply`]; [`discard_applied`]
-//! afterwards.
+//! [`pending`], [`prefer_full`] (the cost guard), [`analyze_logs`], [`shape`] and [`apply`];
+//! [`discard_applied`] afterwards.
 //!
 //! Which snapshot a table is up to date with is recorded in `dyngate.applied` (catalog V4); no
 //! row means the next refresh is full (a table altered while suspended, or just switched to
@@ -24,6 +25,7 @@ pub mod capture;
 pub mod collect;
 pub mod delta;
 pub mod groups;
+pub mod in_place;
 pub mod replication;
 pub mod stream;
 pub mod wal;
@@ -186,12 +188,13 @@ pub async fn prepare(tx: &Transaction<'_>, decision: &Decision) -> Result<(), to
 }
 
 /// Starts capturing the changes of an incremental table's sources (read by `owner`; new
-/// captures by `method`) and
-/// records the decision for table `id`, after its content was made from the current sources
-/// (`filled`) or not (a suspended table altered: its next refresh is full).
+/// captures by `method`) and records the decision for table `id` (`target`, quoted), after its
+/// content was made from the current sources (`filled`) or not (a suspended table altered: its
+/// next refresh is full, and makes its state).
 pub async fn record(
     tx: &Transaction<'_>,
     id: i64,
+    target: &str,
     decision: &Decision,
     owner: &str,
     filled: bool,
@@ -203,9 +206,7 @@ pub async fn record(
             capture::install(tx, s, owner, method).await?;
         }
         if filled {
-            refill_state(tx, owner, plan, id, columns).await?;
-        } else if let Some(create) = groups::create_state_sql(plan, id, owner, columns) {
-            tx.batch_execute(&create).await?;
+            refill_state(tx, owner, plan, id, columns, target, sources).await?;
         }
     }
     let reason = match decision {
@@ -340,18 +341,46 @@ pub fn prefer_full(changes: i64, source_rows: f64) -> bool {
     changes as f64 > FULL_ABOVE_SHARE * source_rows.max(1.0)
 }
 
-/// Makes the state a plan keeps (a grouped table's) again and computes it from the sources, as
-/// `owner`: after a fill, and with every full refresh of an incremental table (so a state laid
-/// out by an earlier version of dyngate is laid out anew).
+/// Makes the state a plan keeps (a grouped table's) again, as `owner`, after the table
+/// (`target`, quoted) was filled from the sources: after a fill, and with every full refresh of
+/// an incremental table (so a state laid out by an earlier version of dyngate is laid out anew).
+/// A table that can be its own state (in_place) gets the unique index its applies need, if it
+/// has none, and no state table; any other grouped table a state table computed from the
+/// sources. Should the index fail (a key type with no btree operator class), the table keeps a
+/// state table.
 pub async fn refill_state(
     tx: &Transaction<'_>,
     owner: &str,
     plan: &Plan,
     id: i64,
     query: &[delta::Column],
+    target: &str,
+    sources: &[SourceTable],
 ) -> Result<(), tokio_postgres::Error> {
+    let Plan::Groups { .. } = plan else {
+        return Ok(());
+    };
+    tx.batch_execute(&groups::drop_state_sql(id)).await?;
+    let table = table_columns(tx, target).await?;
+    if in_place::check(plan, &table, query, sources).is_ok()
+        && let Some(keys) = in_place::key_columns(plan, &table)
+    {
+        if key_index(tx, target, &keys).await? {
+            return Ok(());
+        }
+        tx.batch_execute("SAVEPOINT dyngate_key_index").await?;
+        match crate::engine::postgres::run_as(tx, owner, &in_place::key_index_sql(target, &keys)).await {
+            Ok(_) => {
+                tx.batch_execute("RELEASE SAVEPOINT dyngate_key_index").await?;
+                return Ok(());
+            }
+            Err(e) => {
+                tracing::info!(table = target, error = %e, "no unique index on the group keys; the table keeps a state table");
+                tx.batch_execute("ROLLBACK TO SAVEPOINT dyngate_key_index").await?;
+            }
+        }
+    }
     if let Some(create) = groups::create_state_sql(plan, id, owner, query) {
-        tx.batch_execute(&groups::drop_state_sql(id)).await?;
         tx.batch_execute(&create).await?;
     }
     if let Some(fill) = groups::fill_state_sql(plan, id, query) {
@@ -360,14 +389,92 @@ pub async fn refill_state(
     Ok(())
 }
 
+/// The columns of table `target` (quoted): names and types.
+async fn table_columns(c: &impl GenericClient, target: &str) -> Result<Vec<delta::Column>, tokio_postgres::Error> {
+    Ok(crate::manager::catalog::columns_of(c, target)
+        .await?
+        .into_iter()
+        .map(|(name, ty)| delta::Column { name, ty })
+        .collect())
+}
+
+/// Whether `$1` (a quoted table) has a unique index on exactly the columns `$2`, NULLs not
+/// distinct: what an in-place apply's `ON CONFLICT` needs (a user may have dropped it).
+const KEY_INDEX: &str = "EXISTS (SELECT 1 FROM pg_catalog.pg_index x
+          WHERE x.indrelid = $1::text::pg_catalog.regclass AND x.indisunique AND x.indisvalid AND x.indnullsnotdistinct
+            AND x.indpred IS NULL AND x.indexprs IS NULL AND x.indnatts = pg_catalog.cardinality($2::text[])
+            AND (SELECT pg_catalog.array_agg(a.attname::text ORDER BY a.attname::text) FROM pg_catalog.pg_attribute a
+                  WHERE a.attrelid = x.indrelid AND a.attnum = ANY (x.indkey::int2[]))
+              = (SELECT pg_catalog.array_agg(k ORDER BY k) FROM pg_catalog.unnest($2::text[]) AS k))";
+
+async fn key_index(c: &impl GenericClient, target: &str, keys: &[String]) -> Result<bool, tokio_postgres::Error> {
+    Ok(c.query_one(&format!("SELECT {KEY_INDEX}"), &[&target, &keys]).await?.get(0))
+}
+
+/// How a table's changes are applied: its rows, or a grouped table's state table, or the
+/// grouped table as its own state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    Rows,
+    State,
+    InPlace,
+}
+
+/// What an apply needs to know of its table, read in the refresh's transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Shape {
+    pub layout: Layout,
+    /// The table's columns, and its query's.
+    pub table: Vec<delta::Column>,
+    pub query: Vec<delta::Column>,
+}
+
+/// The shape of table `id` (`target`, quoted; its query bound in view `dyngate.<view>`) for an
+/// apply; None when its layout must be made again by a full refresh: a grouped table with no
+/// state table that can no longer be its own state (a source column's NOT NULL was dropped), or
+/// has lost its key index.
+pub async fn shape(
+    tx: &Transaction<'_>,
+    plan: &Plan,
+    id: i64,
+    target: &str,
+    view: &str,
+    sources: &[SourceTable],
+) -> Result<Option<Shape>, tokio_postgres::Error> {
+    let table = table_columns(tx, target).await?;
+    let query = query_columns(tx, view).await?;
+    let layout = match plan {
+        Plan::Rows { .. } => Layout::Rows,
+        Plan::Groups { .. } => {
+            let keys = in_place::key_columns(plan, &table).unwrap_or_default();
+            // Whether it has a state table, and the key index: one round trip.
+            let row = tx
+                .query_one(
+                    &format!("SELECT pg_catalog.to_regclass(format('dyngate.%I', $3::text)) IS NOT NULL, {KEY_INDEX}"),
+                    &[&target, &keys, &groups::state_table(id)],
+                )
+                .await?;
+            let (state, indexed): (bool, bool) = (row.get(0), row.get(1));
+            if state {
+                Layout::State
+            } else if indexed && in_place::check(plan, &table, &query, sources).is_ok() {
+                Layout::InPlace
+            } else {
+                return Ok(None);
+            }
+        }
+    };
+    Ok(Some(Shape { layout, table, query }))
+}
+
 /// Removes what table `id` kept for its incremental refreshes (DROP).
 pub async fn forget(tx: &Transaction<'_>, id: i64) -> Result<(), tokio_postgres::Error> {
     tx.batch_execute(&groups::drop_state_sql(id)).await?;
     capture::remove_unused(tx).await
 }
 
-/// Applies the changes since `applied` to table `id` (`target`, quoted; its query's columns
-/// `query`) as `owner`; the rows inserted.
+/// Applies the changes since `applied` to table `id` (`target`, quoted, of `shape`) as `owner`;
+/// the rows it wrote (a grouped table's: the groups written less those deleted in place).
 #[allow(clippy::too_many_arguments)]
 pub async fn apply(
     tx: &Transaction<'_>,
@@ -377,22 +484,24 @@ pub async fn apply(
     sources: &[SourceTable],
     applied: &str,
     target: &str,
-    query: &[delta::Column],
+    shape: &Shape,
 ) -> Result<u64, ApplyError> {
     check_sources(plan, sources).map_err(ApplyError::Plan)?;
-    let columns: Vec<delta::Column> = crate::manager::catalog::columns_of(tx, target)
-        .await?
-        .into_iter()
-        .map(|(name, ty)| delta::Column { name, ty })
-        .collect();
-    let sql = match plan {
-        Plan::Rows { .. } => delta::apply_sql(plan, sources, applied, target, &columns),
-        Plan::Groups { .. } => groups::apply_sql(plan, id, sources, applied, target, &columns, query),
-    }
-    .ok_or_else(|| ApplyError::Plan("no apply for this plan".into()))?;
+    let no_apply = || ApplyError::Plan("no apply for this plan".into());
     // The planner's costs count the sources' whole size (it cannot know a delta is small), which
     // turns on JIT compilation: measured, 260 of 330 ms for 14k changes joined with 100k rows.
     tx.batch_execute("SET LOCAL jit = off").await?;
+    let sql = match shape.layout {
+        Layout::Rows => delta::apply_sql(plan, sources, applied, target, &shape.table),
+        Layout::State => groups::apply_sql(plan, id, sources, applied, target, &shape.table, &shape.query),
+        Layout::InPlace => {
+            let [upsert, delete] = in_place::apply_sql(plan, sources, applied, target, &shape.table).ok_or_else(no_apply)?;
+            let written = crate::engine::postgres::run_as(tx, owner, &upsert).await?;
+            let deleted = crate::engine::postgres::run_as(tx, owner, &delete).await?;
+            return Ok(written.saturating_sub(deleted));
+        }
+    }
+    .ok_or_else(no_apply)?;
     Ok(crate::engine::postgres::run_as(tx, owner, &sql).await?)
 }
 
