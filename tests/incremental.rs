@@ -1024,9 +1024,12 @@ async fn grouped_tables_that_are_their_own_state() {
         .await
         .unwrap();
     assert_eq!(state_table(&c, "by_region").await, None);
+    let id = text(&c, "SELECT id::text FROM dyngate.dynamic_table WHERE table_name = 'by_region'").await;
     assert_eq!(
         unique_indexes(&c, "by_region").await,
-        ["CREATE UNIQUE INDEX by_region_region_day_idx ON public.by_region USING btree (region, day) NULLS NOT DISTINCT"]
+        [format!(
+            "CREATE UNIQUE INDEX dyngate_keys_{id} ON public.by_region USING btree (region, day) NULLS NOT DISTINCT"
+        )]
     );
     let same = |when: &'static str| {
         let c = &c;
@@ -1060,7 +1063,7 @@ async fn grouped_tables_that_are_their_own_state() {
     same("after a group emptied").await;
 
     // The index dropped by hand: the next refresh is full and makes it again.
-    c.batch_execute("DROP INDEX by_region_region_day_idx; UPDATE sales SET qty = 1 WHERE qty = 2")
+    c.batch_execute(&format!("DROP INDEX dyngate_keys_{id}; UPDATE sales SET qty = 1 WHERE qty = 2"))
         .await
         .unwrap();
     refresh(&c, "by_region").await;
@@ -1072,6 +1075,26 @@ async fn grouped_tables_that_are_their_own_state() {
     refresh(&c, "by_region").await;
     assert_eq!(last_refresh(&c, "by_region").await.0, "INCREMENTAL");
     same("after the index was made again").await;
+
+    // A new query with finer groups (a key added): the old key index would not fit its rows.
+    let query = "SELECT region, day, count(*) AS n, sum(amount) AS total, sum(qty) AS q, count(qty) AS nq, qty % 2 AS odd FROM sales GROUP BY region, day, qty % 2";
+    c.batch_execute(&format!("ALTER DYNAMIC TABLE by_region AS {query}")).await.unwrap();
+    assert_eq!(
+        unique_indexes(&c, "by_region").await,
+        [format!(
+            "CREATE UNIQUE INDEX dyngate_keys_{id} ON public.by_region USING btree (region, day, odd) NULLS NOT DISTINCT"
+        )]
+    );
+    c.batch_execute("UPDATE sales SET qty = qty + 1 WHERE day = '2024-01-05' AND region = 'r1'")
+        .await
+        .unwrap();
+    refresh(&c, "by_region").await;
+    assert_eq!(last_refresh(&c, "by_region").await.0, "INCREMENTAL");
+    let same = |when: &'static str| {
+        let c = &c;
+        async move { assert_eq!(content(c, "by_region").await, content(c, &format!("({query})")).await, "{when}") }
+    };
+    same("after ALTER ... AS and an apply").await;
 
     // amount may now be NULL: its sum could be NULL in a group with rows. The next refresh is
     // full and gives the table a state table, which the next ones apply to.

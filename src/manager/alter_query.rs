@@ -69,6 +69,9 @@ impl Manager {
             let sql = format!("ALTER TABLE {} ADD COLUMN {} {ty}", dt.name.quoted(), quote_ident(col));
             engine::postgres::run_as(&tx, &dt.owner, &sql).await?;
         }
+        // The old query's key index may not fit the new query's groups (refill_state makes the
+        // new one after the fill).
+        incremental::drop_key_index(&tx, &dt.owner, dt.id, &dt.name.quoted()).await?;
         // Refreshed incrementally if the new query allows it (capture from before the refill).
         let requested = incremental::requested(&dt.option_pairs()).map_err(ManagerError::InvalidOption)?;
         let decision = incremental::decide(&tx, &view, &bound.resolved, requested, !dt.partitioned_by.is_empty())

@@ -1,5 +1,5 @@
-//! The SQL of a grouped table ([`Plan::Groups`]): its aggregates are kept as mergeable state in
-//! a side table `dyngate."state_<table id>"`, one row per group (unique on the keys, NULLs not
+//! The SQL of a grouped table ([`Plan::Groups`]) that is not its own state (in_place.rs has
+//! those): its aggregates are kept as mergeable state in a side table `dyngate."state_<table id>"`, one row per group (unique on the keys, NULLs not
 //! distinct), owned by the table's owner:
 //!
 //! - `dyngate$n`: the group's rows (count(*)); a group with none is no row of the table;

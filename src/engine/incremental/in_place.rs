@@ -92,11 +92,20 @@ pub fn key_columns(plan: &Plan, table: &[Column]) -> Option<Vec<String>> {
         .collect()
 }
 
-/// The unique index an apply's upsert needs on `target` (quoted): on the key columns, NULLs not
-/// distinct (GROUP BY has one group of NULLs).
-pub fn key_index_sql(target: &str, keys: &[String]) -> String {
+/// The name of the key index of dynamic table `id` (in the table's schema, unquoted).
+pub fn key_index(id: i64) -> String {
+    format!("dyngate_keys_{id}")
+}
+
+/// The unique index an apply's upsert needs on table `id` (`target`, quoted): on the key
+/// columns, NULLs not distinct (GROUP BY has one group of NULLs).
+pub fn key_index_sql(id: i64, target: &str, keys: &[String]) -> String {
     let cols: Vec<String> = keys.iter().map(|k| quote_ident(k)).collect();
-    format!("CREATE UNIQUE INDEX ON {target} ({}) NULLS NOT DISTINCT", cols.join(", "))
+    format!(
+        "CREATE UNIQUE INDEX {} ON {target} ({}) NULLS NOT DISTINCT",
+        quote_ident(&key_index(id)),
+        cols.join(", ")
+    )
 }
 
 /// The statements that apply the changes logged since `applied` to `target` (quoted, with
@@ -322,8 +331,8 @@ mod tests {
         assert_eq!(delete, "DELETE FROM public.\"Daily\" AS t WHERE t.\"n\" = 0");
         assert_eq!(key_columns(&plan, &table).unwrap(), ["day"]);
         assert_eq!(
-            key_index_sql("public.\"Daily\"", &["day".into(), "Region".into()]),
-            "CREATE UNIQUE INDEX ON public.\"Daily\" (\"day\", \"Region\") NULLS NOT DISTINCT"
+            key_index_sql(12, "public.\"Daily\"", &["day".into(), "Region".into()]),
+            "CREATE UNIQUE INDEX \"dyngate_keys_12\" ON public.\"Daily\" (\"day\", \"Region\") NULLS NOT DISTINCT"
         );
     }
 }

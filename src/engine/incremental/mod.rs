@@ -369,7 +369,7 @@ pub async fn refill_state(
             return Ok(());
         }
         tx.batch_execute("SAVEPOINT dyngate_key_index").await?;
-        match crate::engine::postgres::run_as(tx, owner, &in_place::key_index_sql(target, &keys)).await {
+        match crate::engine::postgres::run_as(tx, owner, &in_place::key_index_sql(id, target, &keys)).await {
             Ok(_) => {
                 tx.batch_execute("RELEASE SAVEPOINT dyngate_key_index").await?;
                 return Ok(());
@@ -385,6 +385,25 @@ pub async fn refill_state(
     }
     if let Some(fill) = groups::fill_state_sql(plan, id, query) {
         crate::engine::postgres::run_as(tx, owner, &fill).await?;
+    }
+    Ok(())
+}
+
+/// Drops the key index dyngate made on table `id` (`target`, quoted) for in-place applies, if
+/// it has one, as `owner`: before the table is filled by a new query (ALTER ... AS), whose
+/// groups it may not fit; the fill's refill_state makes the one the new query needs.
+pub async fn drop_key_index(tx: &Transaction<'_>, owner: &str, id: i64, target: &str) -> Result<(), tokio_postgres::Error> {
+    let index: Option<String> = tx
+        .query_opt(
+            "SELECT format('%I.%I', n.nspname, i.relname) FROM pg_catalog.pg_index x
+               JOIN pg_catalog.pg_class i ON i.oid = x.indexrelid JOIN pg_catalog.pg_namespace n ON n.oid = i.relnamespace
+              WHERE x.indrelid = $1::text::pg_catalog.regclass AND i.relname = $2",
+            &[&target, &in_place::key_index(id)],
+        )
+        .await?
+        .map(|r| r.get(0));
+    if let Some(index) = index {
+        crate::engine::postgres::run_as(tx, owner, &format!("DROP INDEX {index}")).await?;
     }
     Ok(())
 }
