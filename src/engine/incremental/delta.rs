@@ -19,6 +19,16 @@ pub struct Column {
     pub ty: String,
 }
 
+impl Column {
+    #[cfg(test)]
+    pub fn new(name: &str, ty: &str) -> Column {
+        Column {
+            name: name.into(),
+            ty: ty.into(),
+        }
+    }
+}
+
 /// The changes of `source`'s log not yet applied: those of transactions invisible in `applied`
 /// (the snapshot the table was last brought up to date with), read in the caller's snapshot,
 /// with the source's columns under their current names, and the sign. A source captured from

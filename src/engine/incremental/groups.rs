@@ -710,22 +710,15 @@ mod tests {
     use super::*;
     use crate::engine::incremental::analyze::analyze;
 
-    fn column(name: &str, ty: &str) -> Column {
-        Column {
-            name: name.into(),
-            ty: ty.into(),
-        }
-    }
-
     #[test]
     fn state_and_apply_sql() {
         let plan = analyze("SELECT o.day, count(*) AS n, sum(o.amount) AS total, min(o.amount) AS lo FROM public.orders o GROUP BY o.day")
             .unwrap();
         let cols = [
-            column("day", "date"),
-            column("n", "bigint"),
-            column("total", "numeric"),
-            column("lo", "numeric"),
+            Column::new("day", "date"),
+            Column::new("n", "bigint"),
+            Column::new("total", "numeric"),
+            Column::new("lo", "numeric"),
         ];
         let create = create_state_sql(&plan, 5, "alice", &cols).unwrap();
         for part in [
@@ -800,7 +793,11 @@ mod tests {
         // Two counted extrema: the changes go through a window, which counts the values at
         // each one's largest scale.
         let two = analyze("SELECT o.day, sum(o.amount) AS total, avg(o.price) AS price FROM public.orders o GROUP BY o.day").unwrap();
-        let two_cols = [column("day", "date"), column("total", "numeric"), column("price", "numeric")];
+        let two_cols = [
+            Column::new("day", "date"),
+            Column::new("total", "numeric"),
+            Column::new("price", "numeric"),
+        ];
         let source_two = SourceTable {
             columns: vec![(2, "day".into()), (3, "amount".into()), (4, "price".into())],
             ..source.clone()
@@ -841,7 +838,7 @@ mod tests {
     #[test]
     fn float_sums_are_recomputed() {
         let plan = analyze("SELECT o.day, sum(o.x) AS s, max(o.x) AS m FROM public.orders o GROUP BY o.day").unwrap();
-        let cols = |ty: &str| vec![column("day", "date"), column("s", ty), column("m", ty)];
+        let cols = |ty: &str| vec![Column::new("day", "date"), Column::new("s", ty), Column::new("m", ty)];
         assert!(float_reason(&plan, &cols("double precision")).unwrap().contains("floating-point"));
         assert_eq!(float_reason(&plan, &cols("numeric")), None);
     }

@@ -185,13 +185,6 @@ mod tests {
     use super::*;
     use crate::engine::incremental::analyze::analyze;
 
-    fn column(name: &str, ty: &str) -> Column {
-        Column {
-            name: name.into(),
-            ty: ty.into(),
-        }
-    }
-
     fn source(name: &str, not_null: &[&str], fixed_scale: &[&str]) -> SourceTable {
         SourceTable {
             oid: 7,
@@ -285,7 +278,7 @@ mod tests {
         ];
         for (sql, types, not_null, fixed, want) in cases {
             let plan = analyze(sql).unwrap();
-            let query: Vec<Column> = types.iter().enumerate().map(|(i, t)| column(&format!("c{i}"), t)).collect();
+            let query: Vec<Column> = types.iter().enumerate().map(|(i, t)| Column::new(&format!("c{i}"), t)).collect();
             let sources = [source("orders", not_null, fixed), source("customers", &["region"], &[])];
             match (check(&plan, &query, &query, &sources), want) {
                 (Ok(()), None) => {}
@@ -295,8 +288,16 @@ mod tests {
         }
         // A table whose columns were declared with other types keeps the state table.
         let plan = analyze(v1).unwrap();
-        let query = [column("day", "date"), column("n", "bigint"), column("total", "numeric")];
-        let table = [column("day", "text"), column("n", "bigint"), column("total", "numeric")];
+        let query = [
+            Column::new("day", "date"),
+            Column::new("n", "bigint"),
+            Column::new("total", "numeric"),
+        ];
+        let table = [
+            Column::new("day", "text"),
+            Column::new("n", "bigint"),
+            Column::new("total", "numeric"),
+        ];
         let sources = [source("orders", &["amount"], &["amount"])];
         assert!(check(&plan, &table, &query, &sources).unwrap_err().contains("types"));
     }
@@ -308,11 +309,11 @@ mod tests {
         )
         .unwrap();
         let table = [
-            column("day", "date"),
-            column("n", "bigint"),
-            column("total", "numeric"),
-            column("Tips", "numeric"),
-            column("tipped", "bigint"),
+            Column::new("day", "date"),
+            Column::new("n", "bigint"),
+            Column::new("total", "numeric"),
+            Column::new("Tips", "numeric"),
+            Column::new("tipped", "bigint"),
         ];
         let mut orders = source("orders", &["amount"], &["amount", "tip"]);
         orders.columns = vec![(2, "day".into()), (3, "amount".into()), (4, "tip".into())];

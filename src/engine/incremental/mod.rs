@@ -152,8 +152,7 @@ async fn why_not(
 
 /// The columns of the query bound in view `dyngate.<view>`: names and types.
 pub async fn query_columns(c: &impl GenericClient, view: &str) -> Result<Vec<delta::Column>, tokio_postgres::Error> {
-    let columns = crate::manager::catalog::columns_of(c, &format!("dyngate.{}", crate::manager::rules::quote_ident(view))).await?;
-    Ok(columns.into_iter().map(|(name, ty)| delta::Column { name, ty }).collect())
+    table_columns(c, &format!("dyngate.{}", crate::manager::rules::quote_ident(view))).await
 }
 
 /// Checks that the tables the plan reads (those of its subqueries too) are the captured
@@ -365,7 +364,7 @@ pub async fn refill_state(
     if in_place::check(plan, &table, query, sources).is_ok()
         && let Some(keys) = in_place::key_columns(plan, &table)
     {
-        if key_index(tx, target, &keys).await? {
+        if has_key_index(tx, target, &keys).await? {
             return Ok(());
         }
         tx.batch_execute("SAVEPOINT dyngate_key_index").await?;
@@ -426,7 +425,7 @@ const KEY_INDEX: &str = "EXISTS (SELECT 1 FROM pg_catalog.pg_index x
                   WHERE a.attrelid = x.indrelid AND a.attnum = ANY (x.indkey::int2[]))
               = (SELECT pg_catalog.array_agg(k ORDER BY k) FROM pg_catalog.unnest($2::text[]) AS k))";
 
-async fn key_index(c: &impl GenericClient, target: &str, keys: &[String]) -> Result<bool, tokio_postgres::Error> {
+async fn has_key_index(c: &impl GenericClient, target: &str, keys: &[String]) -> Result<bool, tokio_postgres::Error> {
     Ok(c.query_one(&format!("SELECT {KEY_INDEX}"), &[&target, &keys]).await?.get(0))
 }
 
