@@ -257,12 +257,15 @@ fn state_list(g: &Grouped<'_>, columns: &[Column]) -> String {
     state_columns(g, columns).into_iter().map(|c| c.name).collect::<Vec<_>>().join(", ")
 }
 
-/// The state tables' fillfactor: an apply updates most of the groups it touches in place, and
+/// The fillfactor of the tables an apply updates in place, state tables and tables that are
+/// their own state (in_place.rs): an apply updates most of the groups it touches in place, and
 /// with room left on their page the new versions go there (HOT updates: the unique index is not
 /// written, and the dead versions are pruned by the next apply's reads). In bench/incremental.sh
 /// (4.5k of V2's 5.1k groups updated by each refresh) 40 turned 10% of the updates HOT into 70%
-/// and took V2's refresh from about 70 to 57 ms; the state is small next to the sources, so
-/// 2.5 times its size costs little. sql/V8 sets it on the state tables made before.
+/// and took V2's refresh from about 70 to 57 ms; a grouped table is small next to its sources,
+/// so 2.5 times its size costs little. sql/V8 sets it on the state tables made before;
+/// incremental::refill_state on a table that is its own state, unless it has a fillfactor of
+/// its own.
 pub const STATE_FILLFACTOR: u32 = 40;
 
 /// Creates the empty state table of table `id` (whose columns are `columns`) for `owner` (run

@@ -30,6 +30,7 @@ pub mod replication;
 pub mod stream;
 pub mod wal;
 
+use tokio_postgres::types::Type;
 use tokio_postgres::{GenericClient, Transaction};
 
 use crate::engine::incremental::analyze::Plan;
@@ -344,7 +345,8 @@ pub fn prefer_full(changes: i64, source_rows: f64) -> bool {
 /// (`target`, quoted) was filled from the sources: after a fill, and with every full refresh of
 /// an incremental table (so a state laid out by an earlier version of dyngate is laid out anew).
 /// A table that can be its own state (in_place) gets the unique index its applies need, if it
-/// has none, and no state table; any other grouped table a state table computed from the
+/// has none, the fillfactor of tables updated in place (groups::STATE_FILLFACTOR), if it has
+/// no fillfactor, and no state table; any other grouped table a state table computed from the
 /// sources. Should the index fail (a key type with no btree operator class), the table keeps a
 /// state table.
 pub async fn refill_state(
@@ -364,19 +366,21 @@ pub async fn refill_state(
     if in_place::check(plan, &table, query, sources).is_ok()
         && let Some(keys) = in_place::key_columns(plan, &table)
     {
-        if has_key_index(tx, target, &keys).await? {
+        let row = tx
+            .query_typed_one(
+                &format!("SELECT {KEY_INDEX}, {OWN_FILLFACTOR}"),
+                &[(&target, Type::TEXT), (&keys, Type::TEXT_ARRAY)],
+            )
+            .await?;
+        let (indexed, tuned): (bool, bool) = (row.get(0), row.get(1));
+        if indexed || make_key_index(tx, owner, id, target, &keys).await? {
+            if !tuned {
+                // New pages get it: the next full refresh's rows, and the versions the applies
+                // write meanwhile.
+                let sql = format!("ALTER TABLE {target} SET (fillfactor = {})", groups::STATE_FILLFACTOR);
+                crate::engine::postgres::run_as(tx, owner, &sql).await?;
+            }
             return Ok(());
-        }
-        tx.batch_execute("SAVEPOINT dyngate_key_index").await?;
-        match crate::engine::postgres::run_as(tx, owner, &in_place::key_index_sql(id, target, &keys)).await {
-            Ok(_) => {
-                tx.batch_execute("RELEASE SAVEPOINT dyngate_key_index").await?;
-                return Ok(());
-            }
-            Err(e) => {
-                tracing::info!(table = target, error = %e, "no unique index on the group keys; the table keeps a state table");
-                tx.batch_execute("ROLLBACK TO SAVEPOINT dyngate_key_index").await?;
-            }
         }
     }
     if let Some(create) = groups::create_state_sql(plan, id, owner, query) {
@@ -425,8 +429,26 @@ const KEY_INDEX: &str = "EXISTS (SELECT 1 FROM pg_catalog.pg_index x
                   WHERE a.attrelid = x.indrelid AND a.attnum = ANY (x.indkey::int2[]))
               = (SELECT pg_catalog.array_agg(k ORDER BY k) FROM pg_catalog.unnest($2::text[]) AS k))";
 
-async fn has_key_index(c: &impl GenericClient, target: &str, keys: &[String]) -> Result<bool, tokio_postgres::Error> {
-    Ok(c.query_one(&format!("SELECT {KEY_INDEX}"), &[&target, &keys]).await?.get(0))
+/// Whether `$1` (a quoted table) has a fillfactor set: dyngate's, or its owner's, which an
+/// in-place table keeps.
+const OWN_FILLFACTOR: &str = "EXISTS (SELECT 1 FROM pg_catalog.pg_class c, pg_catalog.unnest(c.reloptions) AS o
+          WHERE c.oid = $1::text::pg_catalog.regclass AND o LIKE 'fillfactor=%')";
+
+/// Makes the key index of table `id` (`target`, quoted) on `keys` as `owner`; false if it
+/// cannot be made (a key type with no btree operator class), the transaction unharmed.
+async fn make_key_index(tx: &Transaction<'_>, owner: &str, id: i64, target: &str, keys: &[String]) -> Result<bool, tokio_postgres::Error> {
+    tx.batch_execute("SAVEPOINT dyngate_key_index").await?;
+    match crate::engine::postgres::run_as(tx, owner, &in_place::key_index_sql(id, target, keys)).await {
+        Ok(_) => {
+            tx.batch_execute("RELEASE SAVEPOINT dyngate_key_index").await?;
+            Ok(true)
+        }
+        Err(e) => {
+            tracing::info!(table = target, error = %e, "no unique index on the group keys; the table keeps a state table");
+            tx.batch_execute("ROLLBACK TO SAVEPOINT dyngate_key_index").await?;
+            Ok(false)
+        }
+    }
 }
 
 /// How a table's changes are applied: its rows, or a grouped table's state table, or the
