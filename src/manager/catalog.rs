@@ -220,10 +220,10 @@ pub async fn readers(c: &impl GenericClient, name: &QualifiedName) -> Result<Vec
 /// The columns of a relation (`name` quoted), in order: name and type.
 pub async fn columns_of(c: &impl GenericClient, name: &str) -> Result<Vec<(String, String)>, tokio_postgres::Error> {
     let rows = c
-        .query(
+        .query_typed(
             "SELECT attname::text, format_type(atttypid, atttypmod) FROM pg_attribute
               WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
-            &[&name],
+            &[(&name, Type::TEXT)],
         )
         .await?;
     Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
@@ -362,7 +362,8 @@ pub fn partition_json(spec: &[(String, String)]) -> String {
 /// Loads a dynamic table by id (the scheduler's view: it may have been dropped meanwhile).
 pub async fn load_by_id(c: &impl GenericClient, id: i64) -> Result<Option<DtRow>, tokio_postgres::Error> {
     let sql = format!("SELECT {COLUMNS} FROM dyngate.dynamic_table WHERE id = $1");
-    Ok(c.query_opt(&sql, &[&id]).await?.as_ref().map(row))
+    // Typed: one round trip (every refresh loads its table again in its transaction).
+    Ok(c.query_typed_opt(&sql, &[(&id, Type::INT8)]).await?.as_ref().map(row))
 }
 
 /// Claims schedule slots: sets each table's `last_slot` to its slot where it is still ACTIVATED

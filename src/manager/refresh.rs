@@ -38,7 +38,7 @@ pub(super) async fn lock_for_refresh(client: &mut crate::backend::Pooled, id: i6
     client.discard_on_drop(true);
     if matches!(trigger, Trigger::Scheduled { .. }) {
         let locked: bool = client
-            .query_one("SELECT pg_try_advisory_lock($1, $2)", &[&key.0, &key.1])
+            .query_typed_one("SELECT pg_try_advisory_lock($1, $2)", &[(&key.0, Type::INT4), (&key.1, Type::INT4)])
             .await?
             .get(0);
         if !locked {
@@ -46,8 +46,20 @@ pub(super) async fn lock_for_refresh(client: &mut crate::backend::Pooled, id: i6
         }
         return Ok(locked);
     }
-    client.execute("SELECT pg_advisory_lock($1, $2)", &[&key.0, &key.1]).await?;
+    // Typed: one round trip (a refresh's fixed work is mostly round trips).
+    client
+        .query_typed("SELECT pg_advisory_lock($1, $2)", &[(&key.0, Type::INT4), (&key.1, Type::INT4)])
+        .await?;
     Ok(true)
+}
+
+/// Releases the lock [`lock_for_refresh`] took; whether it was released.
+pub(super) async fn unlock_refresh(client: &crate::backend::Pooled, id: i64) -> bool {
+    let key = (TABLE_LOCK_SPACE, id as i32);
+    client
+        .query_typed("SELECT pg_advisory_unlock($1, $2)", &[(&key.0, Type::INT4), (&key.1, Type::INT4)])
+        .await
+        .is_ok()
 }
 
 /// How many times a refresh reloads a table whose definition changed under it before it gives up.

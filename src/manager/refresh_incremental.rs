@@ -20,13 +20,13 @@
 //! refreshes replace partitions.)
 
 use tokio_postgres::IsolationLevel;
+use tokio_postgres::types::Type;
 
 use crate::backend::Pooled;
 use crate::engine::incremental::{self, capture, collect};
 use crate::engine::{self, RefreshAction};
 use crate::manager::catalog::{self, DtRow};
-use crate::manager::drop::TABLE_LOCK_SPACE;
-use crate::manager::refresh::{Outcome, Trigger, lock_for_refresh};
+use crate::manager::refresh::{Outcome, Trigger, lock_for_refresh, unlock_refresh};
 use crate::manager::{Manager, ManagerError};
 use crate::sql::dynamic::Options;
 
@@ -41,7 +41,6 @@ impl Manager {
         spec: &Options,
         began: Option<f64>,
     ) -> Result<Outcome, ManagerError> {
-        let key = (TABLE_LOCK_SPACE, dt.id as i32);
         if !lock_for_refresh(client, dt.id, trigger).await? {
             return Ok(Outcome::Locked);
         }
@@ -49,7 +48,7 @@ impl Manager {
             // Everything committed so far is brought into the logs first: the transaction then
             // copies only what committed since (collect::fetch_gap), little.
             if let Err(e) = collect::sync(client).await {
-                client.execute("SELECT pg_advisory_unlock($1, $2)", &[&key.0, &key.1]).await.ok();
+                unlock_refresh(client, dt.id).await;
                 return Err(e.into());
             }
         }
@@ -61,7 +60,7 @@ impl Manager {
             ..catalog::RefreshRow::of(dt, job_id, trigger.name(), "EXECUTING")
         };
         if let Err(e) = catalog::record_refresh(&**client, &running).await {
-            client.execute("SELECT pg_advisory_unlock($1, $2)", &[&key.0, &key.1]).await.ok();
+            unlock_refresh(client, dt.id).await;
             return Err(e.into());
         }
         let result = match self.incremental_transaction(client, dt, trigger, job_id, spec, began).await {
@@ -72,7 +71,7 @@ impl Manager {
             }
             r => r,
         };
-        if client.execute("SELECT pg_advisory_unlock($1, $2)", &[&key.0, &key.1]).await.is_ok() {
+        if unlock_refresh(client, dt.id).await {
             client.discard_on_drop(false);
         }
         let (outcome, sources) = result?;
@@ -99,18 +98,23 @@ impl Manager {
             .start()
             .await?;
         // The job id names the connection (catalog::cancel_orphaned_refreshes). The statements
-        // before the apply read little, but the planner costs them by the sources' size: JIT
-        // would compile them (5-11 ms each in bench/incremental.sh); a full recompute turns it
-        // back on. The data's time is the transaction's. One statement: a round trip each is
-        // a tenth of a millisecond of a refresh's fixed work.
-        let data_time: String = tx
-            .query_one(
+        // before the apply, and the apply, read little, but the planner costs them by the
+        // sources' size: JIT would compile them (5-11 ms each in bench/incremental.sh); a full
+        // recompute turns it back on. The data's time is the transaction's. With the table
+        // loaded again and its applied snapshot: three statements pipelined, one round trip
+        // (the refresh's fixed work is mostly round trips).
+        let name = format!("dyngate:{job_id}");
+        let params: [(&(dyn tokio_postgres::types::ToSql + Sync), Type); 1] = [(&name, Type::TEXT)];
+        let (settings, dt, applied) = tokio::try_join!(
+            tx.query_typed_one(
                 "SELECT set_config('application_name', $1, true), set_config('jit', 'off', true), now()::text",
-                &[&format!("dyngate:{job_id}")],
-            )
-            .await?
-            .get(2);
-        let Some(dt) = catalog::load_by_id(&tx, loaded.id).await? else {
+                &params,
+            ),
+            catalog::load_by_id(&tx, loaded.id),
+            incremental::applied_snapshot(&tx, loaded.id),
+        )?;
+        let data_time: String = settings.get(2);
+        let Some(dt) = dt else {
             return Err(ManagerError::NotFound(loaded.name.to_string()));
         };
         if dt.altered_at != loaded.altered_at {
@@ -122,7 +126,6 @@ impl Manager {
         // the owner may read, and no change at all reads nothing. Planning the query (no row
         // fetched) checks it, with PostgreSQL's own error.
         engine::postgres::run_as(&tx, &dt.owner, &format!("SELECT * FROM ({query}) AS dyngate_query LIMIT 0")).await?;
-        let applied = incremental::applied_snapshot(&tx, dt.id).await?;
 
         let mut sources = Vec::new();
         let mut changes = None;
@@ -190,22 +193,22 @@ impl Manager {
                 rows
             }
         };
-        incremental::mark_applied(&tx, dt.id, dt.refresh_action == "INCREMENTAL").await?;
-        catalog::record_refresh(
-            &tx,
-            &catalog::RefreshRow {
-                schedule_time: trigger.schedule_time(),
-                started_at: began,
-                ended: true,
-                action: Some(action.as_str()),
-                data_time: Some(&data_time),
-                rows: Some(rows as i64),
-                changes,
-                partition: spec,
-                ..catalog::RefreshRow::of(&dt, job_id, trigger.name(), "SUCCEEDED")
-            },
-        )
-        .await?;
+        let outcome = catalog::RefreshRow {
+            schedule_time: trigger.schedule_time(),
+            started_at: began,
+            ended: true,
+            action: Some(action.as_str()),
+            data_time: Some(&data_time),
+            rows: Some(rows as i64),
+            changes,
+            partition: spec,
+            ..catalog::RefreshRow::of(&dt, job_id, trigger.name(), "SUCCEEDED")
+        };
+        // Pipelined: one round trip.
+        tokio::try_join!(
+            incremental::mark_applied(&tx, dt.id, dt.refresh_action == "INCREMENTAL"),
+            catalog::record_refresh(&tx, &outcome),
+        )?;
         tx.commit().await?;
         Ok((Outcome::Done(rows as i64), sources))
     }

@@ -45,6 +45,7 @@
 //! reader has applied are deleted after the refresh.
 
 use tokio_postgres::Transaction;
+use tokio_postgres::types::Type;
 
 use crate::engine::incremental::collect;
 pub use crate::engine::incremental::collect::Method;
@@ -106,7 +107,7 @@ pub fn log_column(attnum: i16) -> String {
 /// why they cannot be captured.
 pub async fn sources_of(tx: &Transaction<'_>, view: &str) -> Result<Result<Vec<SourceTable>, String>, tokio_postgres::Error> {
     let rows = tx
-        .query(
+        .query_typed(
             "SELECT c.oid, format('%I.%I', n.nspname, c.relname), c.relkind::text, c.relpersistence::text, n.nspname::text, c.relname::text,
                     coalesce(array_agg(a.attnum ORDER BY a.attnum) FILTER (WHERE a.attnum > 0), '{}'),
                     coalesce(array_agg(a.attname::text ORDER BY a.attnum) FILTER (WHERE a.attnum > 0), '{}'),
@@ -122,7 +123,7 @@ pub async fn sources_of(tx: &Transaction<'_>, view: &str) -> Result<Result<Vec<S
               WHERE d.classid = 'pg_rewrite'::regclass AND d.refclassid = 'pg_class'::regclass
                 AND rw.ev_class = format('dyngate.%I', $1::text)::regclass AND c.oid <> rw.ev_class
               GROUP BY c.oid, n.nspname, c.relname, c.relkind, c.relpersistence",
-            &[&view],
+            &[(&view, Type::TEXT)],
         )
         .await?;
     let mut sources = Vec::new();

@@ -224,26 +224,29 @@ pub async fn record(
 /// Records that table `id`'s content is up to date with the caller's snapshot (`applied`), or
 /// that its next refresh must be full.
 pub async fn mark_applied(c: &impl GenericClient, id: i64, applied: bool) -> Result<(), tokio_postgres::Error> {
+    // Typed statements: one round trip each, nothing prepared (this runs with every refresh).
     if applied {
-        c.execute(
+        c.query_typed(
             "INSERT INTO dyngate.applied (dynamic_table_id, snapshot) VALUES ($1, pg_catalog.pg_current_snapshot())
              ON CONFLICT (dynamic_table_id) DO UPDATE SET snapshot = excluded.snapshot",
-            &[&id],
+            &[(&id, Type::INT8)],
         )
         .await?;
     } else {
-        c.execute("DELETE FROM dyngate.applied WHERE dynamic_table_id = $1", &[&id]).await?;
+        c.query_typed("DELETE FROM dyngate.applied WHERE dynamic_table_id = $1", &[(&id, Type::INT8)])
+            .await?;
     }
     Ok(())
 }
 
 /// The snapshot table `id` is up to date with (None: the next refresh is full).
 pub async fn applied_snapshot(c: &impl GenericClient, id: i64) -> Result<Option<String>, tokio_postgres::Error> {
-    Ok(
-        c.query_opt("SELECT snapshot::text FROM dyngate.applied WHERE dynamic_table_id = $1", &[&id])
-            .await?
-            .map(|r| r.get(0)),
+    Ok(c.query_typed_opt(
+        "SELECT snapshot::text FROM dyngate.applied WHERE dynamic_table_id = $1",
+        &[(&id, Type::INT8)],
     )
+    .await?
+    .map(|r| r.get(0)))
 }
 
 /// What the sources logged since the snapshot `applied`, read in the caller's snapshot.
@@ -276,7 +279,7 @@ pub async fn pending(tx: &Transaction<'_>, sources: &mut [SourceTable], applied:
     };
     for s in sources.iter_mut() {
         let row = tx
-            .query_one(
+            .query_typed_one(
                 &format!(
                     "SELECT (SELECT count(*) FROM ({}) AS pending),
                             EXISTS (SELECT 1 FROM dyngate.truncation
@@ -284,7 +287,7 @@ pub async fn pending(tx: &Transaction<'_>, sources: &mut [SourceTable], applied:
                             (SELECT greatest(reltuples, pg_stat_get_live_tuples(oid), 0)::float8 FROM pg_class WHERE oid = $1)",
                     delta::pending_changes(s, applied)
                 ),
-                &[&s.oid, &applied],
+                &[(&s.oid, Type::OID), (&applied, Type::TEXT)],
             )
             .await?;
         let changes = row.get::<_, i64>(0);
@@ -295,9 +298,9 @@ pub async fn pending(tx: &Transaction<'_>, sources: &mut [SourceTable], applied:
         // Asked only then: pg_stats is a view that takes a third of a millisecond to plan.
         if changes >= ANALYZE_FROM {
             let analyzed: bool = tx
-                .query_one(
+                .query_typed_one(
                     "SELECT EXISTS (SELECT 1 FROM pg_stats WHERE schemaname = 'dyngate' AND tablename = $1)",
-                    &[&capture::log_table(s.oid)],
+                    &[(&capture::log_table(s.oid), Type::TEXT)],
                 )
                 .await?
                 .get(0);
@@ -481,17 +484,21 @@ pub async fn shape(
     view: &str,
     sources: &[SourceTable],
 ) -> Result<Option<Shape>, tokio_postgres::Error> {
-    let table = table_columns(tx, target).await?;
-    let query = query_columns(tx, view).await?;
+    // The two lists in one round trip (pipelined).
+    let (table, query) = tokio::try_join!(table_columns(tx, target), query_columns(tx, view))?;
     let layout = match plan {
         Plan::Rows { .. } => Layout::Rows,
         Plan::Groups { .. } => {
             let keys = in_place::key_columns(plan, &table).unwrap_or_default();
             // Whether it has a state table, and the key index: one round trip.
             let row = tx
-                .query_one(
+                .query_typed_one(
                     &format!("SELECT pg_catalog.to_regclass(format('dyngate.%I', $3::text)) IS NOT NULL, {KEY_INDEX}"),
-                    &[&target, &keys, &groups::state_table(id)],
+                    &[
+                        (&target, Type::TEXT),
+                        (&keys, Type::TEXT_ARRAY),
+                        (&groups::state_table(id), Type::TEXT),
+                    ],
                 )
                 .await?;
             let (state, indexed): (bool, bool) = (row.get(0), row.get(1));
@@ -514,7 +521,10 @@ pub async fn forget(tx: &Transaction<'_>, id: i64) -> Result<(), tokio_postgres:
 }
 
 /// Applies the changes since `applied` to table `id` (`target`, quoted, of `shape`) as `owner`;
-/// the rows it wrote (a grouped table's: the groups written less those deleted in place).
+/// the rows it wrote (a grouped table's: the groups written less those deleted in place). In a
+/// transaction with JIT off (the refresh's): the planner's costs count the sources' whole size
+/// (it cannot know a delta is small), which turns on JIT compilation: measured, 260 of 330 ms
+/// for 14k changes joined with 100k rows.
 #[allow(clippy::too_many_arguments)]
 pub async fn apply(
     tx: &Transaction<'_>,
@@ -528,9 +538,6 @@ pub async fn apply(
 ) -> Result<u64, ApplyError> {
     check_sources(plan, sources).map_err(ApplyError::Plan)?;
     let no_apply = || ApplyError::Plan("no apply for this plan".into());
-    // The planner's costs count the sources' whole size (it cannot know a delta is small), which
-    // turns on JIT compilation: measured, 260 of 330 ms for 14k changes joined with 100k rows.
-    tx.batch_execute("SET LOCAL jit = off").await?;
     let sql = match shape.layout {
         Layout::Rows => delta::apply_sql(plan, sources, applied, target, &shape.table),
         Layout::State => groups::apply_sql(plan, id, sources, applied, target, &shape.table, &shape.query),
