@@ -1221,3 +1221,68 @@ async fn a_log_full_of_changes_gets_statistics() {
     assert!(statistics().await > 0, "3000 changes: analyzed");
     assert_eq!(content(&c, "by_kind").await, content(&c, &format!("({query})")).await);
 }
+
+async fn relation_size(c: &Client, rel: &str) -> i64 {
+    c.query_one("SELECT pg_relation_size($1::text::regclass)", &[&rel])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// A log every reader has applied is emptied with TRUNCATE (its file given back, not left to
+/// vacuum); one still needed by a reader, or in use by a writer whose changes are not committed
+/// yet, has its applied rows deleted instead, and nothing is lost.
+#[tokio::test]
+async fn drained_logs_are_truncated() {
+    let (pg, db, _gw, c) = setup().await;
+    let query = "SELECT id, amount FROM orders WHERE amount > 100";
+    for t in ["big_a", "big_b"] {
+        c.batch_execute(&format!("CREATE DYNAMIC TABLE {t} FRESHNESS = INTERVAL '1' DAY AS {query}"))
+            .await
+            .unwrap();
+    }
+    let log = text(
+        &c,
+        "SELECT format('dyngate.%I', log_table) FROM dyngate.change_capture WHERE source = 'orders'::regclass",
+    )
+    .await;
+    let same = |t: &'static str| {
+        let c = &c;
+        async move { assert_eq!(content(c, t).await, content(c, &format!("({query})")).await, "{t}") }
+    };
+    c.batch_execute("UPDATE orders SET amount = amount + 1 WHERE id % 2 = 0; DELETE FROM orders WHERE id % 7 = 0")
+        .await
+        .unwrap();
+    // big_b has not applied them: they stay.
+    refresh(&c, "big_a").await;
+    let logged = log_rows(&c).await;
+    assert!(logged > 200, "{logged}");
+    assert!(relation_size(&c, &log).await > 0);
+    refresh(&c, "big_b").await;
+    assert_eq!(log_rows(&c).await, 0);
+    assert_eq!(relation_size(&c, &log).await, 0, "a drained log is truncated");
+    same("big_a").await;
+    same("big_b").await;
+
+    // A writer's transaction is open on the log: its rows are deleted, not truncated, and the
+    // refreshes do not wait for it.
+    let direct = connect(&pg.url_for("postgres", &pg.password, &db)).await;
+    c.batch_execute("INSERT INTO orders VALUES (5000, NULL, 5000, NULL)").await.unwrap();
+    direct
+        .batch_execute("BEGIN; INSERT INTO orders VALUES (6000, NULL, 6000, NULL)")
+        .await
+        .unwrap();
+    for t in ["big_a", "big_b"] {
+        refresh(&c, t).await;
+        assert_eq!(last_refresh(&c, t).await, ("INCREMENTAL".into(), Some(1)));
+    }
+    assert_eq!(log_rows(&c).await, 0, "the writer's row is not committed yet");
+    assert!(relation_size(&c, &log).await > 0, "deleted, not truncated");
+    direct.batch_execute("COMMIT").await.unwrap();
+    for t in ["big_a", "big_b"] {
+        refresh(&c, t).await;
+        assert_eq!(last_refresh(&c, t).await, ("INCREMENTAL".into(), Some(1)));
+        same(t).await;
+    }
+    assert_eq!(relation_size(&c, &log).await, 0);
+}

@@ -75,7 +75,7 @@ impl Manager {
             client.discard_on_drop(false);
         }
         let (outcome, sources) = result?;
-        if let Err(e) = incremental::discard_applied(&**client, &sources).await {
+        if let Err(e) = incremental::discard_applied(client, &sources).await {
             // The next refresh tries again; until then the log only grows.
             tracing::warn!(table = %dt.name, error = %e, "discarding applied changes");
         }
