@@ -158,20 +158,23 @@ pub async fn unbind_query(tx: &Transaction<'_>, view: &str) -> Result<(), tokio_
 }
 
 /// Creates the table as `role` and fills it for the first time. `target` is the quoted,
-/// schema-qualified name; `columns` the declared column list, if any (else the query's columns).
+/// schema-qualified name; `columns` the declared column list, if any (else the query's columns);
+/// `storage` its storage parameters, if any (`name = value, ...`, made by dyngate).
 pub async fn create(
     tx: &Transaction<'_>,
     role: &str,
     target: &str,
     columns: Option<&str>,
+    storage: Option<&str>,
     query: &str,
 ) -> Result<Refreshed, tokio_postgres::Error> {
+    let with = storage.map(|s| format!(" WITH ({s})")).unwrap_or_default();
     let rows = match columns {
         Some(cols) => {
-            run_as(tx, role, &format!("CREATE TABLE {target} ({cols})")).await?;
+            run_as(tx, role, &format!("CREATE TABLE {target} ({cols}){with}")).await?;
             run_as(tx, role, &format!("INSERT INTO {target} SELECT * FROM ({query}) AS dyngate_query")).await?
         }
-        None => run_as(tx, role, &format!("CREATE TABLE {target} AS {query}")).await?,
+        None => run_as(tx, role, &format!("CREATE TABLE {target}{with} AS {query}")).await?,
     };
     Ok(Refreshed {
         action: RefreshAction::Full,

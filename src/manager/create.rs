@@ -231,7 +231,17 @@ impl Manager {
                 // that starts after the fill misses nothing.
                 incremental::prepare(&tx, &decision).await?;
                 // User SQL runs with the requester's privileges (see engine::postgres::run_as).
-                let filled = engine::postgres::create(&tx, who.user, &name.quoted(), c.columns.as_deref(), &bound.resolved).await?;
+                // With no column list, the table has the query's columns, which the decision knows.
+                let storage = c.columns.is_none().then(|| decision.storage()).flatten();
+                let filled = engine::postgres::create(
+                    &tx,
+                    who.user,
+                    &name.quoted(),
+                    c.columns.as_deref(),
+                    storage.as_deref(),
+                    &bound.resolved,
+                )
+                .await?;
                 incremental::record(&tx, id, &name.quoted(), &decision, who.user, true, self.capture()).await?;
                 (filled.rows, decision.action())
             }

@@ -84,6 +84,18 @@ impl Decision {
             Decision::Full { .. } => "FULL",
         }
     }
+
+    /// The storage parameters of a table made from its query (CREATE ... AS, no column list):
+    /// a table that will be its own state is made with the fillfactor its in-place updates
+    /// need, so that even its first rows leave room on their pages (refill_state sets it on
+    /// the other tables that are their own state, for the pages written after).
+    pub fn storage(&self) -> Option<String> {
+        let Decision::Incremental { sources, plan, columns } = self else {
+            return None;
+        };
+        (in_place::check(plan, columns, columns, sources).is_ok() && in_place::key_columns(plan, columns).is_some())
+            .then(|| format!("fillfactor = {}", groups::STATE_FILLFACTOR))
+    }
 }
 
 /// How the query bound in view `dyngate.<view>` (printed as `resolved`) is to be refreshed. An
