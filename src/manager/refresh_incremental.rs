@@ -122,11 +122,6 @@ impl Manager {
         }
         let target = dt.name.quoted();
         let query = dt.refresh_query();
-        // The owner must still be allowed to read the sources: the changes are read from logs
-        // the owner may read, and no change at all reads nothing. Planning the query (no row
-        // fetched) checks it, with PostgreSQL's own error.
-        engine::postgres::run_as(&tx, &dt.owner, &format!("SELECT * FROM ({query}) AS dyngate_query LIMIT 0")).await?;
-
         let mut sources = Vec::new();
         let mut changes = None;
         let mut unanalyzed = Vec::new();
@@ -135,9 +130,19 @@ impl Manager {
         let plan = (dt.refresh_action == "INCREMENTAL")
             .then(|| incremental::analyze::analyze(query).ok())
             .flatten();
-        if let (Some(applied), Some(view), Some(_)) = (&applied, &dt.query_view, &plan)
-            && let Ok(s) = capture::sources_of(&tx, view).await?
-        {
+        // The owner must still be allowed to read the sources: the changes are read from logs
+        // the owner may read, and no change at all reads nothing. Planning the query (no row
+        // fetched) checks it, with PostgreSQL's own error. Pipelined with the read of the sources
+        // (should the check fail, its error is the one returned).
+        let view = dt.query_view.as_deref().filter(|_| applied.is_some() && plan.is_some());
+        let probe = format!("SELECT * FROM ({query}) AS dyngate_query LIMIT 0");
+        let (_, found) = tokio::try_join!(engine::postgres::run_as(&tx, &dt.owner, &probe), async {
+            match view {
+                Some(view) => capture::sources_of(&tx, view).await.map(Some),
+                None => Ok(None),
+            }
+        })?;
+        if let (Some(applied), Some(Ok(s))) = (&applied, found) {
             sources = s;
             let truncated = match collect::fetch_gap(&tx, &self.pool, &mut sources, &dt.owner, applied).await? {
                 collect::Peeked::Gap => {
