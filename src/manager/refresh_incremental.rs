@@ -16,7 +16,8 @@
 //! (analyzing first a log full of changes that has no planner statistics yet:
 //! engine::incremental::analyze_logs), or record NO_DATA when there were none; record the new
 //! applied snapshot and the history row (action and changes). After the commit, the logged rows
-//! every reader has applied are deleted. (Partitioned tables are never incremental: their
+//! every reader has applied are discarded (engine::incremental::discard_applied: a log that
+//! nobody needs any more is truncated). (Partitioned tables are never incremental: their
 //! refreshes replace partitions.)
 
 use tokio_postgres::IsolationLevel;

@@ -42,7 +42,8 @@
 //!
 //! Which changes a refresh applies: those of transactions visible in its snapshot and not in the
 //! snapshot the table was last brought up to date with (`applied_snapshot`); the log rows every
-//! reader has applied are deleted after the refresh.
+//! reader has applied are discarded after the refresh (a log nobody needs any more is
+//! truncated: incremental::discard_applied).
 
 use tokio_postgres::Transaction;
 use tokio_postgres::types::Type;
