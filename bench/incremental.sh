@@ -26,8 +26,8 @@
 #   BENCH_ORDERS=1000000 bench/incremental.sh     # smaller data
 #
 # Settings (environment): BENCH_ORDERS (10000000), BENCH_CUSTOMERS (100000), BENCH_SECONDS (15),
-# BENCH_AMOUNT_TYPE (numeric(12,2)), BENCH_APPLY_ROUNDS (3), BENCH_PARTS (write apply: "apply" skips the write path and
-# concurrency), BENCH_CAPTURE (triggers: dyngate's --capture, its default; wal for logical decoding),
+# BENCH_AMOUNT_TYPE (numeric(12,2)), BENCH_APPLY_ROUNDS (3), BENCH_PARTS (write apply: "apply"
+# skips the write path and concurrency), BENCH_CAPTURE (triggers: dyngate's --capture, its default; wal for logical decoding),
 # BENCH_DYNGATE_BIN (a binary instead of building this checkout), BENCH_KEEP (1: keep the work dir).
 # Everything runs on loopback ports chosen at run time; everything started is stopped on exit.
 set -euo pipefail
