@@ -81,6 +81,13 @@ fn counted_by(g: &Grouped<'_>, e: &str) -> Option<usize> {
         .position(|o| matches!(o, Output::Agg(Agg::Count, Some(c)) if c == e))
 }
 
+/// The key columns (see [`key_columns`]) of a table that can be its own state ([`check`]);
+/// None if it cannot.
+pub fn own_state_keys(plan: &Plan, table: &[Column], query: &[Column], sources: &[SourceTable]) -> Option<Vec<String>> {
+    check(plan, table, query, sources).ok()?;
+    key_columns(plan, table)
+}
+
 /// The table's columns holding the group keys (for each key, the first output of it), unquoted.
 pub fn key_columns(plan: &Plan, table: &[Column]) -> Option<Vec<String>> {
     let g = grouped(plan)?;

@@ -94,8 +94,7 @@ impl Decision {
         let Decision::Incremental { sources, plan, columns } = self else {
             return None;
         };
-        (in_place::check(plan, columns, columns, sources).is_ok() && in_place::key_columns(plan, columns).is_some())
-            .then(|| format!("fillfactor = {}", groups::STATE_FILLFACTOR))
+        in_place::own_state_keys(plan, columns, columns, sources).map(|_| format!("fillfactor = {}", groups::STATE_FILLFACTOR))
     }
 }
 
@@ -413,9 +412,7 @@ pub async fn refill_state(
     };
     tx.batch_execute(&groups::drop_state_sql(id)).await?;
     let table = table_columns(tx, target).await?;
-    if in_place::check(plan, &table, query, sources).is_ok()
-        && let Some(keys) = in_place::key_columns(plan, &table)
-    {
+    if let Some(keys) = in_place::own_state_keys(plan, &table, query, sources) {
         let row = tx
             .query_typed_one(
                 &format!("SELECT {KEY_INDEX}, {OWN_FILLFACTOR}"),
@@ -617,6 +614,13 @@ const READERS: &str = "SELECT a.snapshot AS applied_snapshot FROM dyngate.dynami
                       AND d.refclassid = 'pg_class'::regclass AND d.refobjid = $1
      WHERE t.refresh_action = 'INCREMENTAL'";
 
+/// That every reader (the CTE `readers`, of [`READERS`]) has applied the change of transaction
+/// `xid` (an SQL expression): what the discard deletes, and what a log must hold only of to be
+/// truncated.
+fn applied_by_every_reader(xid: &str) -> String {
+    format!("NOT EXISTS (SELECT 1 FROM readers r WHERE NOT pg_visible_in_snapshot({xid}, r.applied_snapshot))")
+}
+
 /// Discards the logged changes of `sources` that every incremental reader has applied (those
 /// whose next refresh is full need none); how many. Run on its own connection (READ COMMITTED)
 /// after a refresh committed; two running at once discard disjoint or equal rows, never wait
@@ -633,8 +637,8 @@ pub async fn discard_applied(c: &mut Client, sources: &[SourceTable]) -> Result<
                 .query_typed_raw(
                     &format!(
                         "WITH readers AS MATERIALIZED ({READERS})
-                         DELETE FROM {log} AS l
-                          WHERE NOT EXISTS (SELECT 1 FROM readers r WHERE NOT pg_visible_in_snapshot(l.{xid}, r.applied_snapshot))"
+                         DELETE FROM {log} AS l WHERE {}",
+                        applied_by_every_reader(&format!("l.{xid}"))
                     ),
                     [(&s.oid as &(dyn ToSql + Sync), Type::OID)],
                 )
@@ -645,9 +649,8 @@ pub async fn discard_applied(c: &mut Client, sources: &[SourceTable]) -> Result<
         c.query_typed(
             &format!(
                 "WITH readers AS MATERIALIZED ({READERS})
-                 DELETE FROM dyngate.truncation AS l
-                  WHERE l.source = $1
-                    AND NOT EXISTS (SELECT 1 FROM readers r WHERE NOT pg_visible_in_snapshot(l.xid, r.applied_snapshot))"
+                 DELETE FROM dyngate.truncation AS l WHERE l.source = $1 AND {}",
+                applied_by_every_reader("l.xid")
             ),
             &[(&s.oid, Type::OID)],
         )
@@ -686,8 +689,8 @@ async fn truncate_drained(c: &mut Client, oid: u32) -> Result<Option<u64>, tokio
         tx.query_typed_one(
             &format!(
                 "WITH readers AS MATERIALIZED ({READERS})
-                 SELECT count(*), coalesce(bool_and(NOT EXISTS (SELECT 1 FROM readers r WHERE NOT pg_visible_in_snapshot(l.{xid}, r.applied_snapshot))), true)
-                   FROM {log} AS l"
+                 SELECT count(*), coalesce(bool_and({}), true) FROM {log} AS l",
+                applied_by_every_reader(&format!("l.{xid}"))
             ),
             &[(&oid, Type::OID)],
         )
