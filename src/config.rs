@@ -8,6 +8,8 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+
+use crate::core::{EngineKind, SchedulerKind};
 use std::time::Duration;
 
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
@@ -260,58 +262,6 @@ fn parse_dolphinscheduler_version(s: &str) -> Result<crate::scheduler::dolphinsc
 
 fn parse_airflow_api(s: &str) -> Result<crate::scheduler::airflow::ApiVersion, String> {
     crate::scheduler::airflow::ApiVersion::parse(s).ok_or_else(|| format!("unknown Airflow API {s:?} (v1 for Airflow 2, v2 for Airflow 3)"))
-}
-
-/// A workflow scheduler for FULL-mode tables.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum SchedulerKind {
-    Embedded,
-    Airflow,
-    #[value(name = "dolphinscheduler")]
-    DolphinScheduler,
-}
-
-impl SchedulerKind {
-    pub fn name(self) -> &'static str {
-        match self {
-            SchedulerKind::Embedded => "embedded",
-            SchedulerKind::Airflow => "airflow",
-            SchedulerKind::DolphinScheduler => "dolphinscheduler",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<SchedulerKind> {
-        match s {
-            "embedded" => Some(SchedulerKind::Embedded),
-            "airflow" => Some(SchedulerKind::Airflow),
-            "dolphinscheduler" => Some(SchedulerKind::DolphinScheduler),
-            _ => None,
-        }
-    }
-}
-
-/// What refreshes a dynamic table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum EngineKind {
-    Postgres,
-    Flink,
-}
-
-impl EngineKind {
-    pub fn name(self) -> &'static str {
-        match self {
-            EngineKind::Postgres => "postgres",
-            EngineKind::Flink => "flink",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<EngineKind> {
-        match s {
-            "postgres" => Some(EngineKind::Postgres),
-            "flink" => Some(EngineKind::Flink),
-            _ => None,
-        }
-    }
 }
 
 /// An error in the configuration, reported before anything starts.

@@ -8,6 +8,7 @@
 pub mod backend;
 pub mod catalog;
 pub mod config;
+pub mod core;
 pub mod embedded;
 pub mod engine;
 pub mod handler;

@@ -9,7 +9,8 @@ use tokio::sync::watch;
 
 use crate::backend::{Backend, ServicePool};
 use crate::catalog::{self, MigrateError};
-use crate::config::{EngineKind, SchedulerKind, ServeArgs};
+use crate::config::ServeArgs;
+use crate::core::{EngineKind, SchedulerKind};
 use crate::embedded::{self, Cluster};
 use crate::engine::flink::cluster::Cluster as FlinkCluster;
 use crate::engine::flink::engine::{FlinkConfig, FlinkEngine, SinkTarget};

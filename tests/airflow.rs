@@ -304,7 +304,7 @@ async fn full_tables_scheduled_by_airflow() {
     // A tick passes while suspended (Airflow's next run then points at it) ...
     let next_run = async |key: &str| {
         let dag = api.dag(&id).await.unwrap().unwrap();
-        dag[key].as_str().map(|t| dyngate::http::time::parse_instant(t).unwrap())
+        dag[key].as_str().map(|t| dyngate::core::time::parse_instant(t).unwrap())
     };
     until("a tick missed while suspended", 90, async || {
         next_run(next_field()).await.filter(|t| *t < epoch_now()).map(|_| ())

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::dolphin::{FakeDolphin, Fire, Version, both};
-use dyngate::manager::rules::{Freshness, Unit};
+use dyngate::core::rules::{Freshness, Unit};
 use dyngate::scheduler::client::Endpoint;
 use dyngate::scheduler::dolphinscheduler::{self as ds, Config, DolphinScheduler, WorkflowHandle};
 use dyngate::scheduler::{Handle, Plugin, PluginError, Repair, Target};
@@ -541,7 +541,7 @@ async fn fire(v: Version) {
     assert_eq!(req.tables[0].name, "Orders \"EU\"");
     assert_eq!(
         req.schedule_time,
-        dyngate::http::time::ScheduleTime::Local(1_704_153_900),
+        dyngate::core::time::ScheduleTime::Local(1_704_153_900),
         "2024-01-02 00:05:00, in the table's zone"
     );
     assert_eq!(req.scheduler_run_id, Some(fired.instance_id.to_string()));

@@ -10,26 +10,7 @@ pub mod flink;
 pub mod incremental;
 pub mod postgres;
 
-/// What a refresh did, as recorded in the history.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RefreshAction {
-    /// Nothing changed in the sources.
-    NoData,
-    /// Recomputed from scratch.
-    Full,
-    /// Applied only what changed.
-    Incremental,
-}
-
-impl RefreshAction {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RefreshAction::NoData => "NO_DATA",
-            RefreshAction::Full => "FULL",
-            RefreshAction::Incremental => "INCREMENTAL",
-        }
-    }
-}
+use crate::core::RefreshAction;
 
 /// The result of filling or refreshing a table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -15,8 +15,9 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::Type;
 use tokio_postgres::{Client, Transaction};
 
-use crate::engine::{RefreshAction, Refreshed};
-use crate::manager::rules::{quote_ident, quote_literal};
+use crate::core::RefreshAction;
+use crate::core::{quote_ident, quote_literal};
+use crate::engine::Refreshed;
 
 /// Key space of the advisory locks that serialize creating the per-role functions.
 const RUNNER_LOCK_SPACE: i32 = 0x6479_6e72; // "dynr"

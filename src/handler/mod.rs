@@ -11,9 +11,10 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
+use crate::core::{Error, Requester};
+use crate::manager::Manager;
 use crate::manager::create::Created;
 use crate::manager::flink_sql::FlinkOutcome;
-use crate::manager::{Manager, ManagerError, Requester};
 use crate::sql::dynamic::{self, AlterAction, DtStatement, ParseError};
 use crate::sql::flink::{FlinkKind, FlinkStatement};
 use crate::wire::codec::PgError;
@@ -84,7 +85,7 @@ impl MoreRows {
     /// The next batch; None at the end.
     pub async fn next(&self) -> Option<Result<Vec<Vec<Option<String>>>, PgError>> {
         let batch = self.0.lock().await.recv().await?;
-        Some(batch.map_err(|e| manager_error(ManagerError::Flink(e))))
+        Some(batch.map_err(|e| manager_error(e.into())))
     }
 }
 
@@ -342,16 +343,16 @@ fn parse_error(e: ParseError) -> PgError {
     PgError::error(e.sqlstate(), e.to_string())
 }
 
-fn manager_error(e: ManagerError) -> PgError {
+fn manager_error(e: Error) -> PgError {
     let code = e.sqlstate().to_string();
     match e {
-        ManagerError::Postgres { message, detail, hint, .. } => {
+        Error::Postgres { message, detail, hint, .. } => {
             let mut err = PgError::error(code, message);
             err.detail = detail;
             err.hint = hint;
             err
         }
-        ManagerError::InTransaction(_) => {
+        Error::InTransaction(_) => {
             PgError::error(code, e.to_string()).with_hint("Run it outside BEGIN ... COMMIT; SHOW and DESCRIBE work inside.")
         }
         e => PgError::error(code, e.to_string()),

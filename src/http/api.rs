@@ -10,7 +10,7 @@
 //! - `GET /v3/dynamic-tables`, `GET /v3/dynamic-tables/{name}`, `GET /v3/jobs/{jobId}`.
 //!
 //! Errors are JSON `{"error": "...", "sqlstate": "..."}` with the status of
-//! [`ManagerError::http_status`]. A bearer token (`--http-token`) protects these routes when set.
+//! [`Error::http_status`]. A bearer token (`--http-token`) protects these routes when set.
 
 use std::sync::Arc;
 
@@ -21,9 +21,9 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
+use crate::core::Error;
+use crate::core::time::{ScheduleTime, parse_schedule_time};
 use crate::http::AppState;
-use crate::http::time::{ScheduleTime, parse_schedule_time};
-use crate::manager::ManagerError;
 use crate::sql::dynamic::{TableName, parse_table_name};
 
 /// A parsed refresh request.
@@ -113,7 +113,7 @@ fn error(status: StatusCode, message: impl Into<String>, sqlstate: Option<&str>)
     (status, Json(body)).into_response()
 }
 
-fn manager_error(e: ManagerError) -> Response {
+fn manager_error(e: Error) -> Response {
     let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     error(status, e.to_string(), Some(e.sqlstate()))
 }
@@ -197,7 +197,7 @@ pub async fn one(State(state): State<Arc<AppState>>, headers: HeaderMap, Path(na
         Ok(mut rows) if !rows.is_empty() => Json(rows.remove(0)).into_response(),
         Ok(_) => {
             let q = format!("{}.{}", name.schema.as_deref().unwrap_or("public"), name.name);
-            manager_error(ManagerError::NotFound(q))
+            manager_error(Error::NotFound(q))
         }
         Err(e) => manager_error(e),
     }

@@ -5,7 +5,6 @@
 //! Client-facing bodies never carry connection strings or passwords; details go to the log.
 
 pub mod api;
-pub mod time;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI32, Ordering};

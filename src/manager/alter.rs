@@ -14,14 +14,16 @@ use std::sync::Arc;
 
 use tokio_postgres::Transaction;
 
-use crate::config::SchedulerKind;
+use crate::core::SchedulerKind;
+use crate::core::rules::Freshness;
+use crate::core::{Error, Requester};
+use crate::core::{LogicalMode, RefreshMode, rules};
 use crate::engine::incremental;
+use crate::manager::Manager;
 use crate::manager::catalog::{self, DtRow};
-use crate::manager::create::{TIME_ZONE_OPTION, check_time_zone, not_incremental, refresh_mode_name};
+use crate::manager::create::{TIME_ZONE_OPTION, check_time_zone, not_incremental};
 use crate::manager::drop::TABLE_LOCK_SPACE;
 use crate::manager::external::{self, SCHEDULER_OPTION, Scheduled};
-use crate::manager::rules::{self, Freshness, LogicalMode, RefreshMode};
-use crate::manager::{Manager, ManagerError, Requester};
 use crate::scheduler::{Handle, Plugin};
 use crate::sql::dynamic::{Options, TableName};
 
@@ -36,7 +38,7 @@ struct Switched {
 
 impl Switched {
     /// Commits `tx`, then removes the old schedule; a failed commit removes the new one instead.
-    async fn commit(self, manager: &Manager, tx: Transaction<'_>, dt: &DtRow) -> Result<(), ManagerError> {
+    async fn commit(self, manager: &Manager, tx: Transaction<'_>, dt: &DtRow) -> Result<(), Error> {
         if let Err(e) = tx.commit().await {
             if let Some((plugin, handle)) = self.registered {
                 plugin.unregister(&handle).await.ok();
@@ -58,17 +60,17 @@ pub struct Altered {
 
 impl Manager {
     /// Loads a dynamic table for a change by `who`, who must be a member of the owner's role.
-    pub(crate) async fn for_change(&self, who: &Requester<'_>, name: &TableName, action: &'static str) -> Result<DtRow, ManagerError> {
+    pub(crate) async fn for_change(&self, who: &Requester<'_>, name: &TableName, action: &'static str) -> Result<DtRow, Error> {
         self.check_database(who)?;
         if who.in_transaction {
-            return Err(ManagerError::InTransaction("ALTER DYNAMIC TABLE"));
+            return Err(Error::InTransaction("ALTER DYNAMIC TABLE"));
         }
         let mut client = self.pool.get().await?;
         let dt = self.load_existing(&mut client, who, name).await?;
         Self::require_member(&*client, who, &dt, action).await?;
         if dt.status == "INITIALIZING" {
             // Flink's words: its first job is still being started.
-            return Err(ManagerError::WrongState(format!(
+            return Err(Error::WrongState(format!(
                 "Dynamic table {} is being initialized and does not support {action} operation.",
                 dt.name
             )));
@@ -81,7 +83,7 @@ impl Manager {
     ///
     /// `options` (RESUME WITH) replace the table's refresh options, which its scheduler sends with
     /// each refresh call from then on.
-    async fn set_status(&self, dt: &DtRow, from: &str, to: &str, options: Option<&BTreeMap<String, String>>) -> Result<(), ManagerError> {
+    async fn set_status(&self, dt: &DtRow, from: &str, to: &str, options: Option<&BTreeMap<String, String>>) -> Result<(), Error> {
         let active = to == "ACTIVATED";
         let options = options.map(|o| serde_json::to_string(o).unwrap_or_default());
         let mut client = self.pool.get().await?;
@@ -100,7 +102,7 @@ impl Manager {
             )
             .await?;
         if row.is_none() {
-            return Err(ManagerError::WrongState(format!(
+            return Err(Error::WrongState(format!(
                 "Dynamic table {} changed concurrently; try again.",
                 dt.name
             )));
@@ -108,7 +110,7 @@ impl Manager {
         // The schedule as of now (the locks keep it so until the commit).
         let current = catalog::load_by_id(&tx, dt.id)
             .await?
-            .ok_or_else(|| ManagerError::NotFound(dt.name.to_string()))?;
+            .ok_or_else(|| Error::NotFound(dt.name.to_string()))?;
         let schedule = match external::schedule_of(&current) {
             Some((kind, mut handle)) if !handle.is_none() => {
                 let plugin = self.plugin(kind)?;
@@ -143,10 +145,10 @@ impl Manager {
         Ok(())
     }
 
-    pub async fn suspend(&self, who: &Requester<'_>, name: &TableName) -> Result<Altered, ManagerError> {
+    pub async fn suspend(&self, who: &Requester<'_>, name: &TableName) -> Result<Altered, Error> {
         let dt = self.for_change(who, name, "suspend").await?;
         if dt.status == "SUSPENDED" {
-            return Err(ManagerError::WrongState(format!("Dynamic table {} is already suspended.", dt.name)));
+            return Err(Error::WrongState(format!("Dynamic table {} is already suspended.", dt.name)));
         }
         if dt.engine == "flink" && dt.refresh_mode == "CONTINUOUS" {
             self.flink_suspend(&dt).await?;
@@ -158,7 +160,7 @@ impl Manager {
         Ok(Altered { notices: vec![] })
     }
 
-    pub async fn resume(&self, who: &Requester<'_>, name: &TableName, options: &Options) -> Result<Altered, ManagerError> {
+    pub async fn resume(&self, who: &Requester<'_>, name: &TableName, options: &Options) -> Result<Altered, Error> {
         let dt = self.for_change(who, name, "resume").await?;
         let mut notices = Vec::new();
         let options: Option<BTreeMap<String, String>> = (!options.is_empty()).then(|| options.iter().cloned().collect());
@@ -181,7 +183,7 @@ impl Manager {
             let options = options.unwrap_or_else(|| dt.refresh_options.clone());
             let reloaded = catalog::load_by_id(&*self.pool.get().await?, dt.id)
                 .await?
-                .ok_or_else(|| ManagerError::NotFound(dt.name.to_string()))?;
+                .ok_or_else(|| Error::NotFound(dt.name.to_string()))?;
             let notices = self.flink_resume(&reloaded, &options).await?;
             tracing::info!(table = %dt.name, by = who.user, "dynamic table resumed");
             return Ok(Altered { notices });
@@ -210,7 +212,7 @@ impl Manager {
         f: Freshness,
         to: Option<Arc<dyn Plugin>>,
         reason: &str,
-    ) -> Result<Switched, ManagerError> {
+    ) -> Result<Switched, Error> {
         let old = external::schedule_of(cur);
         let mut out = Switched::default();
         let Some(plugin) = to else {
@@ -248,7 +250,7 @@ impl Manager {
                         let queued = self.queue_removal(tx, old_kind, &old_handle, &cur.name, reason).await?;
                         out.removal = Some((old_kind, old_handle, queued));
                     }
-                    Ok::<_, ManagerError>(())
+                    Ok::<_, Error>(())
                 }
                 .await;
                 if let Err(e) = recorded {
@@ -261,7 +263,7 @@ impl Manager {
         Ok(out)
     }
 
-    pub async fn set_freshness(&self, who: &Requester<'_>, name: &TableName, f: Freshness) -> Result<Altered, ManagerError> {
+    pub async fn set_freshness(&self, who: &Requester<'_>, name: &TableName, f: Freshness) -> Result<Altered, Error> {
         let dt = self.for_change(who, name, "alter").await?;
         let logical = match dt.logical_mode.as_str() {
             "CONTINUOUS" => LogicalMode::Continuous,
@@ -271,7 +273,7 @@ impl Manager {
         let mode = rules::derive_mode(f, logical, self.threshold);
         // A Flink table moving between the modes (flink_alter.rs): checked, or its job stopped,
         // before anything changes.
-        let switching = dt.engine == "flink" && refresh_mode_name(mode) != dt.refresh_mode;
+        let switching = dt.engine == "flink" && mode.name() != dt.refresh_mode;
         let to_continuous = match switching && mode == RefreshMode::Continuous {
             true => Some(self.flink_plan_continuous(&dt).await?),
             false => None,
@@ -303,15 +305,15 @@ impl Manager {
             }
             return Err(e);
         }
-        tracing::info!(table = %dt.name, freshness = %f, mode = refresh_mode_name(mode), "freshness changed");
+        tracing::info!(table = %dt.name, freshness = %f, mode = mode.name(), "freshness changed");
         let mut notices = Vec::new();
-        if refresh_mode_name(mode) != dt.refresh_mode {
-            notices.push(format!("refresh mode of {} is now {}", dt.name, refresh_mode_name(mode)));
+        if mode.name() != dt.refresh_mode {
+            notices.push(format!("refresh mode of {} is now {}", dt.name, mode.name()));
         }
         if dt.engine == "flink" && mode == RefreshMode::Continuous {
             let cur = catalog::load_by_id(&*self.pool.get().await?, dt.id)
                 .await?
-                .ok_or_else(|| ManagerError::NotFound(dt.name.to_string()))?;
+                .ok_or_else(|| Error::NotFound(dt.name.to_string()))?;
             if switching && cur.status == "ACTIVATED" {
                 // The table was emptied with the change: a job started fresh fills it.
                 self.start_fresh(&cur).await?;
@@ -336,7 +338,7 @@ impl Manager {
         scheduler: Option<SchedulerKind>,
         to_continuous: Option<&[crate::engine::flink::tables::FlinkColumn]>,
         stopped: Option<&Option<String>>,
-    ) -> Result<(), ManagerError> {
+    ) -> Result<(), Error> {
         let plugin = scheduler.map(|k| self.plugin_for(k, f)).transpose()?;
         let secs = f.duration().as_secs() as i64;
         let mut client = self.pool.get().await?;
@@ -354,14 +356,14 @@ impl Manager {
                     altered_at = now(),
                     last_slot = now()
               WHERE id = $1",
-            &[&dt.id, &(f.n as i32), &f.unit.name(), &secs, &refresh_mode_name(mode)],
+            &[&dt.id, &(f.n as i32), &f.unit.name(), &secs, &mode.name()],
         )
         .await?;
         // The schedule follows: rescheduled, created for a table now FULL, removed for one now
         // CONTINUOUS (after the commit: a schedule is only lost once the catalog no longer needs it).
         let cur = catalog::load_by_id(&tx, dt.id)
             .await?
-            .ok_or_else(|| ManagerError::NotFound(dt.name.to_string()))?;
+            .ok_or_else(|| Error::NotFound(dt.name.to_string()))?;
         let switched = self.switch_schedule(&tx, &cur, f, plugin, "now CONTINUOUS").await?;
         switched.commit(self, tx, &cur).await?;
         Ok(())
@@ -374,12 +376,12 @@ impl Manager {
         name: &TableName,
         set: &[(String, String)],
         reset: &[String],
-    ) -> Result<Altered, ManagerError> {
+    ) -> Result<Altered, Error> {
         let dt = self.for_change(who, name, "alter").await?;
         for (k, v) in set {
             match k.as_str() {
                 "engine" if v != &dt.engine => {
-                    return Err(ManagerError::Unsupported(
+                    return Err(Error::Unsupported(
                         "changing the engine of a dynamic table is not supported yet".into(),
                     ));
                 }
@@ -387,13 +389,13 @@ impl Manager {
                     external::parse_kind(v)?;
                 }
                 incremental::ACTION_OPTION => {
-                    incremental::requested(&[(k.clone(), v.clone())]).map_err(ManagerError::InvalidOption)?;
+                    incremental::requested(&[(k.clone(), v.clone())]).map_err(Error::InvalidOption)?;
                 }
                 _ => {}
             }
         }
         if reset.iter().any(|k| k == "engine") {
-            return Err(ManagerError::Unsupported(
+            return Err(Error::Unsupported(
                 "changing the engine of a dynamic table is not supported yet".into(),
             ));
         }
@@ -408,7 +410,7 @@ impl Manager {
             .iter()
             .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
             .collect();
-        rules::partition_formatters(&flat, &dt.partitioned_by).map_err(ManagerError::InvalidOption)?;
+        rules::partition_formatters(&flat, &dt.partitioned_by).map_err(Error::InvalidOption)?;
         // The schedule's time zone is a column of its own; RESET puts it back to UTC.
         let time_zone = match options.get(TIME_ZONE_OPTION) {
             Some(tz) => tz.as_str().unwrap_or_default().to_string(),
@@ -448,10 +450,10 @@ impl Manager {
         let mut notices = Vec::new();
         let cur = catalog::load_by_id(&tx, dt.id)
             .await?
-            .ok_or_else(|| ManagerError::NotFound(dt.name.to_string()))?;
+            .ok_or_else(|| Error::NotFound(dt.name.to_string()))?;
         if action_changes && let Some(view) = &cur.query_view {
             // The next refresh is full; from then on, the action decided here.
-            let requested = incremental::requested(&flat).map_err(ManagerError::InvalidOption)?;
+            let requested = incremental::requested(&flat).map_err(Error::InvalidOption)?;
             let decision = incremental::decide(&tx, view, cur.refresh_query(), requested, !cur.partitioned_by.is_empty())
                 .await?
                 .map_err(|why| not_incremental(&dt.name, &why))?;

@@ -8,18 +8,20 @@
 //! next run; a failing new query would then surface only later. If the refresh fails, the whole
 //! ALTER is undone and the user gets PostgreSQL's error.
 
+use crate::core::names::new_job_id;
+use crate::core::{Error, Requester};
+use crate::core::{quote_ident, rules};
 use crate::engine;
 use crate::engine::incremental;
+use crate::manager::Manager;
 use crate::manager::alter::Altered;
 use crate::manager::catalog;
 use crate::manager::create::not_incremental;
 use crate::manager::drop::TABLE_LOCK_SPACE;
-use crate::manager::rules::{self, quote_ident};
-use crate::manager::{Manager, ManagerError, Requester, new_job_id};
 use crate::sql::dynamic::TableName;
 
 impl Manager {
-    pub async fn alter_query(&self, who: &Requester<'_>, name: &TableName, query: &str) -> Result<Altered, ManagerError> {
+    pub async fn alter_query(&self, who: &Requester<'_>, name: &TableName, query: &str) -> Result<Altered, Error> {
         let dt = self.for_change(who, name, "alter").await?;
         if dt.engine == "flink" {
             return self.flink_alter_query(who, &dt, query).await;
@@ -32,7 +34,7 @@ impl Manager {
             .await?;
         // Reloaded under the lock: a concurrent ALTER may have changed it.
         let Some(dt) = catalog::load_by_id(&tx, dt.id).await? else {
-            return Err(ManagerError::NotFound(dt.name.to_string()));
+            return Err(Error::NotFound(dt.name.to_string()));
         };
         let staged = format!("dt_{}_new", dt.id);
         let bound = engine::postgres::bind_query(&tx, &search_path, &staged, query).await?;
@@ -43,7 +45,7 @@ impl Manager {
             None => catalog::columns_of(&tx, &dt.name.quoted()).await?,
         };
         let proposed = catalog::columns_of(&tx, &format!("dyngate.{}", quote_ident(&staged))).await?;
-        let added = rules::appended_columns(&current, &proposed).map_err(|why| ManagerError::InvalidDefinition(format!("{why}.")))?;
+        let added = rules::appended_columns(&current, &proposed).map_err(|why| Error::InvalidDefinition(format!("{why}.")))?;
 
         // Swap the views: the old one goes (telling the drop guard it is ours), the staged one
         // takes its place.
@@ -73,7 +75,7 @@ impl Manager {
         // new one after the fill).
         incremental::drop_key_index(&tx, &dt.owner, dt.id, &dt.name.quoted()).await?;
         // Refreshed incrementally if the new query allows it (capture from before the refill).
-        let requested = incremental::requested(&dt.option_pairs()).map_err(ManagerError::InvalidOption)?;
+        let requested = incremental::requested(&dt.option_pairs()).map_err(Error::InvalidOption)?;
         let decision = incremental::decide(&tx, &view, &bound.resolved, requested, !dt.partitioned_by.is_empty())
             .await?
             .map_err(|why| not_incremental(&dt.name, &why))?;
@@ -90,7 +92,7 @@ impl Manager {
             let refreshed = catalog::RefreshRow {
                 started_at: Some(started_at),
                 ended: true,
-                action: Some(done.action.as_str()),
+                action: Some(done.action.name()),
                 data_time: Some(&data_time),
                 rows: Some(done.rows as i64),
                 ..catalog::RefreshRow::of(&dt, &job_id, "MANUAL", "SUCCEEDED")

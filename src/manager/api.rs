@@ -2,12 +2,14 @@
 //! table and schedule time), listing tables, reading a job. Refreshes run as each table's owner,
 //! as scheduled ones do.
 
-use crate::http::time::ScheduleTime;
+use crate::core::time::ScheduleTime;
 use std::sync::Arc;
 
+use crate::core::Trigger;
+use crate::core::names::new_job_id;
+use crate::core::{Error, QualifiedName};
+use crate::manager::Manager;
 use crate::manager::catalog::{self, ApiClaim, DtRow, JobPart};
-use crate::manager::refresh::Trigger;
-use crate::manager::{Manager, ManagerError, QualifiedName, new_job_id};
 use crate::sql::dynamic::TableName;
 
 /// What a refresh endpoint call started (or found started).
@@ -49,16 +51,16 @@ impl Manager {
         schedule_time: ScheduleTime,
         wait: bool,
         run_id: Option<&str>,
-    ) -> Result<ApiJob, ManagerError> {
+    ) -> Result<ApiJob, Error> {
         let client = self.pool.get().await?;
         let mut dts: Vec<(DtRow, i64)> = Vec::new();
         for t in tables {
             let name = Self::qualify(t);
             let Some(dt) = catalog::load(&*client, &name).await? else {
-                return Err(ManagerError::NotFound(name.to_string()));
+                return Err(Error::NotFound(name.to_string()));
             };
             if dt.status == "SUSPENDED" {
-                return Err(ManagerError::WrongState(format!("Dynamic table {name} is suspended.")));
+                return Err(Error::WrongState(format!("Dynamic table {name} is suspended.")));
             }
             let at = match schedule_time {
                 ScheduleTime::At(t) => t,
@@ -207,13 +209,13 @@ impl Manager {
     }
 
     /// The refreshes of one job; empty when there is no such job.
-    pub async fn job(&self, job_id: &str) -> Result<Vec<JobPart>, ManagerError> {
+    pub async fn job(&self, job_id: &str) -> Result<Vec<JobPart>, Error> {
         let client = self.pool.get().await?;
         Ok(catalog::job(&*client, job_id).await?)
     }
 
     /// Rows of the `dyngate.dynamic_tables` view, as JSON objects (all tables, or one).
-    pub async fn list_json(&self, one: Option<&TableName>) -> Result<Vec<serde_json::Value>, ManagerError> {
+    pub async fn list_json(&self, one: Option<&TableName>) -> Result<Vec<serde_json::Value>, Error> {
         let client = self.pool.get().await?;
         let q = one.map(Self::qualify);
         let rows = client

@@ -4,7 +4,7 @@
 use tokio_postgres::GenericClient;
 use tokio_postgres::types::Type;
 
-use crate::manager::QualifiedName;
+use crate::core::QualifiedName;
 
 /// A dynamic table's catalog row.
 #[derive(Debug, Clone)]
@@ -62,13 +62,11 @@ impl DtRow {
 
     /// The freshness, as recorded (the catalog only holds valid ones; a damaged row reads as
     /// one day).
-    pub fn freshness(&self) -> crate::manager::rules::Freshness {
-        crate::manager::rules::parse_freshness(&self.freshness_n.to_string(), &self.freshness_unit).unwrap_or(
-            crate::manager::rules::Freshness {
-                n: 1,
-                unit: crate::manager::rules::Unit::Day,
-            },
-        )
+    pub fn freshness(&self) -> crate::core::rules::Freshness {
+        crate::core::rules::parse_freshness(&self.freshness_n.to_string(), &self.freshness_unit).unwrap_or(crate::core::rules::Freshness {
+            n: 1,
+            unit: crate::core::rules::Unit::Day,
+        })
     }
 
     /// The freshness in seconds.

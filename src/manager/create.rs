@@ -2,13 +2,15 @@
 //! requester, and record it, all in one transaction: if the first fill fails, nothing remains
 //! (no table, no catalog row).
 
-use crate::config::EngineKind;
+use crate::core::EngineKind;
+use crate::core::names::new_job_id;
+use crate::core::{Error, QualifiedName, Requester};
+use crate::core::{RefreshMode, quote_ident, quote_literal, rules};
 use crate::engine;
 use crate::engine::incremental;
+use crate::manager::Manager;
 use crate::manager::catalog::{self, NewDt};
 use crate::manager::external;
-use crate::manager::rules::{self, LogicalMode, RefreshMode, quote_ident, quote_literal};
-use crate::manager::{Manager, ManagerError, QualifiedName, Requester, new_job_id};
 use crate::scheduler::Target;
 use crate::sql::dynamic::CreateDt;
 use tokio_postgres::Transaction;
@@ -30,26 +32,11 @@ pub enum Created {
     AlreadyExisted(String),
 }
 
-pub fn mode_name(m: LogicalMode) -> &'static str {
-    match m {
-        LogicalMode::Automatic => "AUTOMATIC",
-        LogicalMode::Continuous => "CONTINUOUS",
-        LogicalMode::Full => "FULL",
-    }
-}
-
-pub fn refresh_mode_name(m: RefreshMode) -> &'static str {
-    match m {
-        RefreshMode::Continuous => "CONTINUOUS",
-        RefreshMode::Full => "FULL",
-    }
-}
-
 /// The option that sets the time zone of a table's schedule (default: the session's TimeZone).
 pub const TIME_ZONE_OPTION: &str = "schedule.time-zone";
 
 /// Refuses a time zone PostgreSQL does not know (22023, PostgreSQL's own message).
-pub(crate) async fn check_time_zone(tx: &Transaction<'_>, tz: &str) -> Result<(), ManagerError> {
+pub(crate) async fn check_time_zone(tx: &Transaction<'_>, tz: &str) -> Result<(), Error> {
     tx.query_one("SELECT now() AT TIME ZONE $1", &[&tz]).await?;
     Ok(())
 }
@@ -60,17 +47,17 @@ async fn check_partition_columns(
     name: &QualifiedName,
     partitioned_by: &[String],
     formatters: &[(String, String)],
-) -> Result<(), ManagerError> {
+) -> Result<(), Error> {
     let columns = catalog::columns_of(tx, &name.quoted()).await?;
     for p in partitioned_by {
         let Some((_, ty)) = columns.iter().find(|(c, _)| c == p) else {
-            return Err(ManagerError::InvalidDefinition(format!(
+            return Err(Error::InvalidDefinition(format!(
                 "partition column \"{p}\" is not a column of dynamic table {name}"
             )));
         };
         let textual = ty == "text" || ty.starts_with("character");
         if formatters.iter().any(|(c, _)| c == p) && !textual {
-            return Err(ManagerError::InvalidDefinition(format!(
+            return Err(Error::InvalidDefinition(format!(
                 "partition column \"{p}\" has a date formatter and must be of a string type, not {ty}"
             )));
         }
@@ -79,8 +66,8 @@ async fn check_partition_columns(
 }
 
 /// The error for an explicit request of an incremental refresh that the query rules out.
-pub(crate) fn not_incremental(name: &QualifiedName, why: &str) -> ManagerError {
-    ManagerError::Unsupported(format!(
+pub(crate) fn not_incremental(name: &QualifiedName, why: &str) -> Error {
+    Error::Unsupported(format!(
         "dynamic table {name} cannot be refreshed incrementally: {why} (remove '{}' to have it refreshed fully)",
         incremental::ACTION_OPTION
     ))
@@ -96,7 +83,7 @@ impl Manager {
         name: &QualifiedName,
         id: i64,
         query: &str,
-    ) -> Result<engine::postgres::Bound, ManagerError> {
+    ) -> Result<engine::postgres::Bound, Error> {
         let mut view = rules::query_view_name(&name.schema, &name.name, id);
         let taken = QualifiedName {
             schema: "dyngate".into(),
@@ -110,19 +97,19 @@ impl Manager {
         Ok(bound)
     }
 
-    pub async fn create(&self, who: &Requester<'_>, c: &CreateDt, definition: &str) -> Result<Created, ManagerError> {
+    pub async fn create(&self, who: &Requester<'_>, c: &CreateDt, definition: &str) -> Result<Created, Error> {
         self.check_database(who)?;
         if who.in_transaction {
-            return Err(ManagerError::InTransaction("CREATE DYNAMIC TABLE"));
+            return Err(Error::InTransaction("CREATE DYNAMIC TABLE"));
         }
         if c.or_replace {
-            return Err(ManagerError::Unsupported(
+            return Err(Error::Unsupported(
                 "CREATE OR REPLACE DYNAMIC TABLE is not supported yet; drop the table first".into(),
             ));
         }
-        let formatters = rules::partition_formatters(&c.options, &c.partitioned_by).map_err(ManagerError::InvalidOption)?;
+        let formatters = rules::partition_formatters(&c.options, &c.partitioned_by).map_err(Error::InvalidOption)?;
         let engine_kind = self.engine_for(&c.options)?;
-        let requested = incremental::requested(&c.options).map_err(ManagerError::InvalidOption)?;
+        let requested = incremental::requested(&c.options).map_err(Error::InvalidOption)?;
         let freshness = c.freshness.unwrap_or_else(|| rules::default_freshness(c.mode));
         let mode = rules::derive_mode(freshness, c.mode, self.threshold);
         if engine_kind == EngineKind::Flink {
@@ -150,7 +137,7 @@ impl Manager {
                 return Ok(Created::AlreadyExisted(name.to_string()));
             }
             if catalog::relation_exists(&*client, &name).await? && catalog::load(&*client, &name).await?.is_none() {
-                return Err(ManagerError::RelationExists(name.to_string()));
+                return Err(Error::RelationExists(name.to_string()));
             }
             if mode == RefreshMode::Continuous {
                 Some(FlinkPrep::Continuous(self.flink_describe(&c.query).await?))
@@ -171,11 +158,11 @@ impl Manager {
             return if c.if_not_exists {
                 Ok(Created::AlreadyExisted(name.to_string()))
             } else {
-                Err(ManagerError::Exists(name.to_string()))
+                Err(Error::Exists(name.to_string()))
             };
         }
         if catalog::relation_exists(&tx, &name).await? {
-            return Err(ManagerError::RelationExists(name.to_string()));
+            return Err(Error::RelationExists(name.to_string()));
         }
         let time_zone = match c.options.iter().find(|(k, _)| k == TIME_ZONE_OPTION) {
             Some((_, tz)) => tz.as_str(),
@@ -200,10 +187,10 @@ impl Manager {
                 freshness_n: freshness.n as i32,
                 freshness_unit: freshness.unit.name(),
                 freshness_seconds: freshness.duration().as_secs() as i64,
-                logical_mode: mode_name(c.mode),
-                refresh_mode: refresh_mode_name(mode),
+                logical_mode: c.mode.name(),
+                refresh_mode: mode.name(),
                 status: "ACTIVATED",
-                scheduler: scheduler.map(crate::config::SchedulerKind::name),
+                scheduler: scheduler.map(crate::core::SchedulerKind::name),
                 owner: who.user,
                 time_zone,
                 partitioned_by: &c.partitioned_by,
@@ -303,7 +290,7 @@ impl Manager {
             self.flink_continuous_start(who.user, &name, id, &c.query, continuous, freshness.duration(), &job_id)
                 .await?;
         }
-        tracing::info!(table = %name, owner = who.user, mode = refresh_mode_name(mode), engine = engine_kind.name(), action, rows, "dynamic table created");
+        tracing::info!(table = %name, owner = who.user, mode = mode.name(), engine = engine_kind.name(), action, rows, "dynamic table created");
         Ok(Created::Created { rows })
     }
 }

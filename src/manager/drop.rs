@@ -1,8 +1,9 @@
 //! DROP DYNAMIC TABLE: drop the table with the requester's privileges (PostgreSQL checks ownership) and its
 //! catalog row in one transaction, after any running refresh of it has finished.
 
+use crate::core::{Error, Requester};
 use crate::engine;
-use crate::manager::{Manager, ManagerError, Requester};
+use crate::manager::Manager;
 use crate::manager::{catalog, external};
 use crate::sql::dynamic::TableName;
 
@@ -11,38 +12,36 @@ pub const TABLE_LOCK_SPACE: i32 = 0x6479_6e67; // "dyng"
 
 impl Manager {
     /// Returns false when the table did not exist and IF EXISTS was given.
-    pub async fn drop_table(&self, who: &Requester<'_>, name: &TableName, if_exists: bool) -> Result<bool, ManagerError> {
+    pub async fn drop_table(&self, who: &Requester<'_>, name: &TableName, if_exists: bool) -> Result<bool, Error> {
         self.check_database(who)?;
         if who.in_transaction {
-            return Err(ManagerError::InTransaction("DROP DYNAMIC TABLE"));
+            return Err(Error::InTransaction("DROP DYNAMIC TABLE"));
         }
         let mut client = self.pool.get().await?;
         let name = self.resolve_existing(&mut client, who, name).await?;
         let tx = client.transaction().await?;
         let Some(dt) = catalog::load(&tx, &name).await? else {
             if catalog::relation_exists(&tx, &name).await? {
-                return Err(ManagerError::NotDynamic(name.to_string()));
+                return Err(Error::NotDynamic(name.to_string()));
             }
             return if if_exists {
                 Ok(false)
             } else {
-                Err(ManagerError::NotFound(name.to_string()))
+                Err(Error::NotFound(name.to_string()))
             };
         };
         tx.execute("SELECT pg_advisory_xact_lock($1, $2)", &[&TABLE_LOCK_SPACE, &(dt.id as i32)])
             .await?;
         // Its schedule as of now: a concurrent ALTER may have changed it while we waited.
         external::lock_schedule(&tx, dt.id).await?;
-        let dt = catalog::load(&tx, &name)
-            .await?
-            .ok_or_else(|| ManagerError::NotFound(name.to_string()))?;
+        let dt = catalog::load(&tx, &name).await?.ok_or_else(|| Error::NotFound(name.to_string()))?;
         let readers = catalog::readers(&tx, &name).await?;
         if readers.is_empty() && dt.engine == "flink" {
             // Its streaming job goes first (Flink unreachable: nothing is dropped).
             self.flink_cancel(&dt).await?;
         }
         if !readers.is_empty() {
-            return Err(ManagerError::ReadBy {
+            return Err(Error::ReadBy {
                 table: name.to_string(),
                 readers,
             });

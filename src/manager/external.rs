@@ -20,10 +20,11 @@ use std::sync::Arc;
 
 use tokio_postgres::GenericClient;
 
-use crate::config::SchedulerKind;
+use crate::core::SchedulerKind;
+use crate::core::rules::Freshness;
+use crate::core::{Error, QualifiedName};
+use crate::manager::Manager;
 use crate::manager::catalog::DtRow;
-use crate::manager::rules::Freshness;
-use crate::manager::{Manager, ManagerError, QualifiedName};
 use crate::scheduler::{Handle, Plugin, PluginError, Target};
 
 /// The option naming a table's scheduler.
@@ -35,10 +36,10 @@ pub const SCHEDULE_LOCK_SPACE: i32 = 0x6473_6368; // "dsch"
 /// No configuration beyond the scheduler's own run id.
 pub static NO_CONFIGURATION: BTreeMap<String, String> = BTreeMap::new();
 
-pub fn plugin_error(e: PluginError) -> ManagerError {
+pub fn plugin_error(e: PluginError) -> Error {
     match e {
-        PluginError::Unschedulable(m) => ManagerError::InvalidOption(m),
-        PluginError::Failed(m) | PluginError::Conflict(m) => ManagerError::Scheduler(m),
+        PluginError::Unschedulable(m) => Error::InvalidOption(m),
+        PluginError::Failed(m) | PluginError::Conflict(m) => Error::Scheduler(m),
     }
 }
 
@@ -47,12 +48,12 @@ fn known_schedulers() -> &'static str {
 }
 
 /// Parses a scheduler's name as `WITH ('scheduler' = ...)` gives it.
-pub fn parse_kind(v: &str) -> Result<SchedulerKind, ManagerError> {
-    SchedulerKind::parse(v).ok_or_else(|| ManagerError::InvalidOption(format!("unknown scheduler '{v}' (known: {})", known_schedulers())))
+pub fn parse_kind(v: &str) -> Result<SchedulerKind, Error> {
+    SchedulerKind::parse(v).ok_or_else(|| Error::InvalidOption(format!("unknown scheduler '{v}' (known: {})", known_schedulers())))
 }
 
 /// Now, as ISO 8601 with an offset, on the database's clock: a new schedule's start.
-pub async fn now_iso(c: &impl GenericClient) -> Result<String, ManagerError> {
+pub async fn now_iso(c: &impl GenericClient) -> Result<String, Error> {
     Ok(c.query_one(
         "SELECT to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"+00:00\"')",
         &[],
@@ -79,7 +80,7 @@ pub fn handle_json(h: &Handle) -> Option<String> {
 }
 
 /// Takes the schedule locks of table `id` (see the module's doc) for the rest of `tx`.
-pub async fn lock_schedule(tx: &impl GenericClient, id: i64) -> Result<(), ManagerError> {
+pub async fn lock_schedule(tx: &impl GenericClient, id: i64) -> Result<(), Error> {
     tx.execute(
         "SELECT pg_advisory_xact_lock_shared($1, 0), pg_advisory_xact_lock($1, $2)",
         &[&SCHEDULE_LOCK_SPACE, &schedule_lock_key(id)],
@@ -120,7 +121,7 @@ impl<'a> Scheduled<'a> {
 
 impl Manager {
     /// The scheduler a FULL table asks for (`WITH ('scheduler' = ...)`), else the default.
-    pub(crate) fn scheduler_for(&self, options: &[(String, String)]) -> Result<SchedulerKind, ManagerError> {
+    pub(crate) fn scheduler_for(&self, options: &[(String, String)]) -> Result<SchedulerKind, Error> {
         match options.iter().find(|(k, _)| k == SCHEDULER_OPTION) {
             None => Ok(self.default_scheduler),
             Some((_, v)) => parse_kind(v),
@@ -128,31 +129,31 @@ impl Manager {
     }
 
     /// The plug-in of `kind`, or why this gateway has none.
-    pub(crate) fn plugin(&self, kind: SchedulerKind) -> Result<Arc<dyn Plugin>, ManagerError> {
+    pub(crate) fn plugin(&self, kind: SchedulerKind) -> Result<Arc<dyn Plugin>, Error> {
         self.plugins.iter().find(|p| p.kind() == kind).cloned().ok_or_else(|| {
             let flags = match kind {
                 SchedulerKind::Embedded => "",
                 SchedulerKind::Airflow => " (--airflow-url, --airflow-dags-folder)",
                 SchedulerKind::DolphinScheduler => " (--dolphinscheduler-url, --dolphinscheduler-token)",
             };
-            ManagerError::Unsupported(format!("the {} scheduler is not configured on this gateway{flags}", kind.name()))
+            Error::Unsupported(format!("the {} scheduler is not configured on this gateway{flags}", kind.name()))
         })
     }
 
     /// The plug-in of `kind`, checked to schedule `f`.
-    pub(crate) fn plugin_for(&self, kind: SchedulerKind, f: Freshness) -> Result<Arc<dyn Plugin>, ManagerError> {
+    pub(crate) fn plugin_for(&self, kind: SchedulerKind, f: Freshness) -> Result<Arc<dyn Plugin>, Error> {
         let plugin = self.plugin(kind)?;
         plugin.check(f).map_err(plugin_error)?;
         Ok(plugin)
     }
 
     /// This catalog's identity (`dyngate.identity`), read once.
-    pub(crate) async fn catalog_id(&self) -> Result<&str, ManagerError> {
+    pub(crate) async fn catalog_id(&self) -> Result<&str, Error> {
         self.catalog_id
             .get_or_try_init(|| async {
                 let client = self.pool.get().await?;
                 let id: String = client.query_one("SELECT catalog_id::text FROM dyngate.identity", &[]).await?.get(0);
-                Ok::<_, ManagerError>(id)
+                Ok::<_, Error>(id)
             })
             .await
             .map(String::as_str)
@@ -176,7 +177,7 @@ impl Manager {
         handle: &Handle,
         table: &QualifiedName,
         reason: &str,
-    ) -> Result<Option<i64>, ManagerError> {
+    ) -> Result<Option<i64>, Error> {
         if handle.is_none() {
             return Ok(None);
         }
@@ -209,7 +210,7 @@ impl Manager {
         }
     }
 
-    pub(crate) async fn cleanup_done(&self, id: i64) -> Result<(), ManagerError> {
+    pub(crate) async fn cleanup_done(&self, id: i64) -> Result<(), Error> {
         let client = self.pool.get().await?;
         client
             .execute("DELETE FROM dyngate.scheduler_cleanup WHERE id = $1", &[&id])
@@ -219,7 +220,7 @@ impl Manager {
 
     /// Records a failed removal and when to try again: 5 s after the first failure, doubling up
     /// to 10 minutes.
-    pub(crate) async fn cleanup_failed(&self, id: i64, error: &str) -> Result<(), ManagerError> {
+    pub(crate) async fn cleanup_failed(&self, id: i64, error: &str) -> Result<(), Error> {
         let client = self.pool.get().await?;
         client
             .execute(

@@ -18,25 +18,27 @@
 
 use tokio_postgres::Transaction;
 
+use crate::core::names::new_job_id;
+use crate::core::{Error, Requester};
+use crate::core::{quote_ident, rules};
 use crate::engine;
 use crate::engine::flink::tables::{self, FlinkColumn};
 use crate::engine::flink::types::{LogicalType, pg_ddl_type};
+use crate::manager::Manager;
 use crate::manager::alter::Altered;
 use crate::manager::catalog::{self, DtRow};
 use crate::manager::drop::TABLE_LOCK_SPACE;
 use crate::manager::flink_tables::StageGuard;
-use crate::manager::rules::{self, quote_ident};
-use crate::manager::{Manager, ManagerError, Requester, new_job_id};
 
 /// The columns `proposed` adds to `current`; 42P16 unless it only appends.
-fn appended(current: &[FlinkColumn], proposed: &[FlinkColumn]) -> Result<Vec<FlinkColumn>, ManagerError> {
+fn appended(current: &[FlinkColumn], proposed: &[FlinkColumn]) -> Result<Vec<FlinkColumn>, Error> {
     let pairs = |cols: &[FlinkColumn]| -> Vec<(String, String)> { cols.iter().map(|c| (c.name.clone(), c.flink_type.clone())).collect() };
-    rules::appended_columns(&pairs(current), &pairs(proposed)).map_err(|why| ManagerError::InvalidDefinition(format!("{why}.")))?;
+    rules::appended_columns(&pairs(current), &pairs(proposed)).map_err(|why| Error::InvalidDefinition(format!("{why}.")))?;
     Ok(proposed[current.len()..].to_vec())
 }
 
 /// Adds `added` to the table, as its owner.
-async fn add_columns(tx: &Transaction<'_>, dt: &DtRow, added: &[FlinkColumn]) -> Result<(), ManagerError> {
+async fn add_columns(tx: &Transaction<'_>, dt: &DtRow, added: &[FlinkColumn]) -> Result<(), Error> {
     for c in added {
         let ty = pg_ddl_type(&LogicalType::from_sql(&c.flink_type));
         let sql = format!("ALTER TABLE {} ADD COLUMN {} {ty}", dt.name.quoted(), quote_ident(&c.name));
@@ -46,7 +48,7 @@ async fn add_columns(tx: &Transaction<'_>, dt: &DtRow, added: &[FlinkColumn]) ->
 }
 
 /// Records the query and its columns.
-async fn set_flink_query(tx: &Transaction<'_>, id: i64, query: &str, columns: &[FlinkColumn]) -> Result<(), ManagerError> {
+async fn set_flink_query(tx: &Transaction<'_>, id: i64, query: &str, columns: &[FlinkColumn]) -> Result<(), Error> {
     catalog::set_query(tx, id, query).await?;
     let stored = serde_json::to_string(columns).unwrap_or_else(|_| "[]".into());
     tx.execute(
@@ -58,14 +60,14 @@ async fn set_flink_query(tx: &Transaction<'_>, id: i64, query: &str, columns: &[
 }
 
 /// Locks the table against refreshes and other changes, and checks that it is still as loaded.
-async fn lock_unchanged(tx: &Transaction<'_>, dt: &DtRow) -> Result<(), ManagerError> {
+async fn lock_unchanged(tx: &Transaction<'_>, dt: &DtRow) -> Result<(), Error> {
     tx.execute("SELECT pg_advisory_xact_lock($1, $2)", &[&TABLE_LOCK_SPACE, &(dt.id as i32)])
         .await?;
     let cur = catalog::load_by_id(tx, dt.id)
         .await?
-        .ok_or_else(|| ManagerError::NotFound(dt.name.to_string()))?;
+        .ok_or_else(|| Error::NotFound(dt.name.to_string()))?;
     if cur.altered_at != dt.altered_at {
-        return Err(ManagerError::WrongState(format!(
+        return Err(Error::WrongState(format!(
             "Dynamic table {} changed concurrently; try again.",
             dt.name
         )));
@@ -76,7 +78,7 @@ async fn lock_unchanged(tx: &Transaction<'_>, dt: &DtRow) -> Result<(), ManagerE
 impl Manager {
     /// In SET FRESHNESS's transaction, for a Flink table becoming FULL (its job was stopped with
     /// `savepoint`).
-    pub(crate) async fn flink_to_full_in(&self, tx: &Transaction<'_>, dt: &DtRow, savepoint: Option<&str>) -> Result<(), ManagerError> {
+    pub(crate) async fn flink_to_full_in(&self, tx: &Transaction<'_>, dt: &DtRow, savepoint: Option<&str>) -> Result<(), Error> {
         tx.execute(
             "UPDATE dyngate.dynamic_table
                 SET flink_job_id = NULL, flink_job_state = NULL,
@@ -97,7 +99,7 @@ impl Manager {
     }
 
     /// ALTER ... AS of a table on the flink engine; see the module's doc.
-    pub(crate) async fn flink_alter_query(&self, who: &Requester<'_>, dt: &DtRow, query: &str) -> Result<Altered, ManagerError> {
+    pub(crate) async fn flink_alter_query(&self, who: &Requester<'_>, dt: &DtRow, query: &str) -> Result<Altered, Error> {
         let proposed = self.flink_describe(query).await?;
         if dt.refresh_mode == "CONTINUOUS" {
             return self.flink_alter_continuous(who, dt, query, proposed).await;
@@ -161,7 +163,7 @@ impl Manager {
 
     /// The sink columns a continuously maintained table has with `proposed` as its query's
     /// columns: the table's own names, then the appended ones (names PostgreSQL reads unquoted).
-    async fn continuous_columns(&self, dt: &DtRow, proposed: &[FlinkColumn]) -> Result<(Vec<FlinkColumn>, Vec<FlinkColumn>), ManagerError> {
+    async fn continuous_columns(&self, dt: &DtRow, proposed: &[FlinkColumn]) -> Result<(Vec<FlinkColumn>, Vec<FlinkColumn>), Error> {
         let client = self.pool.get().await?;
         let existing = catalog::columns_of(&*client, &dt.name.quoted()).await?;
         let current: Vec<FlinkColumn> = dt.flink_columns.clone();
@@ -179,7 +181,7 @@ impl Manager {
         for (i, c) in renamed.iter().enumerate() {
             let name = match existing.get(i) {
                 Some((n, _)) if i < current.len() => n.clone(),
-                _ => tables::plain_column_name(&c.name).map_err(ManagerError::InvalidDefinition)?,
+                _ => tables::plain_column_name(&c.name).map_err(Error::InvalidDefinition)?,
             };
             columns.push(FlinkColumn {
                 name,
@@ -196,14 +198,14 @@ impl Manager {
         dt: &DtRow,
         query: &str,
         proposed: Vec<FlinkColumn>,
-    ) -> Result<Altered, ManagerError> {
+    ) -> Result<Altered, Error> {
         let (columns, added) = self.continuous_columns(dt, &proposed).await?;
         let old_key = Self::continuous_of(dt)?.key;
         let new_key = tables::upsert_key(query, &columns)
-            .map_err(ManagerError::InvalidDefinition)?
+            .map_err(Error::InvalidDefinition)?
             .unwrap_or_default();
         if new_key != old_key {
-            return Err(ManagerError::InvalidDefinition(format!(
+            return Err(Error::InvalidDefinition(format!(
                 "the new query's key ({}) differs from the table's ({}); ALTER DYNAMIC TABLE ... AS keeps a continuously maintained table's key",
                 new_key.join(", "),
                 old_key.join(", ")
@@ -234,7 +236,7 @@ impl Manager {
             )
             .await?;
             tx.commit().await?;
-            Ok::<_, ManagerError>(())
+            Ok::<_, Error>(())
         }
         .await;
         if let Err(e) = changed {
@@ -244,7 +246,7 @@ impl Manager {
             return Err(e);
         }
         let Some(now) = catalog::load_by_id(&*self.pool.get().await?, dt.id).await? else {
-            return Err(ManagerError::NotFound(dt.name.to_string()));
+            return Err(Error::NotFound(dt.name.to_string()));
         };
         if activated && let Err(e) = self.start_fresh(&now).await {
             // Back to the former query, columns and rows, and the old job from its savepoint.
@@ -284,7 +286,7 @@ impl Manager {
                 .await?;
             set_flink_query(&tx, old.id, &old.query, &old.flink_columns).await?;
             tx.commit().await?;
-            Ok::<_, ManagerError>(())
+            Ok::<_, Error>(())
         }
         .await;
         match undone {
@@ -307,30 +309,25 @@ impl Manager {
 
     /// Before SET FRESHNESS moves a Flink table to CONTINUOUS: its sink columns, checked (names
     /// PostgreSQL reads unquoted, a key) before anything changes.
-    pub(crate) async fn flink_plan_continuous(&self, dt: &DtRow) -> Result<Vec<FlinkColumn>, ManagerError> {
+    pub(crate) async fn flink_plan_continuous(&self, dt: &DtRow) -> Result<Vec<FlinkColumn>, Error> {
         let client = self.pool.get().await?;
         let names: Vec<String> = catalog::columns_of(&*client, &dt.name.quoted())
             .await?
             .into_iter()
             .map(|(n, _)| n)
             .collect();
-        let columns = tables::sink_columns(&names, &dt.flink_columns).map_err(ManagerError::InvalidDefinition)?;
-        tables::upsert_key(&dt.query, &columns).map_err(ManagerError::InvalidDefinition)?;
+        let columns = tables::sink_columns(&names, &dt.flink_columns).map_err(Error::InvalidDefinition)?;
+        tables::upsert_key(&dt.query, &columns).map_err(Error::InvalidDefinition)?;
         Ok(columns)
     }
 
     /// In SET FRESHNESS's transaction, for a Flink table becoming CONTINUOUS: the sink columns
     /// recorded, the key's unique index, the table emptied (its job starts fresh after the
     /// commit).
-    pub(crate) async fn flink_to_continuous_in(
-        &self,
-        tx: &Transaction<'_>,
-        dt: &DtRow,
-        columns: &[FlinkColumn],
-    ) -> Result<(), ManagerError> {
+    pub(crate) async fn flink_to_continuous_in(&self, tx: &Transaction<'_>, dt: &DtRow, columns: &[FlinkColumn]) -> Result<(), Error> {
         let target = dt.name.quoted();
         let key = tables::upsert_key(&dt.query, columns)
-            .map_err(ManagerError::InvalidDefinition)?
+            .map_err(Error::InvalidDefinition)?
             .unwrap_or_default();
         if !key.is_empty() {
             let cols: Vec<String> = key.iter().map(|k| quote_ident(k)).collect();

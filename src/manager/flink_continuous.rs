@@ -25,18 +25,20 @@ use std::time::Duration;
 
 use tokio_postgres::Transaction;
 
+use crate::core::names::new_job_id;
+use crate::core::quote_ident;
+use crate::core::{Error, QualifiedName};
 use crate::engine;
 use crate::engine::flink::FlinkError;
 use crate::engine::flink::cluster::{CancelOutcome, JobState};
 use crate::engine::flink::engine::FlinkEngine;
 use crate::engine::flink::gateway::JobId;
 use crate::engine::flink::tables::{self, FlinkColumn};
+use crate::manager::Manager;
 use crate::manager::catalog::{self, DtRow};
-use crate::manager::rules::quote_ident;
-use crate::manager::{Manager, ManagerError, QualifiedName, new_job_id};
 
 /// Cancels a job and waits until it has ended (an ended or unknown job is fine).
-async fn cancel_and_wait(engine: &FlinkEngine, job: &JobId) -> Result<(), ManagerError> {
+async fn cancel_and_wait(engine: &FlinkEngine, job: &JobId) -> Result<(), Error> {
     let cluster = engine.cluster()?;
     match cluster.cancel(job).await {
         Ok(CancelOutcome::AlreadyTerminal(_)) | Err(FlinkError::JobNotFound(_)) => Ok(()),
@@ -72,14 +74,14 @@ impl Manager {
         id: i64,
         query: &str,
         described: &[FlinkColumn],
-    ) -> Result<Continuous, ManagerError> {
+    ) -> Result<Continuous, Error> {
         let target = name.quoted();
         let columns = declared.map_or_else(|| tables::pg_columns(described), str::to_string);
         engine::postgres::run_as(tx, who, &format!("CREATE TABLE {target} ({columns})")).await?;
         let names: Vec<String> = catalog::columns_of(tx, &target).await?.into_iter().map(|(n, _)| n).collect();
-        let columns = tables::sink_columns(&names, described).map_err(ManagerError::InvalidDefinition)?;
+        let columns = tables::sink_columns(&names, described).map_err(Error::InvalidDefinition)?;
         let key = tables::upsert_key(query, &columns)
-            .map_err(ManagerError::InvalidDefinition)?
+            .map_err(Error::InvalidDefinition)?
             .unwrap_or_default();
         if !key.is_empty() {
             let cols: Vec<String> = key.iter().map(|k| quote_ident(k)).collect();
@@ -100,7 +102,7 @@ impl Manager {
 
     /// The name of table `dt_id`'s streaming job: the catalog's identity and the table's id, by
     /// which the watch tells this catalog's jobs from others'.
-    async fn job_name(&self, dt_id: i64, name: &QualifiedName) -> Result<String, ManagerError> {
+    async fn job_name(&self, dt_id: i64, name: &QualifiedName) -> Result<String, Error> {
         Ok(format!("dyngate:{}:{dt_id}:{name}", self.catalog_id().await?))
     }
 
@@ -115,7 +117,7 @@ impl Manager {
         freshness: Duration,
         savepoint: Option<&str>,
         options: &BTreeMap<String, String>,
-    ) -> Result<JobId, ManagerError> {
+    ) -> Result<JobId, Error> {
         let engine = self.flink()?;
         let job_name = self.job_name(dt_id, name).await?;
         let client = self.pool.get().await?;
@@ -155,7 +157,7 @@ impl Manager {
         continuous: &Continuous,
         freshness: Duration,
         creation_job: &str,
-    ) -> Result<(), ManagerError> {
+    ) -> Result<(), Error> {
         let started = self.start_job(id, name, query, continuous, freshness, None, &BTreeMap::new()).await;
         let recorded = match &started {
             Ok(job) => self.activate(id, job, creation_job).await,
@@ -170,7 +172,7 @@ impl Manager {
         started.map(drop).and(recorded)
     }
 
-    async fn activate(&self, id: i64, job: &JobId, creation_job: &str) -> Result<(), ManagerError> {
+    async fn activate(&self, id: i64, job: &JobId, creation_job: &str) -> Result<(), Error> {
         let client = self.pool.get().await?;
         client
             .execute(
@@ -194,7 +196,7 @@ impl Manager {
             engine::postgres::run_as(&tx, who, &format!("DROP TABLE IF EXISTS {}", name.quoted())).await?;
             catalog::delete(&tx, id).await?;
             tx.commit().await?;
-            Ok::<_, ManagerError>(())
+            Ok::<_, Error>(())
         }
         .await;
         if let Err(e) = undone {
@@ -203,9 +205,9 @@ impl Manager {
     }
 
     /// The sink of a table from its catalog row.
-    pub(crate) fn continuous_of(dt: &DtRow) -> Result<Continuous, ManagerError> {
+    pub(crate) fn continuous_of(dt: &DtRow) -> Result<Continuous, Error> {
         let key = tables::upsert_key(&dt.query, &dt.flink_columns)
-            .map_err(ManagerError::InvalidDefinition)?
+            .map_err(Error::InvalidDefinition)?
             .unwrap_or_default();
         Ok(Continuous {
             columns: dt.flink_columns.clone(),
@@ -216,7 +218,7 @@ impl Manager {
     /// SUSPEND of a continuously maintained Flink table: stops its job with a savepoint, then
     /// records the savepoint and the status. A job that had ended already leaves the last
     /// savepoint in place.
-    pub(crate) async fn flink_suspend(&self, dt: &DtRow) -> Result<(), ManagerError> {
+    pub(crate) async fn flink_suspend(&self, dt: &DtRow) -> Result<(), Error> {
         let savepoint = self.stop_job(dt).await?;
         let client = self.pool.get().await?;
         client
@@ -234,7 +236,7 @@ impl Manager {
     }
 
     /// Stops a table's job with a savepoint: its path, or None when the job had ended already.
-    pub(crate) async fn stop_job(&self, dt: &DtRow) -> Result<Option<String>, ManagerError> {
+    pub(crate) async fn stop_job(&self, dt: &DtRow) -> Result<Option<String>, Error> {
         let engine = self.flink()?;
         let cluster = engine.cluster()?;
         Ok(match &dt.flink_job_id {
@@ -249,7 +251,7 @@ impl Manager {
 
     /// Starts a table's job without a savepoint (its query changed, or it became CONTINUOUS) and
     /// records it; a job that cannot start is recorded as a FAILED refresh with the reason.
-    pub(crate) async fn start_fresh(&self, dt: &DtRow) -> Result<(), ManagerError> {
+    pub(crate) async fn start_fresh(&self, dt: &DtRow) -> Result<(), Error> {
         let continuous = Self::continuous_of(dt)?;
         let freshness = Duration::from_secs(dt.freshness_seconds() as u64);
         let started = self
@@ -295,7 +297,7 @@ impl Manager {
     /// ended): starts its job again, from the savepoint if it belongs to the same query, with
     /// `options` as the job's configuration. Returns a notice when the savepoint could not be
     /// used.
-    pub(crate) async fn flink_resume(&self, dt: &DtRow, options: &BTreeMap<String, String>) -> Result<Vec<String>, ManagerError> {
+    pub(crate) async fn flink_resume(&self, dt: &DtRow, options: &BTreeMap<String, String>) -> Result<Vec<String>, Error> {
         let client = self.pool.get().await?;
         let row = client
             .query_one(
@@ -334,7 +336,7 @@ impl Manager {
                     &[&dt.id, &job.as_str(), &options],
                 )
                 .await?;
-            Ok::<_, ManagerError>(())
+            Ok::<_, Error>(())
         }
         .await;
         if let Err(e) = updated {
@@ -350,13 +352,13 @@ impl Manager {
 
     /// A new freshness for a continuously maintained Flink table: its job restarts from a
     /// savepoint with the new checkpoint interval.
-    pub(crate) async fn flink_restart(&self, dt: &DtRow) -> Result<(), ManagerError> {
+    pub(crate) async fn flink_restart(&self, dt: &DtRow) -> Result<(), Error> {
         if dt.status != "ACTIVATED" {
             return Ok(());
         }
         self.flink_suspend(dt).await?;
         let Some(reloaded) = catalog::load_by_id(&*self.pool.get().await?, dt.id).await? else {
-            return Err(ManagerError::NotFound(dt.name.to_string()));
+            return Err(Error::NotFound(dt.name.to_string()));
         };
         self.flink_resume(&reloaded, &reloaded.refresh_options).await.map(drop)
     }
@@ -365,7 +367,7 @@ impl Manager {
     /// ended before the table goes: a cancelled JDBC sink still flushes what it holds, and one
     /// whose table is gone fails while closing, which takes its whole TaskManager down
     /// (docs/flink-facts.md).
-    pub(crate) async fn flink_cancel(&self, dt: &DtRow) -> Result<(), ManagerError> {
+    pub(crate) async fn flink_cancel(&self, dt: &DtRow) -> Result<(), Error> {
         let Some(job) = &dt.flink_job_id else { return Ok(()) };
         let engine = self.flink()?;
         cancel_and_wait(engine, &JobId(job.clone())).await
@@ -388,7 +390,7 @@ impl Manager {
     }
 
     /// One look at the streaming jobs (see the module's doc).
-    pub async fn watch_flink_jobs(&self) -> Result<(), ManagerError> {
+    pub async fn watch_flink_jobs(&self) -> Result<(), Error> {
         let engine = self.flink()?;
         let cluster = engine.cluster()?;
         let jobs = cluster.jobs().await?;
@@ -498,14 +500,7 @@ impl Manager {
 
     /// Records that a table's streaming job ended by itself: a FAILED history row with the reason,
     /// and the state, once.
-    async fn record_job_end(
-        &self,
-        client: &tokio_postgres::Client,
-        id: i64,
-        job: &str,
-        state: &str,
-        reason: &str,
-    ) -> Result<(), ManagerError> {
+    async fn record_job_end(&self, client: &tokio_postgres::Client, id: i64, job: &str, state: &str, reason: &str) -> Result<(), Error> {
         let Some(dt) = catalog::load_by_id(client, id).await? else {
             return Ok(());
         };

@@ -13,9 +13,9 @@
 
 use std::sync::Arc;
 
-use crate::engine::flink::FlinkError;
-use crate::engine::flink::engine::{EngineError, FlinkEngine, QueryRows};
-use crate::manager::{Manager, ManagerError, Requester};
+use crate::core::{Error, Requester};
+use crate::engine::flink::engine::{FlinkEngine, QueryRows};
+use crate::manager::Manager;
 use crate::sql::flink::{FlinkKind, FlinkStatement, ObjectKind};
 
 /// What a Flink statement returns.
@@ -29,21 +29,12 @@ pub enum FlinkOutcome {
     Job(String),
 }
 
-impl From<EngineError> for ManagerError {
-    fn from(e: EngineError) -> Self {
-        match e {
-            EngineError::Flink(f) => ManagerError::Flink(f),
-            EngineError::Catalog(p) => p.into(),
-        }
-    }
-}
-
 impl Manager {
     /// The Flink engine, or 0A000 when this gateway has none.
-    pub(crate) fn flink(&self) -> Result<&Arc<FlinkEngine>, ManagerError> {
+    pub(crate) fn flink(&self) -> Result<&Arc<FlinkEngine>, Error> {
         self.flink
             .as_ref()
-            .ok_or_else(|| ManagerError::Unsupported("this gateway has no Flink engine (start it with --flink-gateway)".into()))
+            .ok_or_else(|| Error::Unsupported("this gateway has no Flink engine (start it with --flink-gateway)".into()))
     }
 
     /// The Flink database of this gateway, if it has a Flink engine.
@@ -52,7 +43,7 @@ impl Manager {
     }
 
     /// Runs a Flink statement for `who`.
-    pub async fn flink_statement(&self, who: &Requester<'_>, stmt: &FlinkStatement) -> Result<FlinkOutcome, ManagerError> {
+    pub async fn flink_statement(&self, who: &Requester<'_>, stmt: &FlinkStatement) -> Result<FlinkOutcome, Error> {
         let engine = self.flink()?;
         match &stmt.kind {
             FlinkKind::Query => {
@@ -63,7 +54,7 @@ impl Manager {
             }
             FlinkKind::Job => {
                 if who.in_transaction {
-                    return Err(ManagerError::InTransaction("a Flink INSERT"));
+                    return Err(Error::InTransaction("a Flink INSERT"));
                 }
                 let client = self.pool.get().await?;
                 let session = engine.session(&*client).await?;
@@ -86,11 +77,11 @@ impl Manager {
         stmt: &FlinkStatement,
         object: &str,
         what: ObjectKind,
-    ) -> Result<FlinkOutcome, ManagerError> {
+    ) -> Result<FlinkOutcome, Error> {
         let create = matches!(stmt.kind, FlinkKind::Create { .. });
         let tag = if create { "CREATE" } else { "ALTER" };
         if who.in_transaction {
-            return Err(ManagerError::InTransaction(if create {
+            return Err(Error::InTransaction(if create {
                 "CREATE of a Flink object"
             } else {
                 "ALTER of a Flink object"
@@ -117,7 +108,7 @@ impl Manager {
                         notice: Some(format!("Flink {} {object} already exists, skipping", what.name().to_lowercase())),
                     });
                 }
-                return Err(ManagerError::Postgres {
+                return Err(Error::Postgres {
                     code: "42P07".into(),
                     message: format!("Flink {} {object} already exists", kind.to_lowercase()),
                     detail: None,
@@ -160,9 +151,9 @@ impl Manager {
         object: &str,
         what: ObjectKind,
         if_exists: bool,
-    ) -> Result<FlinkOutcome, ManagerError> {
+    ) -> Result<FlinkOutcome, Error> {
         if who.in_transaction {
-            return Err(ManagerError::InTransaction("DROP of a Flink object"));
+            return Err(Error::InTransaction("DROP of a Flink object"));
         }
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
@@ -186,7 +177,7 @@ impl Manager {
         };
         let kind: String = row.get(1);
         if kind != what.name() {
-            return Err(ManagerError::Postgres {
+            return Err(Error::Postgres {
                 code: "42809".into(),
                 message: format!("{object} is a Flink {}, not a {}", kind.to_lowercase(), what.name().to_lowercase()),
                 detail: None,
@@ -208,7 +199,7 @@ impl Manager {
             .map(|r| r.get(0))
             .collect();
         if !readers.is_empty() {
-            return Err(ManagerError::Postgres {
+            return Err(Error::Postgres {
                 code: "2BP01".into(),
                 message: format!(
                     "cannot drop Flink {} {object} because dynamic table{} {} read{} it",
@@ -240,8 +231,8 @@ impl Manager {
     }
 }
 
-fn not_found(what: ObjectKind, object: &str) -> ManagerError {
-    ManagerError::Postgres {
+fn not_found(what: ObjectKind, object: &str) -> Error {
+    Error::Postgres {
         code: "42P01".into(),
         message: format!("Flink {} {object} does not exist", what.name().to_lowercase()),
         detail: None,
@@ -255,13 +246,13 @@ async fn require_member_of(
     owner: &str,
     action: &'static str,
     object: &str,
-) -> Result<(), ManagerError> {
+) -> Result<(), Error> {
     let member: bool = tx
         .query_one("SELECT pg_has_role($1, $2, 'MEMBER')", &[&who.user, &owner])
         .await?
         .get(0);
     if !member {
-        return Err(ManagerError::Postgres {
+        return Err(Error::Postgres {
             code: "42501".into(),
             message: format!("must be a member of role \"{owner}\" to {action} Flink object {object}"),
             detail: None,
@@ -269,84 +260,4 @@ async fn require_member_of(
         });
     }
     Ok(())
-}
-
-/// The SQLSTATE of a Flink error: what the user's statement did wrong, or that Flink failed.
-pub fn flink_sqlstate(e: &FlinkError) -> &'static str {
-    match e {
-        FlinkError::Sql(cause) => {
-            let m = cause.message.as_str();
-            match cause.short_exception() {
-                "ParseException" | "SqlParseException" => "42601",
-                "CalciteException" if m.contains("Non-query expression") => "42601",
-                _ if m.contains("Column '") && m.contains("not found") => "42703",
-                _ if m.contains("not found") || m.contains("does not exist") => "42P01",
-                _ if m.contains("already exists") => "42P07",
-                "SqlValidatorException" | "ValidationException" => "42000",
-                _ => "XX000",
-            }
-        }
-        FlinkError::Timeout { .. } => "57014",
-        FlinkError::JobNotFound(_) | FlinkError::NotRunning { .. } => "55000",
-        FlinkError::Unreachable(_)
-        | FlinkError::SessionNotFound(_)
-        | FlinkError::Savepoint { .. }
-        | FlinkError::JobFailed { .. }
-        | FlinkError::Unexpected { .. } => "58000",
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::engine::flink::Cause;
-
-    #[test]
-    fn sqlstates_of_flink_errors() {
-        let sql = |exception: &str, message: &str| {
-            FlinkError::Sql(Cause {
-                exception: exception.into(),
-                message: message.into(),
-            })
-        };
-        let cases = [
-            (
-                sql("org.apache.flink.sql.parser.impl.ParseException", "Encountered \"<EOF>\""),
-                "42601",
-            ),
-            (
-                sql(
-                    "org.apache.calcite.runtime.CalciteException",
-                    "Non-query expression encountered in illegal context",
-                ),
-                "42601",
-            ),
-            (
-                sql("org.apache.calcite.sql.validate.SqlValidatorException", "Object 'x' not found"),
-                "42P01",
-            ),
-            (
-                sql(
-                    "org.apache.calcite.sql.validate.SqlValidatorException",
-                    "Column 'y' not found in any table",
-                ),
-                "42703",
-            ),
-            (
-                sql("org.apache.flink.table.api.ValidationException", "Table `flink`.`t` already exists"),
-                "42P07",
-            ),
-            (
-                sql("org.apache.flink.table.api.ValidationException", "Querying an unbounded table"),
-                "42000",
-            ),
-            (sql("java.lang.RuntimeException", "boom"), "XX000"),
-            (FlinkError::Timeout { what: "x".into(), secs: 1 }, "57014"),
-            (FlinkError::SessionNotFound("s".into()), "58000"),
-            (FlinkError::JobNotFound("j".into()), "55000"),
-        ];
-        for (e, code) in cases {
-            assert_eq!(flink_sqlstate(&e), code, "{e}");
-        }
-    }
 }

@@ -27,17 +27,21 @@ use std::time::{Duration, Instant};
 use tokio_postgres::Transaction;
 
 use crate::backend::Pooled;
-use crate::config::EngineKind;
+use crate::core::EngineKind;
+use crate::core::RefreshAction;
+use crate::core::Trigger;
+use crate::core::names::random_hex;
+use crate::core::quote_ident;
+use crate::core::{Error, QualifiedName};
+use crate::engine;
 use crate::engine::flink::FlinkError;
 use crate::engine::flink::engine::{EngineError, FlinkEngine};
 use crate::engine::flink::gateway::JobId;
 use crate::engine::flink::tables::{self, FlinkColumn};
 use crate::engine::incremental;
-use crate::engine::{self, RefreshAction};
+use crate::manager::Manager;
 use crate::manager::catalog::{self, DtRow};
-use crate::manager::refresh::{Outcome, Trigger, lock_for_refresh};
-use crate::manager::rules::quote_ident;
-use crate::manager::{Manager, ManagerError, QualifiedName, random_hex};
+use crate::manager::refresh::{Outcome, lock_for_refresh};
 use crate::sql::dynamic::{CreateDt, Options};
 
 /// The option that names a table's engine.
@@ -53,10 +57,10 @@ pub(crate) struct FlinkFill {
 
 impl Manager {
     /// The engine of a new table: its `engine` option, else the gateway's default.
-    pub(crate) fn engine_for(&self, options: &Options) -> Result<EngineKind, ManagerError> {
+    pub(crate) fn engine_for(&self, options: &Options) -> Result<EngineKind, Error> {
         let engine = match options.iter().find(|(k, _)| k == ENGINE_OPTION) {
             Some((_, v)) => EngineKind::parse(v)
-                .ok_or_else(|| ManagerError::InvalidOption(format!("unknown engine '{v}' (the engines are 'postgres' and 'flink')")))?,
+                .ok_or_else(|| Error::InvalidOption(format!("unknown engine '{v}' (the engines are 'postgres' and 'flink')")))?,
             None => self.default_engine,
         };
         if engine == EngineKind::Flink {
@@ -66,12 +70,12 @@ impl Manager {
     }
 
     /// What the flink engine does not take (yet), as 0A000.
-    pub(crate) fn check_flink_table(options: &Options) -> Result<(), ManagerError> {
+    pub(crate) fn check_flink_table(options: &Options) -> Result<(), Error> {
         if options
             .iter()
             .any(|(k, v)| k == incremental::ACTION_OPTION && v.eq_ignore_ascii_case("incremental"))
         {
-            return Err(ManagerError::Unsupported(
+            return Err(Error::Unsupported(
                 "the flink engine refreshes fully: 'refresh.action' = 'incremental' is for the postgres engine".into(),
             ));
         }
@@ -79,25 +83,25 @@ impl Manager {
     }
 
     /// The query's columns, as Flink types them (described, not run).
-    pub(crate) async fn flink_describe(&self, query: &str) -> Result<Vec<FlinkColumn>, ManagerError> {
+    pub(crate) async fn flink_describe(&self, query: &str) -> Result<Vec<FlinkColumn>, Error> {
         let engine = self.flink()?;
         engine.cluster()?;
         let client = self.pool.get().await?;
         let session = engine.session(&*client).await?;
         let described = engine.describe(&session, query).await?;
-        tables::table_columns(&described).map_err(ManagerError::InvalidDefinition)
+        tables::table_columns(&described).map_err(Error::InvalidDefinition)
     }
 
     /// Before CREATE's transaction: the query's columns from Flink, and its rows in a committed
     /// staging table, written by a batch job that has FINISHED.
-    pub(crate) async fn flink_first_fill(&self, c: &CreateDt, name: &QualifiedName) -> Result<FlinkFill, ManagerError> {
+    pub(crate) async fn flink_first_fill(&self, c: &CreateDt, name: &QualifiedName) -> Result<FlinkFill, Error> {
         let columns = self.flink_describe(&c.query).await?;
         self.flink_fill(&c.query, columns, &format!("dyngate:{name}:create")).await
     }
 
     /// `query`'s rows (of `columns`) in a new committed staging table, written by a batch job
     /// named `job_name` that has FINISHED. A failure leaves no staging table.
-    pub(crate) async fn flink_fill(&self, query: &str, columns: Vec<FlinkColumn>, job_name: &str) -> Result<FlinkFill, ManagerError> {
+    pub(crate) async fn flink_fill(&self, query: &str, columns: Vec<FlinkColumn>, job_name: &str) -> Result<FlinkFill, Error> {
         let engine = self.flink()?;
         let client = self.pool.get().await?;
         let session = engine.session(&*client).await?;
@@ -108,7 +112,7 @@ impl Manager {
         let filled = async {
             let job = engine.submit_batch(&session, &columns, &stage, query, &[], job_name).await?;
             engine.wait_finished(&job).await?;
-            Ok::<_, ManagerError>(job)
+            Ok::<_, Error>(job)
         }
         .await;
         match filled {
@@ -131,7 +135,7 @@ impl Manager {
         declared: Option<&str>,
         id: i64,
         fill: &FlinkFill,
-    ) -> Result<u64, ManagerError> {
+    ) -> Result<u64, Error> {
         let target = name.quoted();
         let columns = declared.map_or_else(|| tables::pg_columns(&fill.columns), str::to_string);
         engine::postgres::run_as(tx, who, &format!("CREATE TABLE {target} ({columns})")).await?;
@@ -177,7 +181,7 @@ impl Manager {
         job_id: &str,
         spec: &Options,
         began: Option<f64>,
-    ) -> Result<Outcome, ManagerError> {
+    ) -> Result<Outcome, Error> {
         let engine = self.flink()?;
         if !lock_for_refresh(client, dt.id, trigger).await? {
             return Ok(Outcome::Locked);
@@ -210,10 +214,10 @@ impl Manager {
         job_id: &str,
         spec: &Options,
         began: Option<f64>,
-    ) -> Result<Outcome, ManagerError> {
+    ) -> Result<Outcome, Error> {
         // What the table is now: it may have been altered while this refresh waited.
         let Some(dt) = catalog::load_by_id(&**client, loaded.id).await? else {
-            return Err(ManagerError::NotFound(loaded.name.to_string()));
+            return Err(Error::NotFound(loaded.name.to_string()));
         };
         if dt.altered_at != loaded.altered_at {
             return Ok(Outcome::Stale);
@@ -252,7 +256,7 @@ impl Manager {
         let target = dt.name.quoted();
         let filter: Vec<String> = spec
             .iter()
-            .map(|(c, v)| format!("{} = {}", quote_ident(c), crate::manager::rules::quote_literal(v)))
+            .map(|(c, v)| format!("{} = {}", quote_ident(c), crate::core::quote_literal(v)))
             .collect();
         let filter = if filter.is_empty() {
             String::new()
@@ -268,7 +272,7 @@ impl Manager {
                 schedule_time: trigger.schedule_time(),
                 started_at: began,
                 ended: true,
-                action: Some(RefreshAction::Full.as_str()),
+                action: Some(RefreshAction::Full.name()),
                 data_time: Some(&data_time),
                 rows: Some(rows as i64),
                 partition: spec,
@@ -310,7 +314,7 @@ impl Manager {
         client: &Pooled,
         dt: &DtRow,
         trigger: Trigger,
-    ) -> Result<std::sync::Arc<crate::engine::flink::gateway::Session>, ManagerError> {
+    ) -> Result<std::sync::Arc<crate::engine::flink::gateway::Session>, Error> {
         let engine = self.flink()?;
         let patience = Duration::from_secs((dt.freshness_seconds() as u64 / 2).min(600));
         let give_up = Instant::now() + patience;

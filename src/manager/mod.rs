@@ -13,7 +13,6 @@ pub mod api;
 pub mod catalog;
 pub mod create;
 pub mod drop;
-pub mod error;
 pub mod external;
 pub mod flink_alter;
 pub mod flink_continuous;
@@ -22,7 +21,6 @@ pub mod flink_tables;
 pub mod reconcile;
 pub mod refresh;
 pub mod refresh_incremental;
-pub mod rules;
 pub mod scheduler;
 pub mod show;
 
@@ -32,25 +30,13 @@ use std::time::Duration;
 use tokio_postgres::{Client, Transaction};
 
 use crate::backend::{Pooled, ServicePool};
-use crate::config::{EngineKind, SchedulerKind};
+use crate::core::{EngineKind, SchedulerKind};
+use crate::core::{Error, QualifiedName, Requester, quote_ident, quote_literal};
 use crate::engine::flink::engine::FlinkEngine;
 use crate::engine::incremental::collect::{self, Method};
 use crate::scheduler::Plugin;
 use crate::sql::dynamic::TableName;
 use catalog::DtRow;
-pub use error::ManagerError;
-use rules::{quote_ident, quote_literal};
-
-/// Who asks, as the session authenticated them.
-#[derive(Debug, Clone, Copy)]
-pub struct Requester<'a> {
-    pub user: &'a str,
-    pub database: &'a str,
-    /// The session is inside an explicit transaction block.
-    pub in_transaction: bool,
-    /// The session's TimeZone: the default time zone of a new table's schedule.
-    pub time_zone: &'a str,
-}
 
 /// The manager of one catalog.
 pub struct Manager {
@@ -133,7 +119,7 @@ impl Manager {
     /// made (no replication slot free, say), new captures use triggers. The connection returned
     /// holds the slot in use until the statement drops it (it is closed then, which lets the
     /// lock go).
-    async fn prepare_capture(&self) -> Result<Option<Pooled>, ManagerError> {
+    async fn prepare_capture(&self) -> Result<Option<Pooled>, Error> {
         if self.capture() != Method::Wal {
             return Ok(None);
         }
@@ -160,9 +146,9 @@ impl Manager {
         self
     }
 
-    fn check_database(&self, who: &Requester<'_>) -> Result<(), ManagerError> {
+    fn check_database(&self, who: &Requester<'_>) -> Result<(), Error> {
         if who.database != self.database {
-            return Err(ManagerError::WrongDatabase {
+            return Err(Error::WrongDatabase {
                 expected: self.database.clone(),
                 actual: who.database.to_string(),
             });
@@ -171,14 +157,14 @@ impl Manager {
     }
 
     /// Resolves an unqualified name to the requester's current schema (where CREATE puts it).
-    async fn resolve(&self, client: &mut Client, who: &Requester<'_>, name: &TableName) -> Result<QualifiedName, ManagerError> {
+    async fn resolve(&self, client: &mut Client, who: &Requester<'_>, name: &TableName) -> Result<QualifiedName, Error> {
         self.resolve_in(client, who, name, "SELECT current_schema()::text").await
     }
 
     /// Resolves an unqualified name as PostgreSQL finds a relation: in the first schema of the
     /// requester's search_path that has one of that name (else the current schema, for the
     /// "does not exist" message).
-    async fn resolve_existing(&self, client: &mut Client, who: &Requester<'_>, name: &TableName) -> Result<QualifiedName, ManagerError> {
+    async fn resolve_existing(&self, client: &mut Client, who: &Requester<'_>, name: &TableName) -> Result<QualifiedName, Error> {
         let sql = format!(
             "SELECT coalesce((SELECT relnamespace::regnamespace::text FROM pg_class WHERE oid = to_regclass({})), current_schema()::text)",
             quote_literal(&quote_ident(&name.name))
@@ -191,13 +177,7 @@ impl Manager {
         Ok(q)
     }
 
-    async fn resolve_in(
-        &self,
-        client: &mut Client,
-        who: &Requester<'_>,
-        name: &TableName,
-        sql: &str,
-    ) -> Result<QualifiedName, ManagerError> {
+    async fn resolve_in(&self, client: &mut Client, who: &Requester<'_>, name: &TableName, sql: &str) -> Result<QualifiedName, Error> {
         if let Some(schema) = &name.schema {
             return Ok(QualifiedName {
                 schema: schema.clone(),
@@ -207,7 +187,7 @@ impl Manager {
         let tx = begin_as(client, who.user).await?;
         let schema: Option<String> = tx.query_one(sql, &[]).await?.get(0);
         tx.rollback().await?;
-        let schema = schema.ok_or_else(|| ManagerError::Postgres {
+        let schema = schema.ok_or_else(|| Error::Postgres {
             code: "3F000".into(),
             message: "no schema has been selected to create in".into(),
             detail: None,
@@ -223,7 +203,7 @@ impl Manager {
 impl Manager {
     /// The requester's search_path, expanded (`$user` replaced, missing schemas left out) and
     /// quoted, for binding a query to what the requester's session would see.
-    async fn search_path_of(&self, client: &mut Client, who: &Requester<'_>) -> Result<String, ManagerError> {
+    async fn search_path_of(&self, client: &mut Client, who: &Requester<'_>) -> Result<String, Error> {
         let tx = begin_as(client, who.user).await?;
         let path: String = tx
             .query_one(
@@ -238,12 +218,12 @@ impl Manager {
 
     /// Resolves `name` for `who` and loads its catalog row: 42P01 when there is no such
     /// relation, 42809 when it is not a dynamic table.
-    async fn load_existing(&self, client: &mut Client, who: &Requester<'_>, name: &TableName) -> Result<DtRow, ManagerError> {
+    async fn load_existing(&self, client: &mut Client, who: &Requester<'_>, name: &TableName) -> Result<DtRow, Error> {
         let name = self.resolve_existing(client, who, name).await?;
         match catalog::load(&*client, &name).await? {
             Some(dt) => Ok(dt),
-            None if catalog::relation_exists(&*client, &name).await? => Err(ManagerError::NotDynamic(name.to_string())),
-            None => Err(ManagerError::NotFound(name.to_string())),
+            None if catalog::relation_exists(&*client, &name).await? => Err(Error::NotDynamic(name.to_string())),
+            None => Err(Error::NotFound(name.to_string())),
         }
     }
 
@@ -253,13 +233,13 @@ impl Manager {
         who: &Requester<'_>,
         dt: &DtRow,
         action: &'static str,
-    ) -> Result<(), ManagerError> {
+    ) -> Result<(), Error> {
         let member: bool = client
             .query_one("SELECT pg_has_role($1, $2, 'MEMBER')", &[&who.user, &dt.owner])
             .await?
             .get(0);
         if !member {
-            return Err(ManagerError::NotOwner {
+            return Err(Error::NotOwner {
                 owner: dt.owner.clone(),
                 action,
                 table: dt.name.to_string(),
@@ -269,50 +249,18 @@ impl Manager {
     }
 }
 
-/// A schema-qualified table name.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct QualifiedName {
-    pub schema: String,
-    pub name: String,
-}
-
-impl QualifiedName {
-    /// For generated SQL: both parts always quoted.
-    pub fn quoted(&self) -> String {
-        format!("{}.{}", quote_ident(&self.schema), quote_ident(&self.name))
-    }
-}
-
-impl std::fmt::Display for QualifiedName {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}.{}", self.schema, self.name)
-    }
-}
-
 /// Starts a transaction that runs as `role` until `RESET ROLE`: only for SQL of the gateway's own
 /// that reads the role's settings (its current schema). User SQL never runs this way, since a
 /// superuser session's SET ROLE can be undone from SQL; it goes through
 /// [`engine::postgres::run_as`](crate::engine::postgres::run_as).
-async fn begin_as<'c>(client: &'c mut Client, role: &str) -> Result<Transaction<'c>, ManagerError> {
+async fn begin_as<'c>(client: &'c mut Client, role: &str) -> Result<Transaction<'c>, Error> {
     let tx = client.transaction().await?;
     set_role(&tx, role).await?;
     Ok(tx)
 }
 
 /// Takes `role`'s identity for the rest of the transaction (or until `RESET ROLE`).
-async fn set_role(tx: &Transaction<'_>, role: &str) -> Result<(), ManagerError> {
+async fn set_role(tx: &Transaction<'_>, role: &str) -> Result<(), Error> {
     tx.batch_execute(&format!("SET LOCAL ROLE {}", quote_ident(role))).await?;
     Ok(())
-}
-
-/// A random job id for a refresh.
-fn new_job_id() -> String {
-    format!("dyngate-{}", random_hex(8))
-}
-
-/// `bytes` random bytes as hex digits (job ids, names of temporary objects).
-pub(crate) fn random_hex(bytes: usize) -> String {
-    let mut b = vec![0u8; bytes];
-    getrandom::fill(&mut b).expect("the OS random source is available");
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }

@@ -19,9 +19,10 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use crate::config::SchedulerKind;
+use crate::core::Error;
+use crate::core::SchedulerKind;
 use crate::manager::external::{self, SCHEDULE_LOCK_SPACE, Scheduled, schedule_lock_key};
-use crate::manager::{Manager, ManagerError, catalog};
+use crate::manager::{Manager, catalog};
 use crate::scheduler::{Plugin, PluginError, Repair};
 
 /// What one round did.
@@ -63,7 +64,7 @@ impl Manager {
 
     /// One reconciliation round (see the module's doc). Errors of a scheduler are collected in the
     /// report; the round goes on with the next one.
-    pub async fn reconcile(&self) -> Result<Report, ManagerError> {
+    pub async fn reconcile(&self) -> Result<Report, Error> {
         let mut report = Report::default();
         self.retry_removals(&mut report).await?;
         let externals: Vec<Arc<dyn Plugin>> = self
@@ -85,7 +86,7 @@ impl Manager {
     }
 
     /// Step 1: queued removals that are due.
-    async fn retry_removals(&self, report: &mut Report) -> Result<(), ManagerError> {
+    async fn retry_removals(&self, report: &mut Report) -> Result<(), Error> {
         let due = {
             let client = self.pool.get().await?;
             client
@@ -125,7 +126,7 @@ impl Manager {
     }
 
     /// Step 2: each table the plug-in schedules, checked and put right.
-    async fn repair_schedules(&self, plugin: &Arc<dyn Plugin>, report: &mut Report) -> Result<(), ManagerError> {
+    async fn repair_schedules(&self, plugin: &Arc<dyn Plugin>, report: &mut Report) -> Result<(), Error> {
         let kind = plugin.kind();
         let ids: Vec<i64> = {
             let client = self.pool.get().await?;
@@ -202,7 +203,7 @@ impl Manager {
                         .push(format!("{}: schedule created again ({})", dt.name, plugin.summary(&new)));
                 }
                 // The scheduler is down or refusing: the other tables would fail the same way.
-                Err(PluginError::Failed(e)) => return Err(ManagerError::Scheduler(e)),
+                Err(PluginError::Failed(e)) => return Err(Error::Scheduler(e)),
                 Err(PluginError::Unschedulable(e) | PluginError::Conflict(e)) => report.errors.push(format!("{}: {e}", dt.name)),
             }
             tx.commit().await?;
@@ -211,7 +212,7 @@ impl Manager {
     }
 
     /// Step 3: this catalog's schedules that no catalog row knows.
-    async fn remove_strays(&self, plugin: &Arc<dyn Plugin>, report: &mut Report) -> Result<(), ManagerError> {
+    async fn remove_strays(&self, plugin: &Arc<dyn Plugin>, report: &mut Report) -> Result<(), Error> {
         let kind = plugin.kind();
         let catalog_id = self.catalog_id().await?;
         let mut client = self.pool.get().await?;

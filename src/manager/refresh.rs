@@ -6,11 +6,14 @@
 //! as SKIPPED. The whole refresh is one statement, for the scheduler's sake: at a thousand tables
 //! firing at once, statements and round trips are what the refreshes cost (bench/refresh.sh).
 
-use crate::engine::{self, RefreshAction};
+use crate::core::names::new_job_id;
+use crate::core::rules;
+use crate::core::{Error, Requester};
+use crate::core::{RefreshAction, Trigger};
+use crate::engine;
+use crate::manager::Manager;
 use crate::manager::catalog::{self, DtRow};
 use crate::manager::drop::TABLE_LOCK_SPACE;
-use crate::manager::rules;
-use crate::manager::{Manager, ManagerError, Requester, new_job_id};
 use crate::sql::dynamic::{Options, TableName};
 use std::time::Duration;
 
@@ -33,7 +36,7 @@ pub(super) enum Outcome {
 /// (incremental, Flink): waiting for it, or, for a scheduled refresh, only if it is free (false:
 /// taken). Until the caller releases it, an early return or a dropped future (even one dropped
 /// while the lock is being taken) closes the connection instead of pooling it with the lock held.
-pub(super) async fn lock_for_refresh(client: &mut crate::backend::Pooled, id: i64, trigger: Trigger) -> Result<bool, ManagerError> {
+pub(super) async fn lock_for_refresh(client: &mut crate::backend::Pooled, id: i64, trigger: Trigger) -> Result<bool, Error> {
     let key = (TABLE_LOCK_SPACE, id as i32);
     client.discard_on_drop(true);
     if matches!(trigger, Trigger::Scheduled { .. }) {
@@ -73,47 +76,18 @@ pub struct RefreshRecord {
     pub rows: i64,
 }
 
-/// Why a refresh runs, and what it does when another refresh of the table is running.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Trigger {
-    /// Asked for by a statement: waits for the running refresh.
-    Manual,
-    /// A schedule slot (seconds since the epoch): skipped if a refresh is running.
-    Scheduled { slot: i64 },
-    /// The refresh endpoint, for a schedule time, already claimed as this history row: waits
-    /// for the running refresh.
-    Api { schedule_time: i64, claimed: i64 },
-}
-
-impl Trigger {
-    pub(super) fn name(self) -> &'static str {
-        match self {
-            Trigger::Manual => "MANUAL",
-            Trigger::Scheduled { .. } => "SCHEDULED",
-            Trigger::Api { .. } => "API",
-        }
-    }
-    pub(super) fn schedule_time(self) -> Option<i64> {
-        match self {
-            Trigger::Manual => None,
-            Trigger::Scheduled { slot } => Some(slot),
-            Trigger::Api { schedule_time, .. } => Some(schedule_time),
-        }
-    }
-}
-
 impl Manager {
     /// REFRESH DYNAMIC TABLE / ALTER DYNAMIC TABLE ... REFRESH, by a member of the owner's role.
-    pub async fn refresh_manual(&self, who: &Requester<'_>, name: &TableName, partition: &Options) -> Result<RefreshRecord, ManagerError> {
+    pub async fn refresh_manual(&self, who: &Requester<'_>, name: &TableName, partition: &Options) -> Result<RefreshRecord, Error> {
         self.check_database(who)?;
         if who.in_transaction {
-            return Err(ManagerError::InTransaction("REFRESH DYNAMIC TABLE"));
+            return Err(Error::InTransaction("REFRESH DYNAMIC TABLE"));
         }
         let mut client = self.pool.get().await?;
         let dt = self.load_existing(&mut client, who, name).await?;
         Self::require_member(&*client, who, &dt, "refresh").await?;
         if !partition.is_empty() {
-            rules::check_partition_spec(partition, &dt.partitioned_by, &dt.name.to_string()).map_err(ManagerError::InvalidOption)?;
+            rules::check_partition_spec(partition, &dt.partitioned_by, &dt.name.to_string()).map_err(Error::InvalidOption)?;
         }
         self.refresh_with(&dt, Trigger::Manual, new_job_id(), partition).await
     }
@@ -121,13 +95,7 @@ impl Manager {
     /// The partition a refresh replaces: the one asked for, else, for a refresh with a schedule
     /// time of a table with date-formatted partition columns, the one of the schedule time minus
     /// the freshness, formatted in the table's time zone (Flink's rule); else the whole table.
-    async fn partition_of(
-        &self,
-        tx: &impl GenericClient,
-        dt: &DtRow,
-        trigger: Trigger,
-        explicit: &Options,
-    ) -> Result<Options, ManagerError> {
+    async fn partition_of(&self, tx: &impl GenericClient, dt: &DtRow, trigger: Trigger, explicit: &Options) -> Result<Options, Error> {
         if !explicit.is_empty() {
             return Ok(explicit.clone());
         }
@@ -135,7 +103,7 @@ impl Manager {
             return Ok(Vec::new());
         };
         let options: Options = dt.option_pairs();
-        let formatters = rules::partition_formatters(&options, &dt.partitioned_by).map_err(ManagerError::InvalidOption)?;
+        let formatters = rules::partition_formatters(&options, &dt.partitioned_by).map_err(Error::InvalidOption)?;
         let mut spec = Vec::new();
         for (col, pattern) in formatters {
             let value: String = tx
@@ -152,7 +120,7 @@ impl Manager {
 
     /// Runs one refresh of `dt` and records it. A failure of the refresh itself is recorded and
     /// returned as the error PostgreSQL gave.
-    pub(crate) async fn run_refresh(&self, dt: &DtRow, trigger: Trigger, job_id: String) -> Result<RefreshRecord, ManagerError> {
+    pub(crate) async fn run_refresh(&self, dt: &DtRow, trigger: Trigger, job_id: String) -> Result<RefreshRecord, Error> {
         self.refresh_with(dt, trigger, job_id, &Vec::new()).await
     }
 
@@ -165,7 +133,7 @@ impl Manager {
     /// the history row SUCCEEDED, which commits with the new content. A refresh still running
     /// after [`SHOW_RUNNING_AFTER`] also gets an EXECUTING row, written beside it, which the end
     /// then updates (rows are unique per job and table); a failure is written after the rollback.
-    async fn refresh_with(&self, dt: &DtRow, trigger: Trigger, job_id: String, partition: &Options) -> Result<RefreshRecord, ManagerError> {
+    async fn refresh_with(&self, dt: &DtRow, trigger: Trigger, job_id: String, partition: &Options) -> Result<RefreshRecord, Error> {
         let mut client = self.pool.get().await?;
         let spec = self.partition_of(&*client, dt, trigger, partition).await?;
         // When the refresh began, for the rows written before or without its statement's own.
@@ -231,7 +199,7 @@ impl Manager {
             }
             match catalog::load_by_id(&*client, dt.id).await {
                 Ok(Some(reloaded)) => current = std::borrow::Cow::Owned(reloaded),
-                Ok(None) => result = Err(ManagerError::NotFound(dt.name.to_string())),
+                Ok(None) => result = Err(Error::NotFound(dt.name.to_string())),
                 Err(e) => result = Err(e.into()),
             }
         }
@@ -240,7 +208,7 @@ impl Manager {
         }
         if matches!(result, Ok(Outcome::Stale)) {
             tracing::error!(table = %dt.name, "every refresh attempt met a change of the table's definition or concurrent work (see the log)");
-            result = Err(ManagerError::Internal);
+            result = Err(Error::Internal);
         }
         match result {
             Ok(Outcome::Done(rows)) => {
@@ -251,7 +219,7 @@ impl Manager {
                     rows,
                 })
             }
-            Ok(Outcome::Stale) => Err(ManagerError::Internal),
+            Ok(Outcome::Stale) => Err(Error::Internal),
             Ok(Outcome::Locked) => {
                 let reason = "the previous refresh was still running";
                 catalog::record_refresh(
@@ -274,7 +242,7 @@ impl Manager {
                 let msg = e.to_string();
                 // A Flink job cancelled from outside ends the refresh CANCELLED, not FAILED.
                 let state = match &e {
-                    ManagerError::Flink(crate::engine::flink::FlinkError::JobFailed { state, .. }) if state == "CANCELED" => "CANCELLED",
+                    Error::Cancelled(_) => "CANCELLED",
                     _ => "FAILED",
                 };
                 catalog::record_refresh(
@@ -304,7 +272,7 @@ impl Manager {
         job_id: &str,
         sql: &str,
         spec: &Options,
-    ) -> Result<Outcome, ManagerError> {
+    ) -> Result<Outcome, Error> {
         let wait = !matches!(trigger, Trigger::Scheduled { .. });
         let partition = (!spec.is_empty()).then(|| catalog::partition_json(spec));
         let app = format!("dyngate:{job_id}");
@@ -350,7 +318,7 @@ impl Manager {
                         (&trigger.name(), Type::TEXT),
                         (&trigger.schedule_time(), Type::INT8),
                         (&partition, Type::TEXT),
-                        (&RefreshAction::Full.as_str(), Type::TEXT),
+                        (&RefreshAction::Full.name(), Type::TEXT),
                         (&dt.altered_at, Type::TEXT),
                     ],
                 )
@@ -374,7 +342,7 @@ impl Manager {
             }
         }
         tracing::error!(table = %dt.name, owner = dt.owner, "the owner's runner function did not match the owner twice in a row");
-        Err(ManagerError::Internal)
+        Err(Error::Internal)
     }
 }
 

@@ -24,11 +24,14 @@ use tokio_postgres::IsolationLevel;
 use tokio_postgres::types::Type;
 
 use crate::backend::Pooled;
+use crate::core::Error;
+use crate::core::RefreshAction;
+use crate::core::Trigger;
+use crate::engine;
 use crate::engine::incremental::{self, capture, collect};
-use crate::engine::{self, RefreshAction};
+use crate::manager::Manager;
 use crate::manager::catalog::{self, DtRow};
-use crate::manager::refresh::{Outcome, Trigger, lock_for_refresh, unlock_refresh};
-use crate::manager::{Manager, ManagerError};
+use crate::manager::refresh::{Outcome, lock_for_refresh, unlock_refresh};
 use crate::sql::dynamic::Options;
 
 impl Manager {
@@ -41,7 +44,7 @@ impl Manager {
         job_id: &str,
         spec: &Options,
         began: Option<f64>,
-    ) -> Result<Outcome, ManagerError> {
+    ) -> Result<Outcome, Error> {
         if !lock_for_refresh(client, dt.id, trigger).await? {
             return Ok(Outcome::Locked);
         }
@@ -66,7 +69,7 @@ impl Manager {
         }
         let result = match self.incremental_transaction(client, dt, trigger, job_id, spec, began).await {
             // A REPEATABLE READ transaction may meet a concurrent update; it is run again.
-            Err(ManagerError::Postgres { code, message, .. }) if code == "40001" || code == "40P01" => {
+            Err(Error::Postgres { code, message, .. }) if code == "40001" || code == "40P01" => {
                 tracing::warn!(table = %dt.name, code, message, "the refresh's transaction met a concurrent update; it starts again");
                 Ok((Outcome::Stale, Vec::new()))
             }
@@ -92,7 +95,7 @@ impl Manager {
         job_id: &str,
         spec: &Options,
         began: Option<f64>,
-    ) -> Result<(Outcome, Vec<capture::SourceTable>), ManagerError> {
+    ) -> Result<(Outcome, Vec<capture::SourceTable>), Error> {
         let tx = client
             .build_transaction()
             .isolation_level(IsolationLevel::RepeatableRead)
@@ -116,7 +119,7 @@ impl Manager {
         )?;
         let data_time: String = settings.get(2);
         let Some(dt) = dt else {
-            return Err(ManagerError::NotFound(loaded.name.to_string()));
+            return Err(Error::NotFound(loaded.name.to_string()));
         };
         if dt.altered_at != loaded.altered_at {
             return Ok((Outcome::Stale, Vec::new()));
@@ -179,10 +182,10 @@ impl Manager {
                 incremental::apply(&tx, &dt.owner, plan, dt.id, &sources, applied, &target, shape)
                     .await
                     .map_err(|e| match e {
-                        incremental::ApplyError::Postgres(e) => ManagerError::from(e),
+                        incremental::ApplyError::Postgres(e) => Error::from(e),
                         incremental::ApplyError::Plan(why) => {
                             tracing::error!(table = %dt.name, why, "incremental plan");
-                            ManagerError::Internal
+                            Error::Internal
                         }
                     })?
             }
@@ -203,7 +206,7 @@ impl Manager {
             schedule_time: trigger.schedule_time(),
             started_at: began,
             ended: true,
-            action: Some(action.as_str()),
+            action: Some(action.name()),
             data_time: Some(&data_time),
             rows: Some(rows as i64),
             changes,

@@ -14,10 +14,12 @@ use std::time::Duration;
 
 use tokio::sync::{Semaphore, watch};
 
+use crate::core::Error;
+use crate::core::Trigger;
+use crate::core::rules;
+use crate::core::rules::{Freshness, Unit};
+use crate::manager::Manager;
 use crate::manager::catalog;
-use crate::manager::refresh::Trigger;
-use crate::manager::rules::{self, Freshness, Unit};
-use crate::manager::{Manager, ManagerError};
 
 /// What to do with schedule slots missed while no gateway was running.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -81,7 +83,7 @@ impl Manager {
         let _ = permits.acquire_many(config.concurrency.max(1) as u32).await;
     }
 
-    async fn cancel_orphans(&self) -> Result<(), ManagerError> {
+    async fn cancel_orphans(&self) -> Result<(), Error> {
         let client = self.pool.get().await?;
         let n = catalog::cancel_orphaned_refreshes(&*client).await?;
         if n > 0 {
@@ -91,7 +93,7 @@ impl Manager {
     }
 
     /// Fires the due slots; returns how long until the next slot boundary of any table.
-    async fn fire_due(self: &Arc<Self>, config: &LoopConfig, permits: &Arc<Semaphore>) -> Result<Option<Duration>, ManagerError> {
+    async fn fire_due(self: &Arc<Self>, config: &LoopConfig, permits: &Arc<Semaphore>) -> Result<Option<Duration>, Error> {
         let client = self.pool.get().await?;
         // The database's clock, so that every gateway sharing the catalog agrees on the slots.
         let rows = client
@@ -139,7 +141,7 @@ impl Manager {
             if missed && config.missed == MissedRefreshes::Skip {
                 let reason = "schedule slots were missed while no gateway was running (--missed-refreshes skip)";
                 let client = self.pool.get().await?;
-                let job_id = super::new_job_id();
+                let job_id = crate::core::names::new_job_id();
                 let skipped = catalog::RefreshRow {
                     schedule_time: Some(slot),
                     ended: true,
@@ -155,7 +157,10 @@ impl Manager {
             };
             tokio::spawn(async move {
                 let _permit = permit;
-                if let Err(e) = me.run_refresh(&dt, Trigger::Scheduled { slot }, super::new_job_id()).await {
+                if let Err(e) = me
+                    .run_refresh(&dt, Trigger::Scheduled { slot }, crate::core::names::new_job_id())
+                    .await
+                {
                     tracing::debug!(table = %dt.name, error = %e, "scheduled refresh failed");
                 }
             });

@@ -2,10 +2,11 @@
 //! the catalog, allowed inside a transaction block. A table is listed only to those who may read
 //! it.
 
+use crate::core::{Error, QualifiedName, Requester};
+use crate::core::{quote_ident, quote_literal};
+use crate::manager::Manager;
 use crate::manager::catalog::DtRow;
 use crate::manager::create::TIME_ZONE_OPTION;
-use crate::manager::rules::{quote_ident, quote_literal};
-use crate::manager::{Manager, ManagerError, QualifiedName, Requester};
 use crate::sql::dynamic::TableName;
 
 /// One line of SHOW DYNAMIC TABLES.
@@ -27,7 +28,7 @@ pub struct Listed {
 }
 
 impl Manager {
-    pub async fn show(&self, who: &Requester<'_>, like: Option<&str>) -> Result<Vec<Listed>, ManagerError> {
+    pub async fn show(&self, who: &Requester<'_>, like: Option<&str>) -> Result<Vec<Listed>, Error> {
         self.check_database(who)?;
         let client = self.pool.get().await?;
         let rows = client
@@ -62,7 +63,7 @@ impl Manager {
     }
 
     /// Loads a dynamic table the requester may read.
-    async fn visible(&self, who: &Requester<'_>, name: &TableName) -> Result<DtRow, ManagerError> {
+    async fn visible(&self, who: &Requester<'_>, name: &TableName) -> Result<DtRow, Error> {
         self.check_database(who)?;
         let mut client = self.pool.get().await?;
         let dt = self.load_existing(&mut client, who, name).await?;
@@ -73,13 +74,13 @@ impl Manager {
             .get(0);
         if !readable {
             // As PostgreSQL does for a relation one cannot see into: same answer as missing.
-            return Err(ManagerError::NotFound(name.to_string()));
+            return Err(Error::NotFound(name.to_string()));
         }
         Ok(dt)
     }
 
     /// DESCRIBE DYNAMIC TABLE: (property, value) pairs.
-    pub async fn describe(&self, who: &Requester<'_>, name: &TableName) -> Result<Vec<(String, Option<String>)>, ManagerError> {
+    pub async fn describe(&self, who: &Requester<'_>, name: &TableName) -> Result<Vec<(String, Option<String>)>, Error> {
         let dt = self.visible(who, name).await?;
         let client = self.pool.get().await?;
         let last = client
@@ -136,7 +137,7 @@ impl Manager {
     }
 
     /// SHOW CREATE DYNAMIC TABLE: a statement that recreates the table.
-    pub async fn show_create(&self, who: &Requester<'_>, name: &TableName) -> Result<String, ManagerError> {
+    pub async fn show_create(&self, who: &Requester<'_>, name: &TableName) -> Result<String, Error> {
         let dt = self.visible(who, name).await?;
         Ok(create_statement(&dt))
     }

@@ -11,9 +11,10 @@ use serde::Serialize;
 
 use super::client::{Auth, Body, percent};
 use super::{BoxFuture, Handle, Plugin, PluginError, Repair, Target};
-use crate::config::SchedulerKind;
+use crate::core::SchedulerKind;
 
-use crate::manager::rules::{self, Freshness, RuleError, Unit};
+use crate::core::rules;
+use crate::core::rules::{Freshness, RuleError, Unit};
 
 /// The DAG file template (see its header for the spec's fields).
 pub const TEMPLATE: &str = include_str!("../../contrib/airflow/dyngate_dag.py.tmpl");
@@ -625,7 +626,7 @@ impl Airflow {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64);
-        spec["start_date"] = serde_json::Value::String(crate::http::time::iso_utc(now));
+        spec["start_date"] = serde_json::Value::String(crate::core::time::iso_utc(now));
         write_rendered(&self.dags, &handle.dag_id, &render(&spec))
             .map_err(|e| failed(format_args!("DAGs folder {}: {e}", self.dags.display())))?;
         // Unpaused before Airflow parsed the new start, the DAG would run the tick it missed.
@@ -646,7 +647,7 @@ impl Airflow {
             let next = ["next_dagrun_run_after", "next_dagrun_create_after", "next_dagrun"]
                 .iter()
                 .find_map(|k| dag[*k].as_str())
-                .and_then(crate::http::time::parse_instant);
+                .and_then(crate::core::time::parse_instant);
             match next {
                 Some(t) if t < now => tokio::time::sleep(std::time::Duration::from_millis(200)).await,
                 _ => break,

@@ -53,8 +53,9 @@ use serde_json::{Value, json};
 
 use super::client::{self, Auth, Body, Endpoint, Response};
 use super::{BoxFuture, Handle, Plugin, PluginError, Repair, Target};
-use crate::config::SchedulerKind;
-use crate::manager::rules::{self, Freshness};
+use crate::core::SchedulerKind;
+use crate::core::rules;
+use crate::core::rules::Freshness;
 
 const SERVICE: &str = "DolphinScheduler";
 
@@ -214,13 +215,13 @@ const DESCRIPTION_MAX: usize = 255;
 /// wall clock twelve hours earlier, `yyyy-MM-dd HH:mm:ss` (see the module's doc: DolphinScheduler
 /// reads it in the schedule's time zone and starts a past start when the schedule goes online).
 pub fn start_time(start: &str) -> Result<String, PluginError> {
-    let t = crate::http::time::parse_instant(start).ok_or_else(|| PluginError::Failed(format!("{SERVICE}: bad start time {start:?}")))?;
+    let t = crate::core::time::parse_instant(start).ok_or_else(|| PluginError::Failed(format!("{SERVICE}: bad start time {start:?}")))?;
     Ok(wall_clock(t - 12 * 3600))
 }
 
 /// Seconds since the epoch as `yyyy-MM-dd HH:mm:ss`, UTC.
 pub fn wall_clock(t: i64) -> String {
-    crate::http::time::wall_clock_utc(t)
+    crate::core::time::wall_clock_utc(t)
 }
 
 /// A table's workflow name: `dyngate__<database>__<schema>__<table>__<hash>`, the names cleaned
@@ -1157,7 +1158,7 @@ impl Plugin for DolphinScheduler {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::manager::rules::Unit;
+    use crate::core::rules::Unit;
     use bytes::Bytes;
 
     fn target<'a>(conf: &'a BTreeMap<String, String>) -> Target<'a> {
@@ -1288,7 +1289,7 @@ mod tests {
         assert_eq!(req.tables[0].name, "Daily \"Revenue\"");
         // 2026-11-24 10:05:00 read as UTC: the endpoint does not know yet that DolphinScheduler's
         // wall clock is in `dolphinscheduler.time_zone` (here Europe/Berlin, 09:05 UTC).
-        assert_eq!(req.schedule_time, crate::http::time::ScheduleTime::Local(1_795_514_700));
+        assert_eq!(req.schedule_time, crate::core::time::ScheduleTime::Local(1_795_514_700));
         assert_eq!(req.scheduler_run_id.as_deref(), Some("4711"));
 
         assert!(check_placeholders(&t, "http://gw:8432/v3/dynamic-tables/refresh").is_ok());

@@ -4,8 +4,9 @@
 //! create, change or remove elsewhere, and every operation here succeeds without doing anything.
 
 use super::{BoxFuture, Handle, Plugin, PluginError, Repair, Target};
-use crate::config::SchedulerKind;
-use crate::manager::rules::{self, Freshness};
+use crate::core::SchedulerKind;
+use crate::core::rules;
+use crate::core::rules::Freshness;
 
 pub struct Embedded;
 

@@ -20,8 +20,8 @@ pub mod embedded;
 use std::future::Future;
 use std::pin::Pin;
 
-use crate::config::SchedulerKind;
-use crate::manager::rules::Freshness;
+use crate::core::SchedulerKind;
+use crate::core::rules::Freshness;
 
 /// A boxed future, so that plug-ins can sit behind `dyn Plugin`.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -51,7 +51,7 @@ pub struct Target<'a> {
 impl Target<'_> {
     /// The table as the refresh endpoint's `tables` names it.
     pub fn endpoint_name(&self) -> String {
-        use crate::manager::rules::quote_ident;
+        use crate::core::quote_ident;
         format!("{}.{}", quote_ident(self.schema), quote_ident(self.table))
     }
 }

@@ -10,7 +10,8 @@ use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::{Parser, ParserError};
 use sqlparser::tokenizer::{Location, Token, TokenWithSpan};
 
-use crate::manager::rules::{Freshness, LogicalMode, RuleError, parse_freshness};
+use crate::core::LogicalMode;
+use crate::core::rules::{Freshness, RuleError, parse_freshness};
 
 /// A table name as PostgreSQL resolves it: unquoted parts folded to lower case.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -505,7 +506,7 @@ fn at(t: &TokenWithSpan) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::manager::rules::Unit;
+    use crate::core::rules::Unit;
 
     fn name(n: &str) -> TableName {
         TableName {

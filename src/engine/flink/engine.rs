@@ -20,8 +20,8 @@ use super::FlinkError;
 use super::cluster::{Cluster, JobState};
 use super::gateway::{Gateway, JobId, ResultSet, RowKind, Session};
 use super::tables::{FlinkColumn, flink_ident, insert_sql, named_sink_ddl, sink_ddl};
-use crate::manager::random_hex;
-use crate::manager::rules::quote_literal;
+use crate::core::names::random_hex;
+use crate::core::quote_literal;
 
 /// How Flink's JDBC connector reaches the backing PostgreSQL, to write dynamic tables.
 #[derive(Debug, Clone)]

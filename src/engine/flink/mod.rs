@@ -16,6 +16,7 @@
 
 pub mod cluster;
 pub mod engine;
+pub mod error;
 pub mod gateway;
 pub mod tables;
 pub mod types;

@@ -19,9 +19,9 @@
 //!
 //! Everything here is pure: the SQL texts, the rules. The engine runs them.
 
+use crate::core::quote_ident;
 use crate::engine::flink::engine::SinkTarget;
 use crate::engine::flink::types::{LogicalType, TypeKind, pg_ddl_type};
-use crate::manager::rules::quote_ident;
 
 /// A column of a dynamic table refreshed by Flink.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

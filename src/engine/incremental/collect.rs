@@ -36,10 +36,10 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, GenericClient, Transaction};
 
 use crate::backend::ServicePool;
+use crate::core::{quote_ident, quote_literal};
 use crate::engine::incremental::capture::{SIGN, SourceTable, XID, log_column, log_relation};
 use crate::engine::incremental::stream::StreamError;
 use crate::engine::incremental::wal::{self, Lsn, Message, RelationInfo, format_lsn, full_xid, parse_lsn};
-use crate::manager::rules::{quote_ident, quote_literal};
 
 /// The publication naming the sources captured from the WAL.
 pub const PUBLICATION: &str = "dyngate_capture";
@@ -778,6 +778,15 @@ pub fn log_and_peeked(oid: u32) -> String {
         log_relation(oid),
         quote_ident(&peek_table(oid))
     )
+}
+
+impl From<SyncError> for crate::core::Error {
+    fn from(e: SyncError) -> Self {
+        match e {
+            SyncError::Postgres(e) => e.into(),
+            behind @ SyncError::Behind(_) => crate::core::Error::WrongState(behind.to_string()),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -7,10 +7,10 @@
 //! applied snapshot (the log's rows, signed), or as it was then (its rows now plus the changes
 //! undone). A subquery's changes are its own delta, so subqueries nest.
 
+use crate::core::{quote_ident, quote_literal};
 use crate::engine::incremental::analyze::{Branch, From, Plan, Relation, Source, Subquery};
 use crate::engine::incremental::capture::{SIGN, SourceTable, XID, log_column, log_relation};
 use crate::engine::incremental::collect;
-use crate::manager::rules::{quote_ident, quote_literal};
 
 /// A column of the dynamic table: name and type as `format_type` prints it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -23,10 +23,10 @@
 //! Sums of floating-point values are not kept (their rounding would depend on the order the
 //! rows came in): such tables are refreshed fully (see `float_reason`).
 
+use crate::core::quote_ident;
 use crate::engine::incremental::analyze::{Agg, From, Output, Plan};
 use crate::engine::incremental::capture::SourceTable;
 use crate::engine::incremental::delta::{Column, delta_terms, from_now};
-use crate::manager::rules::quote_ident;
 
 /// The state table of dynamic table `id` (unquoted, in schema `dyngate`).
 pub fn state_table(id: i64) -> String {

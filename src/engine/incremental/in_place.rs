@@ -22,11 +22,11 @@
 //! and checked before each apply (incremental::shape): a NOT NULL dropped since makes the next
 //! refresh full, which gives the table a state table again.
 
+use crate::core::quote_ident;
 use crate::engine::incremental::analyze::{Agg, Output, Plan, Relation, column_ref};
 use crate::engine::incremental::capture::SourceTable;
 use crate::engine::incremental::delta::Column;
 use crate::engine::incremental::groups::{Grouped, changed_rows, col, grouped};
-use crate::manager::rules::quote_ident;
 
 const SIGN: &str = "\"dyngate$sign\"";
 

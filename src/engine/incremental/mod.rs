@@ -34,9 +34,9 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, GenericClient, Transaction};
 
+use crate::core::quote_literal;
 use crate::engine::incremental::analyze::Plan;
 use crate::engine::incremental::capture::SourceTable;
-use crate::manager::rules::quote_literal;
 
 /// The option that asks for a refresh action: `auto` (the default: incremental when the query
 /// allows it), `incremental` (an error names what keeps the query from it) or `full`.
@@ -166,7 +166,7 @@ async fn why_not(
 
 /// The columns of the query bound in view `dyngate.<view>`: names and types.
 pub async fn query_columns(c: &impl GenericClient, view: &str) -> Result<Vec<delta::Column>, tokio_postgres::Error> {
-    table_columns(c, &format!("dyngate.{}", crate::manager::rules::quote_ident(view))).await
+    table_columns(c, &format!("dyngate.{}", crate::core::quote_ident(view))).await
 }
 
 /// Checks that the tables the plan reads (those of its subqueries too) are the captured
@@ -627,7 +627,7 @@ fn applied_by_every_reader(xid: &str) -> String {
 /// long. A log is a queue: a log that holds nothing any reader needs is emptied with TRUNCATE
 /// when nobody uses it at that moment ([`truncate_drained`]), else its rows are deleted.
 pub async fn discard_applied(c: &mut Client, sources: &[SourceTable]) -> Result<u64, tokio_postgres::Error> {
-    let xid = crate::manager::rules::quote_ident(capture::XID);
+    let xid = crate::core::quote_ident(capture::XID);
     let mut n = 0;
     for s in sources {
         let log = capture::log_relation(s.oid);
@@ -678,7 +678,7 @@ const DRAIN_CHECK_MS: u32 = 20;
 /// does not see, and a log holding any such row is not emptied.
 async fn truncate_drained(c: &mut Client, oid: u32) -> Result<Option<u64>, tokio_postgres::Error> {
     let log = capture::log_relation(oid);
-    let xid = crate::manager::rules::quote_ident(capture::XID);
+    let xid = crate::core::quote_ident(capture::XID);
     // Dropped unfinished, the transaction rolls back.
     let tx = c.transaction().await?;
     let checked = async {

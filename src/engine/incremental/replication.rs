@@ -17,8 +17,8 @@ use postgres_protocol::message::frontend;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_postgres::config::Host;
 
+use crate::core::{quote_ident, quote_literal};
 use crate::engine::incremental::wal::{Lsn, format_lsn};
-use crate::manager::rules::{quote_ident, quote_literal};
 use crate::wire::codec::{self, Message};
 
 /// Why the replication connection failed.

@@ -1,9 +1,12 @@
 //! The pure rules of dynamic tables, as Flink's FLIP-435 fixes them and users expect them:
-//! freshness validation, refresh-mode derivation, the freshness-to-Quartz-cron table, and SQL
-//! quoting. No I/O here; every rule has a table of tests.
+//! freshness validation, refresh-mode derivation, the freshness-to-Quartz-cron table, schedule
+//! slots, partition formatters and specs, and which column changes ALTER ... AS may make. No I/O
+//! here; every rule has a table of tests.
 
 use std::fmt;
 use std::time::Duration;
+
+use super::kinds::{LogicalMode, RefreshMode};
 
 /// A freshness unit. MONTH and YEAR are not: their length varies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,22 +91,6 @@ pub fn parse_freshness(value: &str, unit: &str) -> Result<Freshness, RuleError> 
     }
 }
 
-/// The mode a user asked for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogicalMode {
-    /// No REFRESH_MODE clause: derived from the freshness.
-    Automatic,
-    Continuous,
-    Full,
-}
-
-/// The mode actually used.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RefreshMode {
-    Continuous,
-    Full,
-}
-
 /// Flink's default threshold (`materialized-table.refresh-mode.freshness-threshold`).
 pub const DEFAULT_THRESHOLD: Duration = Duration::from_secs(30 * 60);
 
@@ -157,7 +144,6 @@ pub fn slot(now: i64, f: Freshness, utc_offset: i64) -> i64 {
     local - local.rem_euclid(period) - utc_offset
 }
 
-/// Quotes an identifier for generated SQL, always (never relying on it being "simple").
 /// Translates a Java date pattern (Flink's `partition.fields.<col>.date-formatter`, e.g.
 /// `yyyy-MM-dd`) into a PostgreSQL `to_char` pattern. Letters other than the year, month, day,
 /// hour, minute and second fields are refused; text in single quotes is literal.
@@ -309,21 +295,6 @@ pub fn appended_columns(current: &[Column], new: &[Column]) -> Result<Vec<Column
 pub fn query_view_name(schema: &str, table: &str, id: i64) -> String {
     let name = format!("{schema}.{table}");
     if name.len() <= 63 { name } else { format!("dt_{id}") }
-}
-
-pub fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
-
-/// Quotes a string literal for generated SQL (standard_conforming_strings on, as PostgreSQL's
-/// default; E'' is used when the text holds a backslash so the result is right either way).
-pub fn quote_literal(text: &str) -> String {
-    let body = text.replace('\'', "''");
-    if text.contains('\\') {
-        format!("E'{}'", body.replace('\\', "\\\\"))
-    } else {
-        format!("'{body}'")
-    }
 }
 
 #[cfg(test)]
@@ -540,18 +511,6 @@ mod tests {
         ];
         for (schema, table, id, want) in cases {
             assert_eq!(query_view_name(schema, table, id), want);
-        }
-    }
-
-    #[test]
-    fn quoting() {
-        let idents = [("t", "\"t\""), ("My Table", "\"My Table\""), ("a\"b", "\"a\"\"b\""), ("", "\"\"")];
-        for (i, q) in idents {
-            assert_eq!(quote_ident(i), q);
-        }
-        let lits = [("x", "'x'"), ("it's", "'it''s'"), ("a\\b", "E'a\\\\b'"), ("'\\", "E'''\\\\'")];
-        for (l, q) in lits {
-            assert_eq!(quote_literal(l), q);
         }
     }
 }

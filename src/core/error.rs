@@ -1,12 +1,14 @@
-//! The manager's errors and their one mapping to SQLSTATE (the HTTP mapping joins it with the
-//! refresh endpoint). Errors PostgreSQL raised while running the user's own query pass through
-//! with PostgreSQL's fields; failures of the gateway's own machinery are logged in full and reach
-//! the client as a short message without addresses or credentials.
+//! The user-facing error of every dynamic-table operation, and its one mapping to SQLSTATE and
+//! to HTTP status (psql and the refresh endpoint see the same error). Errors PostgreSQL raised
+//! while running the user's own query pass through with PostgreSQL's fields; an engine's own
+//! errors arrive already worded for users (each engine converts its errors into [`Error::Engine`]);
+//! failures of the gateway's own machinery are logged in full and reach the client as a short
+//! message without addresses or credentials.
 
-use crate::manager::rules::RuleError;
+use super::rules::RuleError;
 
 #[derive(Debug, thiserror::Error)]
-pub enum ManagerError {
+pub enum Error {
     /// 42P01, worded as Flink's "Materialized table with identifier %s does not exist."
     #[error("Dynamic table with identifier {0} does not exist.")]
     NotFound(String),
@@ -65,87 +67,70 @@ pub enum ManagerError {
         detail: Option<String>,
         hint: Option<String>,
     },
-    /// Flink refused the statement, failed, or could not be reached; nothing was changed.
-    #[error("{}", flink_message(.0))]
-    Flink(crate::engine::flink::FlinkError),
+    /// An engine (Flink) refused the statement, failed, or could not be reached; nothing was
+    /// changed. The engine chose the SQLSTATE and HTTP status, and worded the message for users.
+    #[error("{message}")]
+    Engine {
+        code: &'static str,
+        http_status: u16,
+        message: String,
+    },
+    /// 58000: the engine's job was cancelled from outside; its refresh is recorded CANCELLED.
+    #[error("{0}")]
+    Cancelled(String),
     /// The gateway's own machinery failed (the catalog connection, ...). Details are logged.
     #[error("internal error in the dynamic-table catalog; see the gateway's log")]
     Internal,
 }
 
-impl ManagerError {
+impl Error {
     /// The HTTP status of this error on the API.
     pub fn http_status(&self) -> u16 {
         match self {
-            ManagerError::NotFound(_) => 404,
-            ManagerError::WrongState(_) | ManagerError::Exists(_) | ManagerError::RelationExists(_) => 409,
-            ManagerError::NotOwner { .. } => 403,
-            ManagerError::Rule(_)
-            | ManagerError::NotDynamic(_)
-            | ManagerError::InTransaction(_)
-            | ManagerError::WrongDatabase { .. }
-            | ManagerError::InvalidDefinition(_)
-            | ManagerError::InvalidOption(_) => 400,
-            ManagerError::ReadBy { .. } => 409,
-            ManagerError::Scheduler(_) => 502,
-            ManagerError::Unsupported(_) => 501,
-            ManagerError::Postgres { .. } => 422,
-            ManagerError::Flink(crate::engine::flink::FlinkError::Sql(_)) => 422,
-            ManagerError::Flink(crate::engine::flink::FlinkError::Timeout { .. }) => 504,
-            ManagerError::Flink(_) => 502,
-            ManagerError::Internal => 500,
+            Error::NotFound(_) => 404,
+            Error::WrongState(_) | Error::Exists(_) | Error::RelationExists(_) => 409,
+            Error::NotOwner { .. } => 403,
+            Error::Rule(_)
+            | Error::NotDynamic(_)
+            | Error::InTransaction(_)
+            | Error::WrongDatabase { .. }
+            | Error::InvalidDefinition(_)
+            | Error::InvalidOption(_) => 400,
+            Error::ReadBy { .. } => 409,
+            Error::Scheduler(_) => 502,
+            Error::Unsupported(_) => 501,
+            Error::Postgres { .. } => 422,
+            Error::Engine { http_status, .. } => *http_status,
+            Error::Cancelled(_) => 502,
+            Error::Internal => 500,
         }
     }
 
     pub fn sqlstate(&self) -> &str {
         match self {
-            ManagerError::NotFound(_) => "42P01",
-            ManagerError::Exists(_) | ManagerError::RelationExists(_) => "42P07",
-            ManagerError::NotDynamic(_) => "42809",
-            ManagerError::Rule(_) | ManagerError::InvalidOption(_) => "22023",
-            ManagerError::InTransaction(_) => "25001",
-            ManagerError::WrongDatabase { .. } | ManagerError::Unsupported(_) => "0A000",
-            ManagerError::NotOwner { .. } => "42501",
-            ManagerError::WrongState(_) => "55000",
-            ManagerError::ReadBy { .. } => "2BP01",
-            ManagerError::Scheduler(_) => "58000",
-            ManagerError::InvalidDefinition(_) => "42P16",
-            ManagerError::Postgres { code, .. } => code,
-            ManagerError::Flink(e) => crate::manager::flink_sql::flink_sqlstate(e),
-            ManagerError::Internal => "XX000",
+            Error::NotFound(_) => "42P01",
+            Error::Exists(_) | Error::RelationExists(_) => "42P07",
+            Error::NotDynamic(_) => "42809",
+            Error::Rule(_) | Error::InvalidOption(_) => "22023",
+            Error::InTransaction(_) => "25001",
+            Error::WrongDatabase { .. } | Error::Unsupported(_) => "0A000",
+            Error::NotOwner { .. } => "42501",
+            Error::WrongState(_) => "55000",
+            Error::ReadBy { .. } => "2BP01",
+            Error::Scheduler(_) => "58000",
+            Error::InvalidDefinition(_) => "42P16",
+            Error::Postgres { code, .. } => code,
+            Error::Engine { code, .. } => code,
+            Error::Cancelled(_) => "58000",
+            Error::Internal => "XX000",
         }
     }
 }
 
-/// A Flink error as the client reads it: Flink's own reason for a refused statement, else what
-/// failed (prefixed, so that it is clear the message is Flink's).
-fn flink_message(e: &crate::engine::flink::FlinkError) -> String {
-    match e {
-        crate::engine::flink::FlinkError::Sql(cause) => format!("Flink: {}", cause.message),
-        e => format!("Flink: {e}"),
-    }
-}
-
-impl From<crate::engine::flink::FlinkError> for ManagerError {
-    fn from(e: crate::engine::flink::FlinkError) -> Self {
-        ManagerError::Flink(e)
-    }
-}
-
-impl From<crate::engine::incremental::collect::SyncError> for ManagerError {
-    fn from(e: crate::engine::incremental::collect::SyncError) -> Self {
-        use crate::engine::incremental::collect::SyncError;
-        match e {
-            SyncError::Postgres(e) => e.into(),
-            behind @ SyncError::Behind(_) => ManagerError::WrongState(behind.to_string()),
-        }
-    }
-}
-
-impl From<tokio_postgres::Error> for ManagerError {
+impl From<tokio_postgres::Error> for Error {
     fn from(e: tokio_postgres::Error) -> Self {
         match e.as_db_error() {
-            Some(db) => ManagerError::Postgres {
+            Some(db) => Error::Postgres {
                 code: db.code().code().to_string(),
                 message: db.message().to_string(),
                 detail: db.detail().map(str::to_string),
@@ -153,7 +138,7 @@ impl From<tokio_postgres::Error> for ManagerError {
             },
             None => {
                 tracing::error!(error = %e, "catalog connection failed");
-                ManagerError::Internal
+                Error::Internal
             }
         }
     }
@@ -165,42 +150,42 @@ mod tests {
 
     #[test]
     fn sqlstates() {
-        let cases: Vec<(ManagerError, &str)> = vec![
-            (ManagerError::NotFound("t".into()), "42P01"),
-            (ManagerError::Exists("t".into()), "42P07"),
-            (ManagerError::RelationExists("t".into()), "42P07"),
-            (ManagerError::NotDynamic("t".into()), "42809"),
-            (ManagerError::Rule(RuleError::FullDayNotOne), "22023"),
-            (ManagerError::InTransaction("CREATE DYNAMIC TABLE"), "25001"),
+        let cases: Vec<(Error, &str)> = vec![
+            (Error::NotFound("t".into()), "42P01"),
+            (Error::Exists("t".into()), "42P07"),
+            (Error::RelationExists("t".into()), "42P07"),
+            (Error::NotDynamic("t".into()), "42809"),
+            (Error::Rule(RuleError::FullDayNotOne), "22023"),
+            (Error::InTransaction("CREATE DYNAMIC TABLE"), "25001"),
             (
-                ManagerError::WrongDatabase {
+                Error::WrongDatabase {
                     expected: "a".into(),
                     actual: "b".into(),
                 },
                 "0A000",
             ),
             (
-                ManagerError::NotOwner {
+                Error::NotOwner {
                     owner: "o".into(),
                     action: "drop",
                     table: "t".into(),
                 },
                 "42501",
             ),
-            (ManagerError::Unsupported("x".into()), "0A000"),
-            (ManagerError::WrongState("x".into()), "55000"),
+            (Error::Unsupported("x".into()), "0A000"),
+            (Error::WrongState("x".into()), "55000"),
             (
-                ManagerError::ReadBy {
+                Error::ReadBy {
                     table: "t".into(),
                     readers: vec!["u".into()],
                 },
                 "2BP01",
             ),
-            (ManagerError::InvalidDefinition("x".into()), "42P16"),
-            (ManagerError::InvalidOption("x".into()), "22023"),
-            (ManagerError::Scheduler("x".into()), "58000"),
+            (Error::InvalidDefinition("x".into()), "42P16"),
+            (Error::InvalidOption("x".into()), "22023"),
+            (Error::Scheduler("x".into()), "58000"),
             (
-                ManagerError::Postgres {
+                Error::Postgres {
                     code: "42P01".into(),
                     message: "m".into(),
                     detail: None,
@@ -208,31 +193,49 @@ mod tests {
                 },
                 "42P01",
             ),
-            (ManagerError::Internal, "XX000"),
+            (
+                Error::Engine {
+                    code: "42601",
+                    http_status: 422,
+                    message: "m".into(),
+                },
+                "42601",
+            ),
+            (Error::Cancelled("x".into()), "58000"),
+            (Error::Internal, "XX000"),
         ];
         for (e, code) in cases {
             assert_eq!(e.sqlstate(), code, "{e}");
         }
         let http = [
-            (ManagerError::NotFound("t".into()), 404),
-            (ManagerError::WrongState("x".into()), 409),
+            (Error::NotFound("t".into()), 404),
+            (Error::WrongState("x".into()), 409),
             (
-                ManagerError::NotOwner {
+                Error::NotOwner {
                     owner: "o".into(),
                     action: "drop",
                     table: "t".into(),
                 },
                 403,
             ),
-            (ManagerError::Rule(RuleError::FullDayNotOne), 400),
-            (ManagerError::Unsupported("x".into()), 501),
-            (ManagerError::Internal, 500),
+            (Error::Rule(RuleError::FullDayNotOne), 400),
+            (Error::Unsupported("x".into()), 501),
+            (
+                Error::Engine {
+                    code: "57014",
+                    http_status: 504,
+                    message: "m".into(),
+                },
+                504,
+            ),
+            (Error::Cancelled("x".into()), 502),
+            (Error::Internal, 500),
         ];
         for (e, status) in http {
             assert_eq!(e.http_status(), status, "{e}");
         }
         assert_eq!(
-            ManagerError::ReadBy {
+            Error::ReadBy {
                 table: "public.a".into(),
                 readers: vec!["public.b".into(), "public.c".into()]
             }
@@ -240,7 +243,7 @@ mod tests {
             "cannot drop dynamic table public.a because dynamic tables public.b, public.c read it"
         );
         assert_eq!(
-            ManagerError::NotFound("public.t".into()).to_string(),
+            Error::NotFound("public.t".into()).to_string(),
             "Dynamic table with identifier public.t does not exist."
         );
     }
