@@ -14,15 +14,15 @@ use std::sync::Arc;
 
 use tokio_postgres::Transaction;
 
+use crate::catalog::{self, DtRow};
 use crate::core::SchedulerKind;
 use crate::core::rules::Freshness;
+use crate::core::{EngineKind, Status};
 use crate::core::{Error, Requester};
-use crate::core::{LogicalMode, RefreshMode, rules};
+use crate::core::{RefreshAction, RefreshMode, rules};
 use crate::engine::incremental;
 use crate::manager::Manager;
-use crate::manager::catalog::{self, DtRow};
 use crate::manager::create::{TIME_ZONE_OPTION, check_time_zone, not_incremental};
-use crate::manager::drop::TABLE_LOCK_SPACE;
 use crate::manager::external::{self, SCHEDULER_OPTION, Scheduled};
 use crate::scheduler::{Handle, Plugin};
 use crate::sql::dynamic::{Options, TableName};
@@ -68,7 +68,7 @@ impl Manager {
         let mut client = self.pool.get().await?;
         let dt = self.load_existing(&mut client, who, name).await?;
         Self::require_member(&*client, who, &dt, action).await?;
-        if dt.status == "INITIALIZING" {
+        if dt.status == Status::Initializing {
             // Flink's words: its first job is still being started.
             return Err(Error::WrongState(format!(
                 "Dynamic table {} is being initialized and does not support {action} operation.",
@@ -83,8 +83,8 @@ impl Manager {
     ///
     /// `options` (RESUME WITH) replace the table's refresh options, which its scheduler sends with
     /// each refresh call from then on.
-    async fn set_status(&self, dt: &DtRow, from: &str, to: &str, options: Option<&BTreeMap<String, String>>) -> Result<(), Error> {
-        let active = to == "ACTIVATED";
+    async fn set_status(&self, dt: &DtRow, from: Status, to: Status, options: Option<&BTreeMap<String, String>>) -> Result<(), Error> {
+        let active = to == Status::Activated;
         let options = options.map(|o| serde_json::to_string(o).unwrap_or_default());
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
@@ -98,7 +98,7 @@ impl Manager {
                         refresh_options = coalesce($4::text::jsonb, refresh_options)
                   WHERE id = $1 AND status = $2
                 RETURNING id",
-                &[&dt.id, &from, &to, &options],
+                &[&dt.id, &from.name(), &to.name(), &options],
             )
             .await?;
         if row.is_none() {
@@ -122,14 +122,14 @@ impl Manager {
                         catalog: catalog_id,
                         database: &self.database,
                         dt: &current,
-                        freshness: current.freshness(),
+                        freshness: current.freshness,
                         start: &start,
                     };
                     handle = plugin
                         .reschedule(&handle, &scheduled.target())
                         .await
                         .map_err(external::plugin_error)?;
-                    catalog::set_scheduler(&tx, dt.id, Some(kind.name()), external::handle_json(&handle).as_deref()).await?;
+                    catalog::set_scheduler(&tx, dt.id, Some(kind), external::handle_json(&handle).as_deref()).await?;
                 }
                 plugin.set_active(&handle, active).await.map_err(external::plugin_error)?;
                 Some((plugin, handle))
@@ -147,15 +147,15 @@ impl Manager {
 
     pub async fn suspend(&self, who: &Requester<'_>, name: &TableName) -> Result<Altered, Error> {
         let dt = self.for_change(who, name, "suspend").await?;
-        if dt.status == "SUSPENDED" {
+        if dt.status == Status::Suspended {
             return Err(Error::WrongState(format!("Dynamic table {} is already suspended.", dt.name)));
         }
-        if dt.engine == "flink" && dt.refresh_mode == "CONTINUOUS" {
+        if dt.engine == EngineKind::Flink && dt.refresh_mode == RefreshMode::Continuous {
             self.flink_suspend(&dt).await?;
             tracing::info!(table = %dt.name, by = who.user, "dynamic table suspended");
             return Ok(Altered { notices: vec![] });
         }
-        self.set_status(&dt, &dt.status, "SUSPENDED", None).await?;
+        self.set_status(&dt, dt.status, Status::Suspended, None).await?;
         tracing::info!(table = %dt.name, by = who.user, "dynamic table suspended");
         Ok(Altered { notices: vec![] })
     }
@@ -170,8 +170,8 @@ impl Manager {
                 dt.name
             ));
         }
-        if dt.engine == "flink" && dt.refresh_mode == "CONTINUOUS" {
-            let running = dt.status == "ACTIVATED" && dt.flink_job_id.is_some() && dt.flink_job_state.as_deref() == Some("RUNNING");
+        if dt.engine == EngineKind::Flink && dt.refresh_mode == RefreshMode::Continuous {
+            let running = dt.status == Status::Activated && dt.flink_job_id.is_some() && dt.flink_job_state.as_deref() == Some("RUNNING");
             if running && options.is_none() {
                 return Ok(Altered {
                     notices: vec![format!("dynamic table {} is already active", dt.name)],
@@ -188,7 +188,7 @@ impl Manager {
             tracing::info!(table = %dt.name, by = who.user, "dynamic table resumed");
             return Ok(Altered { notices });
         }
-        if dt.status == "ACTIVATED" && options.is_none() {
+        if dt.status == Status::Activated && options.is_none() {
             // The PostgreSQL engine's refresh work is the gateway's loop, which cannot die apart
             // from the gateway: an ACTIVATED table is already being refreshed.
             notices.push(format!("dynamic table {} is already active", dt.name));
@@ -196,7 +196,7 @@ impl Manager {
         }
         // An external scheduler resumes at its next tick, as the embedded one does (Airflow's
         // plug-in keeps Airflow from running the latest missed tick).
-        self.set_status(&dt, &dt.status, "ACTIVATED", options.as_ref()).await?;
+        self.set_status(&dt, dt.status, Status::Activated, options.as_ref()).await?;
         tracing::info!(table = %dt.name, by = who.user, "dynamic table resumed");
         Ok(Altered { notices })
     }
@@ -237,15 +237,15 @@ impl Manager {
         match old {
             Some((old_kind, handle)) if old_kind == kind => {
                 let handle = plugin.reschedule(&handle, &target).await.map_err(external::plugin_error)?;
-                catalog::set_scheduler(tx, cur.id, Some(kind.name()), external::handle_json(&handle).as_deref()).await?;
+                catalog::set_scheduler(tx, cur.id, Some(kind), external::handle_json(&handle).as_deref()).await?;
             }
             old => {
                 let handle = plugin
-                    .register(&target, cur.status == "ACTIVATED")
+                    .register(&target, cur.status == Status::Activated)
                     .await
                     .map_err(external::plugin_error)?;
                 let recorded = async {
-                    catalog::set_scheduler(tx, cur.id, Some(kind.name()), external::handle_json(&handle).as_deref()).await?;
+                    catalog::set_scheduler(tx, cur.id, Some(kind), external::handle_json(&handle).as_deref()).await?;
                     if let Some((old_kind, old_handle)) = old {
                         let queued = self.queue_removal(tx, old_kind, &old_handle, &cur.name, reason).await?;
                         out.removal = Some((old_kind, old_handle, queued));
@@ -265,15 +265,10 @@ impl Manager {
 
     pub async fn set_freshness(&self, who: &Requester<'_>, name: &TableName, f: Freshness) -> Result<Altered, Error> {
         let dt = self.for_change(who, name, "alter").await?;
-        let logical = match dt.logical_mode.as_str() {
-            "CONTINUOUS" => LogicalMode::Continuous,
-            "FULL" => LogicalMode::Full,
-            _ => LogicalMode::Automatic,
-        };
-        let mode = rules::derive_mode(f, logical, self.threshold);
+        let mode = rules::derive_mode(f, dt.logical_mode, self.threshold);
         // A Flink table moving between the modes (flink_alter.rs): checked, or its job stopped,
         // before anything changes.
-        let switching = dt.engine == "flink" && mode.name() != dt.refresh_mode;
+        let switching = dt.engine == EngineKind::Flink && mode != dt.refresh_mode;
         let to_continuous = match switching && mode == RefreshMode::Continuous {
             true => Some(self.flink_plan_continuous(&dt).await?),
             false => None,
@@ -283,7 +278,7 @@ impl Manager {
         }
         // A FULL table keeps its scheduler; one becoming FULL gets its own choice or the default.
         let options: Options = dt.option_pairs();
-        let scheduler = match (mode, dt.scheduler.as_deref().and_then(SchedulerKind::parse)) {
+        let scheduler = match (mode, dt.scheduler) {
             (RefreshMode::Continuous, _) => None,
             (RefreshMode::Full, Some(kind)) => Some(kind),
             (RefreshMode::Full, None) => Some(self.scheduler_for(&options)?),
@@ -291,7 +286,7 @@ impl Manager {
         if let Some(kind) = scheduler {
             self.plugin_for(kind, f)?;
         }
-        let stopped = if switching && mode == RefreshMode::Full && dt.status == "ACTIVATED" {
+        let stopped = if switching && mode == RefreshMode::Full && dt.status == Status::Activated {
             Some(self.stop_job(&dt).await?)
         } else {
             None
@@ -307,14 +302,14 @@ impl Manager {
         }
         tracing::info!(table = %dt.name, freshness = %f, mode = mode.name(), "freshness changed");
         let mut notices = Vec::new();
-        if mode.name() != dt.refresh_mode {
+        if mode != dt.refresh_mode {
             notices.push(format!("refresh mode of {} is now {}", dt.name, mode.name()));
         }
-        if dt.engine == "flink" && mode == RefreshMode::Continuous {
+        if dt.engine == EngineKind::Flink && mode == RefreshMode::Continuous {
             let cur = catalog::load_by_id(&*self.pool.get().await?, dt.id)
                 .await?
                 .ok_or_else(|| Error::NotFound(dt.name.to_string()))?;
-            if switching && cur.status == "ACTIVATED" {
+            if switching && cur.status == Status::Activated {
                 // The table was emptied with the change: a job started fresh fills it.
                 self.start_fresh(&cur).await?;
                 notices.push(format!(
@@ -336,7 +331,7 @@ impl Manager {
         f: Freshness,
         mode: RefreshMode,
         scheduler: Option<SchedulerKind>,
-        to_continuous: Option<&[crate::engine::flink::tables::FlinkColumn]>,
+        to_continuous: Option<&[crate::catalog::FlinkColumn]>,
         stopped: Option<&Option<String>>,
     ) -> Result<(), Error> {
         let plugin = scheduler.map(|k| self.plugin_for(k, f)).transpose()?;
@@ -380,7 +375,7 @@ impl Manager {
         let dt = self.for_change(who, name, "alter").await?;
         for (k, v) in set {
             match k.as_str() {
-                "engine" if v != &dt.engine => {
+                "engine" if v != dt.engine.name() => {
                     return Err(Error::Unsupported(
                         "changing the engine of a dynamic table is not supported yet".into(),
                     ));
@@ -419,9 +414,9 @@ impl Manager {
         };
         // A FULL table moves when its scheduler is named (SET) or put back to the default (RESET);
         // a CONTINUOUS one has none: the option applies when it becomes FULL.
-        let f = dt.freshness();
+        let f = dt.freshness;
         let moves = set.iter().any(|(k, _)| k == SCHEDULER_OPTION) || reset.iter().any(|k| k == SCHEDULER_OPTION);
-        let plugin = match dt.scheduler.as_deref().and_then(SchedulerKind::parse) {
+        let plugin = match dt.scheduler {
             Some(_) if moves => Some(self.plugin_for(self.scheduler_for(&flat)?, f)?),
             Some(kind) if time_zone != dt.time_zone => Some(self.plugin_for(kind, f)?),
             _ => None,
@@ -435,8 +430,7 @@ impl Manager {
         if action_changes {
             // No refresh runs while the refresh action changes (taken before the schedule's
             // lock, in the order DROP takes them).
-            tx.execute("SELECT pg_advisory_xact_lock($1, $2)", &[&TABLE_LOCK_SPACE, &(dt.id as i32)])
-                .await?;
+            crate::catalog::lock_table(&tx, dt.id).await?;
         }
         external::lock_schedule(&tx, dt.id).await?;
         tx.execute(
@@ -463,7 +457,7 @@ impl Manager {
                 notices.push(format!(
                     "dynamic table {} is now refreshed {}",
                     dt.name,
-                    if decision.action() == "INCREMENTAL" {
+                    if decision.action() == RefreshAction::Incremental {
                         "incrementally"
                     } else {
                         "fully"
@@ -474,7 +468,7 @@ impl Manager {
         let switched = match plugin {
             Some(plugin) => {
                 let to = plugin.kind();
-                if cur.scheduler.as_deref() != Some(to.name()) {
+                if cur.scheduler != Some(to) {
                     notices.push(format!("dynamic table {} is now scheduled by the {} scheduler", dt.name, to.name()));
                 }
                 let reason = format!("moved to the {} scheduler", to.name());

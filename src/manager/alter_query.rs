@@ -8,30 +8,29 @@
 //! next run; a failing new query would then surface only later. If the refresh fails, the whole
 //! ALTER is undone and the user gets PostgreSQL's error.
 
+use crate::catalog;
 use crate::core::names::new_job_id;
+use crate::core::{EngineKind, Status};
 use crate::core::{Error, Requester};
 use crate::core::{quote_ident, rules};
 use crate::engine;
 use crate::engine::incremental;
 use crate::manager::Manager;
 use crate::manager::alter::Altered;
-use crate::manager::catalog;
 use crate::manager::create::not_incremental;
-use crate::manager::drop::TABLE_LOCK_SPACE;
 use crate::sql::dynamic::TableName;
 
 impl Manager {
     pub async fn alter_query(&self, who: &Requester<'_>, name: &TableName, query: &str) -> Result<Altered, Error> {
         let dt = self.for_change(who, name, "alter").await?;
-        if dt.engine == "flink" {
+        if dt.engine == EngineKind::Flink {
             return self.flink_alter_query(who, &dt, query).await;
         }
         let mut client = self.pool.get().await?;
         let _capture = self.prepare_capture().await?;
         let search_path = self.search_path_of(&mut client, who).await?;
         let tx = client.transaction().await?;
-        tx.execute("SELECT pg_advisory_xact_lock($1, $2)", &[&TABLE_LOCK_SPACE, &(dt.id as i32)])
-            .await?;
+        crate::catalog::lock_table(&tx, dt.id).await?;
         // Reloaded under the lock: a concurrent ALTER may have changed it.
         let Some(dt) = catalog::load_by_id(&tx, dt.id).await? else {
             return Err(Error::NotFound(dt.name.to_string()));
@@ -80,7 +79,7 @@ impl Manager {
             .await?
             .map_err(|why| not_incremental(&dt.name, &why))?;
         incremental::prepare(&tx, &decision).await?;
-        let activated = dt.status == "ACTIVATED";
+        let activated = dt.status == Status::Activated;
         let mut notices = Vec::new();
         if activated {
             let job_id = new_job_id();
@@ -107,7 +106,7 @@ impl Manager {
         incremental::record(&tx, dt.id, &dt.name.quoted(), &decision, &dt.owner, activated, self.capture()).await?;
         incremental::capture::remove_unused(&tx).await?;
         tx.commit().await?;
-        tracing::info!(table = %dt.name, by = who.user, added = added.len(), action = decision.action(), "dynamic table query replaced");
+        tracing::info!(table = %dt.name, by = who.user, added = added.len(), action = %decision.action(), "dynamic table query replaced");
         Ok(Altered { notices })
     }
 }

@@ -3,13 +3,14 @@
 //! as scheduled ones do.
 
 use crate::core::time::ScheduleTime;
+use crate::core::{EngineKind, Status};
 use std::sync::Arc;
 
+use crate::catalog::{self, ApiClaim, DtRow, JobPart};
 use crate::core::Trigger;
 use crate::core::names::new_job_id;
 use crate::core::{Error, QualifiedName};
 use crate::manager::Manager;
-use crate::manager::catalog::{self, ApiClaim, DtRow, JobPart};
 use crate::sql::dynamic::TableName;
 
 /// What a refresh endpoint call started (or found started).
@@ -59,7 +60,7 @@ impl Manager {
             let Some(dt) = catalog::load(&*client, &name).await? else {
                 return Err(Error::NotFound(name.to_string()));
             };
-            if dt.status == "SUSPENDED" {
+            if dt.status == Status::Suspended {
                 return Err(Error::WrongState(format!("Dynamic table {name} is suspended.")));
             }
             let at = match schedule_time {
@@ -79,10 +80,10 @@ impl Manager {
         // A request for one table on the flink engine answers Flink's job id (as Flink's own
         // refresh handler does), once the job is submitted; GET /v3/jobs/{id} takes either id.
         let flink_single = match dts.as_slice() {
-            [(dt, _)] if dt.engine == "flink" => Some(dt.id),
+            [(dt, _)] if dt.engine == EngineKind::Flink => Some(dt.id),
             _ => None,
         };
-        let cluster_info = match (dts.iter().all(|(dt, _)| dt.engine == "flink"), self.flink.as_ref()) {
+        let cluster_info = match (dts.iter().all(|(dt, _)| dt.engine == EngineKind::Flink), self.flink.as_ref()) {
             (true, Some(f)) => f.cluster_info(),
             _ => serde_json::json!({"execution.target": "postgres", "engine": "postgres"}),
         };

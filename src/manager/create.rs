@@ -2,14 +2,15 @@
 //! requester, and record it, all in one transaction: if the first fill fails, nothing remains
 //! (no table, no catalog row).
 
+use crate::catalog::{self, NewDt};
 use crate::core::EngineKind;
 use crate::core::names::new_job_id;
 use crate::core::{Error, QualifiedName, Requester};
+use crate::core::{RefreshAction, Status};
 use crate::core::{RefreshMode, quote_ident, quote_literal, rules};
 use crate::engine;
 use crate::engine::incremental;
 use crate::manager::Manager;
-use crate::manager::catalog::{self, NewDt};
 use crate::manager::external;
 use crate::scheduler::Target;
 use crate::sql::dynamic::CreateDt;
@@ -20,7 +21,7 @@ enum FlinkPrep {
     /// FULL: the first fill, staged.
     Fill(crate::manager::flink_tables::FlinkFill),
     /// CONTINUOUS: the query's columns (the job starts after the commit).
-    Continuous(Vec<crate::engine::flink::tables::FlinkColumn>),
+    Continuous(Vec<crate::catalog::FlinkColumn>),
 }
 
 /// What CREATE did.
@@ -184,13 +185,11 @@ impl Manager {
                 columns: c.columns.as_deref(),
                 comment: c.comment.as_deref(),
                 options,
-                freshness_n: freshness.n as i32,
-                freshness_unit: freshness.unit.name(),
-                freshness_seconds: freshness.duration().as_secs() as i64,
-                logical_mode: c.mode.name(),
-                refresh_mode: mode.name(),
-                status: "ACTIVATED",
-                scheduler: scheduler.map(crate::core::SchedulerKind::name),
+                freshness,
+                logical_mode: c.mode,
+                refresh_mode: mode,
+                status: Status::Activated,
+                scheduler,
                 owner: who.user,
                 time_zone,
                 partitioned_by: &c.partitioned_by,
@@ -200,14 +199,14 @@ impl Manager {
         let (rows, action) = match &fill {
             Some(FlinkPrep::Fill(fill)) => (
                 self.flink_create_in(&tx, who.user, &name, c.columns.as_deref(), id, fill).await?,
-                "FULL",
+                RefreshAction::Full,
             ),
             Some(FlinkPrep::Continuous(described)) => {
                 let prepared = self
                     .flink_continuous_create_in(&tx, who.user, &name, c.columns.as_deref(), id, &c.query, described)
                     .await?;
                 continuous = Some(prepared);
-                (0, "FULL")
+                (0, RefreshAction::Full)
             }
             None => {
                 let bound = self.bind(&tx, &search_path, &name, id, &c.query).await?;
@@ -267,7 +266,7 @@ impl Manager {
                     configuration: &external::NO_CONFIGURATION,
                 };
                 let handle = plugin.register(&target, true).await.map_err(external::plugin_error)?;
-                let kind = plugin.kind().name();
+                let kind = plugin.kind();
                 if let Err(e) = catalog::set_scheduler(&tx, id, Some(kind), external::handle_json(&handle).as_deref()).await {
                     plugin.unregister(&handle).await.ok();
                     return Err(e.into());
@@ -290,7 +289,7 @@ impl Manager {
             self.flink_continuous_start(who.user, &name, id, &c.query, continuous, freshness.duration(), &job_id)
                 .await?;
         }
-        tracing::info!(table = %name, owner = who.user, mode = mode.name(), engine = engine_kind.name(), action, rows, "dynamic table created");
+        tracing::info!(table = %name, owner = who.user, mode = mode.name(), engine = engine_kind.name(), action = %action, rows, "dynamic table created");
         Ok(Created::Created { rows })
     }
 }

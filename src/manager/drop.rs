@@ -1,14 +1,13 @@
 //! DROP DYNAMIC TABLE: drop the table with the requester's privileges (PostgreSQL checks ownership) and its
 //! catalog row in one transaction, after any running refresh of it has finished.
 
+use crate::catalog;
+use crate::core::EngineKind;
 use crate::core::{Error, Requester};
 use crate::engine;
 use crate::manager::Manager;
-use crate::manager::{catalog, external};
+use crate::manager::external;
 use crate::sql::dynamic::TableName;
-
-/// Key space of the per-table advisory locks that serialize refreshes and drops.
-pub const TABLE_LOCK_SPACE: i32 = 0x6479_6e67; // "dyng"
 
 impl Manager {
     /// Returns false when the table did not exist and IF EXISTS was given.
@@ -30,13 +29,12 @@ impl Manager {
                 Err(Error::NotFound(name.to_string()))
             };
         };
-        tx.execute("SELECT pg_advisory_xact_lock($1, $2)", &[&TABLE_LOCK_SPACE, &(dt.id as i32)])
-            .await?;
+        crate::catalog::lock_table(&tx, dt.id).await?;
         // Its schedule as of now: a concurrent ALTER may have changed it while we waited.
         external::lock_schedule(&tx, dt.id).await?;
         let dt = catalog::load(&tx, &name).await?.ok_or_else(|| Error::NotFound(name.to_string()))?;
         let readers = catalog::readers(&tx, &name).await?;
-        if readers.is_empty() && dt.engine == "flink" {
+        if readers.is_empty() && dt.engine == EngineKind::Flink {
             // Its streaming job goes first (Flink unreachable: nothing is dropped).
             self.flink_cancel(&dt).await?;
         }
@@ -61,7 +59,7 @@ impl Manager {
         if let Some(view) = &dt.query_view {
             engine::postgres::unbind_query(&tx, view).await?;
         }
-        if dt.engine == "flink" {
+        if dt.engine == EngineKind::Flink {
             tx.batch_execute(&format!("DROP TABLE IF EXISTS {}", engine::flink::tables::stage_table(dt.id)))
                 .await?;
         }

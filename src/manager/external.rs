@@ -20,11 +20,11 @@ use std::sync::Arc;
 
 use tokio_postgres::GenericClient;
 
+use crate::catalog::DtRow;
 use crate::core::SchedulerKind;
 use crate::core::rules::Freshness;
 use crate::core::{Error, QualifiedName};
 use crate::manager::Manager;
-use crate::manager::catalog::DtRow;
 use crate::scheduler::{Handle, Plugin, PluginError, Target};
 
 /// The option naming a table's scheduler.
@@ -65,7 +65,7 @@ pub async fn now_iso(c: &impl GenericClient) -> Result<String, Error> {
 /// A FULL table's scheduler and its handle (none for the embedded one); None for a CONTINUOUS
 /// table, which no scheduler holds.
 pub fn schedule_of(dt: &DtRow) -> Option<(SchedulerKind, Handle)> {
-    let kind = dt.scheduler.as_deref().and_then(SchedulerKind::parse)?;
+    let kind = dt.scheduler?;
     let handle = dt
         .scheduler_handle
         .as_deref()

@@ -18,16 +18,17 @@
 
 use tokio_postgres::Transaction;
 
+use crate::catalog::FlinkColumn;
+use crate::catalog::{self, DtRow};
 use crate::core::names::new_job_id;
 use crate::core::{Error, Requester};
+use crate::core::{RefreshMode, Status};
 use crate::core::{quote_ident, rules};
 use crate::engine;
-use crate::engine::flink::tables::{self, FlinkColumn};
+use crate::engine::flink::tables;
 use crate::engine::flink::types::{LogicalType, pg_ddl_type};
 use crate::manager::Manager;
 use crate::manager::alter::Altered;
-use crate::manager::catalog::{self, DtRow};
-use crate::manager::drop::TABLE_LOCK_SPACE;
 use crate::manager::flink_tables::StageGuard;
 
 /// The columns `proposed` adds to `current`; 42P16 unless it only appends.
@@ -61,8 +62,7 @@ async fn set_flink_query(tx: &Transaction<'_>, id: i64, query: &str, columns: &[
 
 /// Locks the table against refreshes and other changes, and checks that it is still as loaded.
 async fn lock_unchanged(tx: &Transaction<'_>, dt: &DtRow) -> Result<(), Error> {
-    tx.execute("SELECT pg_advisory_xact_lock($1, $2)", &[&TABLE_LOCK_SPACE, &(dt.id as i32)])
-        .await?;
+    crate::catalog::lock_table(tx, dt.id).await?;
     let cur = catalog::load_by_id(tx, dt.id)
         .await?
         .ok_or_else(|| Error::NotFound(dt.name.to_string()))?;
@@ -101,11 +101,11 @@ impl Manager {
     /// ALTER ... AS of a table on the flink engine; see the module's doc.
     pub(crate) async fn flink_alter_query(&self, who: &Requester<'_>, dt: &DtRow, query: &str) -> Result<Altered, Error> {
         let proposed = self.flink_describe(query).await?;
-        if dt.refresh_mode == "CONTINUOUS" {
+        if dt.refresh_mode == RefreshMode::Continuous {
             return self.flink_alter_continuous(who, dt, query, proposed).await;
         }
         let added = appended(&dt.flink_columns, &proposed)?;
-        let activated = dt.status == "ACTIVATED";
+        let activated = dt.status == Status::Activated;
         let mut guard = None;
         let fill = if activated {
             let fill = self
@@ -211,7 +211,7 @@ impl Manager {
                 old_key.join(", ")
             )));
         }
-        let activated = dt.status == "ACTIVATED" && dt.flink_job_id.is_some();
+        let activated = dt.status == Status::Activated && dt.flink_job_id.is_some();
         // Suspend: the savepoint lets a failed change go back.
         let savepoint = if activated { self.stop_job(dt).await? } else { None };
         let keep = format!("dyngate.{}", quote_ident(&format!("flink_keep_{}", dt.id)));

@@ -25,6 +25,9 @@ use std::time::Duration;
 
 use tokio_postgres::Transaction;
 
+use crate::catalog::FlinkColumn;
+use crate::catalog::{self, DtRow};
+use crate::core::Status;
 use crate::core::names::new_job_id;
 use crate::core::quote_ident;
 use crate::core::{Error, QualifiedName};
@@ -33,9 +36,8 @@ use crate::engine::flink::FlinkError;
 use crate::engine::flink::cluster::{CancelOutcome, JobState};
 use crate::engine::flink::engine::FlinkEngine;
 use crate::engine::flink::gateway::JobId;
-use crate::engine::flink::tables::{self, FlinkColumn};
+use crate::engine::flink::tables;
 use crate::manager::Manager;
-use crate::manager::catalog::{self, DtRow};
 
 /// Cancels a job and waits until it has ended (an ended or unknown job is fine).
 async fn cancel_and_wait(engine: &FlinkEngine, job: &JobId) -> Result<(), Error> {
@@ -353,7 +355,7 @@ impl Manager {
     /// A new freshness for a continuously maintained Flink table: its job restarts from a
     /// savepoint with the new checkpoint interval.
     pub(crate) async fn flink_restart(&self, dt: &DtRow) -> Result<(), Error> {
-        if dt.status != "ACTIVATED" {
+        if dt.status != Status::Activated {
             return Ok(());
         }
         self.flink_suspend(dt).await?;
@@ -403,15 +405,17 @@ impl Manager {
                 &[],
             )
             .await?;
-        let known: Vec<(i64, Option<String>, Option<String>, String)> =
-            rows.iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3))).collect();
+        let known: Vec<(i64, Option<String>, Option<String>, Option<Status>)> = rows
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2), Status::parse(r.get(3))))
+            .collect();
         let start_grace = engine.config().timeout + Duration::from_secs(60);
         // A table left INITIALIZING longer than a start may take: its CREATE was cut off between
         // the commit and the job's start (the gateway killed, the client gone). It is removed, as
         // that CREATE would have done.
         for r in &rows {
-            let (id, status, age): (i64, String, f64) = (r.get(0), r.get(3), r.get(4));
-            if status == "INITIALIZING"
+            let (id, age): (i64, f64) = (r.get(0), r.get(4));
+            if Status::parse(r.get(3)) == Some(Status::Initializing)
                 && age > start_grace.as_secs_f64()
                 && let Some(dt) = catalog::load_by_id(&*client, id).await?
             {
@@ -427,7 +431,7 @@ impl Manager {
         }
         for (id, job, seen, status) in &known {
             let Some(job) = job else { continue };
-            if status != "ACTIVATED" || seen.as_deref() == Some("STARTING") {
+            if *status != Some(Status::Activated) || seen.as_deref() == Some("STARTING") {
                 continue;
             }
             let state = jobs.iter().find(|j| j.id.as_str() == job).map(|j| j.state.clone());
@@ -485,7 +489,7 @@ impl Manager {
             let young = j.start_time.is_some_and(|t| now_ms - t < start_grace);
             let orphan = match owner {
                 Some((_, job, seen, status)) => {
-                    let starting = status == "INITIALIZING" || seen.as_deref() == Some("STARTING");
+                    let starting = *status == Some(Status::Initializing) || seen.as_deref() == Some("STARTING");
                     job.as_deref() != Some(j.id.as_str()) && !(starting && young)
                 }
                 None => true,

@@ -27,6 +27,9 @@ use std::time::{Duration, Instant};
 use tokio_postgres::Transaction;
 
 use crate::backend::Pooled;
+use crate::catalog::FlinkColumn;
+use crate::catalog::lock_for_refresh;
+use crate::catalog::{self, DtRow};
 use crate::core::EngineKind;
 use crate::core::RefreshAction;
 use crate::core::Trigger;
@@ -37,11 +40,10 @@ use crate::engine;
 use crate::engine::flink::FlinkError;
 use crate::engine::flink::engine::{EngineError, FlinkEngine};
 use crate::engine::flink::gateway::JobId;
-use crate::engine::flink::tables::{self, FlinkColumn};
+use crate::engine::flink::tables;
 use crate::engine::incremental;
 use crate::manager::Manager;
-use crate::manager::catalog::{self, DtRow};
-use crate::manager::refresh::{Outcome, lock_for_refresh};
+use crate::manager::refresh::Outcome;
 use crate::sql::dynamic::{CreateDt, Options};
 
 /// The option that names a table's engine.

@@ -10,7 +10,6 @@
 pub mod alter;
 pub mod alter_query;
 pub mod api;
-pub mod catalog;
 pub mod create;
 pub mod drop;
 pub mod external;
@@ -30,13 +29,13 @@ use std::time::Duration;
 use tokio_postgres::{Client, Transaction};
 
 use crate::backend::{Pooled, ServicePool};
+use crate::catalog::{self, DtRow};
 use crate::core::{EngineKind, SchedulerKind};
 use crate::core::{Error, QualifiedName, Requester, quote_ident, quote_literal};
 use crate::engine::flink::engine::FlinkEngine;
 use crate::engine::incremental::collect::{self, Method};
 use crate::scheduler::Plugin;
 use crate::sql::dynamic::TableName;
-use catalog::DtRow;
 
 /// The manager of one catalog.
 pub struct Manager {

@@ -19,10 +19,12 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
+use crate::catalog;
 use crate::core::Error;
 use crate::core::SchedulerKind;
+use crate::core::Status;
+use crate::manager::Manager;
 use crate::manager::external::{self, SCHEDULE_LOCK_SPACE, Scheduled, schedule_lock_key};
-use crate::manager::{Manager, catalog};
 use crate::scheduler::{Plugin, PluginError, Repair};
 
 /// What one round did.
@@ -167,11 +169,11 @@ impl Manager {
                 catalog: catalog_id,
                 database: &self.database,
                 dt: &dt,
-                freshness: dt.freshness(),
+                freshness: dt.freshness,
                 start: &start,
             };
             let target = scheduled.target();
-            let active = dt.status == "ACTIVATED";
+            let active = dt.status == Status::Activated;
             let outcome = if handle.is_none() {
                 plugin.register(&target, active).await.map(Repair::Recreated)
             } else {
@@ -185,7 +187,7 @@ impl Manager {
                     }
                 }
                 Ok(Repair::Updated { handle: new, fixes }) => {
-                    catalog::set_scheduler(&tx, id, Some(kind.name()), external::handle_json(&new).as_deref()).await?;
+                    catalog::set_scheduler(&tx, id, Some(kind), external::handle_json(&new).as_deref()).await?;
                     for fix in fixes {
                         tracing::warn!(table = %dt.name, scheduler = kind.name(), fix, "schedule drifted from the catalog; put right");
                         report.repaired.push(format!("{}: {fix}", dt.name));
@@ -193,7 +195,7 @@ impl Manager {
                 }
                 Ok(Repair::Recreated(new)) => {
                     let json = external::handle_json(&new);
-                    if let Err(e) = catalog::set_scheduler(&tx, id, Some(kind.name()), json.as_deref()).await {
+                    if let Err(e) = catalog::set_scheduler(&tx, id, Some(kind), json.as_deref()).await {
                         plugin.unregister(&new).await.ok();
                         return Err(e.into());
                     }

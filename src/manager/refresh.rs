@@ -6,14 +6,15 @@
 //! as SKIPPED. The whole refresh is one statement, for the scheduler's sake: at a thousand tables
 //! firing at once, statements and round trips are what the refreshes cost (bench/refresh.sh).
 
+use crate::catalog::TABLE_LOCK_SPACE;
+use crate::catalog::{self, DtRow};
+use crate::core::EngineKind;
 use crate::core::names::new_job_id;
 use crate::core::rules;
 use crate::core::{Error, Requester};
 use crate::core::{RefreshAction, Trigger};
 use crate::engine;
 use crate::manager::Manager;
-use crate::manager::catalog::{self, DtRow};
-use crate::manager::drop::TABLE_LOCK_SPACE;
 use crate::sql::dynamic::{Options, TableName};
 use std::time::Duration;
 
@@ -30,39 +31,6 @@ pub(super) enum Outcome {
     Locked,
     /// The table's definition changed after it was loaded: nothing ran; reload and retry.
     Stale,
-}
-
-/// Takes table `id`'s refresh lock at session level, for a refresh of several statements
-/// (incremental, Flink): waiting for it, or, for a scheduled refresh, only if it is free (false:
-/// taken). Until the caller releases it, an early return or a dropped future (even one dropped
-/// while the lock is being taken) closes the connection instead of pooling it with the lock held.
-pub(super) async fn lock_for_refresh(client: &mut crate::backend::Pooled, id: i64, trigger: Trigger) -> Result<bool, Error> {
-    let key = (TABLE_LOCK_SPACE, id as i32);
-    client.discard_on_drop(true);
-    if matches!(trigger, Trigger::Scheduled { .. }) {
-        let locked: bool = client
-            .query_typed_one("SELECT pg_try_advisory_lock($1, $2)", &[(&key.0, Type::INT4), (&key.1, Type::INT4)])
-            .await?
-            .get(0);
-        if !locked {
-            client.discard_on_drop(false);
-        }
-        return Ok(locked);
-    }
-    // Typed: one round trip (a refresh's fixed work is mostly round trips).
-    client
-        .query_typed("SELECT pg_advisory_lock($1, $2)", &[(&key.0, Type::INT4), (&key.1, Type::INT4)])
-        .await?;
-    Ok(true)
-}
-
-/// Releases the lock [`lock_for_refresh`] took; whether it was released.
-pub(super) async fn unlock_refresh(client: &crate::backend::Pooled, id: i64) -> bool {
-    let key = (TABLE_LOCK_SPACE, id as i32);
-    client
-        .query_typed("SELECT pg_advisory_unlock($1, $2)", &[(&key.0, Type::INT4), (&key.1, Type::INT4)])
-        .await
-        .is_ok()
 }
 
 /// How many times a refresh reloads a table whose definition changed under it before it gives up.
@@ -154,7 +122,7 @@ impl Manager {
             }
             // An incremental refresh writes its EXECUTING row itself, before its snapshot: a row
             // written beside it would collide with its REPEATABLE READ transaction's own.
-            _ if dt.refresh_action == "INCREMENTAL" || dt.engine == "flink" => None,
+            _ if dt.incremental() || dt.engine == EngineKind::Flink => None,
             _ => {
                 let pool = self.pool.clone();
                 let (id, schema, table, job) = (dt.id, dt.name.schema.clone(), dt.name.name.clone(), job_id.clone());
@@ -185,9 +153,9 @@ impl Manager {
         let mut current = std::borrow::Cow::Borrowed(dt);
         let mut result = Ok(Outcome::Stale);
         for _ in 0..STALE_RETRIES {
-            result = if current.engine == "flink" {
+            result = if current.engine == EngineKind::Flink {
                 self.flink_refresh(&mut client, &current, trigger, &job_id, &spec, began).await
-            } else if current.refresh_action == "INCREMENTAL" {
+            } else if current.incremental() {
                 self.incremental_refresh(&mut client, &current, trigger, &job_id, &spec, began)
                     .await
             } else {

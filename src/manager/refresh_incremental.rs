@@ -24,14 +24,15 @@ use tokio_postgres::IsolationLevel;
 use tokio_postgres::types::Type;
 
 use crate::backend::Pooled;
+use crate::catalog::{self, DtRow};
+use crate::catalog::{lock_for_refresh, unlock_refresh};
 use crate::core::Error;
 use crate::core::RefreshAction;
 use crate::core::Trigger;
 use crate::engine;
 use crate::engine::incremental::{self, capture, collect};
 use crate::manager::Manager;
-use crate::manager::catalog::{self, DtRow};
-use crate::manager::refresh::{Outcome, lock_for_refresh, unlock_refresh};
+use crate::manager::refresh::Outcome;
 use crate::sql::dynamic::Options;
 
 impl Manager {
@@ -131,9 +132,7 @@ impl Manager {
         let mut unanalyzed = Vec::new();
         let mut action = RefreshAction::Full;
         // Planned again from the recorded query (it was planned when recorded).
-        let plan = (dt.refresh_action == "INCREMENTAL")
-            .then(|| incremental::analyze::analyze(query).ok())
-            .flatten();
+        let plan = (dt.incremental()).then(|| incremental::analyze::analyze(query).ok()).flatten();
         // The owner must still be allowed to read the sources: the changes are read from logs
         // the owner may read, and no change at all reads nothing. Planning the query (no row
         // fetched) checks it, with PostgreSQL's own error. Pipelined with the read of the sources
@@ -215,7 +214,7 @@ impl Manager {
         };
         // Pipelined: one round trip.
         tokio::try_join!(
-            incremental::mark_applied(&tx, dt.id, dt.refresh_action == "INCREMENTAL"),
+            incremental::mark_applied(&tx, dt.id, dt.incremental()),
             catalog::record_refresh(&tx, &outcome),
         )?;
         tx.commit().await?;

@@ -14,12 +14,12 @@ use std::time::Duration;
 
 use tokio::sync::{Semaphore, watch};
 
+use crate::catalog;
 use crate::core::Error;
 use crate::core::Trigger;
 use crate::core::rules;
 use crate::core::rules::{Freshness, Unit};
 use crate::manager::Manager;
-use crate::manager::catalog;
 
 /// What to do with schedule slots missed while no gateway was running.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

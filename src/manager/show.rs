@@ -2,10 +2,11 @@
 //! the catalog, allowed inside a transaction block. A table is listed only to those who may read
 //! it.
 
+use crate::catalog::DtRow;
+use crate::core::{EngineKind, LogicalMode, RefreshMode};
 use crate::core::{Error, QualifiedName, Requester};
 use crate::core::{quote_ident, quote_literal};
 use crate::manager::Manager;
-use crate::manager::catalog::DtRow;
 use crate::manager::create::TIME_ZONE_OPTION;
 use crate::sql::dynamic::TableName;
 
@@ -105,14 +106,14 @@ impl Manager {
             ("resolved_query", Some(dt.refresh_query().to_string())),
             ("partitioned_by", Some(dt.partitioned_by.join(", ")).filter(|p| !p.is_empty())),
             ("time_zone", Some(dt.time_zone.clone())),
-            ("freshness", Some(format!("{} {}", dt.freshness_n, dt.freshness_unit))),
-            ("logical_refresh_mode", Some(dt.logical_mode.clone())),
-            ("refresh_mode", Some(dt.refresh_mode.clone())),
-            ("refresh_action", Some(dt.refresh_action.clone())),
+            ("freshness", Some(format!("{} {}", dt.freshness.n, dt.freshness.unit.name()))),
+            ("logical_refresh_mode", Some(dt.logical_mode.to_string())),
+            ("refresh_mode", Some(dt.refresh_mode.to_string())),
+            ("refresh_action", Some(dt.refresh_action.to_string())),
             ("refresh_action_reason", dt.refresh_action_reason.clone()),
-            ("status", Some(dt.status.clone())),
-            ("engine", Some(dt.engine.clone())),
-            ("scheduler", dt.scheduler.clone()),
+            ("status", Some(dt.status.to_string())),
+            ("engine", Some(dt.engine.to_string())),
+            ("scheduler", dt.scheduler.map(|s| s.to_string())),
             ("scheduler_handle", self.schedule_summary(&dt)),
             ("owner", Some(dt.owner.clone())),
             ("comment", dt.comment.clone()),
@@ -124,7 +125,7 @@ impl Manager {
             ("created_at", Some(dt.created_at.clone())),
             ("altered_at", Some(dt.altered_at.clone())),
         ];
-        if dt.engine == "flink" && dt.refresh_mode == "CONTINUOUS" {
+        if dt.engine == EngineKind::Flink && dt.refresh_mode == RefreshMode::Continuous {
             out.push(("engine_job_id", dt.flink_job_id.clone()));
             out.push(("engine_job_state", dt.flink_job_state.clone()));
         }
@@ -162,16 +163,17 @@ pub fn create_statement(dt: &DtRow) -> String {
     opts.entry(TIME_ZONE_OPTION)
         .or_insert_with(|| serde_json::Value::String(dt.time_zone.clone()));
     // The engine too, when it is not the default's default: it may have come from --engine.
-    if dt.engine != "postgres" {
-        opts.entry("engine").or_insert_with(|| serde_json::Value::String(dt.engine.clone()));
+    if dt.engine != EngineKind::Postgres {
+        opts.entry("engine")
+            .or_insert_with(|| serde_json::Value::String(dt.engine.to_string()));
     }
     let list: Vec<String> = opts
         .iter()
         .map(|(k, v)| format!("{} = {}", quote_literal(k), quote_literal(v.as_str().unwrap_or_default())))
         .collect();
     s.push_str(&format!("\nWITH ({})", list.join(", ")));
-    s.push_str(&format!("\nFRESHNESS = INTERVAL '{}' {}", dt.freshness_n, dt.freshness_unit));
-    if dt.logical_mode != "AUTOMATIC" {
+    s.push_str(&format!("\nFRESHNESS = {}", dt.freshness));
+    if dt.logical_mode != LogicalMode::Automatic {
         s.push_str(&format!("\nREFRESH_MODE = {}", dt.logical_mode));
     }
     s.push_str(&format!("\nAS {}", dt.query));

@@ -19,7 +19,8 @@ use tokio_postgres::GenericClient;
 use super::FlinkError;
 use super::cluster::{Cluster, JobState};
 use super::gateway::{Gateway, JobId, ResultSet, RowKind, Session};
-use super::tables::{FlinkColumn, flink_ident, insert_sql, named_sink_ddl, sink_ddl};
+use super::tables::{flink_ident, insert_sql, named_sink_ddl, sink_ddl};
+use crate::catalog::FlinkColumn;
 use crate::core::names::random_hex;
 use crate::core::quote_literal;
 

@@ -19,18 +19,10 @@
 //!
 //! Everything here is pure: the SQL texts, the rules. The engine runs them.
 
+use crate::catalog::FlinkColumn;
 use crate::core::quote_ident;
 use crate::engine::flink::engine::SinkTarget;
 use crate::engine::flink::types::{LogicalType, TypeKind, pg_ddl_type};
-
-/// A column of a dynamic table refreshed by Flink.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct FlinkColumn {
-    /// The name in PostgreSQL and in the sink (a plain lower-case identifier).
-    pub name: String,
-    /// Flink's type, as `DESCRIBE` printed it, without `NOT NULL` and time attribute markers.
-    pub flink_type: String,
-}
 
 /// PostgreSQL's reserved key words, which cannot be column names unquoted (PostgreSQL 15's
 /// "reserved" and "reserved (can be function or type)" key words).

@@ -34,7 +34,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, GenericClient, Transaction};
 
-use crate::core::quote_literal;
+use crate::core::{RefreshAction, quote_literal};
 use crate::engine::incremental::analyze::Plan;
 use crate::engine::incremental::capture::SourceTable;
 
@@ -79,10 +79,10 @@ pub enum Decision {
 }
 
 impl Decision {
-    pub fn action(&self) -> &'static str {
+    pub fn action(&self) -> RefreshAction {
         match self {
-            Decision::Incremental { .. } => "INCREMENTAL",
-            Decision::Full { .. } => "FULL",
+            Decision::Incremental { .. } => RefreshAction::Incremental,
+            Decision::Full { .. } => RefreshAction::Full,
         }
     }
 
@@ -228,10 +228,10 @@ pub async fn record(
     };
     tx.execute(
         "UPDATE dyngate.dynamic_table SET refresh_action = $2, refresh_action_reason = $3 WHERE id = $1",
-        &[&id, &decision.action(), &reason],
+        &[&id, &decision.action().name(), &reason],
     )
     .await?;
-    mark_applied(tx, id, decision.action() == "INCREMENTAL" && filled).await
+    mark_applied(tx, id, decision.action() == RefreshAction::Incremental && filled).await
 }
 
 /// Records that table `id`'s content is up to date with the caller's snapshot (`applied`), or
@@ -460,7 +460,7 @@ pub async fn drop_key_index(tx: &Transaction<'_>, owner: &str, id: i64, target: 
 
 /// The columns of table `target` (quoted): names and types.
 async fn table_columns(c: &impl GenericClient, target: &str) -> Result<Vec<delta::Column>, tokio_postgres::Error> {
-    Ok(crate::manager::catalog::columns_of(c, target)
+    Ok(crate::catalog::columns_of(c, target)
         .await?
         .into_iter()
         .map(|(name, ty)| delta::Column { name, ty })
