@@ -115,7 +115,7 @@ pub struct ServeArgs {
     /// REPLICA IDENTITY FULL); `auto` the WAL when PostgreSQL allows it, else triggers. A source
     /// keeps the way it was first captured.
     #[arg(long, env = "DYNGATE_CAPTURE", default_value = "triggers", value_enum)]
-    pub capture: crate::engine::incremental::collect::Capture,
+    pub capture: crate::engine::postgres::incremental::collect::Capture,
 
     /// With the WAL capture: how long changes read from the replication slot may wait in the
     /// gateway before they are written into the logs (a refresh has them written at once).

@@ -12,9 +12,9 @@ use crate::catalog::{self, MigrateError};
 use crate::config::ServeArgs;
 use crate::core::{EngineKind, SchedulerKind};
 use crate::embedded::{self, Cluster};
-use crate::engine::flink::cluster::Cluster as FlinkCluster;
-use crate::engine::flink::engine::{FlinkConfig, FlinkEngine, SinkTarget};
-use crate::engine::flink::gateway::Gateway as FlinkGateway;
+use crate::engine::flink::client::cluster::Cluster as FlinkCluster;
+use crate::engine::flink::client::gateway::Gateway as FlinkGateway;
+use crate::engine::flink::runtime::{FlinkConfig, FlinkRuntime, SinkTarget};
 use crate::handler::Handler;
 use crate::http::{self, AppState, Health};
 use crate::manager::Manager;
@@ -46,7 +46,7 @@ pub enum ServeError {
     #[error("{0}")]
     Scheduler(String),
     #[error(transparent)]
-    Capture(#[from] crate::engine::incremental::collect::CaptureError),
+    Capture(#[from] crate::engine::postgres::incremental::collect::CaptureError),
     #[error("{0}")]
     Flink(String),
 }
@@ -58,7 +58,7 @@ fn flink_engine(
     backend: &Backend,
     cluster: Option<&Cluster>,
     database: &str,
-) -> Result<Option<Arc<FlinkEngine>>, ServeError> {
+) -> Result<Option<Arc<FlinkRuntime>>, ServeError> {
     let Some(url) = &args.flink_gateway else {
         if args.engine == EngineKind::Flink {
             return Err(ServeError::Flink("--engine flink needs --flink-gateway".into()));
@@ -103,7 +103,7 @@ fn flink_engine(
         sink: SinkTarget { jdbc_url, user, password },
         timeout: args.flink_timeout,
     };
-    Ok(Some(Arc::new(FlinkEngine::new(config))))
+    Ok(Some(Arc::new(FlinkRuntime::new(config))))
 }
 
 /// The Airflow plug-in, when --airflow-url is given.
@@ -312,11 +312,7 @@ async fn serve(args: &ServeArgs, tls: Option<tokio_rustls::TlsAcceptor>, cluster
                         .clone()
                         .run_reconcile_loop(args.scheduler_reconcile_interval, stop_rx.clone()),
                 );
-                let flink_watch = tokio::spawn(
-                    manager
-                        .clone()
-                        .run_flink_watch(crate::manager::flink_continuous::WATCH_INTERVAL, stop_rx.clone()),
-                );
+                let flink_watch = tokio::spawn(manager.clone().run_flink_watch(stop_rx.clone()));
                 let wal_stream = tokio::spawn(manager.clone().run_wal_stream(args.capture_interval, stop_rx));
                 tracing::info!(catalog_version = version, "dyngate is ready");
                 shutdown_signal().await;

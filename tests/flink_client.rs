@@ -11,10 +11,10 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use dyngate::engine::flink::FlinkError;
-use dyngate::engine::flink::cluster::{CancelOutcome, Cluster, JobState};
-use dyngate::engine::flink::gateway::{Gateway, OperationHandle, RowKind, Session, SessionHandle};
-use dyngate::engine::flink::types::{TypeKind, pg_type};
+use dyngate::engine::flink::client::FlinkError;
+use dyngate::engine::flink::client::cluster::{CancelOutcome, Cluster, JobState};
+use dyngate::engine::flink::client::gateway::{Gateway, OperationHandle, RowKind, Session, SessionHandle};
+use dyngate::engine::flink::client::types::{TypeKind, pg_type};
 use dyngate::scheduler::client::Endpoint;
 
 fn env(name: &str) -> String {
@@ -233,7 +233,7 @@ async fn sql_errors_are_typed_and_readable() {
     // The operation of a failed statement says ERROR.
     let op = gw.execute(&s, "SELECT * FROM no_such_table", &BTreeMap::new()).await.unwrap();
     let status = poll_status(&gw, &s, &op).await;
-    assert_eq!(status, dyngate::engine::flink::gateway::OperationStatus::Error);
+    assert_eq!(status, dyngate::engine::flink::client::gateway::OperationStatus::Error);
     gw.close_operation(&s, &op).await.unwrap();
     // configure-session answers at once.
     match gw.configure(&s, "CREATE TABLE x (").await {
@@ -269,7 +269,7 @@ async fn sql_errors_are_typed_and_readable() {
     gw.close_session(&s).await.unwrap();
 }
 
-async fn poll_status(gw: &Gateway, s: &SessionHandle, op: &OperationHandle) -> dyngate::engine::flink::gateway::OperationStatus {
+async fn poll_status(gw: &Gateway, s: &SessionHandle, op: &OperationHandle) -> dyngate::engine::flink::client::gateway::OperationStatus {
     let deadline = within(30);
     loop {
         let status = gw.operation_status(s, op).await.unwrap();
@@ -386,7 +386,7 @@ async fn batch_insert_into_postgres_finishes_with_the_rows() {
     assert_eq!(back.pg_text_rows(), [[Some("12345678901234567890.0123456789".to_string())]]);
     // Cancelling a finished job is a typed outcome, an unknown job a typed error.
     assert_eq!(cl.cancel(&job).await.unwrap(), CancelOutcome::AlreadyTerminal(JobState::Finished));
-    let unknown = dyngate::engine::flink::gateway::JobId("0123456789abcdef0123456789abcdef".into());
+    let unknown = dyngate::engine::flink::client::gateway::JobId("0123456789abcdef0123456789abcdef".into());
     assert!(matches!(cl.cancel(&unknown).await, Err(FlinkError::JobNotFound(_))));
     assert!(matches!(
         cl.stop_with_savepoint(&unknown, None, within(30)).await,

@@ -31,7 +31,7 @@ pub struct DtRow {
     pub altered_at: String,
     /// The query with names resolved (None for tables created before catalog version 2).
     pub resolved_query: Option<String>,
-    /// The view in schema dyngate that holds the query (see engine::postgres::bind_query).
+    /// The view in schema dyngate that holds the query (see engine::postgres::run_as::bind_query).
     pub query_view: Option<String>,
     pub time_zone: String,
     pub partitioned_by: Vec<String>,
@@ -39,7 +39,7 @@ pub struct DtRow {
     pub scheduler_handle: Option<String>,
     /// RESUME WITH options: the configuration scheduled refresh calls carry.
     pub refresh_options: std::collections::BTreeMap<String, String>,
-    /// How its refreshes are meant to go: INCREMENTAL or FULL (engine::incremental).
+    /// How its refreshes are meant to go: INCREMENTAL or FULL (engine::postgres::incremental).
     pub refresh_action: RefreshAction,
     /// Why a table is refreshed fully.
     pub refresh_action_reason: Option<String>,
@@ -82,7 +82,7 @@ impl DtRow {
         self.resolved_query.as_deref().unwrap_or(&self.query)
     }
 
-    /// Whether its refreshes apply changes (engine::incremental) rather than recompute.
+    /// Whether its refreshes apply changes (engine::postgres::incremental) rather than recompute.
     pub fn incremental(&self) -> bool {
         self.refresh_action == RefreshAction::Incremental
     }
@@ -276,7 +276,7 @@ pub async fn set_scheduler(
     Ok(())
 }
 
-/// Records the query's binding (engine::postgres::bind_query).
+/// Records the query's binding (engine::postgres::run_as::bind_query).
 pub async fn set_binding(c: &impl GenericClient, id: i64, view: &str, resolved: &str) -> Result<(), tokio_postgres::Error> {
     c.execute(
         "UPDATE dyngate.dynamic_table SET query_view = $2, resolved_query = $3 WHERE id = $1",

@@ -249,7 +249,7 @@ impl Cluster {
     fn write_runtime_conf(&self) -> Result<(), EmbeddedError> {
         let path = self.pgdata.join("dyngate.conf");
         let sock = self.socket_dir.display().to_string().replace('\'', "''");
-        // wal_level = logical: so that `--capture wal` (engine::incremental::collect) needs no
+        // wal_level = logical: so that `--capture wal` (engine::postgres::incremental::collect) needs no
         // restart of the cluster.
         let text = format!(
             "port = {}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\nwal_level = logical\n",

@@ -12,9 +12,9 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 use crate::core::{Error, Requester};
+use crate::engine::flink::statements::FlinkOutcome;
 use crate::manager::Manager;
 use crate::manager::create::Created;
-use crate::manager::flink_sql::FlinkOutcome;
 use crate::sql::dynamic::{self, AlterAction, DtStatement, ParseError};
 use crate::sql::flink::{FlinkKind, FlinkStatement};
 use crate::wire::codec::PgError;
@@ -79,7 +79,7 @@ pub struct Reply {
 
 /// Rows still coming for a reply, batch by batch.
 #[derive(Clone)]
-pub struct MoreRows(Arc<tokio::sync::Mutex<tokio::sync::mpsc::Receiver<crate::engine::flink::engine::RowBatch>>>);
+pub struct MoreRows(Arc<tokio::sync::Mutex<tokio::sync::mpsc::Receiver<crate::engine::flink::runtime::RowBatch>>>);
 
 impl MoreRows {
     /// The next batch; None at the end.
@@ -200,7 +200,7 @@ impl Handler {
                     .columns
                     .iter()
                     .map(|c| {
-                        let oid = crate::engine::flink::types::pg_type(&c.logical_type).oid;
+                        let oid = crate::engine::flink::client::types::pg_type(&c.logical_type).oid;
                         Column {
                             name: Cow::Owned(c.name.clone()),
                             // A type the gateway cannot write in binary (interval) is described

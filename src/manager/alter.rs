@@ -15,15 +15,13 @@ use std::sync::Arc;
 use tokio_postgres::Transaction;
 
 use crate::catalog::{self, DtRow};
-use crate::core::SchedulerKind;
-use crate::core::rules::Freshness;
-use crate::core::{EngineKind, Status};
-use crate::core::{Error, Requester};
-use crate::core::{RefreshAction, RefreshMode, rules};
-use crate::engine::incremental;
-use crate::manager::Manager;
-use crate::manager::create::{TIME_ZONE_OPTION, check_time_zone, not_incremental};
+use crate::core::rules::{self, Freshness};
+use crate::core::{Error, RefreshMode, Requester, SchedulerKind, Status};
+use crate::engine::Engine;
+use crate::engine::postgres::incremental;
+use crate::manager::create::{TIME_ZONE_OPTION, check_time_zone};
 use crate::manager::external::{self, SCHEDULER_OPTION, Scheduled};
+use crate::manager::{Manager, on_engine};
 use crate::scheduler::{Handle, Plugin};
 use crate::sql::dynamic::{Options, TableName};
 
@@ -150,12 +148,9 @@ impl Manager {
         if dt.status == Status::Suspended {
             return Err(Error::WrongState(format!("Dynamic table {} is already suspended.", dt.name)));
         }
-        if dt.engine == EngineKind::Flink && dt.refresh_mode == RefreshMode::Continuous {
-            self.flink_suspend(&dt).await?;
-            tracing::info!(table = %dt.name, by = who.user, "dynamic table suspended");
-            return Ok(Altered { notices: vec![] });
+        if !on_engine!(self, dt.engine, |engine| engine.suspend(&dt).await?) {
+            self.set_status(&dt, dt.status, Status::Suspended, None).await?;
         }
-        self.set_status(&dt, dt.status, Status::Suspended, None).await?;
         tracing::info!(table = %dt.name, by = who.user, "dynamic table suspended");
         Ok(Altered { notices: vec![] })
     }
@@ -170,21 +165,7 @@ impl Manager {
                 dt.name
             ));
         }
-        if dt.engine == EngineKind::Flink && dt.refresh_mode == RefreshMode::Continuous {
-            let running = dt.status == Status::Activated && dt.flink_job_id.is_some() && dt.flink_job_state.as_deref() == Some("RUNNING");
-            if running && options.is_none() {
-                return Ok(Altered {
-                    notices: vec![format!("dynamic table {} is already active", dt.name)],
-                });
-            }
-            if running {
-                self.flink_suspend(&dt).await?;
-            }
-            let options = options.unwrap_or_else(|| dt.refresh_options.clone());
-            let reloaded = catalog::load_by_id(&*self.pool.get().await?, dt.id)
-                .await?
-                .ok_or_else(|| Error::NotFound(dt.name.to_string()))?;
-            let notices = self.flink_resume(&reloaded, &options).await?;
+        if let Some(notices) = on_engine!(self, dt.engine, |engine| engine.resume(&dt, options.as_ref()).await?) {
             tracing::info!(table = %dt.name, by = who.user, "dynamic table resumed");
             return Ok(Altered { notices });
         }
@@ -265,14 +246,15 @@ impl Manager {
 
     pub async fn set_freshness(&self, who: &Requester<'_>, name: &TableName, f: Freshness) -> Result<Altered, Error> {
         let dt = self.for_change(who, name, "alter").await?;
+        on_engine!(self, dt.engine, |engine| self.set_freshness_on(engine, &dt, f).await)
+    }
+
+    /// SET FRESHNESS on `engine`: the mode derived again and checked, the engine's preparation
+    /// (a Flink table moving between the modes: checked, or its job stopped, before anything
+    /// changes), the transaction, and the engine's finish (which undoes its preparation when the
+    /// transaction failed).
+    async fn set_freshness_on<E: Engine>(&self, engine: &E, dt: &DtRow, f: Freshness) -> Result<Altered, Error> {
         let mode = rules::derive_mode(f, dt.logical_mode, self.threshold);
-        // A Flink table moving between the modes (flink_alter.rs): checked, or its job stopped,
-        // before anything changes.
-        let switching = dt.engine == EngineKind::Flink && mode != dt.refresh_mode;
-        let to_continuous = match switching && mode == RefreshMode::Continuous {
-            true => Some(self.flink_plan_continuous(&dt).await?),
-            false => None,
-        };
         if mode == RefreshMode::Full {
             rules::full_mode_cron(f)?;
         }
@@ -286,65 +268,35 @@ impl Manager {
         if let Some(kind) = scheduler {
             self.plugin_for(kind, f)?;
         }
-        let stopped = if switching && mode == RefreshMode::Full && dt.status == Status::Activated {
-            Some(self.stop_job(&dt).await?)
-        } else {
-            None
-        };
-        let changed = self
-            .set_freshness_in(&dt, f, mode, scheduler, to_continuous.as_deref(), stopped.as_ref())
-            .await;
-        if let Err(e) = changed {
-            if stopped.is_some() {
-                self.flink_restart_after_failure(&dt).await;
-            }
-            return Err(e);
-        }
+        let change = engine.prepare_freshness(dt, mode).await?;
+        let changed = self.set_freshness_in(engine, dt, f, mode, scheduler, &change).await;
+        let finished = engine.freshness_changed(dt, change, changed.is_ok()).await;
+        changed?;
         tracing::info!(table = %dt.name, freshness = %f, mode = mode.name(), "freshness changed");
         let mut notices = Vec::new();
         if mode != dt.refresh_mode {
             notices.push(format!("refresh mode of {} is now {}", dt.name, mode.name()));
         }
-        if dt.engine == EngineKind::Flink && mode == RefreshMode::Continuous {
-            let cur = catalog::load_by_id(&*self.pool.get().await?, dt.id)
-                .await?
-                .ok_or_else(|| Error::NotFound(dt.name.to_string()))?;
-            if switching && cur.status == Status::Activated {
-                // The table was emptied with the change: a job started fresh fills it.
-                self.start_fresh(&cur).await?;
-                notices.push(format!(
-                    "the job of {} started fresh: the table fills again from its sources",
-                    dt.name
-                ));
-            } else if !switching {
-                // The job's checkpoint interval is the freshness: it restarts from a savepoint.
-                self.flink_restart(&cur).await?;
-            }
-        }
+        notices.extend(finished?);
         Ok(Altered { notices })
     }
 
-    /// SET FRESHNESS's transaction (see `set_freshness`).
-    async fn set_freshness_in(
+    /// SET FRESHNESS's transaction (see `set_freshness_on`).
+    async fn set_freshness_in<E: Engine>(
         &self,
+        engine: &E,
         dt: &DtRow,
         f: Freshness,
         mode: RefreshMode,
         scheduler: Option<SchedulerKind>,
-        to_continuous: Option<&[crate::catalog::FlinkColumn]>,
-        stopped: Option<&Option<String>>,
+        change: &E::FreshnessChange,
     ) -> Result<(), Error> {
         let plugin = scheduler.map(|k| self.plugin_for(k, f)).transpose()?;
         let secs = f.duration().as_secs() as i64;
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
         external::lock_schedule(&tx, dt.id).await?;
-        if let Some(columns) = to_continuous {
-            self.flink_to_continuous_in(&tx, dt, columns).await?;
-        }
-        if let Some(savepoint) = stopped {
-            self.flink_to_full_in(&tx, dt, savepoint.as_deref()).await?;
-        }
+        engine.change_freshness(&tx, dt, change).await?;
         tx.execute(
             "UPDATE dyngate.dynamic_table
                 SET freshness_n = $2, freshness_unit = $3, freshness = make_interval(secs => $4::bigint), refresh_mode = $5,
@@ -424,7 +376,10 @@ impl Manager {
         let action_changes =
             set.iter().any(|(k, _)| k == incremental::ACTION_OPTION) || reset.iter().any(|k| k == incremental::ACTION_OPTION);
         let mut client = self.pool.get().await?;
-        let _capture = if action_changes { self.prepare_capture().await? } else { None };
+        let _held = match action_changes {
+            true => on_engine!(self, dt.engine, |engine| engine.prepare_change().await?),
+            false => None,
+        };
         let tx = client.transaction().await?;
         check_time_zone(&tx, &time_zone).await?;
         if action_changes {
@@ -441,30 +396,10 @@ impl Manager {
             &[&dt.id, &serde_json::Value::Object(options).to_string(), &time_zone],
         )
         .await?;
-        let mut notices = Vec::new();
         let cur = catalog::load_by_id(&tx, dt.id)
             .await?
             .ok_or_else(|| Error::NotFound(dt.name.to_string()))?;
-        if action_changes && let Some(view) = &cur.query_view {
-            // The next refresh is full; from then on, the action decided here.
-            let requested = incremental::requested(&flat).map_err(Error::InvalidOption)?;
-            let decision = incremental::decide(&tx, view, cur.refresh_query(), requested, !cur.partitioned_by.is_empty())
-                .await?
-                .map_err(|why| not_incremental(&dt.name, &why))?;
-            incremental::record(&tx, dt.id, &cur.name.quoted(), &decision, &cur.owner, false, self.capture()).await?;
-            incremental::capture::remove_unused(&tx).await?;
-            if decision.action() != cur.refresh_action {
-                notices.push(format!(
-                    "dynamic table {} is now refreshed {}",
-                    dt.name,
-                    if decision.action() == RefreshAction::Incremental {
-                        "incrementally"
-                    } else {
-                        "fully"
-                    }
-                ));
-            }
-        }
+        let mut notices = on_engine!(self, dt.engine, |engine| engine.options_changed(&tx, &cur, action_changes).await?);
         let switched = match plugin {
             Some(plugin) => {
                 let to = plugin.kind();

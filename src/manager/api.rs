@@ -190,7 +190,7 @@ impl Manager {
     /// Waits (up to the Flink engine's timeout) until the refresh of `dt_id` in `job_id` has
     /// submitted its Flink job, or ended without one.
     async fn wait_engine_job(&self, dt_id: i64, job_id: &str) -> Option<String> {
-        let deadline = std::time::Instant::now() + self.flink.as_ref()?.config().timeout;
+        let deadline = std::time::Instant::now() + self.flink.as_ref()?.timeout();
         let client = self.pool.get().await.ok()?;
         while std::time::Instant::now() < deadline {
             let row = client

@@ -1,28 +1,19 @@
 //! CREATE DYNAMIC TABLE: validate the freshness and mode, create and fill the table as the
 //! requester, and record it, all in one transaction: if the first fill fails, nothing remains
-//! (no table, no catalog row).
+//! (no table, no catalog row). The table's engine does what is its own in three phases (before
+//! the transaction, the fill in it, and after the commit: engine::Engine); the rest is here: the
+//! name, the catalog row, partition columns, the comment, the creation's history row, and last
+//! the schedule.
 
-use crate::catalog::{self, NewDt};
-use crate::core::EngineKind;
-use crate::core::names::new_job_id;
-use crate::core::{Error, QualifiedName, Requester};
-use crate::core::{RefreshAction, Status};
-use crate::core::{RefreshMode, quote_ident, quote_literal, rules};
-use crate::engine;
-use crate::engine::incremental;
-use crate::manager::Manager;
-use crate::manager::external;
-use crate::scheduler::Target;
-use crate::sql::dynamic::CreateDt;
 use tokio_postgres::Transaction;
 
-/// What a Flink table needs before CREATE's transaction.
-enum FlinkPrep {
-    /// FULL: the first fill, staged.
-    Fill(crate::manager::flink_tables::FlinkFill),
-    /// CONTINUOUS: the query's columns (the job starts after the commit).
-    Continuous(Vec<crate::catalog::FlinkColumn>),
-}
+use crate::catalog::{self, NewDt};
+use crate::core::names::new_job_id;
+use crate::core::{EngineKind, Error, QualifiedName, RefreshMode, Requester, Status, quote_ident, quote_literal, rules};
+use crate::engine::{Engine, NewTable};
+use crate::manager::{Manager, external};
+use crate::scheduler::Target;
+use crate::sql::dynamic::CreateDt;
 
 /// What CREATE did.
 #[derive(Debug, PartialEq, Eq)]
@@ -66,38 +57,7 @@ async fn check_partition_columns(
     Ok(())
 }
 
-/// The error for an explicit request of an incremental refresh that the query rules out.
-pub(crate) fn not_incremental(name: &QualifiedName, why: &str) -> Error {
-    Error::Unsupported(format!(
-        "dynamic table {name} cannot be refreshed incrementally: {why} (remove '{}' to have it refreshed fully)",
-        incremental::ACTION_OPTION
-    ))
-}
-
 impl Manager {
-    /// Binds the query of table `id` to what it reads (engine::postgres::bind_query) and records
-    /// the binding.
-    pub(crate) async fn bind(
-        &self,
-        tx: &Transaction<'_>,
-        search_path: &str,
-        name: &QualifiedName,
-        id: i64,
-        query: &str,
-    ) -> Result<engine::postgres::Bound, Error> {
-        let mut view = rules::query_view_name(&name.schema, &name.name, id);
-        let taken = QualifiedName {
-            schema: "dyngate".into(),
-            name: view.clone(),
-        };
-        if catalog::relation_exists(tx, &taken).await? {
-            view = format!("dt_{id}");
-        }
-        let bound = engine::postgres::bind_query(tx, search_path, &view, query).await?;
-        catalog::set_binding(tx, id, &bound.view, &bound.resolved).await?;
-        Ok(bound)
-    }
-
     pub async fn create(&self, who: &Requester<'_>, c: &CreateDt, definition: &str) -> Result<Created, Error> {
         self.check_database(who)?;
         if who.in_transaction {
@@ -108,14 +68,18 @@ impl Manager {
                 "CREATE OR REPLACE DYNAMIC TABLE is not supported yet; drop the table first".into(),
             ));
         }
+        match self.engine_for(&c.options)? {
+            EngineKind::Postgres => self.create_on(&self.postgres, who, c, definition).await,
+            EngineKind::Flink => self.create_on(self.flink()?, who, c, definition).await,
+        }
+    }
+
+    /// CREATE on `engine` (see the module's doc).
+    async fn create_on<E: Engine>(&self, engine: &E, who: &Requester<'_>, c: &CreateDt, definition: &str) -> Result<Created, Error> {
         let formatters = rules::partition_formatters(&c.options, &c.partitioned_by).map_err(Error::InvalidOption)?;
-        let engine_kind = self.engine_for(&c.options)?;
-        let requested = incremental::requested(&c.options).map_err(Error::InvalidOption)?;
+        engine.check_options(&c.options)?;
         let freshness = c.freshness.unwrap_or_else(|| rules::default_freshness(c.mode));
         let mode = rules::derive_mode(freshness, c.mode, self.threshold);
-        if engine_kind == EngineKind::Flink {
-            Self::check_flink_table(&c.options)?;
-        }
         if mode == RefreshMode::Full {
             rules::full_mode_cron(freshness)?;
         }
@@ -127,33 +91,30 @@ impl Manager {
         };
 
         let mut client = self.pool.get().await?;
-        let _capture = self.prepare_capture().await?;
+        let _held = engine.prepare_change().await?;
         let name = self.resolve(&mut client, who, &c.name).await?;
         let search_path = self.search_path_of(&mut client, who).await?;
-        // A Flink table's rows are computed before the transaction (into a staging table the
-        // guard drops unless the transaction took it); the cheap checks come first.
-        let mut stage_guard = None;
-        let fill = if engine_kind == EngineKind::Flink {
-            if catalog::load(&*client, &name).await?.is_some() && c.if_not_exists {
-                return Ok(Created::AlreadyExisted(name.to_string()));
-            }
-            if catalog::relation_exists(&*client, &name).await? && catalog::load(&*client, &name).await?.is_none() {
-                return Err(Error::RelationExists(name.to_string()));
-            }
-            if mode == RefreshMode::Continuous {
-                Some(FlinkPrep::Continuous(self.flink_describe(&c.query).await?))
-            } else {
-                let fill = self.flink_first_fill(c, &name).await?;
-                stage_guard = Some(crate::manager::flink_tables::StageGuard {
-                    pool: self.pool.clone(),
-                    stage: Some(fill.stage.clone()),
-                });
-                Some(FlinkPrep::Fill(fill))
-            }
-        } else {
-            None
+        let new = NewTable {
+            name: &name,
+            owner: who.user,
+            query: &c.query,
+            search_path: &search_path,
+            columns: c.columns.as_deref(),
+            options: &c.options,
+            partitioned: !c.partitioned_by.is_empty(),
+            mode,
+            freshness,
         };
-        let mut continuous = None;
+        // The cheap checks come before the engine's preparation (a Flink table's rows are
+        // computed before the transaction), and again in the transaction.
+        let existing = catalog::load(&*client, &name).await?;
+        if existing.is_some() && c.if_not_exists {
+            return Ok(Created::AlreadyExisted(name.to_string()));
+        }
+        if existing.is_none() && catalog::relation_exists(&*client, &name).await? {
+            return Err(Error::RelationExists(name.to_string()));
+        }
+        let mut creation = engine.prepare_create(&new).await?;
         let tx = client.transaction().await?;
         if catalog::load(&tx, &name).await?.is_some() {
             return if c.if_not_exists {
@@ -196,58 +157,21 @@ impl Manager {
             },
         )
         .await?;
-        let (rows, action) = match &fill {
-            Some(FlinkPrep::Fill(fill)) => (
-                self.flink_create_in(&tx, who.user, &name, c.columns.as_deref(), id, fill).await?,
-                RefreshAction::Full,
-            ),
-            Some(FlinkPrep::Continuous(described)) => {
-                let prepared = self
-                    .flink_continuous_create_in(&tx, who.user, &name, c.columns.as_deref(), id, &c.query, described)
-                    .await?;
-                continuous = Some(prepared);
-                (0, RefreshAction::Full)
-            }
-            None => {
-                let bound = self.bind(&tx, &search_path, &name, id, &c.query).await?;
-                let decision = incremental::decide(&tx, &bound.view, &bound.resolved, requested, !c.partitioned_by.is_empty())
-                    .await?
-                    .map_err(|why| not_incremental(&name, &why))?;
-                // The sources stay locked from before the fill until the commit, so the capture
-                // that starts after the fill misses nothing.
-                incremental::prepare(&tx, &decision).await?;
-                // User SQL runs with the requester's privileges (see engine::postgres::run_as).
-                // With no column list, the table has the query's columns, which the decision knows.
-                let storage = c.columns.is_none().then(|| decision.storage()).flatten();
-                let filled = engine::postgres::create(
-                    &tx,
-                    who.user,
-                    &name.quoted(),
-                    c.columns.as_deref(),
-                    storage.as_deref(),
-                    &bound.resolved,
-                )
-                .await?;
-                incremental::record(&tx, id, &name.quoted(), &decision, who.user, true, self.capture()).await?;
-                (filled.rows, decision.action())
-            }
-        };
+        let filled = engine.fill(&tx, &new, id, &mut creation).await?;
         if !c.partitioned_by.is_empty() {
             check_partition_columns(&tx, &name, &c.partitioned_by, &formatters).await?;
             // A partition's refresh deletes by the partition columns.
             let cols: Vec<String> = c.partitioned_by.iter().map(|p| quote_ident(p)).collect();
             let sql = format!("CREATE INDEX ON {} ({})", name.quoted(), cols.join(", "));
-            engine::postgres::run_as(&tx, who.user, &sql).await?;
+            run_as(&tx, who.user, &sql).await?;
         }
         if let Some(comment) = &c.comment {
             let sql = format!("COMMENT ON TABLE {} IS {}", name.quoted(), quote_literal(comment));
-            engine::postgres::run_as(&tx, who.user, &sql).await?;
+            run_as(&tx, who.user, &sql).await?;
         }
         let job_id = new_job_id();
-        catalog::creation_refresh(&tx, id, &name, &job_id, rows as i64).await?;
-        if let (Some(FlinkPrep::Fill(fill)), Ok(flink)) = (&fill, self.flink()) {
-            self.record_engine_job(&tx, id, &job_id, fill.job.as_str(), flink).await?;
-        }
+        catalog::creation_refresh(&tx, id, &name, &job_id, filled.rows as i64).await?;
+        engine.record_fill(&tx, id, &job_id, &creation).await?;
         // Last, the schedule: its failure undoes the whole CREATE (and it is removed again if the
         // commit fails).
         let registered = match &plugin {
@@ -281,15 +205,15 @@ impl Manager {
             }
             return Err(e.into());
         }
-        // The committed transaction dropped the staging table.
-        if let Some(g) = stage_guard.as_mut() {
-            g.stage = None;
-        }
-        if let Some(continuous) = &continuous {
-            self.flink_continuous_start(who.user, &name, id, &c.query, continuous, freshness.duration(), &job_id)
-                .await?;
-        }
-        tracing::info!(table = %name, owner = who.user, mode = mode.name(), engine = engine_kind.name(), action = %action, rows, "dynamic table created");
+        engine.created(&new, id, creation, &job_id).await?;
+        let rows = filled.rows;
+        tracing::info!(table = %name, owner = who.user, mode = mode.name(), action = %filled.action, rows, "dynamic table created");
         Ok(Created::Created { rows })
     }
+}
+
+/// Runs one statement of the requester's with their privileges (engine::postgres::run_as).
+async fn run_as(tx: &Transaction<'_>, role: &str, sql: &str) -> Result<(), Error> {
+    crate::engine::postgres::run_as::run_as(tx, role, sql).await?;
+    Ok(())
 }

@@ -1,12 +1,13 @@
 //! DROP DYNAMIC TABLE: drop the table with the requester's privileges (PostgreSQL checks ownership) and its
-//! catalog row in one transaction, after any running refresh of it has finished.
+//! catalog row in one transaction, after any running refresh of it has finished. Its engine stops
+//! what writes into it first, and removes its own objects for it last (engine::Engine::drop_before,
+//! drop_after); the schedule goes after the commit.
 
 use crate::catalog;
-use crate::core::EngineKind;
 use crate::core::{Error, Requester};
-use crate::engine;
-use crate::manager::Manager;
-use crate::manager::external;
+use crate::engine::Engine;
+use crate::engine::postgres::run_as::run_as;
+use crate::manager::{Manager, external, on_engine};
 use crate::sql::dynamic::TableName;
 
 impl Manager {
@@ -34,38 +35,27 @@ impl Manager {
         external::lock_schedule(&tx, dt.id).await?;
         let dt = catalog::load(&tx, &name).await?.ok_or_else(|| Error::NotFound(name.to_string()))?;
         let readers = catalog::readers(&tx, &name).await?;
-        if readers.is_empty() && dt.engine == EngineKind::Flink {
-            // Its streaming job goes first (Flink unreachable: nothing is dropped).
-            self.flink_cancel(&dt).await?;
-        }
         if !readers.is_empty() {
             return Err(Error::ReadBy {
                 table: name.to_string(),
                 readers,
             });
         }
+        on_engine!(self, dt.engine, |engine| engine.drop_before(&tx, &dt).await?);
         // Tells the guard against plain DROP TABLE (sql/V2) that this drop is the gateway's.
         tx.execute("SELECT set_config('dyngate.dropping', $1, true)", &[&dt.id.to_string()])
             .await?;
         if catalog::relation_exists(&tx, &name).await? {
             // As the requester: PostgreSQL checks that they own the table.
-            engine::postgres::run_as(&tx, who.user, &format!("DROP TABLE {}", name.quoted())).await?;
+            run_as(&tx, who.user, &format!("DROP TABLE {}", name.quoted())).await?;
         } else {
             // Gone already (dropped by a superuser, or past the guard): the catalog entry still
             // goes, for a member of the owner's role.
             Self::require_member(&tx, who, &dt, "drop").await?;
             tracing::warn!(table = %name, "dropping the catalog entry of a dynamic table whose table was already gone");
         }
-        if let Some(view) = &dt.query_view {
-            engine::postgres::unbind_query(&tx, view).await?;
-        }
-        if dt.engine == EngineKind::Flink {
-            tx.batch_execute(&format!("DROP TABLE IF EXISTS {}", engine::flink::tables::stage_table(dt.id)))
-                .await?;
-        }
         catalog::delete(&tx, dt.id).await?;
-        // Its incremental state, and change capture no other table needs, go with it.
-        engine::incremental::forget(&tx, dt.id).await?;
+        on_engine!(self, dt.engine, |engine| engine.drop_after(&tx, &dt).await?);
         // The schedule goes after the table (a removal that fails is retried by reconciliation;
         // until then, the schedule only calls an endpoint that answers 404).
         let schedule = external::schedule_of(&dt);

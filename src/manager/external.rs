@@ -149,14 +149,7 @@ impl Manager {
 
     /// This catalog's identity (`dyngate.identity`), read once.
     pub(crate) async fn catalog_id(&self) -> Result<&str, Error> {
-        self.catalog_id
-            .get_or_try_init(|| async {
-                let client = self.pool.get().await?;
-                let id: String = client.query_one("SELECT catalog_id::text FROM dyngate.identity", &[]).await?.get(0);
-                Ok::<_, Error>(id)
-            })
-            .await
-            .map(String::as_str)
+        self.catalog_id.get(&self.pool).await
     }
 
     /// What DESCRIBE shows of a table's schedule.

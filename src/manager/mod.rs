@@ -13,13 +13,8 @@ pub mod api;
 pub mod create;
 pub mod drop;
 pub mod external;
-pub mod flink_alter;
-pub mod flink_continuous;
-pub mod flink_sql;
-pub mod flink_tables;
 pub mod reconcile;
 pub mod refresh;
-pub mod refresh_incremental;
 pub mod scheduler;
 pub mod show;
 
@@ -28,14 +23,38 @@ use std::time::Duration;
 
 use tokio_postgres::{Client, Transaction};
 
-use crate::backend::{Pooled, ServicePool};
-use crate::catalog::{self, DtRow};
-use crate::core::{EngineKind, SchedulerKind};
-use crate::core::{Error, QualifiedName, Requester, quote_ident, quote_literal};
-use crate::engine::flink::engine::FlinkEngine;
-use crate::engine::incremental::collect::{self, Method};
+use crate::backend::ServicePool;
+use crate::catalog::{self, DtRow, Identity};
+use crate::core::{EngineKind, Error, QualifiedName, Requester, SchedulerKind, quote_ident, quote_literal};
+use crate::engine::flink::FlinkEngine;
+use crate::engine::flink::runtime::FlinkRuntime;
+use crate::engine::flink::statements::FlinkOutcome;
+use crate::engine::postgres::PostgresEngine;
+use crate::engine::postgres::incremental::collect::{self, Method};
 use crate::scheduler::Plugin;
-use crate::sql::dynamic::TableName;
+use crate::sql::dynamic::{Options, TableName};
+use crate::sql::flink::FlinkStatement;
+
+/// The option that names a table's engine.
+pub const ENGINE_OPTION: &str = "engine";
+
+/// Runs `$body` with `$engine` bound to the engine of kind `$kind` (0A000 when this gateway has
+/// none): where the manager chooses an engine for a table's operation.
+macro_rules! on_engine {
+    ($manager:expr, $kind:expr, |$engine:ident| $body:expr) => {
+        match $kind {
+            $crate::core::EngineKind::Postgres => {
+                let $engine = &$manager.postgres;
+                $body
+            }
+            $crate::core::EngineKind::Flink => {
+                let $engine = $manager.flink()?;
+                $body
+            }
+        }
+    };
+}
+pub(crate) use on_engine;
 
 /// The manager of one catalog.
 pub struct Manager {
@@ -50,92 +69,83 @@ pub struct Manager {
     /// configured.
     plugins: Vec<Arc<dyn Plugin>>,
     /// This catalog's identity (`dyngate.identity`), read on first use.
-    catalog_id: tokio::sync::OnceCell<String>,
-    /// How new change captures are made (engine::incremental::collect): what `--capture`
-    /// resolved to once the catalog was ready (triggers until then).
-    capture: std::sync::OnceLock<Method>,
-    /// The Flink engine, when this gateway has one (--flink-gateway).
-    flink: Option<Arc<FlinkEngine>>,
+    catalog_id: Arc<Identity>,
+    /// The engines: PostgreSQL always, Flink when this gateway has one (--flink-gateway).
+    postgres: PostgresEngine,
+    flink: Option<FlinkEngine>,
     /// The engine of new tables that do not name one.
     default_engine: EngineKind,
 }
 
 impl Manager {
     pub fn new(pool: ServicePool, database: String, threshold: Duration) -> Manager {
+        let catalog_id = Arc::new(Identity::new());
         Manager {
+            postgres: PostgresEngine::new(pool.clone(), catalog_id.clone()),
             pool,
             database,
             threshold,
             default_scheduler: SchedulerKind::Embedded,
             plugins: vec![Arc::new(crate::scheduler::embedded::Embedded)],
-            catalog_id: tokio::sync::OnceCell::new(),
-            capture: std::sync::OnceLock::new(),
+            catalog_id,
             flink: None,
             default_engine: EngineKind::Postgres,
         }
     }
 
     /// Adds the Flink engine and sets the default engine of new tables.
-    pub fn with_engines(mut self, default: EngineKind, flink: Option<Arc<FlinkEngine>>) -> Manager {
+    pub fn with_engines(mut self, default: EngineKind, flink: Option<Arc<FlinkRuntime>>) -> Manager {
         self.default_engine = default;
-        self.flink = flink;
+        self.flink = flink.map(|runtime| FlinkEngine::new(self.pool.clone(), runtime, self.catalog_id.clone()));
         self
     }
 
     /// Decides how new change captures are made, from `--capture` and what the backing
     /// PostgreSQL allows (once, at start-up, after the migrations).
     pub async fn set_capture(&self, setting: collect::Capture) -> Result<Method, collect::CaptureError> {
-        let client = self.pool.get().await?;
-        let mut method = collect::resolve(&*client, setting).await?;
-        if method == Method::Wal {
-            // The streamer needs a replication connection (pg_hba.conf may refuse one).
-            let tried = crate::engine::incremental::replication::Connection::connect(&self.pool.backend().service, "dyngate check").await;
-            match (tried, setting) {
-                (Ok(c), _) => c.close().await,
-                (Err(e), collect::Capture::Wal) => return Err(collect::CaptureError::Replication(e)),
-                (Err(e), _) => {
-                    tracing::warn!(error = %e, "no replication connection to PostgreSQL: changes are captured by triggers");
-                    method = Method::Trigger;
-                }
-            }
-        }
-        let _ = self.capture.set(method);
-        Ok(method)
+        self.postgres.set_capture(setting).await
     }
 
-    fn capture(&self) -> Method {
-        self.capture.get().copied().unwrap_or(Method::Trigger)
-    }
-
-    /// Until `stop`: streams the changes of sources captured from the WAL into their logs
-    /// (engine::incremental::stream), batches at least every `interval`.
+    /// Until `stop`: streams the changes of sources captured from the WAL into their logs.
     pub async fn run_wal_stream(self: Arc<Self>, interval: Duration, stop: tokio::sync::watch::Receiver<bool>) {
-        crate::engine::incremental::stream::run(self.pool.clone(), interval, stop).await
+        self.postgres.run_wal_stream(interval, stop).await
     }
 
-    /// Before a statement that may start capturing changes: the WAL capture's slot must exist
-    /// before its transaction (see engine::incremental::collect::ensure_slot). If it cannot be
-    /// made (no replication slot free, say), new captures use triggers. The connection returned
-    /// holds the slot in use until the statement drops it (it is closed then, which lets the
-    /// lock go).
-    async fn prepare_capture(&self) -> Result<Option<Pooled>, Error> {
-        if self.capture() != Method::Wal {
-            return Ok(None);
+    /// Until `stop`: watches the Flink engine's streaming jobs, when this gateway has one.
+    pub async fn run_flink_watch(self: Arc<Self>, stop: tokio::sync::watch::Receiver<bool>) {
+        if let Some(flink) = &self.flink {
+            flink.run_watch(crate::engine::flink::continuous::WATCH_INTERVAL, stop).await
         }
-        let id = self.catalog_id().await?;
-        let mut client = self.pool.get().await?;
-        client.discard_on_drop(true);
-        client
-            .execute(
-                "SELECT pg_advisory_lock_shared($1, $2)",
-                &[&collect::SLOT_USE_LOCK.0, &collect::SLOT_USE_LOCK.1],
-            )
-            .await?;
-        match collect::ensure_slot(&client, id).await {
-            Ok(()) => crate::engine::incremental::stream::wake(),
-            Err(e) => tracing::warn!(error = %e, "the WAL capture's slot cannot be made; new captures use triggers"),
+    }
+
+    /// The Flink engine, or 0A000 when this gateway has none.
+    pub(crate) fn flink(&self) -> Result<&FlinkEngine, Error> {
+        self.flink
+            .as_ref()
+            .ok_or_else(|| Error::Unsupported("this gateway has no Flink engine (start it with --flink-gateway)".into()))
+    }
+
+    /// The Flink database of this gateway, if it has a Flink engine.
+    pub fn flink_database(&self) -> Option<&str> {
+        self.flink.as_ref().map(|f| f.database())
+    }
+
+    /// Runs a statement that names the Flink database, for `who`, in Flink.
+    pub async fn flink_statement(&self, who: &Requester<'_>, stmt: &FlinkStatement) -> Result<FlinkOutcome, Error> {
+        self.flink()?.statement(who, stmt).await
+    }
+
+    /// The engine of a new table: its `engine` option, else the gateway's default.
+    pub(crate) fn engine_for(&self, options: &Options) -> Result<EngineKind, Error> {
+        let engine = match options.iter().find(|(k, _)| k == ENGINE_OPTION) {
+            Some((_, v)) => EngineKind::parse(v)
+                .ok_or_else(|| Error::InvalidOption(format!("unknown engine '{v}' (the engines are 'postgres' and 'flink')")))?,
+            None => self.default_engine,
+        };
+        if engine == EngineKind::Flink {
+            self.flink()?;
         }
-        Ok(Some(client))
+        Ok(engine)
     }
 
     /// Sets the default scheduler of FULL tables and adds external schedulers' plug-ins.
@@ -251,7 +261,7 @@ impl Manager {
 /// Starts a transaction that runs as `role` until `RESET ROLE`: only for SQL of the gateway's own
 /// that reads the role's settings (its current schema). User SQL never runs this way, since a
 /// superuser session's SET ROLE can be undone from SQL; it goes through
-/// [`engine::postgres::run_as`](crate::engine::postgres::run_as).
+/// [`engine::postgres::run_as::run_as`](crate::engine::postgres::run_as::run_as).
 async fn begin_as<'c>(client: &'c mut Client, role: &str) -> Result<Transaction<'c>, Error> {
     let tx = client.transaction().await?;
     set_role(&tx, role).await?;

@@ -1,37 +1,20 @@
 //! One refresh of one dynamic table, however it was asked for (a statement, the refresh loop, the
-//! HTTP endpoint): run with the table owner's privileges under a per-table lock, so two refreshes
-//! of one table never run at once, and recorded in the history as SUCCEEDED (with the data time
-//! and rows) or FAILED (with PostgreSQL's error); one that runs longer than a second shows as
-//! EXECUTING meanwhile. A scheduled refresh that finds the previous one still running is recorded
-//! as SKIPPED. The whole refresh is one statement, for the scheduler's sake: at a thousand tables
-//! firing at once, statements and round trips are what the refreshes cost (bench/refresh.sh).
-
-use crate::catalog::TABLE_LOCK_SPACE;
-use crate::catalog::{self, DtRow};
-use crate::core::EngineKind;
-use crate::core::names::new_job_id;
-use crate::core::rules;
-use crate::core::{Error, Requester};
-use crate::core::{RefreshAction, Trigger};
-use crate::engine;
-use crate::manager::Manager;
-use crate::sql::dynamic::{Options, TableName};
-use std::time::Duration;
+//! HTTP endpoint): the partition it replaces, the table's engine run on it (engine::Engine::refresh:
+//! with the table owner's privileges under a per-table lock, so two refreshes of one table never
+//! run at once, and recorded in the history as SUCCEEDED with the data time and rows), reloaded
+//! and run again when its definition changed meanwhile, and recorded here when it fails (FAILED
+//! with the engine's error, CANCELLED for a job cancelled from outside) or finds the previous
+//! refresh still running (a scheduled one: SKIPPED).
 
 use tokio_postgres::GenericClient;
-use tokio_postgres::error::SqlState;
-use tokio_postgres::types::Type;
 
-/// How a refresh attempt ended (see `refresh_with`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Outcome {
-    /// Done and recorded: the rows written.
-    Done(i64),
-    /// The table's refresh lock was taken (a scheduled refresh only): nothing ran.
-    Locked,
-    /// The table's definition changed after it was loaded: nothing ran; reload and retry.
-    Stale,
-}
+use crate::catalog::{self, DtRow};
+use crate::core::names::new_job_id;
+use crate::core::rules;
+use crate::core::{Error, Requester, Trigger};
+use crate::engine::{Engine, Outcome, RefreshJob};
+use crate::manager::Manager;
+use crate::sql::dynamic::{Options, TableName};
 
 /// How many times a refresh reloads a table whose definition changed under it before it gives up.
 const STALE_RETRIES: usize = 5;
@@ -92,15 +75,8 @@ impl Manager {
         self.refresh_with(dt, trigger, job_id, &Vec::new()).await
     }
 
-    /// [`run_refresh`](Self::run_refresh) of one partition, when `partition` names one.
-    ///
-    /// The refresh is one statement (so one implicit transaction and one round trip): mark the
-    /// connection with the job id (a refresh orphaned by a killed gateway can then be told from
-    /// one still running, see catalog::cancel_orphaned_refreshes), take the table's refresh lock
-    /// (a scheduled refresh does not wait for it), replace the content as the owner, and write
-    /// the history row SUCCEEDED, which commits with the new content. A refresh still running
-    /// after [`SHOW_RUNNING_AFTER`] also gets an EXECUTING row, written beside it, which the end
-    /// then updates (rows are unique per job and table); a failure is written after the rollback.
+    /// [`run_refresh`](Self::run_refresh) of one partition, when `partition` names one (see the
+    /// module's doc); a failure is written after the engine's rollback.
     async fn refresh_with(&self, dt: &DtRow, trigger: Trigger, job_id: String, partition: &Options) -> Result<RefreshRecord, Error> {
         let mut client = self.pool.get().await?;
         let spec = self.partition_of(&*client, dt, trigger, partition).await?;
@@ -115,52 +91,25 @@ impl Manager {
             partition: &spec,
             ..catalog::RefreshRow::of(dt, &job_id, trigger.name(), state)
         };
-        let timer = match trigger {
-            Trigger::Api { claimed, .. } => {
-                catalog::refresh_executing(&*client, claimed).await?;
-                None
-            }
-            // An incremental refresh writes its EXECUTING row itself, before its snapshot: a row
-            // written beside it would collide with its REPEATABLE READ transaction's own.
-            _ if dt.incremental() || dt.engine == EngineKind::Flink => None,
-            _ => {
-                let pool = self.pool.clone();
-                let (id, schema, table, job) = (dt.id, dt.name.schema.clone(), dt.name.name.clone(), job_id.clone());
-                Some(tokio::spawn(async move {
-                    tokio::time::sleep(SHOW_RUNNING_AFTER).await;
-                    let running = catalog::RefreshRow {
-                        dt_id: id,
-                        schema: &schema,
-                        table: &table,
-                        job_id: &job,
-                        trigger: trigger.name(),
-                        state: "EXECUTING",
-                        schedule_time: trigger.schedule_time(),
-                        started_at: began,
-                        ..Default::default()
-                    };
-                    let written = match pool.get().await {
-                        Ok(c) => catalog::record_refresh(&*c, &running).await.map(|_| ()),
-                        Err(e) => Err(e),
-                    };
-                    if let Err(e) = written {
-                        tracing::warn!(error = %e, "recording a running refresh");
-                    }
-                }))
-            }
+        if let Trigger::Api { claimed, .. } = trigger {
+            catalog::refresh_executing(&*client, claimed).await?;
+        }
+        let job = RefreshJob {
+            trigger,
+            job_id: &job_id,
+            partition: &spec,
+            began,
         };
         // A table altered since it was loaded is loaded again: the refresh runs what it is now.
         let mut current = std::borrow::Cow::Borrowed(dt);
         let mut result = Ok(Outcome::Stale);
         for _ in 0..STALE_RETRIES {
-            result = if current.engine == EngineKind::Flink {
-                self.flink_refresh(&mut client, &current, trigger, &job_id, &spec, began).await
-            } else if current.incremental() {
-                self.incremental_refresh(&mut client, &current, trigger, &job_id, &spec, began)
-                    .await
-            } else {
-                let sql = engine::postgres::replace_sql(&current.name.quoted(), current.refresh_query(), &spec);
-                self.refresh_statement(&mut client, &current, trigger, &job_id, &sql, &spec).await
+            result = match current.engine {
+                crate::core::EngineKind::Postgres => self.postgres.refresh(&mut client, &current, &job).await,
+                crate::core::EngineKind::Flink => match self.flink() {
+                    Ok(flink) => flink.refresh(&mut client, &current, &job).await,
+                    Err(e) => Err(e),
+                },
             };
             if !matches!(result, Ok(Outcome::Stale)) {
                 break;
@@ -170,9 +119,6 @@ impl Manager {
                 Ok(None) => result = Err(Error::NotFound(dt.name.to_string())),
                 Err(e) => result = Err(e.into()),
             }
-        }
-        if let Some(t) = timer {
-            t.abort();
         }
         if matches!(result, Ok(Outcome::Stale)) {
             tracing::error!(table = %dt.name, "every refresh attempt met a change of the table's definition or concurrent work (see the log)");
@@ -228,91 +174,4 @@ impl Manager {
             }
         }
     }
-
-    /// Runs the refresh statement (see `refresh_with`). Whether the table was altered while the
-    /// statement waited for its lock is read by `dyngate.altered_at`, with a snapshot taken after
-    /// the wait (the statement's own predates it).
-    async fn refresh_statement(
-        &self,
-        client: &mut tokio_postgres::Client,
-        dt: &DtRow,
-        trigger: Trigger,
-        job_id: &str,
-        sql: &str,
-        spec: &Options,
-    ) -> Result<Outcome, Error> {
-        let wait = !matches!(trigger, Trigger::Scheduled { .. });
-        let partition = (!spec.is_empty()).then(|| catalog::partition_json(spec));
-        let app = format!("dyngate:{job_id}");
-        // The runner's oid may be stale (the role renamed, its function gone): then once more.
-        for attempt in 0..2 {
-            let oid = engine::postgres::runner(client, &dt.owner).await?;
-            let statement = format!(
-                "WITH s AS MATERIALIZED (
-                        SELECT set_config('application_name', $1, true) AS app,
-                               CASE WHEN $2 THEN (SELECT true FROM pg_advisory_xact_lock($3, $4)) ELSE pg_try_advisory_xact_lock($3, $4) END
-                                 AS locked,
-                               now() AS data_time, clock_timestamp() AS started),
-                      v AS MATERIALIZED (
-                        SELECT s.locked AND dyngate.altered_at($7) IS DISTINCT FROM $15 AS stale FROM s),
-                      r AS MATERIALIZED (SELECT CASE WHEN s.locked AND NOT v.stale THEN {call} END AS n FROM s, v),
-                      h AS (INSERT INTO dyngate.refresh AS o (dynamic_table_id, schema_name, table_name, job_id, trigger, state,
-                                                             schedule_time, started_at, ended_at, action, data_time, rows_written,
-                                                             partition_spec)
-                            SELECT $7, $8, $9, $10, $11, 'SUCCEEDED', to_timestamp($12), s.started, clock_timestamp(), $14, s.data_time,
-                                   r.n, $13::jsonb
-                              FROM s, r WHERE r.n IS NOT NULL
-                            ON CONFLICT (job_id, dynamic_table_id) DO UPDATE
-                               SET state = excluded.state, started_at = excluded.started_at, ended_at = excluded.ended_at,
-                                   action = excluded.action, data_time = excluded.data_time, rows_written = excluded.rows_written,
-                                   partition_spec = excluded.partition_spec)
-                 SELECT s.locked, v.stale, r.n FROM s, v, r",
-                call = engine::postgres::run_as_call(oid, 5, 6)
-            );
-            let result = client
-                .query_typed_one(
-                    &statement,
-                    &[
-                        (&app, Type::TEXT),
-                        (&wait, Type::BOOL),
-                        (&TABLE_LOCK_SPACE, Type::INT4),
-                        (&(dt.id as i32), Type::INT4),
-                        (&dt.owner, Type::TEXT),
-                        (&sql, Type::TEXT),
-                        (&dt.id, Type::INT8),
-                        (&dt.name.schema, Type::TEXT),
-                        (&dt.name.name, Type::TEXT),
-                        (&job_id, Type::TEXT),
-                        (&trigger.name(), Type::TEXT),
-                        (&trigger.schedule_time(), Type::INT8),
-                        (&partition, Type::TEXT),
-                        (&RefreshAction::Full.name(), Type::TEXT),
-                        (&dt.altered_at, Type::TEXT),
-                    ],
-                )
-                .await;
-            let row = match result {
-                Ok(row) => row,
-                Err(e) => {
-                    if e.code() == Some(&SqlState::UNDEFINED_FUNCTION) {
-                        engine::postgres::forget_runner(&dt.owner);
-                    }
-                    return Err(e.into());
-                }
-            };
-            let (locked, stale, rows): (bool, bool, Option<i64>) = (row.get(0), row.get(1), row.get(2));
-            match (locked, stale, rows) {
-                (false, _, _) => return Ok(Outcome::Locked),
-                (true, true, _) => return Ok(Outcome::Stale),
-                (true, false, Some(n)) => return Ok(Outcome::Done(n)),
-                (true, false, None) if attempt == 0 => engine::postgres::forget_runner(&dt.owner),
-                (true, false, None) => break,
-            }
-        }
-        tracing::error!(table = %dt.name, owner = dt.owner, "the owner's runner function did not match the owner twice in a row");
-        Err(Error::Internal)
-    }
 }
-
-/// How long a refresh runs before its EXECUTING row is written (see `refresh_with`).
-const SHOW_RUNNING_AFTER: Duration = Duration::from_secs(1);

@@ -3,11 +3,12 @@
 //! it.
 
 use crate::catalog::DtRow;
-use crate::core::{EngineKind, LogicalMode, RefreshMode};
+use crate::core::{EngineKind, LogicalMode};
 use crate::core::{Error, QualifiedName, Requester};
 use crate::core::{quote_ident, quote_literal};
-use crate::manager::Manager;
+use crate::engine::Engine;
 use crate::manager::create::TIME_ZONE_OPTION;
+use crate::manager::{Manager, on_engine};
 use crate::sql::dynamic::TableName;
 
 /// One line of SHOW DYNAMIC TABLES.
@@ -125,10 +126,7 @@ impl Manager {
             ("created_at", Some(dt.created_at.clone())),
             ("altered_at", Some(dt.altered_at.clone())),
         ];
-        if dt.engine == EngineKind::Flink && dt.refresh_mode == RefreshMode::Continuous {
-            out.push(("engine_job_id", dt.flink_job_id.clone()));
-            out.push(("engine_job_state", dt.flink_job_state.clone()));
-        }
+        out.extend(on_engine!(self, dt.engine, |engine| engine.describe(&dt)));
         if let Some(l) = last {
             out.push(("last_refresh_at", l.get(0)));
             out.push(("lag", l.get(1)));

@@ -4,8 +4,8 @@
 //! Flink's; a job cancelled from outside becomes [`Error::Cancelled`].
 
 use crate::core::Error;
-use crate::engine::flink::FlinkError;
-use crate::engine::flink::engine::EngineError;
+use crate::engine::flink::client::FlinkError;
+use crate::engine::flink::runtime::EngineError;
 
 impl From<FlinkError> for Error {
     fn from(e: FlinkError) -> Self {
@@ -66,7 +66,7 @@ pub fn flink_sqlstate(e: &FlinkError) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::flink::{Cause, FlinkError};
+    use crate::engine::flink::client::{Cause, FlinkError};
 
     #[test]
     fn sqlstates_of_flink_errors() {

@@ -21,8 +21,8 @@
 
 use crate::catalog::FlinkColumn;
 use crate::core::quote_ident;
-use crate::engine::flink::engine::SinkTarget;
-use crate::engine::flink::types::{LogicalType, TypeKind, pg_ddl_type};
+use crate::engine::flink::client::types::{LogicalType, TypeKind, pg_ddl_type};
+use crate::engine::flink::runtime::SinkTarget;
 
 /// PostgreSQL's reserved key words, which cannot be column names unquoted (PostgreSQL 15's
 /// "reserved" and "reserved (can be function or type)" key words).

@@ -8,9 +8,9 @@
 //! undone). A subquery's changes are its own delta, so subqueries nest.
 
 use crate::core::{quote_ident, quote_literal};
-use crate::engine::incremental::analyze::{Branch, From, Plan, Relation, Source, Subquery};
-use crate::engine::incremental::capture::{SIGN, SourceTable, XID, log_column, log_relation};
-use crate::engine::incremental::collect;
+use crate::engine::postgres::incremental::analyze::{Branch, From, Plan, Relation, Source, Subquery};
+use crate::engine::postgres::incremental::capture::{SIGN, SourceTable, XID, log_column, log_relation};
+use crate::engine::postgres::incremental::collect;
 
 /// A column of the dynamic table: name and type as `format_type` prints it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -480,7 +480,7 @@ pub fn apply_sql(plan: &Plan, sources: &[SourceTable], applied: &str, target: &s
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::incremental::analyze::analyze;
+    use crate::engine::postgres::incremental::analyze::analyze;
 
     fn captured(oid: u32, name: &str) -> SourceTable {
         SourceTable {

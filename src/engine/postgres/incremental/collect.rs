@@ -37,9 +37,9 @@ use tokio_postgres::{Client, GenericClient, Transaction};
 
 use crate::backend::ServicePool;
 use crate::core::{quote_ident, quote_literal};
-use crate::engine::incremental::capture::{SIGN, SourceTable, XID, log_column, log_relation};
-use crate::engine::incremental::stream::StreamError;
-use crate::engine::incremental::wal::{self, Lsn, Message, RelationInfo, format_lsn, full_xid, parse_lsn};
+use crate::engine::postgres::incremental::capture::{SIGN, SourceTable, XID, log_column, log_relation};
+use crate::engine::postgres::incremental::stream::StreamError;
+use crate::engine::postgres::incremental::wal::{self, Lsn, Message, RelationInfo, format_lsn, full_xid, parse_lsn};
 
 /// The publication naming the sources captured from the WAL.
 pub const PUBLICATION: &str = "dyngate_capture";
@@ -103,7 +103,7 @@ pub enum CaptureError {
     #[error("--capture wal needs a role that may create replication slots (SUPERUSER or REPLICATION); {0} may not")]
     Privilege(String),
     #[error("--capture wal needs a replication connection to PostgreSQL: {0}")]
-    Replication(crate::engine::incremental::replication::ReplicationError),
+    Replication(crate::engine::postgres::incremental::replication::ReplicationError),
     #[error(transparent)]
     Postgres(#[from] tokio_postgres::Error),
 }

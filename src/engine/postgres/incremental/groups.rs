@@ -24,9 +24,9 @@
 //! rows came in): such tables are refreshed fully (see `float_reason`).
 
 use crate::core::quote_ident;
-use crate::engine::incremental::analyze::{Agg, From, Output, Plan};
-use crate::engine::incremental::capture::SourceTable;
-use crate::engine::incremental::delta::{Column, delta_terms, from_now};
+use crate::engine::postgres::incremental::analyze::{Agg, From, Output, Plan};
+use crate::engine::postgres::incremental::capture::SourceTable;
+use crate::engine::postgres::incremental::delta::{Column, delta_terms, from_now};
 
 /// The state table of dynamic table `id` (unquoted, in schema `dyngate`).
 pub fn state_table(id: i64) -> String {
@@ -711,7 +711,7 @@ pub fn apply_sql(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::incremental::analyze::analyze;
+    use crate::engine::postgres::incremental::analyze::analyze;
 
     #[test]
     fn state_and_apply_sql() {

@@ -1,4 +1,4 @@
-//! The refresh of a table refreshed incrementally (engine::incremental). Unlike the
+//! The refresh of a table refreshed incrementally (engine::postgres::incremental). Unlike the
 //! one-statement refresh of a FULL table (refresh.rs), it is a REPEATABLE READ transaction of
 //! several statements: the changes counted, the changes applied and the snapshot recorded as
 //! applied must all be one snapshot. So the table's refresh lock is taken before the
@@ -8,15 +8,15 @@
 //! Its history row is written as EXECUTING first (in its own statement, before the snapshot),
 //! then turned into the outcome by the transaction. In the transaction: reload the table; check
 //! that the owner may still read the sources; copy what sources captured from the WAL changed
-//! in batches the snapshot does not see (engine::incremental::collect::fetch_gap: batches
+//! in batches the snapshot does not see (engine::postgres::incremental::collect::fetch_gap: batches
 //! forgotten meanwhile make the transaction start again); count what the sources logged since
 //! the applied snapshot;
 //! recompute instead when a source was truncated, the table has no applied snapshot, or the cost
-//! guard says so (engine::incremental::prefer_full); else apply the changes as the owner
+//! guard says so (engine::postgres::incremental::prefer_full); else apply the changes as the owner
 //! (analyzing first a log full of changes that has no planner statistics yet:
-//! engine::incremental::analyze_logs), or record NO_DATA when there were none; record the new
+//! engine::postgres::incremental::analyze_logs), or record NO_DATA when there were none; record the new
 //! applied snapshot and the history row (action and changes). After the commit, the logged rows
-//! every reader has applied are discarded (engine::incremental::discard_applied: a log that
+//! every reader has applied are discarded (engine::postgres::incremental::discard_applied: a log that
 //! nobody needs any more is truncated). (Partitioned tables are never incremental: their
 //! refreshes replace partitions.)
 
@@ -30,22 +30,24 @@ use crate::core::Error;
 use crate::core::RefreshAction;
 use crate::core::Trigger;
 use crate::engine;
-use crate::engine::incremental::{self, capture, collect};
-use crate::manager::Manager;
-use crate::manager::refresh::Outcome;
-use crate::sql::dynamic::Options;
+use crate::engine::postgres::PostgresEngine;
+use crate::engine::postgres::incremental::{self, capture, collect};
+use crate::engine::{Outcome, RefreshJob};
 
-impl Manager {
+impl PostgresEngine {
     /// Refreshes `dt` (loaded as INCREMENTAL) and records it; see the module's doc.
-    pub(super) async fn incremental_refresh(
+    pub(in crate::engine::postgres) async fn incremental_refresh(
         &self,
         client: &mut Pooled,
         dt: &DtRow,
-        trigger: Trigger,
-        job_id: &str,
-        spec: &Options,
-        began: Option<f64>,
+        job: &RefreshJob<'_>,
     ) -> Result<Outcome, Error> {
+        let RefreshJob {
+            trigger,
+            job_id,
+            partition: spec,
+            began,
+        } = *job;
         if !lock_for_refresh(client, dt.id, trigger).await? {
             return Ok(Outcome::Locked);
         }
@@ -94,7 +96,7 @@ impl Manager {
         loaded: &DtRow,
         trigger: Trigger,
         job_id: &str,
-        spec: &Options,
+        spec: &[(String, String)],
         began: Option<f64>,
     ) -> Result<(Outcome, Vec<capture::SourceTable>), Error> {
         let tx = client
@@ -139,7 +141,7 @@ impl Manager {
         // (should the check fail, its error is the one returned).
         let view = dt.query_view.as_deref().filter(|_| applied.is_some() && plan.is_some());
         let probe = format!("SELECT * FROM ({query}) AS dyngate_query LIMIT 0");
-        let (_, found) = tokio::try_join!(engine::postgres::run_as(&tx, &dt.owner, &probe), async {
+        let (_, found) = tokio::try_join!(engine::postgres::run_as::run_as(&tx, &dt.owner, &probe), async {
             match view {
                 Some(view) => capture::sources_of(&tx, view).await.map(Some),
                 None => Ok(None),
@@ -190,7 +192,7 @@ impl Manager {
             }
             _ => {
                 tx.batch_execute("SET LOCAL jit TO DEFAULT").await?;
-                let rows = engine::postgres::full_refresh(&tx, &dt.owner, &target, query).await?.rows;
+                let rows = engine::postgres::run_as::full_refresh(&tx, &dt.owner, &target, query).await?.rows;
                 // The state is made after the table's rows: a table that is its own state gets
                 // its key index on rows already unique by the keys.
                 if let (Some(plan), Some(view)) = (&plan, &dt.query_view) {

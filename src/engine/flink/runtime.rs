@@ -16,9 +16,9 @@ use std::time::{Duration, Instant};
 
 use tokio_postgres::GenericClient;
 
-use super::FlinkError;
-use super::cluster::{Cluster, JobState};
-use super::gateway::{Gateway, JobId, ResultSet, RowKind, Session};
+use super::client::FlinkError;
+use super::client::cluster::{Cluster, JobState};
+use super::client::gateway::{Gateway, JobId, ResultSet, RowKind, Session};
 use super::tables::{flink_ident, insert_sql, named_sink_ddl, sink_ddl};
 use crate::catalog::FlinkColumn;
 use crate::core::names::random_hex;
@@ -47,7 +47,7 @@ pub struct FlinkConfig {
 }
 
 /// The Flink engine of one gateway.
-pub struct FlinkEngine {
+pub struct FlinkRuntime {
     config: FlinkConfig,
     /// The session and the catalog version it was set up with.
     session: tokio::sync::Mutex<Option<(Arc<Session>, i64)>>,
@@ -60,7 +60,7 @@ const VERSION_SQL: &str = "SELECT version FROM dyngate.flink_catalog_version";
 /// with the rest, page by page.
 #[derive(Debug)]
 pub struct QueryRows {
-    pub columns: Vec<super::gateway::Column>,
+    pub columns: Vec<super::client::gateway::Column>,
     pub first: Vec<Vec<Option<String>>>,
     pub rest: Option<tokio::sync::mpsc::Receiver<RowBatch>>,
 }
@@ -71,15 +71,15 @@ pub type RowBatch = Result<Vec<Vec<Option<String>>>, FlinkError>;
 /// A query's rows, folded from Flink's changelog into a table.
 #[derive(Debug, Clone, PartialEq)]
 pub struct QueryResult {
-    pub columns: Vec<super::gateway::Column>,
+    pub columns: Vec<super::client::gateway::Column>,
     /// Each row's fields in PostgreSQL's text format.
     pub rows: Vec<Vec<Option<String>>>,
     pub job_id: Option<String>,
 }
 
-impl FlinkEngine {
-    pub fn new(config: FlinkConfig) -> FlinkEngine {
-        FlinkEngine {
+impl FlinkRuntime {
+    pub fn new(config: FlinkConfig) -> FlinkRuntime {
+        FlinkRuntime {
             config,
             session: tokio::sync::Mutex::new(None),
         }
@@ -117,9 +117,7 @@ impl FlinkEngine {
         {
             return Ok(s.clone());
         }
-        let rows = catalog
-            .query("SELECT statement FROM dyngate.flink_statement ORDER BY id", &[])
-            .await?;
+        let rows = catalog.query("SELECT statement FROM dyngate.flink_statement ORDER BY id", &[]).await?;
         let mut setup = self.base_setup();
         setup.extend(rows.iter().map(|r| r.get::<_, String>(0)));
         let properties = BTreeMap::from([("execution.runtime-mode".to_string(), "batch".to_string())]);
@@ -172,7 +170,7 @@ impl FlinkEngine {
         }
     }
 
-    /// A batch query's first page, and a channel for the rest (see [`FlinkEngine::query`]).
+    /// A batch query's first page, and a channel for the rest (see [`FlinkRuntime::query`]).
     async fn query_pages(&self, session: &Session, sql: &str) -> Result<QueryRows, FlinkError> {
         let deadline = self.deadline();
         let batch = BTreeMap::from([("execution.runtime-mode".to_string(), "batch".to_string())]);
@@ -184,13 +182,13 @@ impl FlinkEngine {
             let mut cursor = gateway.cursor(&handle, &op);
             let first = cursor.next_page(deadline).await;
             let columns = cursor.columns().to_vec();
-            let texts = |rows: Vec<super::gateway::Row>| -> Vec<Vec<Option<String>>> {
+            let texts = |rows: Vec<super::client::gateway::Row>| -> Vec<Vec<Option<String>>> {
                 rows.iter()
                     .map(|r| {
                         r.fields
                             .iter()
                             .zip(&columns)
-                            .map(|(v, c)| super::types::pg_text(v, &c.logical_type))
+                            .map(|(v, c)| super::client::types::pg_text(v, &c.logical_type))
                             .collect()
                     })
                     .collect()
@@ -237,7 +235,7 @@ impl FlinkEngine {
     }
 }
 
-impl FlinkEngine {
+impl FlinkRuntime {
     /// The query's columns (name, type as `DESCRIBE` prints it), without running it: described
     /// through a temporary view.
     pub async fn describe(&self, session: &Session, query: &str) -> Result<Vec<(String, String)>, FlinkError> {
@@ -351,7 +349,7 @@ impl FlinkEngine {
             return Err(FlinkError::JobFailed {
                 job: job.to_string(),
                 state: format!("{state:?}").to_uppercase(),
-                reason: super::hide(&reason, std::slice::from_ref(&self.config.sink.password)),
+                reason: super::client::hide(&reason, std::slice::from_ref(&self.config.sink.password)),
             });
         }
         Ok(job)
@@ -389,7 +387,7 @@ impl FlinkEngine {
         Err(FlinkError::JobFailed {
             job: job.to_string(),
             state: format!("{state:?}").to_uppercase(),
-            reason: super::hide(&reason, std::slice::from_ref(&self.config.sink.password)),
+            reason: super::client::hide(&reason, std::slice::from_ref(&self.config.sink.password)),
         })
     }
 
@@ -438,8 +436,8 @@ pub enum EngineError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::flink::gateway::{Column, ResultKind, Row};
-    use crate::engine::flink::types::LogicalType;
+    use crate::engine::flink::client::gateway::{Column, ResultKind, Row};
+    use crate::engine::flink::client::types::LogicalType;
     use serde_json::json;
 
     #[test]

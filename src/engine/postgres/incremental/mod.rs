@@ -26,6 +26,7 @@ pub mod collect;
 pub mod delta;
 pub mod groups;
 pub mod in_place;
+pub mod refresh;
 pub mod replication;
 pub mod stream;
 pub mod wal;
@@ -35,8 +36,8 @@ use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, GenericClient, Transaction};
 
 use crate::core::{RefreshAction, quote_literal};
-use crate::engine::incremental::analyze::Plan;
-use crate::engine::incremental::capture::SourceTable;
+use crate::engine::postgres::incremental::analyze::Plan;
+use crate::engine::postgres::incremental::capture::SourceTable;
 
 /// The option that asks for a refresh action: `auto` (the default: incremental when the query
 /// allows it), `incremental` (an error names what keeps the query from it) or `full`.
@@ -425,7 +426,7 @@ pub async fn refill_state(
                 // New pages get it: the next full refresh's rows, and the versions the applies
                 // write meanwhile.
                 let sql = format!("ALTER TABLE {target} SET (fillfactor = {})", groups::STATE_FILLFACTOR);
-                crate::engine::postgres::run_as(tx, owner, &sql).await?;
+                crate::engine::postgres::run_as::run_as(tx, owner, &sql).await?;
             }
             return Ok(());
         }
@@ -434,7 +435,7 @@ pub async fn refill_state(
         tx.batch_execute(&create).await?;
     }
     if let Some(fill) = groups::fill_state_sql(plan, id, query) {
-        crate::engine::postgres::run_as(tx, owner, &fill).await?;
+        crate::engine::postgres::run_as::run_as(tx, owner, &fill).await?;
     }
     Ok(())
 }
@@ -453,7 +454,7 @@ pub async fn drop_key_index(tx: &Transaction<'_>, owner: &str, id: i64, target: 
         .await?
         .map(|r| r.get(0));
     if let Some(index) = index {
-        crate::engine::postgres::run_as(tx, owner, &format!("DROP INDEX {index}")).await?;
+        crate::engine::postgres::run_as::run_as(tx, owner, &format!("DROP INDEX {index}")).await?;
     }
     Ok(())
 }
@@ -485,7 +486,7 @@ const OWN_FILLFACTOR: &str = "EXISTS (SELECT 1 FROM pg_catalog.pg_class c, pg_ca
 /// cannot be made (a key type with no btree operator class), the transaction unharmed.
 async fn make_key_index(tx: &Transaction<'_>, owner: &str, id: i64, target: &str, keys: &[String]) -> Result<bool, tokio_postgres::Error> {
     tx.batch_execute("SAVEPOINT dyngate_key_index").await?;
-    match crate::engine::postgres::run_as(tx, owner, &in_place::key_index_sql(id, target, keys)).await {
+    match crate::engine::postgres::run_as::run_as(tx, owner, &in_place::key_index_sql(id, target, keys)).await {
         Ok(_) => {
             tx.batch_execute("RELEASE SAVEPOINT dyngate_key_index").await?;
             Ok(true)
@@ -587,13 +588,13 @@ pub async fn apply(
         Layout::State => groups::apply_sql(plan, id, sources, applied, target, &shape.table, &shape.query),
         Layout::InPlace => {
             let [upsert, delete] = in_place::apply_sql(plan, sources, applied, target, &shape.table).ok_or_else(no_apply)?;
-            let written = crate::engine::postgres::run_as(tx, owner, &upsert).await?;
-            let deleted = crate::engine::postgres::run_as(tx, owner, &delete).await?;
+            let written = crate::engine::postgres::run_as::run_as(tx, owner, &upsert).await?;
+            let deleted = crate::engine::postgres::run_as::run_as(tx, owner, &delete).await?;
             return Ok(written.saturating_sub(deleted));
         }
     }
     .ok_or_else(no_apply)?;
-    Ok(crate::engine::postgres::run_as(tx, owner, &sql).await?)
+    Ok(crate::engine::postgres::run_as::run_as(tx, owner, &sql).await?)
 }
 
 /// Why applying failed.

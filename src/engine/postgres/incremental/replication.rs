@@ -18,7 +18,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_postgres::config::Host;
 
 use crate::core::{quote_ident, quote_literal};
-use crate::engine::incremental::wal::{Lsn, format_lsn};
+use crate::engine::postgres::incremental::wal::{Lsn, format_lsn};
 use crate::wire::codec::{self, Message};
 
 /// Why the replication connection failed.

@@ -11,11 +11,9 @@
 //! that created one, or a member of it, may alter or drop it. JDBC credentials written in their
 //! options are the creator's; the `dyngate.flink_objects` view and errors show them masked.
 
-use std::sync::Arc;
-
+use super::FlinkEngine;
 use crate::core::{Error, Requester};
-use crate::engine::flink::engine::{FlinkEngine, QueryRows};
-use crate::manager::Manager;
+use crate::engine::flink::runtime::{FlinkRuntime, QueryRows};
 use crate::sql::flink::{FlinkKind, FlinkStatement, ObjectKind};
 
 /// What a Flink statement returns.
@@ -29,22 +27,10 @@ pub enum FlinkOutcome {
     Job(String),
 }
 
-impl Manager {
-    /// The Flink engine, or 0A000 when this gateway has none.
-    pub(crate) fn flink(&self) -> Result<&Arc<FlinkEngine>, Error> {
-        self.flink
-            .as_ref()
-            .ok_or_else(|| Error::Unsupported("this gateway has no Flink engine (start it with --flink-gateway)".into()))
-    }
-
-    /// The Flink database of this gateway, if it has a Flink engine.
-    pub fn flink_database(&self) -> Option<&str> {
-        self.flink.as_ref().map(|f| f.database())
-    }
-
+impl FlinkEngine {
     /// Runs a Flink statement for `who`.
-    pub async fn flink_statement(&self, who: &Requester<'_>, stmt: &FlinkStatement) -> Result<FlinkOutcome, Error> {
-        let engine = self.flink()?;
+    pub async fn statement(&self, who: &Requester<'_>, stmt: &FlinkStatement) -> Result<FlinkOutcome, Error> {
+        let engine = &self.runtime;
         match &stmt.kind {
             FlinkKind::Query => {
                 let client = self.pool.get().await?;
@@ -63,16 +49,14 @@ impl Manager {
                 tracing::info!(job = %job, user = who.user, "submitted a Flink job");
                 Ok(FlinkOutcome::Job(job.0))
             }
-            FlinkKind::Create { object, what } | FlinkKind::Alter { object, what } => {
-                self.flink_ddl(engine, who, stmt, object, *what).await
-            }
-            FlinkKind::Drop { object, what, if_exists } => self.flink_drop(engine, who, stmt, object, *what, *if_exists).await,
+            FlinkKind::Create { object, what } | FlinkKind::Alter { object, what } => self.ddl(engine, who, stmt, object, *what).await,
+            FlinkKind::Drop { object, what, if_exists } => self.drop_object(engine, who, stmt, object, *what, *if_exists).await,
         }
     }
 
-    async fn flink_ddl(
+    async fn ddl(
         &self,
-        engine: &FlinkEngine,
+        engine: &FlinkRuntime,
         who: &Requester<'_>,
         stmt: &FlinkStatement,
         object: &str,
@@ -143,9 +127,9 @@ impl Manager {
         Ok(FlinkOutcome::Done { tag, notice: None })
     }
 
-    async fn flink_drop(
+    async fn drop_object(
         &self,
-        engine: &FlinkEngine,
+        engine: &FlinkRuntime,
         who: &Requester<'_>,
         stmt: &FlinkStatement,
         object: &str,

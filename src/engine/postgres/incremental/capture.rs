@@ -49,8 +49,8 @@ use tokio_postgres::Transaction;
 use tokio_postgres::types::Type;
 
 use crate::core::{quote_ident, quote_literal};
-use crate::engine::incremental::collect;
-pub use crate::engine::incremental::collect::Method;
+use crate::engine::postgres::incremental::collect;
+pub use crate::engine::postgres::incremental::collect::Method;
 
 /// The log's own columns. Source columns are logged as `a<attnum>` ([`log_column`]), read back
 /// under their current names (a source column named like the sign cannot be captured).

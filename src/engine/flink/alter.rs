@@ -18,6 +18,7 @@
 
 use tokio_postgres::Transaction;
 
+use super::FlinkEngine;
 use crate::catalog::FlinkColumn;
 use crate::catalog::{self, DtRow};
 use crate::core::names::new_job_id;
@@ -25,11 +26,9 @@ use crate::core::{Error, Requester};
 use crate::core::{RefreshMode, Status};
 use crate::core::{quote_ident, rules};
 use crate::engine;
+use crate::engine::flink::client::types::{LogicalType, pg_ddl_type};
+use crate::engine::flink::full::StageGuard;
 use crate::engine::flink::tables;
-use crate::engine::flink::types::{LogicalType, pg_ddl_type};
-use crate::manager::Manager;
-use crate::manager::alter::Altered;
-use crate::manager::flink_tables::StageGuard;
 
 /// The columns `proposed` adds to `current`; 42P16 unless it only appends.
 fn appended(current: &[FlinkColumn], proposed: &[FlinkColumn]) -> Result<Vec<FlinkColumn>, Error> {
@@ -43,7 +42,7 @@ async fn add_columns(tx: &Transaction<'_>, dt: &DtRow, added: &[FlinkColumn]) ->
     for c in added {
         let ty = pg_ddl_type(&LogicalType::from_sql(&c.flink_type));
         let sql = format!("ALTER TABLE {} ADD COLUMN {} {ty}", dt.name.quoted(), quote_ident(&c.name));
-        engine::postgres::run_as(tx, &dt.owner, &sql).await?;
+        engine::postgres::run_as::run_as(tx, &dt.owner, &sql).await?;
     }
     Ok(())
 }
@@ -75,10 +74,10 @@ async fn lock_unchanged(tx: &Transaction<'_>, dt: &DtRow) -> Result<(), Error> {
     Ok(())
 }
 
-impl Manager {
+impl FlinkEngine {
     /// In SET FRESHNESS's transaction, for a Flink table becoming FULL (its job was stopped with
     /// `savepoint`).
-    pub(crate) async fn flink_to_full_in(&self, tx: &Transaction<'_>, dt: &DtRow, savepoint: Option<&str>) -> Result<(), Error> {
+    pub(crate) async fn to_full_in(&self, tx: &Transaction<'_>, dt: &DtRow, savepoint: Option<&str>) -> Result<(), Error> {
         tx.execute(
             "UPDATE dyngate.dynamic_table
                 SET flink_job_id = NULL, flink_job_state = NULL,
@@ -92,24 +91,18 @@ impl Manager {
         Ok(())
     }
 
-    /// After a failed change of a continuously maintained table whose job was stopped: the job
-    /// restarts from its savepoint.
-    pub(crate) async fn flink_restart_after_failure(&self, dt: &DtRow) {
-        self.restart_after_failed_alter(dt).await
-    }
-
     /// ALTER ... AS of a table on the flink engine; see the module's doc.
-    pub(crate) async fn flink_alter_query(&self, who: &Requester<'_>, dt: &DtRow, query: &str) -> Result<Altered, Error> {
-        let proposed = self.flink_describe(query).await?;
+    pub(crate) async fn alter_query_flink(&self, who: &Requester<'_>, dt: &DtRow, query: &str) -> Result<Vec<String>, Error> {
+        let proposed = self.describe_query(query).await?;
         if dt.refresh_mode == RefreshMode::Continuous {
-            return self.flink_alter_continuous(who, dt, query, proposed).await;
+            return self.alter_continuous(who, dt, query, proposed).await;
         }
         let added = appended(&dt.flink_columns, &proposed)?;
         let activated = dt.status == Status::Activated;
         let mut guard = None;
         let fill = if activated {
             let fill = self
-                .flink_fill(query, proposed.clone(), &format!("dyngate:{}:alter", dt.name))
+                .stage_fill(query, proposed.clone(), &format!("dyngate:{}:alter", dt.name))
                 .await?;
             guard = Some(StageGuard {
                 pool: self.pool.clone(),
@@ -145,8 +138,7 @@ impl Manager {
                 },
             )
             .await?;
-            self.record_engine_job(&tx, dt.id, &job_id, fill.job.as_str(), self.flink()?)
-                .await?;
+            self.record_engine_job(&tx, dt.id, &job_id, fill.job.as_str()).await?;
         } else if !added.is_empty() {
             notices.push(format!(
                 "dynamic table {} is suspended: the new columns stay empty until it is resumed and refreshed",
@@ -158,7 +150,7 @@ impl Manager {
             g.stage = None;
         }
         tracing::info!(table = %dt.name, by = who.user, added = added.len(), "dynamic table query replaced");
-        Ok(Altered { notices })
+        Ok(notices)
     }
 
     /// The sink columns a continuously maintained table has with `proposed` as its query's
@@ -192,13 +184,13 @@ impl Manager {
         Ok((columns, added))
     }
 
-    async fn flink_alter_continuous(
+    async fn alter_continuous(
         &self,
         who: &Requester<'_>,
         dt: &DtRow,
         query: &str,
         proposed: Vec<FlinkColumn>,
-    ) -> Result<Altered, Error> {
+    ) -> Result<Vec<String>, Error> {
         let (columns, added) = self.continuous_columns(dt, &proposed).await?;
         let old_key = Self::continuous_of(dt)?.key;
         let new_key = tables::upsert_key(query, &columns)
@@ -268,7 +260,7 @@ impl Manager {
                 dt.name
             )]
         };
-        Ok(Altered { notices })
+        Ok(notices)
     }
 
     /// Undoes a continuous ALTER ... AS whose new job did not start.
@@ -280,7 +272,7 @@ impl Manager {
             tx.batch_execute(&format!("DELETE FROM {target}")).await?;
             for c in added {
                 let sql = format!("ALTER TABLE {target} DROP COLUMN {}", quote_ident(&c.name));
-                engine::postgres::run_as(&tx, &old.owner, &sql).await?;
+                engine::postgres::run_as::run_as(&tx, &old.owner, &sql).await?;
             }
             tx.batch_execute(&format!("INSERT INTO {target} SELECT * FROM {keep}; DROP TABLE {keep}"))
                 .await?;
@@ -296,20 +288,20 @@ impl Manager {
     }
 
     /// Restarts a table's former job from its savepoint after a failed change.
-    async fn restart_after_failed_alter(&self, old: &DtRow) {
+    pub(crate) async fn restart_after_failed_alter(&self, old: &DtRow) {
         let reloaded = match self.pool.get().await {
             Ok(c) => catalog::load_by_id(&*c, old.id).await.ok().flatten(),
             Err(_) => None,
         };
         let Some(reloaded) = reloaded else { return };
-        if let Err(e) = self.flink_resume(&reloaded, &reloaded.refresh_options).await {
+        if let Err(e) = self.resume_job(&reloaded, &reloaded.refresh_options).await {
             tracing::error!(table = %old.name, error = %e, "restarting the former job after a failed ALTER ... AS");
         }
     }
 
     /// Before SET FRESHNESS moves a Flink table to CONTINUOUS: its sink columns, checked (names
     /// PostgreSQL reads unquoted, a key) before anything changes.
-    pub(crate) async fn flink_plan_continuous(&self, dt: &DtRow) -> Result<Vec<FlinkColumn>, Error> {
+    pub(crate) async fn plan_continuous(&self, dt: &DtRow) -> Result<Vec<FlinkColumn>, Error> {
         let client = self.pool.get().await?;
         let names: Vec<String> = catalog::columns_of(&*client, &dt.name.quoted())
             .await?
@@ -324,7 +316,7 @@ impl Manager {
     /// In SET FRESHNESS's transaction, for a Flink table becoming CONTINUOUS: the sink columns
     /// recorded, the key's unique index, the table emptied (its job starts fresh after the
     /// commit).
-    pub(crate) async fn flink_to_continuous_in(&self, tx: &Transaction<'_>, dt: &DtRow, columns: &[FlinkColumn]) -> Result<(), Error> {
+    pub(crate) async fn to_continuous_in(&self, tx: &Transaction<'_>, dt: &DtRow, columns: &[FlinkColumn]) -> Result<(), Error> {
         let target = dt.name.quoted();
         let key = tables::upsert_key(&dt.query, columns)
             .map_err(Error::InvalidDefinition)?
@@ -336,7 +328,7 @@ impl Manager {
                 "CREATE UNIQUE INDEX IF NOT EXISTS {index} ON {target} ({}) NULLS NOT DISTINCT",
                 cols.join(", ")
             );
-            engine::postgres::run_as(tx, &dt.owner, &sql).await?;
+            engine::postgres::run_as::run_as(tx, &dt.owner, &sql).await?;
         }
         let stored = serde_json::to_string(columns).unwrap_or_else(|_| "[]".into());
         tx.execute(

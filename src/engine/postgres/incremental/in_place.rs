@@ -23,10 +23,10 @@
 //! refresh full, which gives the table a state table again.
 
 use crate::core::quote_ident;
-use crate::engine::incremental::analyze::{Agg, Output, Plan, Relation, column_ref};
-use crate::engine::incremental::capture::SourceTable;
-use crate::engine::incremental::delta::Column;
-use crate::engine::incremental::groups::{Grouped, changed_rows, col, grouped};
+use crate::engine::postgres::incremental::analyze::{Agg, Output, Plan, Relation, column_ref};
+use crate::engine::postgres::incremental::capture::SourceTable;
+use crate::engine::postgres::incremental::delta::Column;
+use crate::engine::postgres::incremental::groups::{Grouped, changed_rows, col, grouped};
 
 const SIGN: &str = "\"dyngate$sign\"";
 
@@ -190,7 +190,7 @@ pub fn apply_sql(plan: &Plan, sources: &[SourceTable], applied: &str, target: &s
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::incremental::analyze::analyze;
+    use crate::engine::postgres::incremental::analyze::analyze;
 
     fn source(name: &str, not_null: &[&str], fixed_scale: &[&str]) -> SourceTable {
         SourceTable {

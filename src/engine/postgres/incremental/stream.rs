@@ -30,9 +30,9 @@ use bytes::{BufMut, Bytes, BytesMut};
 use tokio_postgres::Client;
 
 use crate::backend::ServicePool;
-use crate::engine::incremental::collect::{self, SYNC_PREFIX};
-use crate::engine::incremental::replication::{Connection, Event, ReplicationError};
-use crate::engine::incremental::wal::{self, Lsn, Message, RelationInfo, WalError, format_lsn};
+use crate::engine::postgres::incremental::collect::{self, SYNC_PREFIX};
+use crate::engine::postgres::incremental::replication::{Connection, Event, ReplicationError};
+use crate::engine::postgres::incremental::wal::{self, Lsn, Message, RelationInfo, WalError, format_lsn};
 
 /// Changes of one transaction kept at most (about 100 bytes each); see the module's doc.
 pub const TX_CHANGES: usize = 500_000;

@@ -26,67 +26,50 @@ use std::time::{Duration, Instant};
 
 use tokio_postgres::Transaction;
 
+use super::FlinkEngine;
 use crate::backend::Pooled;
 use crate::catalog::FlinkColumn;
 use crate::catalog::lock_for_refresh;
 use crate::catalog::{self, DtRow};
-use crate::core::EngineKind;
 use crate::core::RefreshAction;
 use crate::core::Trigger;
 use crate::core::names::random_hex;
 use crate::core::quote_ident;
 use crate::core::{Error, QualifiedName};
 use crate::engine;
-use crate::engine::flink::FlinkError;
-use crate::engine::flink::engine::{EngineError, FlinkEngine};
-use crate::engine::flink::gateway::JobId;
+use crate::engine::flink::client::FlinkError;
+use crate::engine::flink::client::gateway::JobId;
+use crate::engine::flink::runtime::{EngineError, FlinkRuntime};
 use crate::engine::flink::tables;
-use crate::engine::incremental;
-use crate::manager::Manager;
-use crate::manager::refresh::Outcome;
-use crate::sql::dynamic::{CreateDt, Options};
-
-/// The option that names a table's engine.
-pub const ENGINE_OPTION: &str = "engine";
+use crate::engine::postgres::incremental;
+use crate::engine::{Outcome, RefreshJob};
 
 /// What a Flink first fill left for CREATE's transaction.
-pub(crate) struct FlinkFill {
+pub struct FlinkFill {
     pub columns: Vec<FlinkColumn>,
     /// The staging table holding the rows (quoted, schema-qualified).
     pub stage: String,
     pub job: JobId,
 }
 
-impl Manager {
-    /// The engine of a new table: its `engine` option, else the gateway's default.
-    pub(crate) fn engine_for(&self, options: &Options) -> Result<EngineKind, Error> {
-        let engine = match options.iter().find(|(k, _)| k == ENGINE_OPTION) {
-            Some((_, v)) => EngineKind::parse(v)
-                .ok_or_else(|| Error::InvalidOption(format!("unknown engine '{v}' (the engines are 'postgres' and 'flink')")))?,
-            None => self.default_engine,
-        };
-        if engine == EngineKind::Flink {
-            self.flink()?;
-        }
-        Ok(engine)
+/// What the flink engine does not take (yet), as 0A000.
+pub(crate) fn check_options(options: &[(String, String)]) -> Result<(), Error> {
+    if options
+        .iter()
+        .any(|(k, v)| k == incremental::ACTION_OPTION && v.eq_ignore_ascii_case("incremental"))
+    {
+        return Err(Error::Unsupported(
+            "the flink engine refreshes fully: 'refresh.action' = 'incremental' is for the postgres engine".into(),
+        ));
     }
+    Ok(())
+}
 
+impl FlinkEngine {
     /// What the flink engine does not take (yet), as 0A000.
-    pub(crate) fn check_flink_table(options: &Options) -> Result<(), Error> {
-        if options
-            .iter()
-            .any(|(k, v)| k == incremental::ACTION_OPTION && v.eq_ignore_ascii_case("incremental"))
-        {
-            return Err(Error::Unsupported(
-                "the flink engine refreshes fully: 'refresh.action' = 'incremental' is for the postgres engine".into(),
-            ));
-        }
-        Ok(())
-    }
-
     /// The query's columns, as Flink types them (described, not run).
-    pub(crate) async fn flink_describe(&self, query: &str) -> Result<Vec<FlinkColumn>, Error> {
-        let engine = self.flink()?;
+    pub(crate) async fn describe_query(&self, query: &str) -> Result<Vec<FlinkColumn>, Error> {
+        let engine = &self.runtime;
         engine.cluster()?;
         let client = self.pool.get().await?;
         let session = engine.session(&*client).await?;
@@ -96,15 +79,15 @@ impl Manager {
 
     /// Before CREATE's transaction: the query's columns from Flink, and its rows in a committed
     /// staging table, written by a batch job that has FINISHED.
-    pub(crate) async fn flink_first_fill(&self, c: &CreateDt, name: &QualifiedName) -> Result<FlinkFill, Error> {
-        let columns = self.flink_describe(&c.query).await?;
-        self.flink_fill(&c.query, columns, &format!("dyngate:{name}:create")).await
+    pub(crate) async fn first_fill(&self, query: &str, name: &QualifiedName) -> Result<FlinkFill, Error> {
+        let columns = self.describe_query(query).await?;
+        self.stage_fill(query, columns, &format!("dyngate:{name}:create")).await
     }
 
     /// `query`'s rows (of `columns`) in a new committed staging table, written by a batch job
     /// named `job_name` that has FINISHED. A failure leaves no staging table.
-    pub(crate) async fn flink_fill(&self, query: &str, columns: Vec<FlinkColumn>, job_name: &str) -> Result<FlinkFill, Error> {
-        let engine = self.flink()?;
+    pub(crate) async fn stage_fill(&self, query: &str, columns: Vec<FlinkColumn>, job_name: &str) -> Result<FlinkFill, Error> {
+        let engine = &self.runtime;
         let client = self.pool.get().await?;
         let session = engine.session(&*client).await?;
         let stage = format!("dyngate.{}", quote_ident(&format!("flink_fill_{}", random_hex(6))));
@@ -129,7 +112,7 @@ impl Manager {
     /// In CREATE's transaction: the table created as the requester (with the declared columns,
     /// else the query's), the staged rows moved in (by position), the catalog row marked as
     /// Flink's. Returns the rows.
-    pub(crate) async fn flink_create_in(
+    pub(crate) async fn create_in(
         &self,
         tx: &Transaction<'_>,
         who: &str,
@@ -140,7 +123,7 @@ impl Manager {
     ) -> Result<u64, Error> {
         let target = name.quoted();
         let columns = declared.map_or_else(|| tables::pg_columns(&fill.columns), str::to_string);
-        engine::postgres::run_as(tx, who, &format!("CREATE TABLE {target} ({columns})")).await?;
+        engine::postgres::run_as::run_as(tx, who, &format!("CREATE TABLE {target} ({columns})")).await?;
         let rows = tx
             .execute(&format!("INSERT INTO {target} SELECT * FROM {}", fill.stage), &[])
             .await?;
@@ -164,27 +147,24 @@ impl Manager {
         dt_id: i64,
         job_id: &str,
         engine_job: &str,
-        engine: &FlinkEngine,
     ) -> Result<(), tokio_postgres::Error> {
         c.execute(
             "UPDATE dyngate.refresh SET engine_job_id = $3, cluster_info = $4::text::jsonb WHERE dynamic_table_id = $1 AND job_id = $2",
-            &[&dt_id, &job_id, &engine_job, &engine.cluster_info().to_string()],
+            &[&dt_id, &job_id, &engine_job, &self.runtime.cluster_info().to_string()],
         )
         .await
         .map(drop)
     }
 
     /// One refresh of a table on the flink engine; see the module's doc.
-    pub(super) async fn flink_refresh(
-        &self,
-        client: &mut Pooled,
-        dt: &DtRow,
-        trigger: Trigger,
-        job_id: &str,
-        spec: &Options,
-        began: Option<f64>,
-    ) -> Result<Outcome, Error> {
-        let engine = self.flink()?;
+    pub(super) async fn refresh_full(&self, client: &mut Pooled, dt: &DtRow, job: &RefreshJob<'_>) -> Result<Outcome, Error> {
+        let RefreshJob {
+            trigger,
+            job_id,
+            partition: spec,
+            began,
+        } = *job;
+        let engine = &self.runtime;
         if !lock_for_refresh(client, dt.id, trigger).await? {
             return Ok(Outcome::Locked);
         }
@@ -194,7 +174,7 @@ impl Manager {
             .execute("SELECT set_config('application_name', $1, false)", &[&format!("dyngate:{job_id}")])
             .await;
         let result = match named {
-            Ok(_) => self.flink_refresh_locked(client, engine, dt, trigger, job_id, spec, began).await,
+            Ok(_) => self.refresh_locked(client, engine, dt, trigger, job_id, spec, began).await,
             Err(e) => Err(e.into()),
         };
         let released = client
@@ -207,14 +187,14 @@ impl Manager {
     }
 
     #[allow(clippy::too_many_arguments)]
-    async fn flink_refresh_locked(
+    async fn refresh_locked(
         &self,
         client: &mut Pooled,
-        engine: &FlinkEngine,
+        engine: &FlinkRuntime,
         loaded: &DtRow,
         trigger: Trigger,
         job_id: &str,
-        spec: &Options,
+        spec: &[(String, String)],
         began: Option<f64>,
     ) -> Result<Outcome, Error> {
         // What the table is now: it may have been altered while this refresh waited.
@@ -239,7 +219,7 @@ impl Manager {
             ))
             .await?;
         let data_time: String = client.query_one("SELECT now()::text", &[]).await?.get(0);
-        let session = self.flink_session_with_retry(client, &dt, trigger).await?;
+        let session = self.session_with_retry(client, &dt, trigger).await?;
         let job = engine
             .submit_batch(
                 &session,
@@ -250,7 +230,7 @@ impl Manager {
                 &format!("dyngate:{}:{job_id}", dt.name),
             )
             .await?;
-        self.record_engine_job(&**client, dt.id, job_id, job.as_str(), engine).await?;
+        self.record_engine_job(&**client, dt.id, job_id, job.as_str()).await?;
         tracing::info!(table = %dt.name, job_id, flink_job = %job, "Flink refresh job submitted");
         engine.wait_finished(&job).await?;
 
@@ -289,7 +269,7 @@ impl Manager {
 
 /// Drops a Flink fill's staging table when the statement ends without a transaction that took it
 /// (an error, or the statement's future dropped).
-pub(crate) struct StageGuard {
+pub struct StageGuard {
     pub pool: crate::backend::ServicePool,
     pub stage: Option<String>,
 }
@@ -307,17 +287,17 @@ impl Drop for StageGuard {
     }
 }
 
-impl Manager {
+impl FlinkEngine {
     /// The engine's session for a refresh. A scheduled refresh that finds Flink unreachable tries
     /// again with a backoff (1 s doubling to 30 s) for up to half its freshness (at most 10
     /// minutes): a Flink restart does not cost a slot. A refresh someone waits for fails at once.
-    async fn flink_session_with_retry(
+    async fn session_with_retry(
         &self,
         client: &Pooled,
         dt: &DtRow,
         trigger: Trigger,
-    ) -> Result<std::sync::Arc<crate::engine::flink::gateway::Session>, Error> {
-        let engine = self.flink()?;
+    ) -> Result<std::sync::Arc<crate::engine::flink::client::gateway::Session>, Error> {
+        let engine = &self.runtime;
         let patience = Duration::from_secs((dt.freshness_seconds() as u64 / 2).min(600));
         let give_up = Instant::now() + patience;
         let mut delay = Duration::from_secs(1);

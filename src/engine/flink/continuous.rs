@@ -20,11 +20,11 @@
 //!   gateway finds its tables' jobs by their ids: nothing is started twice.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_postgres::Transaction;
 
+use super::FlinkEngine;
 use crate::catalog::FlinkColumn;
 use crate::catalog::{self, DtRow};
 use crate::core::Status;
@@ -32,15 +32,14 @@ use crate::core::names::new_job_id;
 use crate::core::quote_ident;
 use crate::core::{Error, QualifiedName};
 use crate::engine;
-use crate::engine::flink::FlinkError;
-use crate::engine::flink::cluster::{CancelOutcome, JobState};
-use crate::engine::flink::engine::FlinkEngine;
-use crate::engine::flink::gateway::JobId;
+use crate::engine::flink::client::FlinkError;
+use crate::engine::flink::client::cluster::{CancelOutcome, JobState};
+use crate::engine::flink::client::gateway::JobId;
+use crate::engine::flink::runtime::FlinkRuntime;
 use crate::engine::flink::tables;
-use crate::manager::Manager;
 
 /// Cancels a job and waits until it has ended (an ended or unknown job is fine).
-async fn cancel_and_wait(engine: &FlinkEngine, job: &JobId) -> Result<(), Error> {
+async fn cancel_and_wait(engine: &FlinkRuntime, job: &JobId) -> Result<(), Error> {
     let cluster = engine.cluster()?;
     match cluster.cancel(job).await {
         Ok(CancelOutcome::AlreadyTerminal(_)) | Err(FlinkError::JobNotFound(_)) => Ok(()),
@@ -57,17 +56,17 @@ pub const WATCH_INTERVAL: Duration = Duration::from_secs(2);
 
 /// A continuously maintained table's sink: its columns (PostgreSQL's names) and key.
 #[derive(Debug, Clone)]
-pub(crate) struct Continuous {
+pub struct Continuous {
     pub columns: Vec<FlinkColumn>,
     pub key: Vec<String>,
 }
 
-impl Manager {
+impl FlinkEngine {
     /// In CREATE's transaction: the table created as the requester (declared columns, else the
     /// query's), with a unique index on the key; the catalog row INITIALIZING and marked as
     /// Flink's. The sink writes the table's columns unquoted, so their names must read so.
     #[allow(clippy::too_many_arguments)]
-    pub(crate) async fn flink_continuous_create_in(
+    pub(crate) async fn continuous_create_in(
         &self,
         tx: &Transaction<'_>,
         who: &str,
@@ -79,7 +78,7 @@ impl Manager {
     ) -> Result<Continuous, Error> {
         let target = name.quoted();
         let columns = declared.map_or_else(|| tables::pg_columns(described), str::to_string);
-        engine::postgres::run_as(tx, who, &format!("CREATE TABLE {target} ({columns})")).await?;
+        engine::postgres::run_as::run_as(tx, who, &format!("CREATE TABLE {target} ({columns})")).await?;
         let names: Vec<String> = catalog::columns_of(tx, &target).await?.into_iter().map(|(n, _)| n).collect();
         let columns = tables::sink_columns(&names, described).map_err(Error::InvalidDefinition)?;
         let key = tables::upsert_key(query, &columns)
@@ -88,7 +87,7 @@ impl Manager {
         if !key.is_empty() {
             let cols: Vec<String> = key.iter().map(|k| quote_ident(k)).collect();
             let sql = format!("CREATE UNIQUE INDEX ON {target} ({}) NULLS NOT DISTINCT", cols.join(", "));
-            engine::postgres::run_as(tx, who, &sql).await?;
+            engine::postgres::run_as::run_as(tx, who, &sql).await?;
         }
         let stored = serde_json::to_string(&columns).unwrap_or_else(|_| "[]".into());
         tx.execute(
@@ -105,7 +104,7 @@ impl Manager {
     /// The name of table `dt_id`'s streaming job: the catalog's identity and the table's id, by
     /// which the watch tells this catalog's jobs from others'.
     async fn job_name(&self, dt_id: i64, name: &QualifiedName) -> Result<String, Error> {
-        Ok(format!("dyngate:{}:{dt_id}:{name}", self.catalog_id().await?))
+        Ok(format!("dyngate:{}:{dt_id}:{name}", self.catalog_id.get(&self.pool).await?))
     }
 
     /// Starts a table's streaming job (from `savepoint` if given).
@@ -120,7 +119,7 @@ impl Manager {
         savepoint: Option<&str>,
         options: &BTreeMap<String, String>,
     ) -> Result<JobId, Error> {
-        let engine = self.flink()?;
+        let engine = &self.runtime;
         let job_name = self.job_name(dt_id, name).await?;
         let client = self.pool.get().await?;
         // Until the job is recorded, the watch must not take it for an orphan.
@@ -150,7 +149,7 @@ impl Manager {
     /// After CREATE's commit: starts the job and activates the table; if the job cannot start,
     /// removes the table and its catalog row again.
     #[allow(clippy::too_many_arguments)]
-    pub(crate) async fn flink_continuous_start(
+    pub(crate) async fn continuous_start(
         &self,
         who: &str,
         name: &QualifiedName,
@@ -166,7 +165,8 @@ impl Manager {
             Err(_) => Ok(()),
         };
         if started.is_err() || recorded.is_err() {
-            if let (Ok(job), Ok(engine)) = (&started, self.flink()) {
+            if let Ok(job) = &started {
+                let engine = &self.runtime;
                 cancel_and_wait(engine, job).await.ok();
             }
             self.undo_create(who, name, id).await;
@@ -182,9 +182,7 @@ impl Manager {
                 &[&id, &job.as_str()],
             )
             .await?;
-        if let Ok(engine) = self.flink() {
-            self.record_engine_job(&*client, id, creation_job, job.as_str(), engine).await?;
-        }
+        self.record_engine_job(&*client, id, creation_job, job.as_str()).await?;
         Ok(())
     }
 
@@ -195,7 +193,7 @@ impl Manager {
             let tx = client.transaction().await?;
             tx.execute("SELECT set_config('dyngate.dropping', $1, true)", &[&id.to_string()])
                 .await?;
-            engine::postgres::run_as(&tx, who, &format!("DROP TABLE IF EXISTS {}", name.quoted())).await?;
+            engine::postgres::run_as::run_as(&tx, who, &format!("DROP TABLE IF EXISTS {}", name.quoted())).await?;
             catalog::delete(&tx, id).await?;
             tx.commit().await?;
             Ok::<_, Error>(())
@@ -220,7 +218,7 @@ impl Manager {
     /// SUSPEND of a continuously maintained Flink table: stops its job with a savepoint, then
     /// records the savepoint and the status. A job that had ended already leaves the last
     /// savepoint in place.
-    pub(crate) async fn flink_suspend(&self, dt: &DtRow) -> Result<(), Error> {
+    pub(crate) async fn suspend_job(&self, dt: &DtRow) -> Result<(), Error> {
         let savepoint = self.stop_job(dt).await?;
         let client = self.pool.get().await?;
         client
@@ -239,7 +237,7 @@ impl Manager {
 
     /// Stops a table's job with a savepoint: its path, or None when the job had ended already.
     pub(crate) async fn stop_job(&self, dt: &DtRow) -> Result<Option<String>, Error> {
-        let engine = self.flink()?;
+        let engine = &self.runtime;
         let cluster = engine.cluster()?;
         Ok(match &dt.flink_job_id {
             Some(job) => match cluster.stop_with_savepoint(&JobId(job.clone()), None, engine.deadline()).await {
@@ -299,7 +297,7 @@ impl Manager {
     /// ended): starts its job again, from the savepoint if it belongs to the same query, with
     /// `options` as the job's configuration. Returns a notice when the savepoint could not be
     /// used.
-    pub(crate) async fn flink_resume(&self, dt: &DtRow, options: &BTreeMap<String, String>) -> Result<Vec<String>, Error> {
+    pub(crate) async fn resume_job(&self, dt: &DtRow, options: &BTreeMap<String, String>) -> Result<Vec<String>, Error> {
         let client = self.pool.get().await?;
         let row = client
             .query_one(
@@ -343,7 +341,7 @@ impl Manager {
         .await;
         if let Err(e) = updated {
             // Not recorded: the job must not run unknown to the catalog.
-            if let Ok(cluster) = self.flink()?.cluster() {
+            if let Ok(cluster) = &self.runtime.cluster() {
                 cluster.cancel(&job).await.ok();
             }
             return Err(e);
@@ -354,30 +352,30 @@ impl Manager {
 
     /// A new freshness for a continuously maintained Flink table: its job restarts from a
     /// savepoint with the new checkpoint interval.
-    pub(crate) async fn flink_restart(&self, dt: &DtRow) -> Result<(), Error> {
+    pub(crate) async fn restart(&self, dt: &DtRow) -> Result<(), Error> {
         if dt.status != Status::Activated {
             return Ok(());
         }
-        self.flink_suspend(dt).await?;
+        self.suspend_job(dt).await?;
         let Some(reloaded) = catalog::load_by_id(&*self.pool.get().await?, dt.id).await? else {
             return Err(Error::NotFound(dt.name.to_string()));
         };
-        self.flink_resume(&reloaded, &reloaded.refresh_options).await.map(drop)
+        self.resume_job(&reloaded, &reloaded.refresh_options).await.map(drop)
     }
 
     /// DROP: the table's job is cancelled first (an ended or unknown job is fine), and has
     /// ended before the table goes: a cancelled JDBC sink still flushes what it holds, and one
     /// whose table is gone fails while closing, which takes its whole TaskManager down
     /// (docs/flink-facts.md).
-    pub(crate) async fn flink_cancel(&self, dt: &DtRow) -> Result<(), Error> {
+    pub(crate) async fn cancel_job(&self, dt: &DtRow) -> Result<(), Error> {
         let Some(job) = &dt.flink_job_id else { return Ok(()) };
-        let engine = self.flink()?;
+        let engine = &self.runtime;
         cancel_and_wait(engine, &JobId(job.clone())).await
     }
 
-    /// Every `interval` until `stop`: [`Manager::watch_flink_jobs`].
-    pub async fn run_flink_watch(self: Arc<Self>, interval: Duration, mut stop: tokio::sync::watch::Receiver<bool>) {
-        if self.flink.as_ref().is_none_or(|f| f.cluster().is_err()) {
+    /// Every `interval` until `stop`: [`FlinkEngine::watch_jobs`].
+    pub async fn run_watch(&self, interval: Duration, mut stop: tokio::sync::watch::Receiver<bool>) {
+        if self.runtime.cluster().is_err() {
             return;
         }
         loop {
@@ -385,15 +383,15 @@ impl Manager {
                 _ = tokio::time::sleep(interval) => {}
                 _ = stop.changed() => break,
             }
-            if let Err(e) = self.watch_flink_jobs().await {
+            if let Err(e) = self.watch_jobs().await {
                 tracing::warn!(error = %e, "watching the Flink jobs; tried again next round");
             }
         }
     }
 
     /// One look at the streaming jobs (see the module's doc).
-    pub async fn watch_flink_jobs(&self) -> Result<(), Error> {
-        let engine = self.flink()?;
+    pub async fn watch_jobs(&self) -> Result<(), Error> {
+        let engine = &self.runtime;
         let cluster = engine.cluster()?;
         let jobs = cluster.jobs().await?;
         let client = self.pool.get().await?;
@@ -477,7 +475,7 @@ impl Manager {
         // Orphans: this catalog's running jobs that no table knows. A table whose job is being
         // started knows it only once it runs: its jobs are spared for as long as a start may
         // take (after that, the gateway that started it is taken to have died).
-        let prefix = format!("dyngate:{}:", self.catalog_id().await?);
+        let prefix = format!("dyngate:{}:", self.catalog_id.get(&self.pool).await?);
         let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64);
@@ -520,9 +518,7 @@ impl Manager {
             },
         )
         .await?;
-        if let Ok(engine) = self.flink() {
-            self.record_engine_job(client, id, &job_id, job, engine).await?;
-        }
+        self.record_engine_job(client, id, &job_id, job).await?;
         client
             .execute(
                 "UPDATE dyngate.dynamic_table SET flink_job_state = $2 WHERE id = $1 AND flink_job_id = $3",
