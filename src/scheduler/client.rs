@@ -113,7 +113,8 @@ pub fn scrub(text: &str, secrets: &[&str]) -> String {
     s
 }
 
-/// `url` without credentials (`user:password@`), for messages.
+/// `url` without credentials (`user:password@`), for messages. By hand, as it must also work on
+/// what the URL parser refuses.
 fn redact(url: &str) -> String {
     let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
     let end = rest.find('/').unwrap_or(rest.len());
@@ -228,7 +229,10 @@ impl Endpoint {
                 .map_err(|_| bad("no TLS protocol version available"))?
                 .with_root_certificates(roots(ca_file)?)
                 .with_no_client_auth();
-            // Needs reqwest's rustls to be tokio-rustls's (0.23): `build` refuses any other.
+            // Our own config rather than reqwest's root options: its native roots accept an empty
+            // store (found out only by a failed handshake) and its added certificates refuse a
+            // store with one unparsable. Needs reqwest's rustls to be tokio-rustls's (0.23):
+            // `build` refuses any other, and the https test would say so.
             builder.use_preconfigured_tls(config)
         } else {
             builder
@@ -340,8 +344,8 @@ pub enum Body<'a> {
     Form(&'a [(&'a str, String)]),
 }
 
-/// `application/x-www-form-urlencoded` of `pairs` (spaces as `+`, everything but unreserved
-/// characters percent-encoded).
+/// `application/x-www-form-urlencoded` of `pairs` (spaces as `+`, everything but `A-Z a-z 0-9 * -
+/// . _` percent-encoded).
 pub fn form(pairs: &[(&str, String)]) -> String {
     form_urlencoded::Serializer::new(String::new()).extend_pairs(pairs).finish()
 }
