@@ -167,7 +167,7 @@ pub struct ServeArgs {
     pub scheduler_reconcile_interval: Duration,
 
     /// CA certificates (PEM) that `https://` scheduler URLs are verified against (default: the
-    /// system's bundle, or $SSL_CERT_FILE).
+    /// system's store: $SSL_CERT_FILE, $SSL_CERT_DIR or the distribution's bundle).
     #[arg(long, env = "DYNGATE_SCHEDULER_CA_FILE", value_name = "FILE")]
     pub scheduler_ca_file: Option<PathBuf>,
 

@@ -1,33 +1,29 @@
-//! A small HTTP/1.1 client for the services dyngate drives (Airflow's and DolphinScheduler's REST
-//! APIs; Flink's SQL Gateway next): one request per connection, JSON or form bodies, a deadline
-//! per request, errors that say what failed without the credentials. Built on hyper's
-//! connection-level client (already in the tree through axum). `https://` URLs go through rustls
-//! (the ring provider the gateway's own TLS uses), verifying the server against the system's CA
-//! bundle or a CA file given with `--scheduler-ca-file`.
+//! The HTTP client for the services dyngate drives (Airflow's and DolphinScheduler's REST APIs,
+//! Flink's SQL Gateway and REST API): reqwest over HTTP/1.1, one request per connection (no idle
+//! connections kept), JSON or form bodies, a deadline per request, no redirects followed, no
+//! proxies, errors that say what failed without the credentials or the URL. `https://` URLs go
+//! through rustls on the ring provider the gateway's own TLS uses, verifying the server against the
+//! system's CA store (rustls-native-certs: `$SSL_CERT_FILE`, `$SSL_CERT_DIR` or the distribution's
+//! bundle) or a CA file given with `--scheduler-ca-file`.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::Request;
-use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST};
-use hyper_util::rt::TokioIo;
+use reqwest::header::ACCEPT;
+use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, ServerName};
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
 use tokio_rustls::rustls;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error("bad URL {0:?}: {1}")]
     Url(String, &'static str),
-    #[error("{service} at {addr} is unreachable: {source}")]
+    #[error("{service} at {addr} is unreachable: {}", cause(.source))]
     Connect {
         service: &'static str,
         addr: String,
-        source: std::io::Error,
+        source: reqwest::Error,
     },
     #[error("{service} did not answer {method} {path} within {secs} s")]
     Timeout {
@@ -36,21 +32,43 @@ pub enum ClientError {
         path: String,
         secs: u64,
     },
-    #[error("{service} at {addr}: TLS handshake failed: {source}")]
+    #[error("{service} at {addr}: TLS handshake failed: {}", cause(.source))]
     Tls {
         service: &'static str,
         addr: String,
-        source: std::io::Error,
+        source: reqwest::Error,
     },
     #[error("cannot read the CA certificates in {path}: {message}")]
     Ca { path: String, message: String },
-    #[error("{service}: HTTP error on {method} {path}: {source}")]
+    #[error("{service}: HTTP error on {method} {path}: {}", cause(.source))]
     Http {
         service: &'static str,
         method: String,
         path: String,
-        source: hyper::Error,
+        source: reqwest::Error,
     },
+}
+
+/// The errors in `e`'s chain, `e` first, looking inside `io::Error`s too (their `source()` skips
+/// the error they wrap, and rustls's handshake errors come wrapped twice).
+fn chain(e: &reqwest::Error) -> impl Iterator<Item = &(dyn std::error::Error + 'static)> {
+    std::iter::successors(Some(e as &(dyn std::error::Error + 'static)), |err| {
+        match err.downcast_ref::<std::io::Error>().and_then(std::io::Error::get_ref) {
+            Some(wrapped) => Some(wrapped as &(dyn std::error::Error + 'static)),
+            None => err.source(),
+        }
+    })
+}
+
+/// What failed, from the innermost error ("Connection refused (os error 111)", "invalid peer
+/// certificate: UnknownIssuer"): reqwest's own texts are generic ("error sending request").
+fn cause(e: &reqwest::Error) -> String {
+    chain(e).last().map(ToString::to_string).unwrap_or_default()
+}
+
+/// Whether rustls refused the connection (reqwest counts it as a connect error).
+fn is_tls(e: &reqwest::Error) -> bool {
+    chain(e).any(|err| err.is::<rustls::Error>())
 }
 
 /// An answer: status and body.
@@ -95,7 +113,8 @@ pub fn scrub(text: &str, secrets: &[&str]) -> String {
     s
 }
 
-/// `url` without credentials (`user:password@`), for messages.
+/// `url` without credentials (`user:password@`), for messages. By hand, as it must also work on
+/// what the URL parser refuses.
 fn redact(url: &str) -> String {
     let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
     let end = rest.find('/').unwrap_or(rest.len());
@@ -115,46 +134,55 @@ pub struct Endpoint {
     /// The path prefix, without a trailing slash ("" or "/dolphinscheduler").
     pub base: String,
     pub timeout: Duration,
-    /// For `https://`: the connector and the name the certificate must carry.
-    tls: Option<(TlsConnector, ServerName<'static>)>,
+    /// `"http"` or `"https"`.
+    scheme: &'static str,
+    client: reqwest::Client,
 }
 
 impl std::fmt::Debug for Endpoint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let scheme = if self.tls.is_some() { "https" } else { "http" };
-        write!(f, "{} at {scheme}://{}{}", self.service, self.addr, self.base)
+        write!(f, "{} at {}://{}{}", self.service, self.scheme, self.addr, self.base)
     }
 }
 
-/// The CA bundle `https://` endpoints are checked against unless a CA file is given:
-/// `$SSL_CERT_FILE`, else the system's (Debian's path).
-fn system_ca_file() -> std::path::PathBuf {
-    std::env::var_os("SSL_CERT_FILE").map_or_else(|| "/etc/ssl/certs/ca-certificates.crt".into(), Into::into)
-}
-
-fn connector(ca_file: &std::path::Path) -> Result<TlsConnector, ClientError> {
+/// The roots `https://` endpoints are verified against: the certificates in `ca_file` (PEM), or
+/// the system's store. Read once, when the endpoint is made, so a missing or empty file is a
+/// configuration error at start-up rather than a failed handshake later.
+fn roots(ca_file: Option<&std::path::Path>) -> Result<rustls::RootCertStore, ClientError> {
+    let mut roots = rustls::RootCertStore::empty();
+    let Some(ca_file) = ca_file else {
+        let system = "the system's store ($SSL_CERT_FILE, $SSL_CERT_DIR or the distribution's bundle)";
+        let found = rustls_native_certs::load_native_certs();
+        // Stores often hold a few certificates rustls cannot parse: skipped, as reqwest does.
+        let (added, _) = roots.add_parsable_certificates(found.certs);
+        if added == 0 {
+            let errors: Vec<String> = found.errors.iter().map(ToString::to_string).collect();
+            return Err(ClientError::Ca {
+                path: system.into(),
+                message: if errors.is_empty() {
+                    "no certificate found".into()
+                } else {
+                    errors.join("; ")
+                },
+            });
+        }
+        return Ok(roots);
+    };
     let bad = |message: String| ClientError::Ca {
         path: ca_file.display().to_string(),
         message,
     };
-    let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_file_iter(ca_file).map_err(|e| bad(e.to_string()))? {
         roots.add(cert.map_err(|e| bad(e.to_string()))?).map_err(|e| bad(e.to_string()))?;
     }
     if roots.is_empty() {
         return Err(bad("no certificate in file".into()));
     }
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| bad(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(TlsConnector::from(std::sync::Arc::new(config)))
+    Ok(roots)
 }
 
 impl Endpoint {
-    /// An endpoint from its URL; `https://` ones are verified against the system's CA bundle.
+    /// An endpoint from its URL; `https://` ones are verified against the system's CA store.
     pub fn parse(service: &'static str, url: &str, timeout: Duration) -> Result<Endpoint, ClientError> {
         Endpoint::parse_with_ca(service, url, timeout, None)
     }
@@ -167,9 +195,11 @@ impl Endpoint {
         ca_file: Option<&std::path::Path>,
     ) -> Result<Endpoint, ClientError> {
         let bad = |why| ClientError::Url(redact(url), why);
-        let (https, rest) = match (url.strip_prefix("https://"), url.strip_prefix("http://")) {
-            (Some(rest), _) => (true, rest),
-            (None, Some(rest)) => (false, rest),
+        // Split by hand before the URL parser sees it: it would take `http:///path`'s path for a
+        // host, and its messages would repeat the credentials this refuses.
+        let (scheme, rest) = match (url.strip_prefix("https://"), url.strip_prefix("http://")) {
+            (Some(rest), _) => ("https", rest),
+            (None, Some(rest)) => ("http", rest),
             (None, None) => return Err(bad("it must start with http:// or https://")),
         };
         let (authority, base) = match rest.find('/') {
@@ -179,103 +209,101 @@ impl Endpoint {
         if authority.is_empty() || authority.contains('@') {
             return Err(bad("it needs a host (and no credentials: they are given separately)"));
         }
-        let (host, addr) = match authority.rsplit_once(':') {
-            Some((host, p)) if p.parse::<u16>().is_ok() => (host, authority.to_string()),
-            _ => (authority, format!("{authority}:{}", if https { 443 } else { 80 })),
+        let origin = reqwest::Url::parse(&format!("{scheme}://{authority}"))
+            .ok()
+            .filter(|u| u.path() == "/" && u.query().is_none() && u.fragment().is_none());
+        let Some((host, port)) = origin.as_ref().and_then(|u| Some((u.host_str()?, u.port_or_known_default()?))) else {
+            return Err(bad("its host is not a valid DNS name or IP address, or its port not a number"));
         };
-        let tls = if https {
-            let host = host.trim_start_matches('[').trim_end_matches(']');
-            let name = ServerName::try_from(host.to_string()).map_err(|_| bad("its host is not a valid DNS name or IP address"))?;
-            let ca = ca_file.map_or_else(system_ca_file, std::path::Path::to_path_buf);
-            Some((connector(&ca)?, name))
+        let builder = reqwest::Client::builder()
+            .http1_only()
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
+            // One request per connection, as the services are called seldom: no idle connection
+            // to go stale behind a restarted service or a load balancer.
+            .pool_max_idle_per_host(0);
+        let builder = if scheme == "https" {
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let config = rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .map_err(|_| bad("no TLS protocol version available"))?
+                .with_root_certificates(roots(ca_file)?)
+                .with_no_client_auth();
+            // Our own config rather than reqwest's root options: its native roots accept an empty
+            // store (found out only by a failed handshake) and its added certificates refuse a
+            // store with one unparsable. Needs reqwest's rustls to be tokio-rustls's (0.23):
+            // `build` refuses any other, and the https test would say so.
+            builder.use_preconfigured_tls(config)
         } else {
-            None
+            builder
         };
+        let client = builder.build().map_err(|_| bad("the HTTP client cannot be built for it"))?;
         Ok(Endpoint {
             service,
-            addr,
+            addr: format!("{host}:{port}"),
             base: base.to_string(),
             timeout,
-            tls,
+            scheme,
+            client,
         })
     }
 
-    /// Sends one request.
+    /// Sends one request: an answer whatever its status, or why there is none.
     pub async fn send(&self, method: &str, path: &str, auth: &Auth, body: Body<'_>) -> Result<Response, ClientError> {
-        let work = self.exchange(method, path, auth, body);
-        match tokio::time::timeout(self.timeout, work).await {
-            Ok(r) => r,
-            Err(_) => Err(ClientError::Timeout {
-                service: self.service,
-                method: method.to_string(),
-                path: path.to_string(),
-                secs: self.timeout.as_secs(),
-            }),
-        }
-    }
-
-    async fn exchange(&self, method: &str, path: &str, auth: &Auth, body: Body<'_>) -> Result<Response, ClientError> {
-        let tcp = TcpStream::connect(&self.addr).await.map_err(|source| ClientError::Connect {
-            service: self.service,
-            addr: self.addr.clone(),
-            source,
-        })?;
-        let _ = tcp.set_nodelay(true);
-        match &self.tls {
-            None => self.over(tcp, method, path, auth, body).await,
-            Some((connector, name)) => {
-                let tls = connector.connect(name.clone(), tcp).await.map_err(|source| ClientError::Tls {
+        let invalid = || ClientError::Url(path.to_string(), "not a valid request path or header");
+        let verb = reqwest::Method::from_bytes(method.as_bytes()).map_err(|_| invalid())?;
+        let url = format!("{}://{}{}{path}", self.scheme, self.addr, self.base);
+        let mut req = self
+            .client
+            .request(verb, url)
+            .timeout(self.timeout)
+            .header(ACCEPT, "application/json");
+        req = match auth {
+            Auth::None => req,
+            Auth::Bearer(token) => req.bearer_auth(token),
+            Auth::Basic { user, password } => req.basic_auth(user, Some(password)),
+            Auth::Header(name, value) => req.header(*name, value.as_str()),
+        };
+        req = match body {
+            Body::None => req,
+            Body::Json(v) => req.json(v),
+            Body::Form(pairs) => req.form(pairs),
+        };
+        let failed = |e: reqwest::Error| {
+            let source = e.without_url();
+            if source.is_builder() {
+                invalid()
+            } else if source.is_timeout() {
+                ClientError::Timeout {
+                    service: self.service,
+                    method: method.to_string(),
+                    path: path.to_string(),
+                    secs: self.timeout.as_secs(),
+                }
+            } else if is_tls(&source) {
+                ClientError::Tls {
                     service: self.service,
                     addr: self.addr.clone(),
                     source,
-                })?;
-                self.over(tls, method, path, auth, body).await
-            }
-        }
-    }
-
-    /// One request and its answer over an open connection.
-    async fn over<S>(&self, io: S, method: &str, path: &str, auth: &Auth, body: Body<'_>) -> Result<Response, ClientError>
-    where
-        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    {
-        let http = |source| ClientError::Http {
-            service: self.service,
-            method: method.to_string(),
-            path: path.to_string(),
-            source,
-        };
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await.map_err(http)?;
-        let driver = tokio::spawn(conn);
-        let mut req = Request::builder()
-            .method(method)
-            .uri(format!("{}{path}", self.base))
-            .header(HOST, &self.addr)
-            .header("accept", "application/json");
-        match auth {
-            Auth::None => {}
-            Auth::Bearer(token) => req = req.header(AUTHORIZATION, format!("Bearer {token}")),
-            Auth::Basic { user, password } => req = req.header(AUTHORIZATION, basic(user, password)),
-            Auth::Header(name, value) => req = req.header(*name, value.as_str()),
-        }
-        let payload = match body {
-            Body::None => Bytes::new(),
-            Body::Json(v) => {
-                req = req.header(CONTENT_TYPE, "application/json");
-                Bytes::from(v.to_string())
-            }
-            Body::Form(pairs) => {
-                req = req.header(CONTENT_TYPE, "application/x-www-form-urlencoded");
-                Bytes::from(form(pairs))
+                }
+            } else if source.is_connect() {
+                ClientError::Connect {
+                    service: self.service,
+                    addr: self.addr.clone(),
+                    source,
+                }
+            } else {
+                ClientError::Http {
+                    service: self.service,
+                    method: method.to_string(),
+                    path: path.to_string(),
+                    source,
+                }
             }
         };
-        let req = req
-            .body(Full::new(payload))
-            .map_err(|_| ClientError::Url(path.to_string(), "not a valid request path or header"))?;
-        let answer = sender.send_request(req).await.map_err(http)?;
+        let answer = req.send().await.map_err(failed)?;
         let status = answer.status().as_u16();
-        let body = answer.into_body().collect().await.map_err(http)?.to_bytes();
-        driver.abort();
+        let body = answer.bytes().await.map_err(failed)?;
         Ok(Response { status, body })
     }
 }
@@ -316,50 +344,15 @@ pub enum Body<'a> {
     Form(&'a [(&'a str, String)]),
 }
 
-/// The `Authorization` value of HTTP basic authentication.
-fn basic(user: &str, password: &str) -> String {
-    format!("Basic {}", base64(format!("{user}:{password}").as_bytes()))
-}
-
-/// Standard base64 with padding (RFC 4648), for basic authentication.
-pub fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
-        let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[(n >> (18 - 6 * i)) as usize & 63] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
-/// `application/x-www-form-urlencoded` of `pairs` (spaces as `+`, everything but unreserved
-/// characters percent-encoded).
+/// `application/x-www-form-urlencoded` of `pairs` (spaces as `+`, everything but `A-Z a-z 0-9 * -
+/// . _` percent-encoded).
 pub fn form(pairs: &[(&str, String)]) -> String {
-    pairs
-        .iter()
-        .map(|(k, v)| format!("{}={}", percent(k), percent(v)))
-        .collect::<Vec<_>>()
-        .join("&")
+    form_urlencoded::Serializer::new(String::new()).extend_pairs(pairs).finish()
 }
 
-/// Percent-encoding for form values and URL query parameters.
+/// Percent-encoding for form values and URL query parameters (as [`form`]).
 pub fn percent(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(b as char),
-            b' ' => out.push('+'),
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
+    form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
 #[cfg(test)]
@@ -414,6 +407,16 @@ mod tests {
             r.json().unwrap(),
             serde_json::json!({"auth": "Bearer t0k", "body": "{\"a\":\"b\"}"})
         );
+        let basic = Auth::Basic {
+            user: "Aladdin".into(),
+            password: "open sesame".into(),
+        };
+        let form = [("name", "a b".to_string())];
+        let r = ep.send("POST", "/echo", &basic, Body::Form(&form)).await.unwrap();
+        assert_eq!(
+            r.json().unwrap(),
+            serde_json::json!({"auth": "Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ==", "body": "name=a+b"})
+        );
         let r = ep.send("GET", "/missing", &Auth::None, Body::None).await.unwrap();
         assert_eq!((r.status, r.snippet().as_str()), (404, "no such thing"));
         let e = Endpoint::parse("Test", &url, Duration::from_millis(300))
@@ -422,6 +425,7 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(e, ClientError::Timeout { .. }), "{e}");
+        assert!(e.to_string().starts_with("Test did not answer GET /slow within"), "{e}");
     }
 
     /// A throwaway certificate for 127.0.0.1, made with the openssl command.
@@ -506,7 +510,7 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(e, ClientError::Tls { .. }), "{e}");
-        assert!(e.to_string().contains("TLS handshake failed"), "{e}");
+        assert!(e.to_string().contains("TLS handshake failed: invalid peer certificate"), "{e}");
         // A CA file without certificates is a configuration error.
         let empty = dir.join("empty.pem");
         std::fs::write(&empty, "").unwrap();
@@ -518,20 +522,9 @@ mod tests {
 
     #[test]
     fn encodings() {
-        let b64 = [
-            ("", ""),
-            ("f", "Zg=="),
-            ("fo", "Zm8="),
-            ("foo", "Zm9v"),
-            ("foob", "Zm9vYg=="),
-            ("admin:p@ss", "YWRtaW46cEBzcw=="),
-        ];
-        for (plain, want) in b64 {
-            assert_eq!(base64(plain.as_bytes()), want, "{plain}");
-        }
-        assert_eq!(basic("Aladdin", "open sesame"), "Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ==");
         let pairs = [("name", "a b".to_string()), ("json", r#"{"x":"é&="}"#.to_string())];
         assert_eq!(form(&pairs), "name=a+b&json=%7B%22x%22%3A%22%C3%A9%26%3D%22%7D");
+        assert_eq!(percent("dyngate-catalog:a b/c"), "dyngate-catalog%3Aa+b%2Fc");
         assert_eq!(
             format!(
                 "{:?}",
@@ -552,9 +545,16 @@ mod tests {
         let ep = Endpoint::parse("Airflow", &format!("http://127.0.0.1:{port}"), Duration::from_secs(2)).unwrap();
         let e = ep.send("GET", "/api/v2/dags", &Auth::None, Body::None).await.unwrap_err();
         assert!(
-            e.to_string().starts_with(&format!("Airflow at 127.0.0.1:{port} is unreachable")),
+            e.to_string()
+                .starts_with(&format!("Airflow at 127.0.0.1:{port} is unreachable: Connection refused")),
             "{e}"
         );
+        // A token that cannot be a header value: refused before sending, without it.
+        let e = ep
+            .send("GET", "/api/v2/dags", &Auth::Header("token", "sec\nret".into()), Body::None)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, ClientError::Url(..)) && !e.to_string().contains("sec"), "{e}");
         let bad = ["ftp://x", "http://user:pw@127.0.0.1:1", "http:///path", "https://user:pw@h/"];
         for url in bad {
             let e = Endpoint::parse("Airflow", url, Duration::from_secs(1)).unwrap_err();
