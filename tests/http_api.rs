@@ -36,10 +36,7 @@ async fn setup(extra: &[&str]) -> (Dyngate, Client) {
 }
 
 async fn api_rows(c: &Client) -> i64 {
-    c.query_one("SELECT count(*) FROM dyngate.refresh_history WHERE trigger = 'API'", &[])
-        .await
-        .unwrap()
-        .get(0)
+    one(c, "SELECT count(*) FROM dyngate.refresh_history WHERE trigger = 'API'").await
 }
 
 #[tokio::test]
@@ -52,7 +49,7 @@ async fn refresh_is_idempotent_per_table_and_schedule_time() {
     let job = v["jobId"].as_str().unwrap().to_string();
     assert_eq!(v["clusterInfo"]["execution.target"], "postgres");
     assert_eq!(v["results"].as_array().unwrap().len(), 2);
-    assert_eq!(c.query_one("SELECT s FROM t", &[]).await.unwrap().get::<_, i32>(0), 42);
+    assert_eq!(one::<i32>(&c, "SELECT s FROM t").await, 42);
     let r = c
         .query_one("SELECT state, schedule_time = '2024-01-02 00:00:00+00', job_id FROM dyngate.refresh_history WHERE trigger = 'API' AND table_name = 't'", &[])
         .await
@@ -72,7 +69,7 @@ async fn refresh_is_idempotent_per_table_and_schedule_time() {
     assert_eq!(v["jobId"], job.as_str());
     assert_eq!(v["repeated"], true);
     assert_eq!(api_rows(&c).await, 2);
-    assert_eq!(c.query_one("SELECT s FROM t", &[]).await.unwrap().get::<_, i32>(0), 42);
+    assert_eq!(one::<i32>(&c, "SELECT s FROM t").await, 42);
 
     // The job can be looked up.
     let (status, text) = http_get(&gw.http(&format!("/v3/jobs/{job}"))).unwrap();
@@ -112,7 +109,7 @@ async fn dolphinscheduler_flat_form_and_asynchronous_calls() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(done, "the refreshes finished in the background");
-    assert_eq!(c.query_one("SELECT s FROM t", &[]).await.unwrap().get::<_, i32>(0), 2);
+    assert_eq!(one::<i32>(&c, "SELECT s FROM t").await, 2);
 }
 
 /// A scheduler's call carries its run's id in the configuration: the history records the refresh

@@ -75,12 +75,9 @@ async fn captured(c: &Client, table: &str) -> &'static str {
 
 /// The rows of a relation or query, as sorted text: a multiset to compare.
 async fn content(c: &Client, from: &str) -> Vec<String> {
-    c.query(&format!("SELECT ROW(q.*)::text FROM {from} q ORDER BY 1"), &[])
+    c.query_scalar(&format!("SELECT ROW(q.*)::text FROM {from} q ORDER BY 1"), &[])
         .await
         .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect()
 }
 
 /// The action and changes of the table's latest refresh by hand. (The tables here have a day's
@@ -111,19 +108,12 @@ async fn refresh(c: &Client, table: &str) {
 
 async fn log_rows(c: &Client) -> i64 {
     let logs: Vec<String> = c
-        .query("SELECT format('dyngate.%I', log_table) FROM dyngate.change_capture", &[])
+        .query_scalar("SELECT format('dyngate.%I', log_table) FROM dyngate.change_capture", &[])
         .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+        .unwrap();
     let mut n = 0;
     for log in logs {
-        n += c
-            .query_one(&format!("SELECT count(*) FROM {log}"), &[])
-            .await
-            .unwrap()
-            .get::<_, i64>(0);
+        n += one::<i64>(c, &format!("SELECT count(*) FROM {log}")).await;
     }
     n
 }
@@ -247,13 +237,12 @@ async fn tables_refreshed_fully_say_why() {
         assert_eq!(row.get::<_, &str>("refresh_action"), "FULL");
         assert_eq!(row.get::<_, Option<&str>>("refresh_action_reason"), Some(reason.as_str()));
         let viewed: Option<String> = c
-            .query_one(
+            .query_one_scalar(
                 "SELECT refresh_action_reason FROM dyngate.dynamic_tables WHERE table_name = $1",
                 &[&name],
             )
             .await
-            .unwrap()
-            .get(0);
+            .unwrap();
         assert_eq!(viewed.as_deref(), Some(reason.as_str()));
     }
     // A partitioned table: its refreshes replace partitions.
@@ -286,11 +275,7 @@ async fn tables_refreshed_fully_say_why() {
         "{}",
         message(&err)
     );
-    let left: i64 = c
-        .query_one("SELECT count(*) FROM pg_class WHERE relname = 'want'", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let left: i64 = one(&c, "SELECT count(*) FROM pg_class WHERE relname = 'want'").await;
     assert_eq!(left, 0);
     let err = c
         .batch_execute("CREATE DYNAMIC TABLE want WITH ('refresh.action' = 'fast') FRESHNESS = INTERVAL '1' DAY AS SELECT id FROM orders")
@@ -317,11 +302,7 @@ async fn alter_switches_the_refresh_action() {
         .await
         .unwrap();
     assert_eq!(describe(&c, "t", "refresh_action").await.as_deref(), Some("FULL"));
-    let captured: i64 = c
-        .query_one("SELECT count(*) FROM dyngate.change_capture", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let captured: i64 = one(&c, "SELECT count(*) FROM dyngate.change_capture").await;
     assert_eq!(captured, 0);
     c.batch_execute("DELETE FROM orders WHERE id = 2").await.unwrap();
     refresh(&c, "t").await;
@@ -421,17 +402,14 @@ async fn suspended_and_dropped(capture: Capture) {
     assert_eq!(captured(&c, "orders").await, how, "even still needs it");
     c.batch_execute("DROP DYNAMIC TABLE even").await.unwrap();
     assert_eq!(captured(&c, "orders").await, "none");
-    let left: i64 = c
-        .query_one(
-            "SELECT (SELECT count(*) FROM dyngate.change_capture)
+    let left: i64 = one(
+        &c,
+        "SELECT (SELECT count(*) FROM dyngate.change_capture)
                   + (SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
                       WHERE n.nspname = 'dyngate' AND c.relname LIKE 'changes_%')
                   + (SELECT count(*) FROM pg_proc WHERE proname ~ '^capture_(insert|delete|update|truncate)_')",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    )
+    .await;
     assert_eq!(left, 0, "no log, function or catalog row is left");
     c.batch_execute("INSERT INTO orders VALUES (2000, NULL, 1, NULL)").await.unwrap();
     if capture == Capture::Auto {
@@ -708,23 +686,17 @@ async fn loop_and_manual_refreshes_interleave() {
         assert_eq!(content(&c, "live").await, content(&c, recompute).await, "after change {i}");
         tokio::time::sleep(std::time::Duration::from_millis(150)).await;
     }
-    let failed: i64 = c
-        .query_one(
-            "SELECT count(*) FROM dyngate.refresh_history WHERE table_name = 'live' AND state NOT IN ('SUCCEEDED', 'SKIPPED')",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let failed: i64 = one(
+        &c,
+        "SELECT count(*) FROM dyngate.refresh_history WHERE table_name = 'live' AND state NOT IN ('SUCCEEDED', 'SKIPPED')",
+    )
+    .await;
     assert_eq!(failed, 0);
-    let scheduled: i64 = c
-        .query_one(
-            "SELECT count(*) FROM dyngate.refresh_history WHERE table_name = 'live' AND trigger = 'SCHEDULED' AND state = 'SUCCEEDED'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let scheduled: i64 = one(
+        &c,
+        "SELECT count(*) FROM dyngate.refresh_history WHERE table_name = 'live' AND trigger = 'SCHEDULED' AND state = 'SUCCEEDED'",
+    )
+    .await;
     assert!(scheduled > 0, "the loop refreshed it too");
 }
 
@@ -797,15 +769,12 @@ async fn writers_committing_during_wal_refreshes_are_applied_once() {
             "{name} after {refreshes} refreshes and {written} writes"
         );
         let actions: Vec<String> = c
-            .query(
+            .query_scalar(
                 "SELECT DISTINCT action FROM dyngate.refresh_history WHERE table_name = $1 AND trigger = 'MANUAL'",
                 &[&name],
             )
             .await
-            .unwrap()
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
+            .unwrap();
         assert!(actions.contains(&"INCREMENTAL".to_string()), "{name}: {actions:?}");
     }
     // One gateway streamed: the slot had one reader at a time.
@@ -946,7 +915,7 @@ async fn state_tables_leave_room_for_updates_in_place() {
         .await
         .unwrap();
     let direct = connect(&pg.url_for("postgres", &pg.password, &db)).await;
-    let state = text(
+    let state: String = one(
         &direct,
         "SELECT format('dyngate.%I', 'state_' || id) FROM dyngate.dynamic_table WHERE table_name = 'g'",
     )
@@ -980,26 +949,22 @@ async fn state_tables_leave_room_for_updates_in_place() {
 
 /// The state table of a grouped dynamic table, if it has one.
 async fn state_table(c: &Client, table: &str) -> Option<String> {
-    c.query_one(
+    c.query_one_scalar(
         "SELECT to_regclass(format('dyngate.%I', 'state_' || id))::text FROM dyngate.dynamic_table WHERE table_name = $1",
         &[&table],
     )
     .await
     .unwrap()
-    .get(0)
 }
 
 /// The unique indexes on a table, as their definitions.
 async fn unique_indexes(c: &Client, table: &str) -> Vec<String> {
-    c.query(
+    c.query_scalar(
         "SELECT pg_get_indexdef(indexrelid) FROM pg_index WHERE indrelid = $1::text::regclass AND indisunique ORDER BY 1",
         &[&table],
     )
     .await
     .unwrap()
-    .iter()
-    .map(|r| r.get(0))
-    .collect()
 }
 
 /// A grouped table whose aggregates a delta can be added to (count(*), and sums of one scale
@@ -1024,7 +989,7 @@ async fn grouped_tables_that_are_their_own_state() {
         .await
         .unwrap();
     assert_eq!(state_table(&c, "by_region").await, None);
-    let id = text(&c, "SELECT id::text FROM dyngate.dynamic_table WHERE table_name = 'by_region'").await;
+    let id: String = one(&c, "SELECT id::text FROM dyngate.dynamic_table WHERE table_name = 'by_region'").await;
     assert_eq!(
         unique_indexes(&c, "by_region").await,
         [format!(
@@ -1151,19 +1116,13 @@ async fn generated_columns_are_captured_by_triggers() {
     assert_eq!(content(&c, "taxes").await, content(&c, &format!("({query})")).await);
 }
 
-/// The one text value a query returns.
-async fn text(c: &Client, sql: &str) -> String {
-    c.query_one(sql, &[]).await.unwrap().get(0)
-}
-
 async fn reloptions(c: &Client, rel: &str) -> String {
-    c.query_one(
+    c.query_one_scalar(
         "SELECT coalesce(reloptions, '{}')::text FROM pg_class WHERE oid = $1::text::regclass",
         &[&rel],
     )
     .await
     .unwrap()
-    .get(0)
 }
 
 /// A refresh that meets many changes in a log the planner knows nothing of (not analyzed yet)
@@ -1184,7 +1143,7 @@ async fn a_log_full_of_changes_gets_statistics() {
         .await
         .unwrap();
     let direct = connect(&pg.url_for("postgres", &pg.password, &db)).await;
-    let log = text(
+    let log: String = one(
         &direct,
         "SELECT format('dyngate.%I', log_table) FROM dyngate.change_capture WHERE source = 'items'::regclass",
     )
@@ -1196,13 +1155,12 @@ async fn a_log_full_of_changes_gets_statistics() {
         .unwrap();
     let statistics = || async {
         direct
-            .query_one(
+            .query_one_scalar::<i64, _>(
                 "SELECT count(*) FROM pg_stats WHERE schemaname = 'dyngate' AND format('dyngate.%I', tablename) = $1",
                 &[&log],
             )
             .await
             .unwrap()
-            .get::<_, i64>(0)
     };
     direct
         .batch_execute("UPDATE items SET price = price + 1 WHERE id <= 100")
@@ -1222,10 +1180,9 @@ async fn a_log_full_of_changes_gets_statistics() {
 }
 
 async fn relation_size(c: &Client, rel: &str) -> i64 {
-    c.query_one("SELECT pg_relation_size($1::text::regclass)", &[&rel])
+    c.query_one_scalar("SELECT pg_relation_size($1::text::regclass)", &[&rel])
         .await
         .unwrap()
-        .get(0)
 }
 
 /// A log every reader has applied is emptied with TRUNCATE (its file given back, not left to
@@ -1240,7 +1197,7 @@ async fn drained_logs_are_truncated() {
             .await
             .unwrap();
     }
-    let log = text(
+    let log: String = one(
         &c,
         "SELECT format('dyngate.%I', log_table) FROM dyngate.change_capture WHERE source = 'orders'::regclass",
     )

@@ -17,7 +17,7 @@ async fn dynamic_table_statements_are_intercepted_and_the_session_goes_on() {
     c.simple_query("  /* c */ CREATE DYNAMIC TABLE d FRESHNESS = INTERVAL '1' MINUTE AS SELECT x FROM t")
         .await
         .unwrap();
-    let n: i64 = c.query_one("SELECT count(*) FROM d", &[]).await.unwrap().get(0);
+    let n: i64 = one(&c, "SELECT count(*) FROM d").await;
     assert_eq!(n, 1, "created and filled, readable with plain SELECT");
     // A query string mixing dyngate's and PostgreSQL's statements is refused as a whole: nothing
     // of it reaches PostgreSQL.
@@ -48,7 +48,7 @@ async fn dynamic_table_statements_are_intercepted_and_the_session_goes_on() {
     c.batch_execute("BEGIN").await.unwrap();
     let err = c.simple_query("REFRESH DYNAMIC TABLE d").await.unwrap_err();
     assert_eq!(err.as_db_error().map(|e| e.code().code()), Some("25001"));
-    let n: i64 = c.query_one("SELECT count(*) FROM t", &[]).await.unwrap().get(0);
+    let n: i64 = one(&c, "SELECT count(*) FROM t").await;
     assert_eq!(n, 1, "the refused INSERT never ran");
     c.batch_execute("COMMIT").await.unwrap();
 }
@@ -160,7 +160,7 @@ async fn extended_copy_with_early_sync_leaves_the_session_idle() {
         t0.elapsed() < std::time::Duration::from_secs(5),
         "the idle session was closed at once"
     );
-    let n: i64 = admin.query_one("SELECT count(*) FROM t", &[]).await.unwrap().get(0);
+    let n: i64 = one(&admin, "SELECT count(*) FROM t").await;
     assert_eq!(n, 2);
 }
 
@@ -209,7 +209,7 @@ async fn extended_protocol_statements_are_intercepted_in_order() {
         42,
         "the refresh saw the insert before it and the select saw the refresh"
     );
-    assert_eq!(c.query_one("SELECT 3::int", &[]).await.unwrap().get::<_, i32>(0), 3);
+    assert_eq!(one::<i32>(&c, "SELECT 3::int").await, 3);
 }
 
 /// Within one batch (messages up to a Sync), an error makes PostgreSQL skip the rest of the batch:
@@ -271,6 +271,6 @@ async fn an_error_skips_the_rest_of_the_batch_on_both_sides() {
         r.send(&m).await;
     }
     assert_eq!(tags(r.until_ready().await), b"12C12Z");
-    let n: i64 = admin.query_one("SELECT count(*) FROM t", &[]).await.unwrap().get(0);
+    let n: i64 = one(&admin, "SELECT count(*) FROM t").await;
     assert_eq!(n, 1, "only the INSERT of the last batch ran");
 }

@@ -109,13 +109,12 @@ impl Pg {
     /// Client backends connected to `db` (from pg_stat_activity), excluding the asking session.
     pub async fn backends_in(&self, db: &str) -> i64 {
         let c = self.admin().await;
-        c.query_one(
+        c.query_one_scalar(
             "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND backend_type = 'client backend' AND pid <> pg_backend_pid()",
             &[&db],
         )
         .await
         .unwrap()
-        .get(0)
     }
 
     /// Waits until no client backend is connected to `db`; panics after 10 s.
@@ -325,6 +324,18 @@ pub fn code(e: &tokio_postgres::Error) -> Option<&str> {
 /// The primary message of a database error (else the whole error).
 pub fn message(e: &tokio_postgres::Error) -> String {
     e.as_db_error().map(|d| d.message().to_string()).unwrap_or_else(|| e.to_string())
+}
+
+/// Runs each statement as a query string of its own (a dynamic-table statement cannot share one).
+pub async fn exec(c: &tokio_postgres::Client, statements: &[&str]) {
+    for s in statements {
+        c.batch_execute(s).await.unwrap_or_else(|e| panic!("{s}: {e:?}"));
+    }
+}
+
+/// The one value (one row, one column) a query returns.
+pub async fn one<T: tokio_postgres::types::FromSqlOwned>(c: &tokio_postgres::Client, sql: &str) -> T {
+    c.query_one_scalar(sql, &[]).await.unwrap_or_else(|e| panic!("{sql}: {e:?}"))
 }
 
 /// A database of its own, a gateway whose catalog database it is, and a superuser session
