@@ -30,14 +30,14 @@ async fn status(c: &Client) -> (String, String, String) {
 
 #[tokio::test]
 async fn suspend_resume_and_set_freshness() {
-    let pg = pg();
-    let (_db, _gw, c) = catalog_session(&pg).await;
-    c.batch_execute("CREATE TABLE src (v int); INSERT INTO src VALUES (1)")
-        .await
-        .unwrap();
-    c.batch_execute("CREATE DYNAMIC TABLE t FRESHNESS = INTERVAL '1' SECOND AS SELECT sum(v) AS s FROM src")
-        .await
-        .unwrap();
+    let (_pg, _db, _gw, c) = catalog_setup(
+        &[],
+        &[
+            SRC,
+            "CREATE DYNAMIC TABLE t FRESHNESS = INTERVAL '1' SECOND AS SELECT sum(v) AS s FROM src",
+        ],
+    )
+    .await;
     tokio::time::sleep(Duration::from_millis(2500)).await;
     assert!(scheduled(&c).await > 0, "refreshing while active");
 
@@ -101,11 +101,7 @@ async fn suspend_resume_and_set_freshness() {
 
 #[tokio::test]
 async fn options_and_permissions() {
-    let pg = pg();
-    let (db, gw, c) = catalog_session(&pg).await;
-    c.batch_execute("CREATE DYNAMIC TABLE t WITH ('a' = '1') AS SELECT 1 AS one")
-        .await
-        .unwrap();
+    let (pg, db, gw, c) = catalog_setup(&[], &["CREATE DYNAMIC TABLE t WITH ('a' = '1') AS SELECT 1 AS one"]).await;
     c.batch_execute("ALTER DYNAMIC TABLE t SET ('b' = '2', 'a' = '3')").await.unwrap();
     c.batch_execute("ALTER DYNAMIC TABLE t RESET ('b')").await.unwrap();
     let opts: String = one(&c, "SELECT options::text FROM dyngate.dynamic_tables WHERE table_name = 't'").await;

@@ -10,20 +10,14 @@ use common::*;
 use tokio_postgres::Client;
 
 async fn setup() -> (Pg, String, Dyngate, Client) {
-    let pg = pg();
-    let (db, gw, c) = catalog_session(&pg).await;
-    c.batch_execute(
-        "CREATE TABLE orders (id int PRIMARY KEY, day date NOT NULL, amount numeric NOT NULL);
-         INSERT INTO orders SELECT g, date '2024-01-01' + g % 3, g FROM generate_series(1, 30) g;",
+    catalog_setup(
+        &[],
+        &[
+            &orders(30),
+            "CREATE DYNAMIC TABLE daily FRESHNESS = INTERVAL '1' HOUR AS SELECT day, sum(amount) AS total FROM orders GROUP BY day",
+        ],
     )
     .await
-    .unwrap();
-    c.batch_execute(
-        "CREATE DYNAMIC TABLE daily FRESHNESS = INTERVAL '1' HOUR AS SELECT day, sum(amount) AS total FROM orders GROUP BY day",
-    )
-    .await
-    .unwrap();
-    (pg, db, gw, c)
 }
 
 async fn count(c: &Client, sql: &str) -> i64 {

@@ -12,15 +12,7 @@ use common::*;
 use tokio_postgres::Client;
 
 async fn setup() -> (Pg, String, Dyngate, Client) {
-    let pg = pg();
-    let (db, gw, c) = catalog_session(&pg).await;
-    c.batch_execute(
-        "CREATE TABLE orders (id int PRIMARY KEY, day date NOT NULL, amount numeric NOT NULL);
-         INSERT INTO orders SELECT g, date '2024-01-01' + g % 3, g FROM generate_series(1, 300) g;",
-    )
-    .await
-    .unwrap();
-    (pg, db, gw, c)
+    catalog_setup(&[], &[&orders(300)]).await
 }
 
 async fn totals(c: &Client, table: &str) -> Vec<(String, String)> {

@@ -20,18 +20,15 @@ fn post(gw: &Dyngate, body: &str, headers: &[(&str, &str)]) -> (u16, Value) {
 }
 
 async fn setup(extra: &[&str]) -> (Dyngate, Client) {
-    let pg = pg();
-    let db = pg.fresh_db().await;
-    let gw = Dyngate::for_db(&pg, &db, extra);
-    let c = connect(&gw.url("postgres", &pg.password, &db)).await;
-    // One statement at a time: a DYNAMIC TABLE statement cannot share a query string.
-    for sql in [
-        "CREATE TABLE src (v int); INSERT INTO src VALUES (1)",
-        "CREATE DYNAMIC TABLE t FRESHNESS = INTERVAL '1' DAY AS SELECT sum(v)::int AS s FROM src",
-        "CREATE DYNAMIC TABLE u FRESHNESS = INTERVAL '1' DAY AS SELECT count(*)::int AS n FROM src",
-    ] {
-        c.batch_execute(sql).await.unwrap();
-    }
+    let (_pg, _db, gw, c) = catalog_setup(
+        extra,
+        &[
+            SRC,
+            "CREATE DYNAMIC TABLE t FRESHNESS = INTERVAL '1' DAY AS SELECT sum(v)::int AS s FROM src",
+            "CREATE DYNAMIC TABLE u FRESHNESS = INTERVAL '1' DAY AS SELECT count(*)::int AS n FROM src",
+        ],
+    )
+    .await;
     (gw, c)
 }
 

@@ -29,27 +29,29 @@ enum Capture {
     WalBusy,
 }
 
-async fn setup_with(capture: Capture) -> (Pg, String, Dyngate, Client) {
-    let pg = pg();
-    let (db, gw, c) = session(&pg, capture).await;
-    c.batch_execute(
-        "CREATE TABLE orders (id int, day date, amount numeric, note text);
-         INSERT INTO orders SELECT g, date '2024-01-01' + g % 3, g, CASE WHEN g % 5 = 0 THEN NULL ELSE 'n' || g END
-           FROM generate_series(1, 400) g;
-         ANALYZE orders;",
-    )
-    .await
-    .unwrap();
-    (pg, db, gw, c)
+impl Capture {
+    /// The gateway's arguments for it.
+    fn args(self) -> &'static [&'static str] {
+        match self {
+            Capture::Default => &[],
+            Capture::Auto => &["--capture", "auto"],
+            Capture::Triggers => &["--capture", "triggers"],
+            Capture::WalBusy => &["--capture", "wal", "--capture-interval", "50ms"],
+        }
+    }
 }
 
-async fn session(pg: &Pg, capture: Capture) -> (String, Dyngate, Client) {
-    match capture {
-        Capture::Default => catalog_session(pg).await,
-        Capture::Auto => catalog_session_with(pg, &["--capture", "auto"]).await,
-        Capture::Triggers => catalog_session_with(pg, &["--capture", "triggers"]).await,
-        Capture::WalBusy => catalog_session_with(pg, &["--capture", "wal", "--capture-interval", "50ms"]).await,
-    }
+/// A gateway capturing changes as told, and `orders` (no key, a fifth of the notes NULL),
+/// analyzed.
+async fn setup_with(capture: Capture) -> (Pg, String, Dyngate, Client) {
+    catalog_setup(
+        capture.args(),
+        &["CREATE TABLE orders (id int, day date, amount numeric, note text);
+           INSERT INTO orders SELECT g, date '2024-01-01' + g % 3, g, CASE WHEN g % 5 = 0 THEN NULL ELSE 'n' || g END
+             FROM generate_series(1, 400) g;
+           ANALYZE orders;"],
+    )
+    .await
 }
 
 /// How `table` is captured: by its triggers, by the WAL (in the publication, REPLICA IDENTITY
@@ -573,8 +575,7 @@ async fn randomized(capture: Capture) {
                 | 1
         });
     println!("DYNGATE_TEST_SEED={seed} ({capture:?})");
-    let pg = pg();
-    let (_db, _gw, c) = session(&pg, capture).await;
+    let (_pg, _db, _gw, c) = catalog_setup(capture.args(), &[]).await;
     let mut rng = Rng(seed);
     let load = "INSERT INTO r SELECT CASE WHEN g % 7 = 0 THEN NULL ELSE g % 10 END, CASE WHEN g % 5 = 0 THEN NULL ELSE g % 6 END,
                        CASE WHEN g % 3 = 0 THEN NULL ELSE 'n' || (g % 4) END, (g % 13) * 0.25
@@ -708,7 +709,7 @@ async fn loop_and_manual_refreshes_interleave() {
 #[tokio::test]
 async fn writers_committing_during_wal_refreshes_are_applied_once() {
     let (pg, db, gw, c) = setup_with(Capture::WalBusy).await;
-    let other = Dyngate::for_db(&pg, &db, &["--capture", "wal", "--capture-interval", "50ms"]);
+    let other = Dyngate::for_db(&pg, &db, Capture::WalBusy.args());
     let c2 = connect(&other.url("postgres", &pg.password, &db)).await;
     // Large enough that the cost guard keeps the refreshes incremental.
     c.batch_execute("INSERT INTO orders SELECT g, date '2024-01-01' + g % 3, g, 'n' FROM generate_series(401, 50000) g; ANALYZE orders;")
@@ -836,7 +837,7 @@ async fn another_gateway_takes_the_wal_stream_over() {
     c.batch_execute(&format!("CREATE DYNAMIC TABLE g FRESHNESS = INTERVAL '1' DAY AS {query}"))
         .await
         .unwrap();
-    let second = Dyngate::for_db(&pg, &db, &["--capture", "wal", "--capture-interval", "50ms"]);
+    let second = Dyngate::for_db(&pg, &db, Capture::WalBusy.args());
     let c2 = connect(&second.url("postgres", &pg.password, &db)).await;
     let direct = connect(&pg.url_for("postgres", &pg.password, &db)).await;
     direct
@@ -1088,8 +1089,7 @@ async fn grouped_tables_that_are_their_own_state() {
 /// column a table reads is captured by triggers (and refreshed incrementally all the same).
 #[tokio::test]
 async fn generated_columns_are_captured_by_triggers() {
-    let pg = pg();
-    let (_db, _gw, c) = session(&pg, Capture::Auto).await;
+    let (_pg, _db, _gw, c) = catalog_setup(Capture::Auto.args(), &[]).await;
     c.batch_execute(
         "CREATE TABLE items (id int, price numeric(8, 2) NOT NULL, taxed numeric(8, 2) GENERATED ALWAYS AS (price * 1.2) STORED);
          INSERT INTO items (id, price) SELECT g, g / 4.0 FROM generate_series(1, 500) g;

@@ -11,9 +11,7 @@ use dyngate::wire::codec::Message;
 
 #[tokio::test]
 async fn dynamic_table_statements_are_intercepted_and_the_session_goes_on() {
-    let pg = pg();
-    let (_db, _gw, c) = catalog_session(&pg).await;
-    c.batch_execute("CREATE TABLE t (x int); INSERT INTO t VALUES (1)").await.unwrap();
+    let (_pg, _db, _gw, c) = catalog_setup(&[], &["CREATE TABLE t (x int); INSERT INTO t VALUES (1)"]).await;
     c.simple_query("  /* c */ CREATE DYNAMIC TABLE d FRESHNESS = INTERVAL '1' MINUTE AS SELECT x FROM t")
         .await
         .unwrap();
@@ -169,11 +167,7 @@ async fn extended_copy_with_early_sync_leaves_the_session_idle() {
 /// order with the backend's replies in a pipeline.
 #[tokio::test]
 async fn extended_protocol_statements_are_intercepted_in_order() {
-    let pg = pg();
-    let (_db, _gw, c) = catalog_session(&pg).await;
-    c.batch_execute("CREATE TABLE src (x int); INSERT INTO src VALUES (1), (2)")
-        .await
-        .unwrap();
+    let (_pg, _db, _gw, c) = catalog_setup(&[], &["CREATE TABLE src (x int); INSERT INTO src VALUES (1), (2)"]).await;
     let create = c
         .prepare("CREATE DYNAMIC TABLE t FRESHNESS = INTERVAL '1' HOUR AS SELECT sum(x) AS s FROM src")
         .await

@@ -10,15 +10,9 @@ use common::*;
 use serde_json::Value;
 use tokio_postgres::Client;
 
+/// Ten orders a day, each of amount 1.
 async fn setup() -> (Dyngate, Client) {
-    let pg = pg();
-    let (_db, gw, c) = catalog_session(&pg).await;
-    c.batch_execute(
-        "CREATE TABLE orders (id int PRIMARY KEY, day date NOT NULL, amount numeric NOT NULL);
-         INSERT INTO orders SELECT g, date '2024-01-01' + g % 3, 1 FROM generate_series(1, 30) g;",
-    )
-    .await
-    .unwrap();
+    let (_pg, _db, gw, c) = catalog_setup(&[], &[&orders(30), "UPDATE orders SET amount = 1"]).await;
     (gw, c)
 }
 

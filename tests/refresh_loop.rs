@@ -23,14 +23,7 @@ async fn eventually(c: &Client, sql: &str, secs: u64, what: &str) {
 }
 
 async fn setup(extra: &[&str]) -> (Pg, String, Dyngate, Client) {
-    let pg = pg();
-    let db = pg.fresh_db().await;
-    let gw = Dyngate::for_db(&pg, &db, extra);
-    let c = connect(&gw.url("postgres", &pg.password, &db)).await;
-    c.batch_execute("CREATE TABLE src (v int); INSERT INTO src VALUES (1)")
-        .await
-        .unwrap();
-    (pg, db, gw, c)
+    catalog_setup(extra, &[SRC]).await
 }
 
 #[tokio::test]

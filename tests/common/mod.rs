@@ -1,5 +1,7 @@
 //! Shared test harness: the throwaway PostgreSQL that `scripts/test` started (DYNGATE_TEST_PG),
-//! and dyngate processes started from the built binary on ports chosen at run time.
+//! dyngate processes started from the built binary on ports chosen at run time, where the
+//! dynamic-table tests start (`catalog_setup`, with the `orders` or `src` table), and small SQL
+//! helpers (`exec`, `one`, `code`, `message`).
 #![allow(dead_code)]
 
 pub mod dolphin;
@@ -338,16 +340,27 @@ pub async fn one<T: tokio_postgres::types::FromSqlOwned>(c: &tokio_postgres::Cli
     c.query_one_scalar(sql, &[]).await.unwrap_or_else(|e| panic!("{sql}: {e:?}"))
 }
 
-/// A database of its own, a gateway whose catalog database it is, and a superuser session
-/// through that gateway: where dynamic-table tests start.
-pub async fn catalog_session(pg: &Pg) -> (String, Dyngate, tokio_postgres::Client) {
-    catalog_session_with(pg, &[]).await
+/// Where dynamic-table tests start: a database of its own, a gateway (started with `extra`) whose
+/// catalog database it is, and a superuser session through that gateway, in which `setup` has
+/// run, each string as a query string of its own.
+pub async fn catalog_setup(extra: &[&str], setup: &[&str]) -> (Pg, String, Dyngate, tokio_postgres::Client) {
+    let pg = pg();
+    let db = pg.fresh_db().await;
+    let gw = Dyngate::for_db(&pg, &db, extra);
+    let c = connect(&gw.url("postgres", &pg.password, &db)).await;
+    exec(&c, setup).await;
+    (pg, db, gw, c)
 }
 
-/// [`catalog_session`] with extra arguments for the gateway.
-pub async fn catalog_session_with(pg: &Pg, extra: &[&str]) -> (String, Dyngate, tokio_postgres::Client) {
-    let db = pg.fresh_db().await;
-    let gw = Dyngate::for_db(pg, &db, extra);
-    let c = connect(&gw.url("postgres", &pg.password, &db)).await;
-    (db, gw, c)
+/// The source table dynamic-table tests read: `orders (id int PRIMARY KEY, day date NOT NULL,
+/// amount numeric NOT NULL)` holding `n` orders, ids 1 to `n`, each of amount `id`, on three days
+/// (`date '2024-01-01' + id % 3`).
+pub fn orders(n: u32) -> String {
+    format!(
+        "CREATE TABLE orders (id int PRIMARY KEY, day date NOT NULL, amount numeric NOT NULL);
+         INSERT INTO orders SELECT g, date '2024-01-01' + g % 3, g FROM generate_series(1, {n}) g;"
+    )
 }
+
+/// The smallest source table: `src (v int)` holding one row, 1.
+pub const SRC: &str = "CREATE TABLE src (v int); INSERT INTO src VALUES (1)";
