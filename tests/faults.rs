@@ -103,13 +103,7 @@ async fn client_vanishing_mid_query_leaves_no_backend() {
 #[tokio::test]
 async fn client_vanishing_mid_copy_leaves_no_backend_and_no_rows() {
     let pg = pg();
-    let db = pg.fresh_db().await;
-    let role = pg.fresh_trusted_role("").await;
-    let admin = connect(&pg.url_for("postgres", &pg.password, &db)).await;
-    admin
-        .batch_execute(&format!("CREATE TABLE t (x int); GRANT ALL ON t TO {role}"))
-        .await
-        .unwrap();
+    let (db, role, admin) = pg.trusted_table().await;
     let gw = Dyngate::with_backend(&pg, &[]);
     let mut r = Raw::login(&gw.addr(), &role, &db).await;
     r.send(&Message::new(b'Q', b"COPY t FROM STDIN\0")).await;

@@ -114,13 +114,7 @@ async fn json_logs_and_settings_from_environment_and_file() {
 #[tokio::test]
 async fn extended_copy_with_early_sync_leaves_the_session_idle() {
     let pg = pg();
-    let db = pg.fresh_db().await;
-    let role = pg.fresh_trusted_role("").await;
-    let admin = connect(&pg.url_for("postgres", &pg.password, &db)).await;
-    admin
-        .batch_execute(&format!("CREATE TABLE t (x int); GRANT ALL ON t TO {role}"))
-        .await
-        .unwrap();
+    let (db, role, admin) = pg.trusted_table().await;
     let mut gw = Dyngate::with_backend(&pg, &["--shutdown-timeout", "20s"]);
     let mut r = Raw::login(&gw.addr(), &role, &db).await;
     for m in [
@@ -212,13 +206,7 @@ async fn extended_protocol_statements_are_intercepted_in_order() {
 #[tokio::test]
 async fn an_error_skips_the_rest_of_the_batch_on_both_sides() {
     let pg = pg();
-    let db = pg.fresh_db().await;
-    let role = pg.fresh_trusted_role("").await;
-    let admin = connect(&pg.url_for("postgres", &pg.password, &db)).await;
-    admin
-        .batch_execute(&format!("CREATE TABLE t (x int); GRANT ALL ON t TO {role}"))
-        .await
-        .unwrap();
+    let (db, role, admin) = pg.trusted_table().await;
     let gw = Dyngate::for_db(&pg, &db, &[]);
     let mut r = Raw::login(&gw.addr(), &role, &db).await;
     let parse = |sql: &str| Message::new(b'P', format!("\0{sql}\0\0\0").as_bytes());

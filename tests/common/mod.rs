@@ -86,26 +86,40 @@ impl Pg {
 
     /// Creates a login role with a password; returns its name.
     pub async fn fresh_role(&self, password: &str) -> String {
-        let name = unique("role");
-        self.admin()
-            .await
-            .batch_execute(&format!("CREATE ROLE {name} LOGIN PASSWORD '{password}'"))
-            .await
-            .unwrap();
-        name
+        self.fresh_login_role("role", &format!("PASSWORD '{password}'")).await
     }
 
     /// Creates a login role that needs no password (scripts/pg-temp trusts members of
     /// `trust_users` on 127.0.0.1), for raw protocol clients that do not speak SCRAM. `attributes`
     /// are extra role attributes such as `SUPERUSER`.
     pub async fn fresh_trusted_role(&self, attributes: &str) -> String {
-        let name = unique("trusted");
+        self.fresh_login_role("trusted", &format!("{attributes} IN ROLE trust_users")).await
+    }
+
+    /// Creates a login role named after `prefix`, with `options` (a password, attributes, the
+    /// group roles scripts/pg-temp's pg_hba.conf knows); returns its name.
+    pub async fn fresh_login_role(&self, prefix: &str, options: &str) -> String {
+        let name = unique(prefix);
         self.admin()
             .await
-            .batch_execute(&format!("CREATE ROLE {name} LOGIN {attributes} IN ROLE trust_users"))
+            .batch_execute(&format!("CREATE ROLE {name} LOGIN {options}"))
             .await
             .unwrap();
         name
+    }
+
+    /// A database of its own with a table `t (x int)` that a fresh role needing no password (see
+    /// [`fresh_trusted_role`](Self::fresh_trusted_role)) may use fully: where raw protocol clients
+    /// start. Returns the database, the role and a superuser connection straight to the database.
+    pub async fn trusted_table(&self) -> (String, String, tokio_postgres::Client) {
+        let db = self.fresh_db().await;
+        let role = self.fresh_trusted_role("").await;
+        let admin = connect(&self.url_for("postgres", &self.password, &db)).await;
+        admin
+            .batch_execute(&format!("CREATE TABLE t (x int); GRANT ALL ON t TO {role}"))
+            .await
+            .unwrap();
+        (db, role, admin)
     }
 
     /// Client backends connected to `db` (from pg_stat_activity), excluding the asking session.
