@@ -11,6 +11,7 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::{exec, one};
 use dyngate::scheduler::airflow::{self, Api, ApiError, DagSpec};
 use dyngate::scheduler::client::Endpoint;
 use serde_json::Value;
@@ -86,13 +87,12 @@ async fn now_iso() -> String {
     let pg = common::pg();
     pg.admin()
         .await
-        .query_one(
+        .query_one_scalar(
             "SELECT to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"+00:00\"')",
             &[],
         )
         .await
         .unwrap()
-        .get(0)
 }
 
 #[tokio::test]
@@ -229,17 +229,6 @@ fn epoch_now() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs() as i64
-}
-
-/// Runs each statement as a query of its own.
-async fn exec(c: &tokio_postgres::Client, statements: &[&str]) {
-    for s in statements {
-        c.batch_execute(s).await.unwrap_or_else(|e| panic!("{s}: {e:?}"));
-    }
-}
-
-async fn one<T: for<'a> tokio_postgres::types::FromSql<'a>>(c: &tokio_postgres::Client, sql: &str) -> T {
-    c.query_one(sql, &[]).await.unwrap().get(0)
 }
 
 /// CREATE puts a FULL table's schedule into Airflow; Airflow fires it and the history shows the

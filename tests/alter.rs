@@ -10,13 +10,11 @@ use common::*;
 use tokio_postgres::Client;
 
 async fn scheduled(c: &Client) -> i64 {
-    c.query_one(
+    one(
+        c,
         "SELECT count(*) FROM dyngate.refresh_history WHERE trigger = 'SCHEDULED' AND table_name = 't'",
-        &[],
     )
     .await
-    .unwrap()
-    .get(0)
 }
 
 async fn status(c: &Client) -> (String, String, String) {
@@ -32,14 +30,14 @@ async fn status(c: &Client) -> (String, String, String) {
 
 #[tokio::test]
 async fn suspend_resume_and_set_freshness() {
-    let pg = pg();
-    let (_db, _gw, c) = catalog_session(&pg).await;
-    c.batch_execute("CREATE TABLE src (v int); INSERT INTO src VALUES (1)")
-        .await
-        .unwrap();
-    c.batch_execute("CREATE DYNAMIC TABLE t FRESHNESS = INTERVAL '1' SECOND AS SELECT sum(v) AS s FROM src")
-        .await
-        .unwrap();
+    let (_pg, _db, _gw, c) = catalog_setup(
+        &[],
+        &[
+            SRC,
+            "CREATE DYNAMIC TABLE t FRESHNESS = INTERVAL '1' SECOND AS SELECT sum(v) AS s FROM src",
+        ],
+    )
+    .await;
     tokio::time::sleep(Duration::from_millis(2500)).await;
     assert!(scheduled(&c).await > 0, "refreshing while active");
 
@@ -50,7 +48,7 @@ async fn suspend_resume_and_set_freshness() {
     c.batch_execute("INSERT INTO src VALUES (41)").await.unwrap();
     tokio::time::sleep(Duration::from_millis(2500)).await;
     assert_eq!(scheduled(&c).await, before, "no refresh while suspended");
-    assert_eq!(c.query_one("SELECT s::int FROM t", &[]).await.unwrap().get::<_, i32>(0), 1);
+    assert_eq!(one::<i32>(&c, "SELECT s::int FROM t").await, 1);
     let err = c.batch_execute("ALTER DYNAMIC TABLE t SUSPEND").await.unwrap_err();
     assert_eq!(code(&err), Some("55000"));
     assert!(err.as_db_error().unwrap().message().contains("already suspended"));
@@ -59,7 +57,7 @@ async fn suspend_resume_and_set_freshness() {
     assert_eq!(status(&c).await.0, "ACTIVATED");
     let mut caught_up = false;
     for _ in 0..50 {
-        if c.query_one("SELECT s::int FROM t", &[]).await.unwrap().get::<_, i32>(0) == 42 {
+        if one::<i32>(&c, "SELECT s::int FROM t").await == 42 {
             caught_up = true;
             break;
         }
@@ -69,11 +67,7 @@ async fn suspend_resume_and_set_freshness() {
     // RESUME of an active table is not an error; its options become the table's refresh
     // options (the configuration its scheduler sends), shown by DESCRIBE.
     c.batch_execute("ALTER DYNAMIC TABLE t RESUME WITH ('k' = 'v')").await.unwrap();
-    let kept: String = c
-        .query_one("SELECT refresh_options::text FROM dyngate.dynamic_table", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let kept: String = one(&c, "SELECT refresh_options::text FROM dyngate.dynamic_table").await;
     assert_eq!(kept, r#"{"k": "v"}"#);
     let described = c.simple_query("DESCRIBE DYNAMIC TABLE t").await.unwrap();
     assert!(
@@ -88,7 +82,7 @@ async fn suspend_resume_and_set_freshness() {
         .await
         .unwrap();
     assert_eq!(status(&c).await, ("ACTIVATED".into(), "FULL".into(), "1 HOUR".into()));
-    assert_eq!(c.query_one("SELECT s::int FROM t", &[]).await.unwrap().get::<_, i32>(0), 42);
+    assert_eq!(one::<i32>(&c, "SELECT s::int FROM t").await, 42);
     let err = c
         .batch_execute("ALTER DYNAMIC TABLE t SET FRESHNESS = INTERVAL '45' MINUTE")
         .await
@@ -107,18 +101,10 @@ async fn suspend_resume_and_set_freshness() {
 
 #[tokio::test]
 async fn options_and_permissions() {
-    let pg = pg();
-    let (db, gw, c) = catalog_session(&pg).await;
-    c.batch_execute("CREATE DYNAMIC TABLE t WITH ('a' = '1') AS SELECT 1 AS one")
-        .await
-        .unwrap();
+    let (pg, db, gw, c) = catalog_setup(&[], &["CREATE DYNAMIC TABLE t WITH ('a' = '1') AS SELECT 1 AS one"]).await;
     c.batch_execute("ALTER DYNAMIC TABLE t SET ('b' = '2', 'a' = '3')").await.unwrap();
     c.batch_execute("ALTER DYNAMIC TABLE t RESET ('b')").await.unwrap();
-    let opts: String = c
-        .query_one("SELECT options::text FROM dyngate.dynamic_tables WHERE table_name = 't'", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let opts: String = one(&c, "SELECT options::text FROM dyngate.dynamic_tables WHERE table_name = 't'").await;
     assert_eq!(opts, r#"{"a": "3"}"#);
     let err = c.batch_execute("ALTER DYNAMIC TABLE t SET ('engine' = 'flink')").await.unwrap_err();
     assert_eq!(code(&err), Some("0A000"));
@@ -133,11 +119,5 @@ async fn options_and_permissions() {
     let b = connect(&gw.url(&bob, "pw", &db)).await;
     let err = b.batch_execute("ALTER DYNAMIC TABLE t SUSPEND").await.unwrap_err();
     assert_eq!(code(&err), Some("42501"), "reading is not operating");
-    assert_eq!(
-        c.query_one("SELECT status FROM dyngate.dynamic_tables", &[])
-            .await
-            .unwrap()
-            .get::<_, String>(0),
-        "ACTIVATED"
-    );
+    assert_eq!(one::<String>(&c, "SELECT status FROM dyngate.dynamic_tables").await, "ACTIVATED");
 }

@@ -34,17 +34,11 @@ async fn md5_and_trust_are_relayed() {
         .unwrap();
     let gw = Dyngate::with_backend(&pg, &[]);
     let c = connect(&gw.url(&md5, "pw", &db)).await;
-    assert_eq!(
-        c.query_one("SELECT current_user::text", &[]).await.unwrap().get::<_, String>(0),
-        md5
-    );
+    assert_eq!(one::<String>(&c, "SELECT current_user::text").await, md5);
     let err = try_connect(&gw.url(&md5, "nope", &db)).await.expect_err("wrong md5 password fails");
     assert_eq!(err.as_db_error().map(|e| e.code().code()), Some("28P01"));
     let c = connect(&format!("postgres://{trusted}@127.0.0.1:{}/{db}", gw.pg_port)).await;
-    assert_eq!(
-        c.query_one("SELECT current_user::text", &[]).await.unwrap().get::<_, String>(0),
-        trusted
-    );
+    assert_eq!(one::<String>(&c, "SELECT current_user::text").await, trusted);
 }
 
 #[tokio::test]
@@ -61,7 +55,7 @@ async fn wrong_password_is_28p01_and_leaves_no_backend_session() {
     pg.assert_no_backends(&db).await;
     // The gateway still serves others.
     let c = connect(&gw.url(&role, "right", &db)).await;
-    assert_eq!(c.query_one("SELECT 1", &[]).await.unwrap().get::<_, i32>(0), 1);
+    assert_eq!(one::<i32>(&c, "SELECT 1").await, 1);
 }
 
 #[tokio::test]

@@ -546,13 +546,12 @@ async fn wait_running(pg: &Pg, db: &str, query: &str, n: i64) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let running: i64 = admin
-            .query_one(
+            .query_one_scalar(
                 "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND state = 'active' AND query = $2",
                 &[&db, &query],
             )
             .await
-            .unwrap()
-            .get(0);
+            .unwrap();
         if running == n {
             return;
         }
@@ -617,7 +616,7 @@ async fn tokio_postgres_cancel() {
     // cannot hit the next statement. tokio-postgres returns from cancel_query without waiting
     // for the server to act on it, so that race is the client's; psycopg_check.py checks it with
     // libpq, which does wait.)
-    assert_eq!(a.query_one("SELECT 1 + 1", &[]).await.unwrap().get::<_, i32>(0), 2);
+    assert_eq!(one::<i32>(&a, "SELECT 1 + 1").await, 2);
 
     // An extended-protocol statement inside a transaction: the cancel aborts the transaction.
     a.batch_execute("BEGIN").await.unwrap();
@@ -639,7 +638,7 @@ async fn tokio_postgres_cancel() {
     let err = a.query("SELECT 1", &[]).await.unwrap_err();
     assert_eq!(db_error(&err).code().code(), "25P02");
     a.batch_execute("ROLLBACK").await.unwrap();
-    assert_eq!(a.query_one("SELECT 3", &[]).await.unwrap().get::<_, i32>(0), 3);
+    assert_eq!(one::<i32>(&a, "SELECT 3").await, 3);
 
     drop((a, b));
     pg.assert_no_backends(&db).await;
@@ -757,7 +756,7 @@ async fn tokio_postgres_prepared_statements() {
         .await
         .unwrap();
     assert_eq!(columns(&select), columns(&direct_select));
-    let table_oid: u32 = direct.query_one("SELECT 'typed'::regclass::oid", &[]).await.unwrap().get(0);
+    let table_oid: u32 = one(&direct, "SELECT 'typed'::regclass::oid").await;
     assert!(select.columns().iter().all(|c| c.table_oid() == Some(table_oid)));
 
     // Parameter types PostgreSQL infers are relayed too.
@@ -789,14 +788,11 @@ async fn tokio_postgres_prepared_statements() {
             assert_eq!(v, round * i as i64);
         }
     }
-    let named: i64 = c
-        .query_one(
-            "SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE 'SELECT $1::int8 * % AS v'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let named: i64 = one(
+        &c,
+        "SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE 'SELECT $1::int8 * % AS v'",
+    )
+    .await;
     assert_eq!(named, 50, "each statement parsed once, under its own name");
 
     // Errors at Parse and at Execute carry the same fields as straight from PostgreSQL (the Debug
@@ -850,7 +846,7 @@ async fn tokio_postgres_prepared_statements() {
     assert_eq!(db_error(&e).code().code(), "25P02");
     // COMMIT of an aborted transaction is not an error: PostgreSQL rolls back instead.
     tx.commit().await.unwrap();
-    let ten: i64 = c.query_one("SELECT count(*) FROM typed WHERE id = 10", &[]).await.unwrap().get(0);
+    let ten: i64 = one(&c, "SELECT count(*) FROM typed WHERE id = 10").await;
     assert_eq!(ten, 0);
     let q = "SELECT * FROM typed ORDER BY id";
     let rows = text_rows(&c, q).await;
@@ -925,7 +921,7 @@ async fn tokio_postgres_copy() {
         let mut sink = pin!(sink);
         sink.send(Bytes::from_static(b"900001\tabandoned\t\\N\t\\N\n")).await.unwrap();
     }
-    let n: i64 = c.query_one("SELECT count(*) FROM t WHERE id >= 900000", &[]).await.unwrap().get(0);
+    let n: i64 = one(&c, "SELECT count(*) FROM t WHERE id >= 900000").await;
     assert_eq!(n, 0);
 
     // COPY OUT reads the same bytes as straight from PostgreSQL, text and binary.

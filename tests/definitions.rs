@@ -10,24 +10,18 @@ use common::*;
 use tokio_postgres::Client;
 
 async fn setup() -> (Pg, String, Dyngate, Client) {
-    let pg = pg();
-    let (db, gw, c) = catalog_session(&pg).await;
-    c.batch_execute(
-        "CREATE TABLE orders (id int PRIMARY KEY, day date NOT NULL, amount numeric NOT NULL);
-         INSERT INTO orders SELECT g, date '2024-01-01' + g % 3, g FROM generate_series(1, 30) g;",
+    catalog_setup(
+        &[],
+        &[
+            &orders(30),
+            "CREATE DYNAMIC TABLE daily FRESHNESS = INTERVAL '1' HOUR AS SELECT day, sum(amount) AS total FROM orders GROUP BY day",
+        ],
     )
     .await
-    .unwrap();
-    c.batch_execute(
-        "CREATE DYNAMIC TABLE daily FRESHNESS = INTERVAL '1' HOUR AS SELECT day, sum(amount) AS total FROM orders GROUP BY day",
-    )
-    .await
-    .unwrap();
-    (pg, db, gw, c)
 }
 
 async fn count(c: &Client, sql: &str) -> i64 {
-    c.query_one(sql, &[]).await.unwrap().get(0)
+    one(c, sql).await
 }
 
 /// Everything a refused DDL statement must have left alone.
@@ -104,11 +98,7 @@ async fn plain_ddl_cannot_pull_a_dynamic_table_apart() {
     c.batch_execute("INSERT INTO sales VALUES (31, '2024-01-01', 5)").await.unwrap();
     c.query_one("REFRESH DYNAMIC TABLE mart.d2", &[]).await.unwrap();
     assert_eq!(count(&c, "SELECT count(*) FROM mart.d2").await, 31);
-    let resolved: String = c
-        .query_one("SELECT resolved_query FROM dyngate.dynamic_tables WHERE table_name = 'd2'", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let resolved: String = one(&c, "SELECT resolved_query FROM dyngate.dynamic_tables WHERE table_name = 'd2'").await;
     assert!(resolved.contains("public.sales") && resolved.contains("price"), "{resolved}");
     c.batch_execute("ALTER TABLE sales RENAME COLUMN price TO amount").await.unwrap();
     c.batch_execute("ALTER TABLE sales RENAME TO orders").await.unwrap();
@@ -154,11 +144,7 @@ async fn a_dynamic_table_read_by_another_is_dropped_last() {
 #[tokio::test]
 async fn names_are_resolved_once_at_create() {
     let (_pg, _db, _gw, c) = setup().await;
-    let resolved: String = c
-        .query_one("SELECT resolved_query FROM dyngate.dynamic_tables WHERE table_name = 'daily'", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let resolved: String = one(&c, "SELECT resolved_query FROM dyngate.dynamic_tables WHERE table_name = 'daily'").await;
     assert!(resolved.contains("public.orders"), "{resolved}");
     let described = c.simple_query("DESCRIBE DYNAMIC TABLE daily").await.unwrap();
     let has_resolved = described.iter().any(|m| match m {
@@ -182,23 +168,17 @@ async fn names_are_resolved_once_at_create() {
 }
 
 async fn columns(c: &Client, table: &str) -> Vec<String> {
-    c.query(
+    c.query_scalar(
         "SELECT attname || ' ' || format_type(atttypid, atttypmod) FROM pg_attribute
           WHERE attrelid = $1::text::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
         &[&table],
     )
     .await
     .unwrap()
-    .iter()
-    .map(|r| r.get(0))
-    .collect()
 }
 
 async fn catalog_query(c: &Client) -> String {
-    c.query_one("SELECT query FROM dyngate.dynamic_tables WHERE table_name = 'daily'", &[])
-        .await
-        .unwrap()
-        .get(0)
+    one(c, "SELECT query FROM dyngate.dynamic_tables WHERE table_name = 'daily'").await
 }
 
 #[tokio::test]
@@ -237,7 +217,7 @@ async fn alter_as_may_only_append_columns() {
     assert_eq!(columns(&c, "daily").await, ["day date", "total numeric", "n bigint"]);
     assert_eq!(count(&c, "SELECT sum(n)::bigint FROM daily").await, 30);
     assert_eq!(catalog_query(&c).await, q);
-    let shown: String = c.query_one("SHOW CREATE DYNAMIC TABLE daily", &[]).await.unwrap().get(0);
+    let shown: String = one(&c, "SHOW CREATE DYNAMIC TABLE daily").await;
     assert!(shown.ends_with(q), "{shown}");
     // Dependencies follow the new query.
     let e = c.batch_execute("DROP TABLE days_off").await.unwrap_err();

@@ -11,6 +11,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::dolphin::{FakeDolphin, Fire, Version, both};
+use common::{exec, one};
 
 const TOKEN: &str = "ds-t0ken-secret";
 
@@ -31,16 +32,6 @@ fn gateway(pg: &common::Pg, db: &str, fake_url: &str, v: Version, extra: &[&str]
     ];
     args.extend_from_slice(extra);
     common::Dyngate::for_db(pg, db, &args)
-}
-
-async fn one<T: for<'a> tokio_postgres::types::FromSql<'a>>(c: &tokio_postgres::Client, sql: &str) -> T {
-    c.query_one(sql, &[]).await.unwrap().get(0)
-}
-
-async fn exec(c: &tokio_postgres::Client, statements: &[&str]) {
-    for s in statements {
-        c.batch_execute(s).await.unwrap_or_else(|e| panic!("{s}: {e:?}"));
-    }
 }
 
 /// The table's workflow code and schedule id, from the catalog.

@@ -12,15 +12,7 @@ use common::*;
 use tokio_postgres::Client;
 
 async fn setup() -> (Pg, String, Dyngate, Client) {
-    let pg = pg();
-    let (db, gw, c) = catalog_session(&pg).await;
-    c.batch_execute(
-        "CREATE TABLE orders (id int PRIMARY KEY, day date NOT NULL, amount numeric NOT NULL);
-         INSERT INTO orders SELECT g, date '2024-01-01' + g % 3, g FROM generate_series(1, 300) g;",
-    )
-    .await
-    .unwrap();
-    (pg, db, gw, c)
+    catalog_setup(&[], &[&orders(300)]).await
 }
 
 async fn totals(c: &Client, table: &str) -> Vec<(String, String)> {
@@ -98,17 +90,9 @@ async fn create_fills_refresh_replaces_drop_removes() {
     c.batch_execute("DROP DYNAMIC TABLE daily").await.unwrap();
     let err = c.query("SELECT * FROM daily", &[]).await.unwrap_err();
     assert_eq!(code(&err), Some("42P01"), "the table is gone");
-    let n: i64 = c
-        .query_one("SELECT count(*) FROM dyngate.dynamic_tables", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let n: i64 = one(&c, "SELECT count(*) FROM dyngate.dynamic_tables").await;
     assert_eq!(n, 0, "and so is its catalog row");
-    let n: i64 = c
-        .query_one("SELECT count(*) FROM dyngate.refresh_history WHERE table_name = 'daily'", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let n: i64 = one(&c, "SELECT count(*) FROM dyngate.refresh_history WHERE table_name = 'daily'").await;
     assert_eq!(n, 3, "its history stays");
 }
 
@@ -127,17 +111,9 @@ async fn a_failed_create_leaves_nothing() {
         .unwrap_err();
     assert_eq!(code(&err), Some("42P01"));
     assert!(err.as_db_error().unwrap().message().contains("no_such_table"));
-    let rels: i64 = c
-        .query_one("SELECT count(*) FROM pg_class WHERE relname IN ('broken', 'missing')", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let rels: i64 = one(&c, "SELECT count(*) FROM pg_class WHERE relname IN ('broken', 'missing')").await;
     assert_eq!(rels, 0);
-    let rows: i64 = c
-        .query_one("SELECT count(*) FROM dyngate.dynamic_tables", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let rows: i64 = one(&c, "SELECT count(*) FROM dyngate.dynamic_tables").await;
     assert_eq!(rows, 0);
 }
 
@@ -204,12 +180,9 @@ async fn errors_have_their_sqlstates_and_change_nothing() {
         .await
         .unwrap();
     let names: Vec<String> = c
-        .query("SELECT table_name FROM dyngate.dynamic_tables ORDER BY 1", &[])
+        .query_scalar("SELECT table_name FROM dyngate.dynamic_tables ORDER BY 1", &[])
         .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+        .unwrap();
     assert_eq!(names, ["daily", "x"], "no failed statement left anything");
     // IF [NOT] EXISTS: a notice, no error.
     c.batch_execute(&format!("CREATE DYNAMIC TABLE IF NOT EXISTS daily AS {DAILY}"))
@@ -284,31 +257,28 @@ async fn describe_and_show_create() {
     assert_eq!(get("comment").as_deref(), Some("per day"));
     assert_eq!(get("owner").as_deref(), Some("postgres"));
     // The declared primary key is there.
-    let pk: i64 = c
-        .query_one(
-            "SELECT count(*) FROM pg_constraint WHERE conrelid = '\"Daily Sales\"'::regclass AND contype = 'p'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let pk: i64 = one(
+        &c,
+        "SELECT count(*) FROM pg_constraint WHERE conrelid = '\"Daily Sales\"'::regclass AND contype = 'p'",
+    )
+    .await;
     assert_eq!(pk, 1);
 
     // SHOW CREATE gives a statement that recreates the same table.
-    let create: String = c.query_one("SHOW CREATE DYNAMIC TABLE \"Daily Sales\"", &[]).await.unwrap().get(0);
+    let create: String = one(&c, "SHOW CREATE DYNAMIC TABLE \"Daily Sales\"").await;
     assert!(
         create.starts_with("CREATE DYNAMIC TABLE \"public\".\"Daily Sales\" (day date PRIMARY KEY, total numeric)"),
         "{create}"
     );
     // The schedule's time zone is the session's (the test cluster's default: UTC here, GMT elsewhere).
-    let tz: String = c.query_one("SHOW TimeZone", &[]).await.unwrap().get(0);
+    let tz: String = one(&c, "SHOW TimeZone").await;
     assert!(
         create.contains(&format!("WITH ('k' = 'it''s', 'schedule.time-zone' = '{tz}')")),
         "{create}"
     );
     c.batch_execute("DROP DYNAMIC TABLE \"Daily Sales\"").await.unwrap();
     c.batch_execute(&create).await.unwrap();
-    let again: String = c.query_one("SHOW CREATE DYNAMIC TABLE \"Daily Sales\"", &[]).await.unwrap().get(0);
+    let again: String = one(&c, "SHOW CREATE DYNAMIC TABLE \"Daily Sales\"").await;
     assert_eq!(again, create);
 }
 
@@ -338,11 +308,7 @@ async fn statements_inside_a_transaction_block() {
     c.batch_execute("INSERT INTO orders VALUES (5000, '2024-01-01', 1); COMMIT")
         .await
         .unwrap();
-    let n: i64 = c
-        .query_one("SELECT count(*) FROM orders WHERE id = 5000", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let n: i64 = one(&c, "SELECT count(*) FROM orders WHERE id = 5000").await;
     assert_eq!(n, 1);
 }
 
@@ -362,11 +328,7 @@ async fn privileges_are_postgresqls() {
         .unwrap_err();
     assert_eq!(code(&err), Some("42501"), "{err:?}");
     a.batch_execute(&format!("CREATE DYNAMIC TABLE mine AS {DAILY}")).await.unwrap();
-    let owner: String = c
-        .query_one("SELECT tableowner::text FROM pg_tables WHERE tablename = 'mine'", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let owner: String = one(&c, "SELECT tableowner::text FROM pg_tables WHERE tablename = 'mine'").await;
     assert_eq!(owner, alice, "the table belongs to its creator");
 
     // Bob cannot see, refresh or drop Alice's table.
@@ -485,10 +447,9 @@ async fn a_query_cannot_take_the_service_accounts_identity() {
     assert_eq!(code(&err), Some("42501"), "{err:?}");
 
     let su: bool = c
-        .query_one("SELECT rolsuper FROM pg_roles WHERE rolname = $1", &[&mallory])
+        .query_one_scalar("SELECT rolsuper FROM pg_roles WHERE rolname = $1", &[&mallory])
         .await
-        .unwrap()
-        .get(0);
+        .unwrap();
     assert!(!su, "still not a superuser");
     // And the helper that runs user SQL is not callable by others.
     let err = m.query("SELECT dyngate.run_as_10('SELECT 1')", &[]).await.unwrap_err();
@@ -525,6 +486,6 @@ async fn a_renamed_role_does_not_lend_its_identity_to_its_namesake() {
         .batch_execute("CREATE DYNAMIC TABLE who_second AS SELECT current_user::text AS who FROM orders LIMIT 1")
         .await
         .unwrap();
-    let who: String = c.query_one("SELECT who FROM who_second", &[]).await.unwrap().get(0);
+    let who: String = one(&c, "SELECT who FROM who_second").await;
     assert_eq!(who, name, "the new role's query ran as the new role");
 }

@@ -20,7 +20,7 @@ fn sqlstate(m: &Message) -> Option<String> {
 /// The gateway answers a well-behaved client normally.
 async fn assert_serves(gw: &Dyngate, pg: &Pg, db: &str) {
     let c = connect(&gw.url("postgres", &pg.password, db)).await;
-    assert_eq!(c.query_one("SELECT 41 + 1", &[]).await.unwrap().get::<_, i32>(0), 42);
+    assert_eq!(one::<i32>(&c, "SELECT 41 + 1").await, 42);
 }
 
 #[tokio::test]
@@ -66,7 +66,7 @@ async fn malformed_message_after_login_closes_only_that_session() {
     let m = r.next().await.unwrap();
     assert_eq!(sqlstate(&m).as_deref(), Some("08P01"), "{:?}", error_fields(&m));
 
-    assert_eq!(other.query_one("SELECT 1", &[]).await.unwrap().get::<_, i32>(0), 1);
+    assert_eq!(one::<i32>(&other, "SELECT 1").await, 1);
     drop(other);
     pg.assert_no_backends(&db).await;
 }
@@ -83,13 +83,12 @@ async fn client_vanishing_mid_query_leaves_no_backend() {
     let admin = pg.admin().await;
     for _ in 0..100 {
         let n: i64 = admin
-            .query_one(
+            .query_one_scalar(
                 "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND query LIKE 'SELECT pg_sleep%' AND state = 'active'",
                 &[&db],
             )
             .await
-            .unwrap()
-            .get(0);
+            .unwrap();
         if n == 1 {
             break;
         }
@@ -104,13 +103,7 @@ async fn client_vanishing_mid_query_leaves_no_backend() {
 #[tokio::test]
 async fn client_vanishing_mid_copy_leaves_no_backend_and_no_rows() {
     let pg = pg();
-    let db = pg.fresh_db().await;
-    let role = pg.fresh_trusted_role("").await;
-    let admin = connect(&pg.url_for("postgres", &pg.password, &db)).await;
-    admin
-        .batch_execute(&format!("CREATE TABLE t (x int); GRANT ALL ON t TO {role}"))
-        .await
-        .unwrap();
+    let (db, role, admin) = pg.trusted_table().await;
     let gw = Dyngate::with_backend(&pg, &[]);
     let mut r = Raw::login(&gw.addr(), &role, &db).await;
     r.send(&Message::new(b'Q', b"COPY t FROM STDIN\0")).await;
@@ -123,7 +116,7 @@ async fn client_vanishing_mid_copy_leaves_no_backend_and_no_rows() {
     drop(admin);
     pg.assert_no_backends(&db).await;
     let admin = connect(&pg.url_for("postgres", &pg.password, &db)).await;
-    let n: i64 = admin.query_one("SELECT count(*) FROM t", &[]).await.unwrap().get(0);
+    let n: i64 = one(&admin, "SELECT count(*) FROM t").await;
     assert_eq!(n, 0, "an unfinished COPY commits nothing");
 }
 
@@ -134,7 +127,7 @@ async fn a_dying_backend_ends_its_session_only() {
     let gw = Dyngate::with_backend(&pg, &[]);
     let victim = connect(&gw.url("postgres", &pg.password, &db)).await;
     let bystander = connect(&gw.url("postgres", &pg.password, &db)).await;
-    let pid: i32 = victim.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0);
+    let pid: i32 = one(&victim, "SELECT pg_backend_pid()").await;
     pg.admin().await.execute("SELECT pg_terminate_backend($1)", &[&pid]).await.unwrap();
     let err = victim.query_one("SELECT 1", &[]).await.unwrap_err();
     // PostgreSQL's own FATAL (57P01) reaches the client, or the connection is simply closed.
@@ -143,7 +136,7 @@ async fn a_dying_backend_ends_its_session_only() {
     } else {
         assert!(err.is_closed(), "{err:?}");
     }
-    assert_eq!(bystander.query_one("SELECT 2", &[]).await.unwrap().get::<_, i32>(0), 2);
+    assert_eq!(one::<i32>(&bystander, "SELECT 2").await, 2);
     assert_serves(&gw, &pg, &db).await;
     drop(bystander);
     drop(victim);

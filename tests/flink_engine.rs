@@ -139,10 +139,10 @@ async fn flink_statements_are_kept_replayed_and_answered() {
     assert_eq!(ts.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs(), 1_704_164_645);
     let admin = connect(&pg.url_for("postgres", &pg.password, &db)).await;
     let d: Raw = r[0].get("d");
-    let d: String = admin.query_one("SELECT $1::numeric::text", &[&d]).await.unwrap().get(0);
+    let d: String = admin.query_one_scalar("SELECT $1::numeric::text", &[&d]).await.unwrap();
     assert_eq!(d, "15.0");
     let day: Raw = r[0].get("the_day");
-    let day: String = admin.query_one("SELECT $1::date::text", &[&day]).await.unwrap().get(0);
+    let day: String = admin.query_one_scalar("SELECT $1::date::text", &[&day]).await.unwrap();
     assert_eq!(day, "2024-02-29");
     // A result of many pages comes whole, in both protocols, the tag counting every row.
     c.batch_execute(
@@ -615,11 +615,7 @@ async fn continuous_tables_run_as_streaming_jobs() {
         Some(exact_buckets(&c).await).filter(|(n, _)| *n >= before.0 + 40)
     })
     .await;
-    let catalog: String = c
-        .query_one("SELECT catalog_id::text FROM dyngate.identity", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let catalog: String = one(&c, "SELECT catalog_id::text FROM dyngate.identity").await;
     let ours: Vec<_> = cluster_jobs()
         .into_iter()
         .filter(|j| j.1.starts_with(&format!("dyngate:{catalog}:")) && j.2 == "RUNNING")

@@ -20,26 +20,20 @@ fn post(gw: &Dyngate, body: &str, headers: &[(&str, &str)]) -> (u16, Value) {
 }
 
 async fn setup(extra: &[&str]) -> (Dyngate, Client) {
-    let pg = pg();
-    let db = pg.fresh_db().await;
-    let gw = Dyngate::for_db(&pg, &db, extra);
-    let c = connect(&gw.url("postgres", &pg.password, &db)).await;
-    // One statement at a time: a DYNAMIC TABLE statement cannot share a query string.
-    for sql in [
-        "CREATE TABLE src (v int); INSERT INTO src VALUES (1)",
-        "CREATE DYNAMIC TABLE t FRESHNESS = INTERVAL '1' DAY AS SELECT sum(v)::int AS s FROM src",
-        "CREATE DYNAMIC TABLE u FRESHNESS = INTERVAL '1' DAY AS SELECT count(*)::int AS n FROM src",
-    ] {
-        c.batch_execute(sql).await.unwrap();
-    }
+    let (_pg, _db, gw, c) = catalog_setup(
+        extra,
+        &[
+            SRC,
+            "CREATE DYNAMIC TABLE t FRESHNESS = INTERVAL '1' DAY AS SELECT sum(v)::int AS s FROM src",
+            "CREATE DYNAMIC TABLE u FRESHNESS = INTERVAL '1' DAY AS SELECT count(*)::int AS n FROM src",
+        ],
+    )
+    .await;
     (gw, c)
 }
 
 async fn api_rows(c: &Client) -> i64 {
-    c.query_one("SELECT count(*) FROM dyngate.refresh_history WHERE trigger = 'API'", &[])
-        .await
-        .unwrap()
-        .get(0)
+    one(c, "SELECT count(*) FROM dyngate.refresh_history WHERE trigger = 'API'").await
 }
 
 #[tokio::test]
@@ -52,7 +46,7 @@ async fn refresh_is_idempotent_per_table_and_schedule_time() {
     let job = v["jobId"].as_str().unwrap().to_string();
     assert_eq!(v["clusterInfo"]["execution.target"], "postgres");
     assert_eq!(v["results"].as_array().unwrap().len(), 2);
-    assert_eq!(c.query_one("SELECT s FROM t", &[]).await.unwrap().get::<_, i32>(0), 42);
+    assert_eq!(one::<i32>(&c, "SELECT s FROM t").await, 42);
     let r = c
         .query_one("SELECT state, schedule_time = '2024-01-02 00:00:00+00', job_id FROM dyngate.refresh_history WHERE trigger = 'API' AND table_name = 't'", &[])
         .await
@@ -72,7 +66,7 @@ async fn refresh_is_idempotent_per_table_and_schedule_time() {
     assert_eq!(v["jobId"], job.as_str());
     assert_eq!(v["repeated"], true);
     assert_eq!(api_rows(&c).await, 2);
-    assert_eq!(c.query_one("SELECT s FROM t", &[]).await.unwrap().get::<_, i32>(0), 42);
+    assert_eq!(one::<i32>(&c, "SELECT s FROM t").await, 42);
 
     // The job can be looked up.
     let (status, text) = http_get(&gw.http(&format!("/v3/jobs/{job}"))).unwrap();
@@ -112,7 +106,7 @@ async fn dolphinscheduler_flat_form_and_asynchronous_calls() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(done, "the refreshes finished in the background");
-    assert_eq!(c.query_one("SELECT s FROM t", &[]).await.unwrap().get::<_, i32>(0), 2);
+    assert_eq!(one::<i32>(&c, "SELECT s FROM t").await, 2);
 }
 
 /// A scheduler's call carries its run's id in the configuration: the history records the refresh

@@ -29,27 +29,29 @@ enum Capture {
     WalBusy,
 }
 
-async fn setup_with(capture: Capture) -> (Pg, String, Dyngate, Client) {
-    let pg = pg();
-    let (db, gw, c) = session(&pg, capture).await;
-    c.batch_execute(
-        "CREATE TABLE orders (id int, day date, amount numeric, note text);
-         INSERT INTO orders SELECT g, date '2024-01-01' + g % 3, g, CASE WHEN g % 5 = 0 THEN NULL ELSE 'n' || g END
-           FROM generate_series(1, 400) g;
-         ANALYZE orders;",
-    )
-    .await
-    .unwrap();
-    (pg, db, gw, c)
+impl Capture {
+    /// The gateway's arguments for it.
+    fn args(self) -> &'static [&'static str] {
+        match self {
+            Capture::Default => &[],
+            Capture::Auto => &["--capture", "auto"],
+            Capture::Triggers => &["--capture", "triggers"],
+            Capture::WalBusy => &["--capture", "wal", "--capture-interval", "50ms"],
+        }
+    }
 }
 
-async fn session(pg: &Pg, capture: Capture) -> (String, Dyngate, Client) {
-    match capture {
-        Capture::Default => catalog_session(pg).await,
-        Capture::Auto => catalog_session_with(pg, &["--capture", "auto"]).await,
-        Capture::Triggers => catalog_session_with(pg, &["--capture", "triggers"]).await,
-        Capture::WalBusy => catalog_session_with(pg, &["--capture", "wal", "--capture-interval", "50ms"]).await,
-    }
+/// A gateway capturing changes as told, and `orders` (no key, a fifth of the notes NULL),
+/// analyzed.
+async fn setup_with(capture: Capture) -> (Pg, String, Dyngate, Client) {
+    catalog_setup(
+        capture.args(),
+        &["CREATE TABLE orders (id int, day date, amount numeric, note text);
+           INSERT INTO orders SELECT g, date '2024-01-01' + g % 3, g, CASE WHEN g % 5 = 0 THEN NULL ELSE 'n' || g END
+             FROM generate_series(1, 400) g;
+           ANALYZE orders;"],
+    )
+    .await
 }
 
 /// How `table` is captured: by its triggers, by the WAL (in the publication, REPLICA IDENTITY
@@ -75,12 +77,9 @@ async fn captured(c: &Client, table: &str) -> &'static str {
 
 /// The rows of a relation or query, as sorted text: a multiset to compare.
 async fn content(c: &Client, from: &str) -> Vec<String> {
-    c.query(&format!("SELECT ROW(q.*)::text FROM {from} q ORDER BY 1"), &[])
+    c.query_scalar(&format!("SELECT ROW(q.*)::text FROM {from} q ORDER BY 1"), &[])
         .await
         .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect()
 }
 
 /// The action and changes of the table's latest refresh by hand. (The tables here have a day's
@@ -111,19 +110,12 @@ async fn refresh(c: &Client, table: &str) {
 
 async fn log_rows(c: &Client) -> i64 {
     let logs: Vec<String> = c
-        .query("SELECT format('dyngate.%I', log_table) FROM dyngate.change_capture", &[])
+        .query_scalar("SELECT format('dyngate.%I', log_table) FROM dyngate.change_capture", &[])
         .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+        .unwrap();
     let mut n = 0;
     for log in logs {
-        n += c
-            .query_one(&format!("SELECT count(*) FROM {log}"), &[])
-            .await
-            .unwrap()
-            .get::<_, i64>(0);
+        n += one::<i64>(c, &format!("SELECT count(*) FROM {log}")).await;
     }
     n
 }
@@ -247,13 +239,12 @@ async fn tables_refreshed_fully_say_why() {
         assert_eq!(row.get::<_, &str>("refresh_action"), "FULL");
         assert_eq!(row.get::<_, Option<&str>>("refresh_action_reason"), Some(reason.as_str()));
         let viewed: Option<String> = c
-            .query_one(
+            .query_one_scalar(
                 "SELECT refresh_action_reason FROM dyngate.dynamic_tables WHERE table_name = $1",
                 &[&name],
             )
             .await
-            .unwrap()
-            .get(0);
+            .unwrap();
         assert_eq!(viewed.as_deref(), Some(reason.as_str()));
     }
     // A partitioned table: its refreshes replace partitions.
@@ -286,11 +277,7 @@ async fn tables_refreshed_fully_say_why() {
         "{}",
         message(&err)
     );
-    let left: i64 = c
-        .query_one("SELECT count(*) FROM pg_class WHERE relname = 'want'", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let left: i64 = one(&c, "SELECT count(*) FROM pg_class WHERE relname = 'want'").await;
     assert_eq!(left, 0);
     let err = c
         .batch_execute("CREATE DYNAMIC TABLE want WITH ('refresh.action' = 'fast') FRESHNESS = INTERVAL '1' DAY AS SELECT id FROM orders")
@@ -317,11 +304,7 @@ async fn alter_switches_the_refresh_action() {
         .await
         .unwrap();
     assert_eq!(describe(&c, "t", "refresh_action").await.as_deref(), Some("FULL"));
-    let captured: i64 = c
-        .query_one("SELECT count(*) FROM dyngate.change_capture", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let captured: i64 = one(&c, "SELECT count(*) FROM dyngate.change_capture").await;
     assert_eq!(captured, 0);
     c.batch_execute("DELETE FROM orders WHERE id = 2").await.unwrap();
     refresh(&c, "t").await;
@@ -421,17 +404,14 @@ async fn suspended_and_dropped(capture: Capture) {
     assert_eq!(captured(&c, "orders").await, how, "even still needs it");
     c.batch_execute("DROP DYNAMIC TABLE even").await.unwrap();
     assert_eq!(captured(&c, "orders").await, "none");
-    let left: i64 = c
-        .query_one(
-            "SELECT (SELECT count(*) FROM dyngate.change_capture)
+    let left: i64 = one(
+        &c,
+        "SELECT (SELECT count(*) FROM dyngate.change_capture)
                   + (SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
                       WHERE n.nspname = 'dyngate' AND c.relname LIKE 'changes_%')
                   + (SELECT count(*) FROM pg_proc WHERE proname ~ '^capture_(insert|delete|update|truncate)_')",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    )
+    .await;
     assert_eq!(left, 0, "no log, function or catalog row is left");
     c.batch_execute("INSERT INTO orders VALUES (2000, NULL, 1, NULL)").await.unwrap();
     if capture == Capture::Auto {
@@ -595,8 +575,7 @@ async fn randomized(capture: Capture) {
                 | 1
         });
     println!("DYNGATE_TEST_SEED={seed} ({capture:?})");
-    let pg = pg();
-    let (_db, _gw, c) = session(&pg, capture).await;
+    let (_pg, _db, _gw, c) = catalog_setup(capture.args(), &[]).await;
     let mut rng = Rng(seed);
     let load = "INSERT INTO r SELECT CASE WHEN g % 7 = 0 THEN NULL ELSE g % 10 END, CASE WHEN g % 5 = 0 THEN NULL ELSE g % 6 END,
                        CASE WHEN g % 3 = 0 THEN NULL ELSE 'n' || (g % 4) END, (g % 13) * 0.25
@@ -708,23 +687,17 @@ async fn loop_and_manual_refreshes_interleave() {
         assert_eq!(content(&c, "live").await, content(&c, recompute).await, "after change {i}");
         tokio::time::sleep(std::time::Duration::from_millis(150)).await;
     }
-    let failed: i64 = c
-        .query_one(
-            "SELECT count(*) FROM dyngate.refresh_history WHERE table_name = 'live' AND state NOT IN ('SUCCEEDED', 'SKIPPED')",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let failed: i64 = one(
+        &c,
+        "SELECT count(*) FROM dyngate.refresh_history WHERE table_name = 'live' AND state NOT IN ('SUCCEEDED', 'SKIPPED')",
+    )
+    .await;
     assert_eq!(failed, 0);
-    let scheduled: i64 = c
-        .query_one(
-            "SELECT count(*) FROM dyngate.refresh_history WHERE table_name = 'live' AND trigger = 'SCHEDULED' AND state = 'SUCCEEDED'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let scheduled: i64 = one(
+        &c,
+        "SELECT count(*) FROM dyngate.refresh_history WHERE table_name = 'live' AND trigger = 'SCHEDULED' AND state = 'SUCCEEDED'",
+    )
+    .await;
     assert!(scheduled > 0, "the loop refreshed it too");
 }
 
@@ -736,7 +709,7 @@ async fn loop_and_manual_refreshes_interleave() {
 #[tokio::test]
 async fn writers_committing_during_wal_refreshes_are_applied_once() {
     let (pg, db, gw, c) = setup_with(Capture::WalBusy).await;
-    let other = Dyngate::for_db(&pg, &db, &["--capture", "wal", "--capture-interval", "50ms"]);
+    let other = Dyngate::for_db(&pg, &db, Capture::WalBusy.args());
     let c2 = connect(&other.url("postgres", &pg.password, &db)).await;
     // Large enough that the cost guard keeps the refreshes incremental.
     c.batch_execute("INSERT INTO orders SELECT g, date '2024-01-01' + g % 3, g, 'n' FROM generate_series(401, 50000) g; ANALYZE orders;")
@@ -797,15 +770,12 @@ async fn writers_committing_during_wal_refreshes_are_applied_once() {
             "{name} after {refreshes} refreshes and {written} writes"
         );
         let actions: Vec<String> = c
-            .query(
+            .query_scalar(
                 "SELECT DISTINCT action FROM dyngate.refresh_history WHERE table_name = $1 AND trigger = 'MANUAL'",
                 &[&name],
             )
             .await
-            .unwrap()
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
+            .unwrap();
         assert!(actions.contains(&"INCREMENTAL".to_string()), "{name}: {actions:?}");
     }
     // One gateway streamed: the slot had one reader at a time.
@@ -867,7 +837,7 @@ async fn another_gateway_takes_the_wal_stream_over() {
     c.batch_execute(&format!("CREATE DYNAMIC TABLE g FRESHNESS = INTERVAL '1' DAY AS {query}"))
         .await
         .unwrap();
-    let second = Dyngate::for_db(&pg, &db, &["--capture", "wal", "--capture-interval", "50ms"]);
+    let second = Dyngate::for_db(&pg, &db, Capture::WalBusy.args());
     let c2 = connect(&second.url("postgres", &pg.password, &db)).await;
     let direct = connect(&pg.url_for("postgres", &pg.password, &db)).await;
     direct
@@ -946,7 +916,7 @@ async fn state_tables_leave_room_for_updates_in_place() {
         .await
         .unwrap();
     let direct = connect(&pg.url_for("postgres", &pg.password, &db)).await;
-    let state = text(
+    let state: String = one(
         &direct,
         "SELECT format('dyngate.%I', 'state_' || id) FROM dyngate.dynamic_table WHERE table_name = 'g'",
     )
@@ -980,26 +950,22 @@ async fn state_tables_leave_room_for_updates_in_place() {
 
 /// The state table of a grouped dynamic table, if it has one.
 async fn state_table(c: &Client, table: &str) -> Option<String> {
-    c.query_one(
+    c.query_one_scalar(
         "SELECT to_regclass(format('dyngate.%I', 'state_' || id))::text FROM dyngate.dynamic_table WHERE table_name = $1",
         &[&table],
     )
     .await
     .unwrap()
-    .get(0)
 }
 
 /// The unique indexes on a table, as their definitions.
 async fn unique_indexes(c: &Client, table: &str) -> Vec<String> {
-    c.query(
+    c.query_scalar(
         "SELECT pg_get_indexdef(indexrelid) FROM pg_index WHERE indrelid = $1::text::regclass AND indisunique ORDER BY 1",
         &[&table],
     )
     .await
     .unwrap()
-    .iter()
-    .map(|r| r.get(0))
-    .collect()
 }
 
 /// A grouped table whose aggregates a delta can be added to (count(*), and sums of one scale
@@ -1024,7 +990,7 @@ async fn grouped_tables_that_are_their_own_state() {
         .await
         .unwrap();
     assert_eq!(state_table(&c, "by_region").await, None);
-    let id = text(&c, "SELECT id::text FROM dyngate.dynamic_table WHERE table_name = 'by_region'").await;
+    let id: String = one(&c, "SELECT id::text FROM dyngate.dynamic_table WHERE table_name = 'by_region'").await;
     assert_eq!(
         unique_indexes(&c, "by_region").await,
         [format!(
@@ -1123,8 +1089,7 @@ async fn grouped_tables_that_are_their_own_state() {
 /// column a table reads is captured by triggers (and refreshed incrementally all the same).
 #[tokio::test]
 async fn generated_columns_are_captured_by_triggers() {
-    let pg = pg();
-    let (_db, _gw, c) = session(&pg, Capture::Auto).await;
+    let (_pg, _db, _gw, c) = catalog_setup(Capture::Auto.args(), &[]).await;
     c.batch_execute(
         "CREATE TABLE items (id int, price numeric(8, 2) NOT NULL, taxed numeric(8, 2) GENERATED ALWAYS AS (price * 1.2) STORED);
          INSERT INTO items (id, price) SELECT g, g / 4.0 FROM generate_series(1, 500) g;
@@ -1151,19 +1116,13 @@ async fn generated_columns_are_captured_by_triggers() {
     assert_eq!(content(&c, "taxes").await, content(&c, &format!("({query})")).await);
 }
 
-/// The one text value a query returns.
-async fn text(c: &Client, sql: &str) -> String {
-    c.query_one(sql, &[]).await.unwrap().get(0)
-}
-
 async fn reloptions(c: &Client, rel: &str) -> String {
-    c.query_one(
+    c.query_one_scalar(
         "SELECT coalesce(reloptions, '{}')::text FROM pg_class WHERE oid = $1::text::regclass",
         &[&rel],
     )
     .await
     .unwrap()
-    .get(0)
 }
 
 /// A refresh that meets many changes in a log the planner knows nothing of (not analyzed yet)
@@ -1184,7 +1143,7 @@ async fn a_log_full_of_changes_gets_statistics() {
         .await
         .unwrap();
     let direct = connect(&pg.url_for("postgres", &pg.password, &db)).await;
-    let log = text(
+    let log: String = one(
         &direct,
         "SELECT format('dyngate.%I', log_table) FROM dyngate.change_capture WHERE source = 'items'::regclass",
     )
@@ -1196,13 +1155,12 @@ async fn a_log_full_of_changes_gets_statistics() {
         .unwrap();
     let statistics = || async {
         direct
-            .query_one(
+            .query_one_scalar::<i64, _>(
                 "SELECT count(*) FROM pg_stats WHERE schemaname = 'dyngate' AND format('dyngate.%I', tablename) = $1",
                 &[&log],
             )
             .await
             .unwrap()
-            .get::<_, i64>(0)
     };
     direct
         .batch_execute("UPDATE items SET price = price + 1 WHERE id <= 100")
@@ -1222,10 +1180,9 @@ async fn a_log_full_of_changes_gets_statistics() {
 }
 
 async fn relation_size(c: &Client, rel: &str) -> i64 {
-    c.query_one("SELECT pg_relation_size($1::text::regclass)", &[&rel])
+    c.query_one_scalar("SELECT pg_relation_size($1::text::regclass)", &[&rel])
         .await
         .unwrap()
-        .get(0)
 }
 
 /// A log every reader has applied is emptied with TRUNCATE (its file given back, not left to
@@ -1240,7 +1197,7 @@ async fn drained_logs_are_truncated() {
             .await
             .unwrap();
     }
-    let log = text(
+    let log: String = one(
         &c,
         "SELECT format('dyngate.%I', log_table) FROM dyngate.change_capture WHERE source = 'orders'::regclass",
     )

@@ -11,13 +11,11 @@ use dyngate::wire::codec::Message;
 
 #[tokio::test]
 async fn dynamic_table_statements_are_intercepted_and_the_session_goes_on() {
-    let pg = pg();
-    let (_db, _gw, c) = catalog_session(&pg).await;
-    c.batch_execute("CREATE TABLE t (x int); INSERT INTO t VALUES (1)").await.unwrap();
+    let (_pg, _db, _gw, c) = catalog_setup(&[], &["CREATE TABLE t (x int); INSERT INTO t VALUES (1)"]).await;
     c.simple_query("  /* c */ CREATE DYNAMIC TABLE d FRESHNESS = INTERVAL '1' MINUTE AS SELECT x FROM t")
         .await
         .unwrap();
-    let n: i64 = c.query_one("SELECT count(*) FROM d", &[]).await.unwrap().get(0);
+    let n: i64 = one(&c, "SELECT count(*) FROM d").await;
     assert_eq!(n, 1, "created and filled, readable with plain SELECT");
     // A query string mixing dyngate's and PostgreSQL's statements is refused as a whole: nothing
     // of it reaches PostgreSQL.
@@ -48,7 +46,7 @@ async fn dynamic_table_statements_are_intercepted_and_the_session_goes_on() {
     c.batch_execute("BEGIN").await.unwrap();
     let err = c.simple_query("REFRESH DYNAMIC TABLE d").await.unwrap_err();
     assert_eq!(err.as_db_error().map(|e| e.code().code()), Some("25001"));
-    let n: i64 = c.query_one("SELECT count(*) FROM t", &[]).await.unwrap().get(0);
+    let n: i64 = one(&c, "SELECT count(*) FROM t").await;
     assert_eq!(n, 1, "the refused INSERT never ran");
     c.batch_execute("COMMIT").await.unwrap();
 }
@@ -116,13 +114,7 @@ async fn json_logs_and_settings_from_environment_and_file() {
 #[tokio::test]
 async fn extended_copy_with_early_sync_leaves_the_session_idle() {
     let pg = pg();
-    let db = pg.fresh_db().await;
-    let role = pg.fresh_trusted_role("").await;
-    let admin = connect(&pg.url_for("postgres", &pg.password, &db)).await;
-    admin
-        .batch_execute(&format!("CREATE TABLE t (x int); GRANT ALL ON t TO {role}"))
-        .await
-        .unwrap();
+    let (db, role, admin) = pg.trusted_table().await;
     let mut gw = Dyngate::with_backend(&pg, &["--shutdown-timeout", "20s"]);
     let mut r = Raw::login(&gw.addr(), &role, &db).await;
     for m in [
@@ -160,7 +152,7 @@ async fn extended_copy_with_early_sync_leaves_the_session_idle() {
         t0.elapsed() < std::time::Duration::from_secs(5),
         "the idle session was closed at once"
     );
-    let n: i64 = admin.query_one("SELECT count(*) FROM t", &[]).await.unwrap().get(0);
+    let n: i64 = one(&admin, "SELECT count(*) FROM t").await;
     assert_eq!(n, 2);
 }
 
@@ -169,11 +161,7 @@ async fn extended_copy_with_early_sync_leaves_the_session_idle() {
 /// order with the backend's replies in a pipeline.
 #[tokio::test]
 async fn extended_protocol_statements_are_intercepted_in_order() {
-    let pg = pg();
-    let (_db, _gw, c) = catalog_session(&pg).await;
-    c.batch_execute("CREATE TABLE src (x int); INSERT INTO src VALUES (1), (2)")
-        .await
-        .unwrap();
+    let (_pg, _db, _gw, c) = catalog_setup(&[], &["CREATE TABLE src (x int); INSERT INTO src VALUES (1), (2)"]).await;
     let create = c
         .prepare("CREATE DYNAMIC TABLE t FRESHNESS = INTERVAL '1' HOUR AS SELECT sum(x) AS s FROM src")
         .await
@@ -209,7 +197,7 @@ async fn extended_protocol_statements_are_intercepted_in_order() {
         42,
         "the refresh saw the insert before it and the select saw the refresh"
     );
-    assert_eq!(c.query_one("SELECT 3::int", &[]).await.unwrap().get::<_, i32>(0), 3);
+    assert_eq!(one::<i32>(&c, "SELECT 3::int").await, 3);
 }
 
 /// Within one batch (messages up to a Sync), an error makes PostgreSQL skip the rest of the batch:
@@ -218,13 +206,7 @@ async fn extended_protocol_statements_are_intercepted_in_order() {
 #[tokio::test]
 async fn an_error_skips_the_rest_of_the_batch_on_both_sides() {
     let pg = pg();
-    let db = pg.fresh_db().await;
-    let role = pg.fresh_trusted_role("").await;
-    let admin = connect(&pg.url_for("postgres", &pg.password, &db)).await;
-    admin
-        .batch_execute(&format!("CREATE TABLE t (x int); GRANT ALL ON t TO {role}"))
-        .await
-        .unwrap();
+    let (db, role, admin) = pg.trusted_table().await;
     let gw = Dyngate::for_db(&pg, &db, &[]);
     let mut r = Raw::login(&gw.addr(), &role, &db).await;
     let parse = |sql: &str| Message::new(b'P', format!("\0{sql}\0\0\0").as_bytes());
@@ -271,6 +253,6 @@ async fn an_error_skips_the_rest_of_the_batch_on_both_sides() {
         r.send(&m).await;
     }
     assert_eq!(tags(r.until_ready().await), b"12C12Z");
-    let n: i64 = admin.query_one("SELECT count(*) FROM t", &[]).await.unwrap().get(0);
+    let n: i64 = one(&admin, "SELECT count(*) FROM t").await;
     assert_eq!(n, 1, "only the INSERT of the last batch ran");
 }

@@ -39,7 +39,7 @@ async fn embedded_default_initialises_reuses_and_stops_cleanly() {
     let gw = Dyngate::start(&embedded(&dir));
     assert!(!gw.log().contains("created the embedded PostgreSQL cluster"));
     let c = connect(&gw.url("postgres", password.trim(), "postgres")).await;
-    assert_eq!(c.query_one("SELECT x FROM kept", &[]).await.unwrap().get::<_, i32>(0), 7);
+    assert_eq!(one::<i32>(&c, "SELECT x FROM kept").await, 7);
 }
 
 #[tokio::test]
@@ -53,7 +53,7 @@ async fn embedded_cluster_survives_a_killed_gateway_and_is_adopted() {
     let mut gw = Dyngate::start(&embedded(&dir));
     assert!(gw.log().contains("adopting the embedded PostgreSQL"), "{}", gw.log());
     let c = connect(&gw.url("postgres", password.trim(), "postgres")).await;
-    assert_eq!(c.query_one("SELECT 1", &[]).await.unwrap().get::<_, i32>(0), 1);
+    assert_eq!(one::<i32>(&c, "SELECT 1").await, 1);
     drop(c);
     assert!(gw.stop().success());
     assert!(!dir.join("pgdata/postmaster.pid").exists());
@@ -104,11 +104,7 @@ async fn migrations_apply_once_even_with_two_gateways_starting_together() {
     drop((a, b));
     // Starting again changes nothing.
     let g = Dyngate::start(&args);
-    let n: i64 = c
-        .query_one("SELECT count(*) FROM dyngate.schema_migrations", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let n: i64 = one(&c, "SELECT count(*) FROM dyngate.schema_migrations").await;
     assert_eq!(n as usize, expected.len());
     drop(g);
 

@@ -10,15 +10,9 @@ use common::*;
 use serde_json::Value;
 use tokio_postgres::Client;
 
+/// Ten orders a day, each of amount 1.
 async fn setup() -> (Dyngate, Client) {
-    let pg = pg();
-    let (_db, gw, c) = catalog_session(&pg).await;
-    c.batch_execute(
-        "CREATE TABLE orders (id int PRIMARY KEY, day date NOT NULL, amount numeric NOT NULL);
-         INSERT INTO orders SELECT g, date '2024-01-01' + g % 3, 1 FROM generate_series(1, 30) g;",
-    )
-    .await
-    .unwrap();
+    let (_pg, _db, gw, c) = catalog_setup(&[], &[&orders(30), "UPDATE orders SET amount = 1"]).await;
     (gw, c)
 }
 
@@ -38,13 +32,12 @@ fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
 }
 
 async fn last_partition(c: &Client, table: &str) -> Option<String> {
-    c.query_one(
+    c.query_one_scalar(
         "SELECT partition_spec::text FROM dyngate.refresh_history WHERE table_name = $1 ORDER BY started_at DESC NULLS LAST LIMIT 1",
         &[&table],
     )
     .await
     .unwrap()
-    .get(0)
 }
 
 #[tokio::test]
@@ -96,7 +89,7 @@ async fn partitions_refresh_alone() {
         pairs(&[("2024-01-02", "20"), ("2024-01-03", "20"), ("2024-01-05", "7")])
     );
 
-    let shown: String = c.query_one("SHOW CREATE DYNAMIC TABLE daily", &[]).await.unwrap().get(0);
+    let shown: String = one(&c, "SHOW CREATE DYNAMIC TABLE daily").await;
     assert!(shown.contains("PARTITIONED BY (\"ds\")"), "{shown}");
 }
 
@@ -172,11 +165,7 @@ async fn schedule_time_zones() {
         let e = c.batch_execute(bad).await.unwrap_err();
         assert_eq!(code(&e), Some("22023"), "{bad}: {e:?}");
     }
-    let tz: String = c
-        .query_one("SELECT time_zone FROM dyngate.dynamic_tables WHERE table_name = 'ny'", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let tz: String = one(&c, "SELECT time_zone FROM dyngate.dynamic_tables WHERE table_name = 'ny'").await;
     assert_eq!(tz, "Asia/Tokyo");
 }
 
@@ -221,19 +210,12 @@ async fn bad_partitions_and_options_are_refused() {
         let e = c.batch_execute(sql).await.unwrap_err();
         assert_eq!(code(&e), Some(want), "{sql}: {e:?}");
     }
-    let left: i64 = c
-        .query_one("SELECT count(*) FROM pg_class WHERE relname = 'd2'", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let left: i64 = one(&c, "SELECT count(*) FROM pg_class WHERE relname = 'd2'").await;
     assert_eq!(left, 0, "no table left behind");
     let history: Vec<String> = c
-        .query("SELECT trigger FROM dyngate.refresh_history WHERE table_name = 'daily'", &[])
+        .query_scalar("SELECT trigger FROM dyngate.refresh_history WHERE table_name = 'daily'", &[])
         .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+        .unwrap();
     assert_eq!(history, ["CREATION"], "refused refreshes are not recorded");
 
     // Over HTTP, an unknown table in the same call is a 404 and refreshes nothing.

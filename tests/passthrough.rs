@@ -1365,10 +1365,9 @@ async fn function_call_message() {
     let oid: u32 = pg()
         .admin()
         .await
-        .query_one("SELECT 'int4pl(int4,int4)'::regprocedure::oid", &[])
+        .query_one_scalar("SELECT 'int4pl(int4,int4)'::regprocedure::oid", &[])
         .await
-        .unwrap()
-        .get(0);
+        .unwrap();
     p.exchange(
         "FunctionCall int4pl(40, 2), then one that overflows",
         &[function_call(oid, &[40, 2]), function_call(oid, &[i32::MAX, 1])],

@@ -23,14 +23,7 @@ async fn eventually(c: &Client, sql: &str, secs: u64, what: &str) {
 }
 
 async fn setup(extra: &[&str]) -> (Pg, String, Dyngate, Client) {
-    let pg = pg();
-    let db = pg.fresh_db().await;
-    let gw = Dyngate::for_db(&pg, &db, extra);
-    let c = connect(&gw.url("postgres", &pg.password, &db)).await;
-    c.batch_execute("CREATE TABLE src (v int); INSERT INTO src VALUES (1)")
-        .await
-        .unwrap();
-    (pg, db, gw, c)
+    catalog_setup(extra, &[SRC]).await
 }
 
 #[tokio::test]
@@ -60,11 +53,7 @@ async fn continuous_and_full_tables_stay_fresh() {
             assert_eq!(slot % 2, 0, "FULL fires on its cron: every 2 seconds on the second");
         }
     }
-    let met: bool = c
-        .query_one("SELECT bool_and(freshness_met) FROM dyngate.dynamic_tables", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let met: bool = one(&c, "SELECT bool_and(freshness_met) FROM dyngate.dynamic_tables").await;
     assert!(met, "both within their freshness");
 }
 
@@ -91,17 +80,14 @@ async fn a_refresh_still_running_makes_the_next_slot_skipped() {
         .unwrap();
     assert!(r.get::<_, String>(0).contains("still running"));
     // Never two at once: no two SUCCEEDED refreshes overlap in time.
-    let overlaps: i64 = c
-        .query_one(
-            "SELECT count(*) FROM dyngate.refresh a JOIN dyngate.refresh b ON a.id < b.id
+    let overlaps: i64 = one(
+        &c,
+        "SELECT count(*) FROM dyngate.refresh a JOIN dyngate.refresh b ON a.id < b.id
               WHERE a.state = 'SUCCEEDED' AND b.state = 'SUCCEEDED' AND a.table_name = 'slow' AND b.table_name = 'slow'
                 AND a.trigger = 'SCHEDULED' AND b.trigger = 'SCHEDULED'
                 AND tstzrange(a.data_time, a.ended_at) && tstzrange(b.data_time, b.ended_at)",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    )
+    .await;
     assert_eq!(overlaps, 0);
 }
 
@@ -119,15 +105,12 @@ async fn two_gateways_on_one_catalog_fire_each_slot_once() {
         "five scheduled refreshes",
     )
     .await;
-    let dup: i64 = c
-        .query_one(
-            "SELECT count(*) FROM (SELECT schedule_time FROM dyngate.refresh_history WHERE trigger = 'SCHEDULED'
+    let dup: i64 = one(
+        &c,
+        "SELECT count(*) FROM (SELECT schedule_time FROM dyngate.refresh_history WHERE trigger = 'SCHEDULED'
                                     GROUP BY schedule_time HAVING count(*) > 1) d",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    )
+    .await;
     assert_eq!(dup, 0, "no slot fired twice");
 }
 
@@ -169,14 +152,11 @@ async fn a_killed_gateway_leaves_nothing_executing_and_schedules_resume() {
         "schedules resumed after the restart",
     )
     .await;
-    let dup: i64 = direct
-        .query_one(
-            "SELECT count(*) FROM (SELECT schedule_time FROM dyngate.refresh_history WHERE trigger = 'SCHEDULED' AND state <> 'SKIPPED'
+    let dup: i64 = one(
+        &direct,
+        "SELECT count(*) FROM (SELECT schedule_time FROM dyngate.refresh_history WHERE trigger = 'SCHEDULED' AND state <> 'SKIPPED'
                                     GROUP BY schedule_time HAVING count(*) > 1) d",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    )
+    .await;
     assert_eq!(dup, 0, "no slot ran twice across the restart");
 }

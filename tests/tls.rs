@@ -104,12 +104,7 @@ async fn cleartext_password_only_over_tls() {
     let pg = pg();
     let db = pg.fresh_db().await;
     // scripts/pg-temp's pg_hba.conf asks members of password_users for a cleartext password.
-    let role = unique("cleartext");
-    pg.admin()
-        .await
-        .batch_execute(&format!("CREATE ROLE {role} LOGIN PASSWORD 'pw' IN ROLE password_users"))
-        .await
-        .unwrap();
+    let role = pg.fresh_login_role("cleartext", "PASSWORD 'pw' IN ROLE password_users").await;
     let dir = tmp_dir();
     let (cert, key) = self_signed(&dir);
     let gw = Dyngate::with_backend(

@@ -1,5 +1,7 @@
 //! Shared test harness: the throwaway PostgreSQL that `scripts/test` started (DYNGATE_TEST_PG),
-//! and dyngate processes started from the built binary on ports chosen at run time.
+//! dyngate processes started from the built binary on ports chosen at run time, where the
+//! dynamic-table tests start (`catalog_setup`, with the `orders` or `src` table), and small SQL
+//! helpers (`exec`, `one`, `code`, `message`).
 #![allow(dead_code)]
 
 pub mod dolphin;
@@ -84,38 +86,51 @@ impl Pg {
 
     /// Creates a login role with a password; returns its name.
     pub async fn fresh_role(&self, password: &str) -> String {
-        let name = unique("role");
-        self.admin()
-            .await
-            .batch_execute(&format!("CREATE ROLE {name} LOGIN PASSWORD '{password}'"))
-            .await
-            .unwrap();
-        name
+        self.fresh_login_role("role", &format!("PASSWORD '{password}'")).await
     }
 
     /// Creates a login role that needs no password (scripts/pg-temp trusts members of
     /// `trust_users` on 127.0.0.1), for raw protocol clients that do not speak SCRAM. `attributes`
     /// are extra role attributes such as `SUPERUSER`.
     pub async fn fresh_trusted_role(&self, attributes: &str) -> String {
-        let name = unique("trusted");
+        self.fresh_login_role("trusted", &format!("{attributes} IN ROLE trust_users")).await
+    }
+
+    /// Creates a login role named after `prefix`, with `options` (a password, attributes, the
+    /// group roles scripts/pg-temp's pg_hba.conf knows); returns its name.
+    pub async fn fresh_login_role(&self, prefix: &str, options: &str) -> String {
+        let name = unique(prefix);
         self.admin()
             .await
-            .batch_execute(&format!("CREATE ROLE {name} LOGIN {attributes} IN ROLE trust_users"))
+            .batch_execute(&format!("CREATE ROLE {name} LOGIN {options}"))
             .await
             .unwrap();
         name
     }
 
+    /// A database of its own with a table `t (x int)` that a fresh role needing no password (see
+    /// [`fresh_trusted_role`](Self::fresh_trusted_role)) may use fully: where raw protocol clients
+    /// start. Returns the database, the role and a superuser connection straight to the database.
+    pub async fn trusted_table(&self) -> (String, String, tokio_postgres::Client) {
+        let db = self.fresh_db().await;
+        let role = self.fresh_trusted_role("").await;
+        let admin = connect(&self.url_for("postgres", &self.password, &db)).await;
+        admin
+            .batch_execute(&format!("CREATE TABLE t (x int); GRANT ALL ON t TO {role}"))
+            .await
+            .unwrap();
+        (db, role, admin)
+    }
+
     /// Client backends connected to `db` (from pg_stat_activity), excluding the asking session.
     pub async fn backends_in(&self, db: &str) -> i64 {
         let c = self.admin().await;
-        c.query_one(
+        c.query_one_scalar(
             "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND backend_type = 'client backend' AND pid <> pg_backend_pid()",
             &[&db],
         )
         .await
         .unwrap()
-        .get(0)
     }
 
     /// Waits until no client backend is connected to `db`; panics after 10 s.
@@ -327,16 +342,39 @@ pub fn message(e: &tokio_postgres::Error) -> String {
     e.as_db_error().map(|d| d.message().to_string()).unwrap_or_else(|| e.to_string())
 }
 
-/// A database of its own, a gateway whose catalog database it is, and a superuser session
-/// through that gateway: where dynamic-table tests start.
-pub async fn catalog_session(pg: &Pg) -> (String, Dyngate, tokio_postgres::Client) {
-    catalog_session_with(pg, &[]).await
+/// Runs each statement as a query string of its own (a dynamic-table statement cannot share one).
+pub async fn exec(c: &tokio_postgres::Client, statements: &[&str]) {
+    for s in statements {
+        c.batch_execute(s).await.unwrap_or_else(|e| panic!("{s}: {e:?}"));
+    }
 }
 
-/// [`catalog_session`] with extra arguments for the gateway.
-pub async fn catalog_session_with(pg: &Pg, extra: &[&str]) -> (String, Dyngate, tokio_postgres::Client) {
-    let db = pg.fresh_db().await;
-    let gw = Dyngate::for_db(pg, &db, extra);
-    let c = connect(&gw.url("postgres", &pg.password, &db)).await;
-    (db, gw, c)
+/// The one value (one row, one column) a query returns.
+pub async fn one<T: tokio_postgres::types::FromSqlOwned>(c: &tokio_postgres::Client, sql: &str) -> T {
+    c.query_one_scalar(sql, &[]).await.unwrap_or_else(|e| panic!("{sql}: {e:?}"))
 }
+
+/// Where dynamic-table tests start: a database of its own, a gateway (started with `extra`) whose
+/// catalog database it is, and a superuser session through that gateway, in which `setup` has
+/// run, each string as a query string of its own.
+pub async fn catalog_setup(extra: &[&str], setup: &[&str]) -> (Pg, String, Dyngate, tokio_postgres::Client) {
+    let pg = pg();
+    let db = pg.fresh_db().await;
+    let gw = Dyngate::for_db(&pg, &db, extra);
+    let c = connect(&gw.url("postgres", &pg.password, &db)).await;
+    exec(&c, setup).await;
+    (pg, db, gw, c)
+}
+
+/// The source table dynamic-table tests read: `orders (id int PRIMARY KEY, day date NOT NULL,
+/// amount numeric NOT NULL)` holding `n` orders, ids 1 to `n`, each of amount `id`, on three days
+/// (`date '2024-01-01' + id % 3`).
+pub fn orders(n: u32) -> String {
+    format!(
+        "CREATE TABLE orders (id int PRIMARY KEY, day date NOT NULL, amount numeric NOT NULL);
+         INSERT INTO orders SELECT g, date '2024-01-01' + g % 3, g FROM generate_series(1, {n}) g;"
+    )
+}
+
+/// The smallest source table: `src (v int)` holding one row, 1.
+pub const SRC: &str = "CREATE TABLE src (v int); INSERT INTO src VALUES (1)";
