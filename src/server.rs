@@ -11,15 +11,15 @@ use crate::backend::{Backend, ServicePool};
 use crate::catalog::{self, MigrateError};
 use crate::config::ServeArgs;
 use crate::core::{EngineKind, SchedulerKind};
-use crate::embedded::{self, Cluster};
 use crate::engine::flink::client::cluster::Cluster as FlinkCluster;
 use crate::engine::flink::client::gateway::Gateway as FlinkGateway;
 use crate::engine::flink::runtime::{FlinkConfig, FlinkRuntime, SinkTarget};
 use crate::handler::Handler;
 use crate::http::{self, AppState, Health};
+use crate::http_client::Endpoint;
+use crate::local_postgres::{self, Cluster};
 use crate::manager::Manager;
 use crate::manager::scheduler::LoopConfig;
-use crate::scheduler::client::Endpoint;
 use crate::scheduler::{Plugin, airflow, dolphinscheduler};
 use crate::wire::{self, Gateway, Phase, cancel::CancelRegistry};
 
@@ -29,7 +29,7 @@ pub enum ServeError {
     #[error(transparent)]
     Backend(#[from] crate::backend::BackendError),
     #[error(transparent)]
-    Embedded(#[from] embedded::EmbeddedError),
+    Embedded(#[from] local_postgres::EmbeddedError),
     #[error(transparent)]
     Tls(#[from] wire::tls::TlsError),
     #[error("cannot listen on {addr}: {source}")]
@@ -189,7 +189,7 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
     let cluster = match &args.postgres {
         Some(_) => None,
         None => {
-            let bin = embedded::find_bin_dir(args.pg_bin_dir.as_deref())?;
+            let bin = local_postgres::find_bin_dir(args.pg_bin_dir.as_deref())?;
             Some(Cluster::start(&args.data_dir, bin).await?)
         }
     };

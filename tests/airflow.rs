@@ -12,8 +12,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{exec, one};
+use dyngate::http_client::Endpoint;
 use dyngate::scheduler::airflow::{self, Api, ApiError, DagSpec};
-use dyngate::scheduler::client::Endpoint;
 use serde_json::Value;
 
 fn env(name: &str) -> String {

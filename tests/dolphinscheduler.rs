@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use common::dolphin::{FakeDolphin, Fire, Version, both};
 use dyngate::core::rules::{Freshness, Unit};
-use dyngate::scheduler::client::Endpoint;
+use dyngate::http_client::Endpoint;
 use dyngate::scheduler::dolphinscheduler::{self as ds, Config, DolphinScheduler, WorkflowHandle};
 use dyngate::scheduler::{Handle, Plugin, PluginError, Repair, Target};
 use serde_json::{Value, json};

@@ -15,7 +15,7 @@ use dyngate::engine::flink::client::FlinkError;
 use dyngate::engine::flink::client::cluster::{CancelOutcome, Cluster, JobState};
 use dyngate::engine::flink::client::gateway::{Gateway, OperationHandle, RowKind, Session, SessionHandle};
 use dyngate::engine::flink::client::types::{TypeKind, pg_type};
-use dyngate::scheduler::client::Endpoint;
+use dyngate::http_client::Endpoint;
 
 fn env(name: &str) -> String {
     std::env::var(name)

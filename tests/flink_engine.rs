@@ -626,7 +626,7 @@ async fn continuous_tables_run_as_streaming_jobs() {
     // A job named as this catalog's that no table knows (a gateway killed after starting it) is
     // cancelled.
     let gateway = dyngate::engine::flink::client::gateway::Gateway::new(
-        dyngate::scheduler::client::Endpoint::parse(
+        dyngate::http_client::Endpoint::parse(
             "Flink SQL Gateway",
             &env("DYNGATE_TEST_FLINK_GATEWAY"),
             std::time::Duration::from_secs(30),

@@ -9,9 +9,9 @@
 
 use serde::Serialize;
 
-use super::client::{Auth, Body, percent};
 use super::{BoxFuture, Handle, Plugin, PluginError, Repair, Target};
 use crate::core::SchedulerKind;
+use crate::http_client::{Auth, Body, percent};
 
 use crate::core::rules;
 use crate::core::rules::{Freshness, RuleError, Unit};
@@ -260,7 +260,7 @@ impl ApiVersion {
 /// on first use and again when Airflow refuses it (401 without one, 403 for an expired or bad
 /// one); on `/api/v1` every request carries the user and password.
 pub struct Api {
-    endpoint: super::client::Endpoint,
+    endpoint: crate::http_client::Endpoint,
     version: ApiVersion,
     user: String,
     password: String,
@@ -271,7 +271,7 @@ pub struct Api {
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error(transparent)]
-    Client(#[from] super::client::ClientError),
+    Client(#[from] crate::http_client::ClientError),
     #[error("Airflow refused the login of user {user:?}: {status}")]
     Login { user: String, status: u16 },
     #[error("Airflow answered {method} {path} with {status}: {body}")]
@@ -284,7 +284,7 @@ pub enum ApiError {
 }
 
 impl Api {
-    pub fn new(endpoint: super::client::Endpoint, version: ApiVersion, user: &str, password: &str) -> Api {
+    pub fn new(endpoint: crate::http_client::Endpoint, version: ApiVersion, user: &str, password: &str) -> Api {
         Api {
             endpoint,
             version,
@@ -309,7 +309,7 @@ impl Api {
 
     /// One call under the version's prefix (`path` starts after it, e.g. `/dags/x`), logging in
     /// (again) when needed; any status is returned.
-    pub async fn call(&self, method: &str, path: &str, body: Option<&serde_json::Value>) -> Result<super::client::Response, ApiError> {
+    pub async fn call(&self, method: &str, path: &str, body: Option<&serde_json::Value>) -> Result<crate::http_client::Response, ApiError> {
         let path = format!("{}{path}", self.version.prefix());
         let body = body.map_or(Body::None, Body::Json);
         if self.version == ApiVersion::V1 {
@@ -346,7 +346,7 @@ impl Api {
         path: &str,
         body: Option<&serde_json::Value>,
         ok: &[u16],
-    ) -> Result<super::client::Response, ApiError> {
+    ) -> Result<crate::http_client::Response, ApiError> {
         let r = self.call(method, path, body).await?;
         if ok.contains(&r.status) {
             Ok(r)

@@ -51,11 +51,11 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::client::{self, Auth, Body, Endpoint, Response};
 use super::{BoxFuture, Handle, Plugin, PluginError, Repair, Target};
 use crate::core::SchedulerKind;
 use crate::core::rules;
 use crate::core::rules::Freshness;
+use crate::http_client::{self as client, Auth, Body, Endpoint, Response};
 
 const SERVICE: &str = "DolphinScheduler";
 

@@ -13,7 +13,6 @@
 //! client the plug-ins talk through.
 
 pub mod airflow;
-pub mod client;
 pub mod dolphinscheduler;
 pub mod embedded;
 

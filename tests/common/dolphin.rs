@@ -42,7 +42,7 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use dyngate::scheduler::client::{Auth, Body, Endpoint};
+use dyngate::http_client::{Auth, Body, Endpoint};
 pub use dyngate::scheduler::dolphinscheduler::Version;
 
 /// A project.

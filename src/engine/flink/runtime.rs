@@ -117,7 +117,9 @@ impl FlinkRuntime {
         {
             return Ok(s.clone());
         }
-        let rows = catalog.query("SELECT statement FROM dyngate.flink_statement ORDER BY id", &[]).await?;
+        let rows = catalog
+            .query("SELECT statement FROM dyngate.flink_statement ORDER BY id", &[])
+            .await?;
         let mut setup = self.base_setup();
         setup.extend(rows.iter().map(|r| r.get::<_, String>(0)));
         let properties = BTreeMap::from([("execution.runtime-mode".to_string(), "batch".to_string())]);

@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use super::gateway::JobId;
 use super::{Cause, FlinkError, error_cause, last_cause};
-use crate::scheduler::client::{Auth, Body, Endpoint, Response};
+use crate::http_client::{Auth, Body, Endpoint, Response};
 
 /// A job's state (Flink's `JobStatus`).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,6 +1,6 @@
 //! A typed client of Flink's SQL Gateway REST API, version 4 (Flink 2.x): sessions, statements,
 //! operations and their results, over the project's small HTTP client
-//! ([`crate::scheduler::client`]).
+//! ([`crate::http_client`]).
 //!
 //! How the gateway behaves (measured on Flink 2.3, `docs/flink-facts.md`): a statement is
 //! submitted and answered with an operation handle, always HTTP 200; its result (or its error) is
@@ -21,7 +21,7 @@ use serde_json::value::RawValue;
 
 use super::types::{LogicalType, decode_field};
 use super::{Cause, FlinkError, error_cause, hide, missing_session};
-use crate::scheduler::client::{Auth, Body, Endpoint, Response, scrub};
+use crate::http_client::{Auth, Body, Endpoint, Response, scrub};
 
 /// A SQL Gateway session (a UUID).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

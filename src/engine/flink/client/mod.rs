@@ -18,7 +18,7 @@ pub mod cluster;
 pub mod gateway;
 pub mod types;
 
-use crate::scheduler::client::ClientError;
+use crate::http_client::ClientError;
 
 /// What went wrong talking to Flink.
 #[derive(Debug, thiserror::Error)]

@@ -12,14 +12,14 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+use fallible_iterator::FallibleIterator;
 use postgres_protocol::authentication::sasl::{ChannelBinding, SCRAM_SHA_256, ScramSha256};
-use postgres_protocol::message::frontend;
+use postgres_protocol::message::{backend, frontend};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_postgres::config::Host;
 
 use crate::core::{quote_ident, quote_literal};
 use crate::engine::postgres::incremental::wal::{Lsn, format_lsn};
-use crate::wire::codec::{self, Message};
 
 /// Why the replication connection failed.
 #[derive(Debug, thiserror::Error)]
@@ -238,7 +238,7 @@ impl Connection {
         loop {
             let m = self.next_message().await?;
             match m.tag() {
-                b'd' => return parse_copy_data(m.into_raw().slice(5..)),
+                b'd' => return parse_copy_data(m.body),
                 b'N' => {}
                 // CopyDone, or the command's end: the server is shutting down (or lost the slot).
                 b'c' | b'C' | b'Z' => return Err(ReplicationError::protocol("the server ended the stream")),
@@ -258,24 +258,56 @@ impl Connection {
         Ok(())
     }
 
-    /// The next message; an ErrorResponse is returned as the error.
+    /// The next message; an ErrorResponse is returned as the error. postgres-protocol frames
+    /// the messages and reads the error's fields.
     async fn next_message(&mut self) -> Result<Message, ReplicationError> {
+        let bad = |e: std::io::Error| ReplicationError::protocol(e.to_string());
         loop {
-            if let Some(m) = codec::split_message(&mut self.buf).map_err(|e| ReplicationError::protocol(e.to_string()))? {
-                if m.tag() == b'E' {
-                    let fields = codec::error_fields(&m);
-                    let field = |k: u8| fields.iter().find(|(t, _)| *t == k).map(|(_, v)| v.clone()).unwrap_or_default();
-                    return Err(ReplicationError::Server {
-                        code: field(b'C'),
-                        message: field(b'M'),
+            if let Some(header) = backend::Header::parse(&self.buf).map_err(bad)? {
+                let total = header.len() as usize + 1;
+                if self.buf.len() < total {
+                    self.buf.reserve(total - self.buf.len());
+                } else if header.tag() == b'E' {
+                    let (mut code, mut message) = (String::new(), String::new());
+                    if let Some(backend::Message::ErrorResponse(body)) = backend::Message::parse(&mut self.buf).map_err(bad)? {
+                        let mut fields = body.fields();
+                        while let Some(f) = fields.next().map_err(bad)? {
+                            match f.type_() {
+                                b'C' => code = String::from_utf8_lossy(f.value_bytes()).into_owned(),
+                                b'M' => message = String::from_utf8_lossy(f.value_bytes()).into_owned(),
+                                _ => {}
+                            }
+                        }
+                    }
+                    return Err(ReplicationError::Server { code, message });
+                } else {
+                    let raw = self.buf.split_to(total).freeze();
+                    return Ok(Message {
+                        tag: header.tag(),
+                        body: raw.slice(5..),
                     });
                 }
-                return Ok(m);
             }
             if self.io.read_buf(&mut self.buf).await? == 0 {
                 return Err(ReplicationError::protocol("the server closed the connection"));
             }
         }
+    }
+}
+
+/// One message from the server: its tag and body.
+struct Message {
+    tag: u8,
+    body: Bytes,
+}
+
+impl Message {
+    fn tag(&self) -> u8 {
+        self.tag
+    }
+
+    fn body(&self) -> &[u8] {
+        &self.body
     }
 }
 
