@@ -37,7 +37,11 @@ const EXCEPTIONS: &[(&str, &str, &str)] = &[
     // which types it can send in binary: issue 22's next step has the wire layer define a trait
     // (classify / prepare / execute) and the types it carries, below the handler that implements
     // it, with the user-facing error mapped to SQLSTATE where it is sent.
-    ("handler", "wire", "the wire layer is to own the trait and types the handler implements"),
+    (
+        "handler",
+        "wire",
+        "the wire layer is to own the trait and types the handler implements",
+    ),
 ];
 
 fn layer_of(module: &str) -> Option<usize> {

@@ -6,6 +6,8 @@
 //! do contain it are split into statements with PostgreSQL's lexical rules (quotes, dollar quotes,
 //! nested comments) and their leading keywords compared.
 
+use crate::sql::lex::is_ident_byte;
+
 /// The dynamic-table statement kinds dyngate intercepts. Each has one handler.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StatementKind {
@@ -183,10 +185,6 @@ fn push_nonempty<'a>(out: &mut Vec<&'a str>, s: &'a str) {
     if skip_space_and_comments(b, 0) < b.len() {
         out.push(s);
     }
-}
-
-pub(crate) fn is_ident_byte(b: &[u8], i: usize) -> bool {
-    i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_' || b[i] >= 0x80)
 }
 
 /// Skips a quoted token starting at `i` (the opening quote); doubled quotes stay inside, and with

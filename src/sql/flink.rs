@@ -12,7 +12,7 @@
 //! Flink quotes identifiers with backticks; PostgreSQL's double quotes are accepted in names too.
 //! Everything here is pure: text in, decision out.
 
-use crate::sql::classify::is_ident_byte;
+use crate::sql::lex::is_ident_byte;
 
 /// What a Flink statement does, as dyngate treats it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -7,5 +7,6 @@
 pub mod classify;
 pub mod dynamic;
 pub mod flink;
+mod lex;
 
 pub use classify::{Route, StatementKind, classify, split_statements};

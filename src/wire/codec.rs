@@ -350,6 +350,14 @@ pub fn error_fields(msg: &Message) -> Vec<(u8, String)> {
     out
 }
 
+/// The value in a ParameterStatus body if it reports `name`.
+pub fn parameter_value<'a>(body: &'a [u8], name: &str) -> Option<&'a str> {
+    let mut parts = body.split(|&b| b == 0);
+    (parts.next()? == name.as_bytes())
+        .then(|| parts.next().and_then(|v| std::str::from_utf8(v).ok()))
+        .flatten()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -30,8 +30,8 @@ use crate::handler::{Prepared, Reply, SessionInfo, TEXT};
 use crate::sql::{Route, classify, split_statements};
 use crate::wire::cancel::{BackendKey, send_cancel};
 use crate::wire::codec::{
-    FrameError, Message, PgError, command_complete, data_row, message_len, names, no_parameters, notice, parse_text, query_text,
-    ready_for_query, row_description, take_message,
+    FrameError, Message, PgError, command_complete, data_row, message_len, names, no_parameters, notice, parameter_value, parse_text,
+    query_text, ready_for_query, row_description, take_message,
 };
 use crate::wire::conn::Framed;
 use crate::wire::pending::Pending;
@@ -857,17 +857,9 @@ fn scan_replies(buf: &mut BytesMut, state: &State) -> std::io::Result<(usize, bo
     Ok((end, answered && idle == Some(true)))
 }
 
-/// The value in a ParameterStatus body if it reports `name`.
-pub fn parameter_value<'a>(body: &'a [u8], name: &str) -> Option<&'a str> {
-    let mut parts = body.split(|&b| b == 0);
-    (parts.next()? == name.as_bytes())
-        .then(|| parts.next().and_then(|v| std::str::from_utf8(v).ok()))
-        .flatten()
-}
-
 #[cfg(test)]
 mod tests {
-    use super::parameter_value;
+    use crate::wire::codec::parameter_value;
 
     #[test]
     fn bind_formats() {

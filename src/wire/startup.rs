@@ -15,9 +15,9 @@ use tokio::net::TcpStream;
 
 use crate::wire::Gateway;
 use crate::wire::cancel::{BackendKey, send_cancel};
+use crate::wire::codec::parameter_value;
 use crate::wire::codec::{Message, PgError, StartupPacket, parse_startup, take_cstr};
 use crate::wire::conn::{Framed, ReadError};
-use crate::wire::session::parameter_value;
 
 /// The client side of a session: plain TCP or TLS.
 pub trait ClientIo: AsyncRead + AsyncWrite + Unpin + Send {}

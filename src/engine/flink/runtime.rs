@@ -19,18 +19,10 @@ use tokio_postgres::GenericClient;
 use super::client::FlinkError;
 use super::client::cluster::{Cluster, JobState};
 use super::client::gateway::{Gateway, JobId, ResultSet, RowKind, Session};
-use super::tables::{flink_ident, insert_sql, named_sink_ddl, sink_ddl};
+use super::tables::{SinkTarget, flink_ident, insert_sql, named_sink_ddl, sink_ddl};
 use crate::catalog::FlinkColumn;
 use crate::core::names::random_hex;
 use crate::core::quote_literal;
-
-/// How Flink's JDBC connector reaches the backing PostgreSQL, to write dynamic tables.
-#[derive(Debug, Clone)]
-pub struct SinkTarget {
-    pub jdbc_url: String,
-    pub user: String,
-    pub password: String,
-}
 
 /// The Flink engine's configuration.
 #[derive(Debug, Clone)]

@@ -22,7 +22,14 @@
 use crate::catalog::FlinkColumn;
 use crate::core::quote_ident;
 use crate::engine::flink::client::types::{LogicalType, TypeKind, pg_ddl_type};
-use crate::engine::flink::runtime::SinkTarget;
+
+/// How Flink's JDBC connector reaches the backing PostgreSQL, to write dynamic tables.
+#[derive(Debug, Clone)]
+pub struct SinkTarget {
+    pub jdbc_url: String,
+    pub user: String,
+    pub password: String,
+}
 
 /// PostgreSQL's reserved key words, which cannot be column names unquoted (PostgreSQL 15's
 /// "reserved" and "reserved (can be function or type)" key words).
