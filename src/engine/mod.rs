@@ -20,7 +20,7 @@ use std::future::Future;
 use tokio_postgres::Transaction;
 
 use crate::backend::Pooled;
-use crate::catalog::DtRow;
+use crate::catalog::{DtRow, RefreshRow};
 use crate::core::rules::Freshness;
 use crate::core::{Error, QualifiedName, RefreshAction, RefreshMode, Requester, Trigger};
 
@@ -51,6 +51,18 @@ pub struct RefreshJob<'a> {
     pub partition: &'a [(String, String)],
     /// When it began (seconds since the epoch), for the history rows written before its own.
     pub began: Option<f64>,
+}
+
+impl RefreshJob<'_> {
+    /// A history row of this refresh of `dt` in `state`; the rest as the caller sets it.
+    pub fn row<'r>(&'r self, dt: &'r DtRow, state: &'r str) -> RefreshRow<'r> {
+        RefreshRow {
+            schedule_time: self.trigger.schedule_time(),
+            started_at: self.began,
+            partition: self.partition,
+            ..RefreshRow::of(dt, self.job_id, self.trigger.name(), state)
+        }
+    }
 }
 
 /// A new table, as CREATE gives it to its engine.

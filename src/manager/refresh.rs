@@ -85,12 +85,6 @@ impl Manager {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs_f64())
             .ok();
-        let row = |state: &'static str| catalog::RefreshRow {
-            started_at: began,
-            schedule_time: trigger.schedule_time(),
-            partition: &spec,
-            ..catalog::RefreshRow::of(dt, &job_id, trigger.name(), state)
-        };
         if let Trigger::Api { claimed, .. } = trigger {
             catalog::refresh_executing(&*client, claimed).await?;
         }
@@ -141,7 +135,7 @@ impl Manager {
                     &catalog::RefreshRow {
                         ended: true,
                         error_message: Some(reason),
-                        ..row("SKIPPED")
+                        ..job.row(dt, "SKIPPED")
                     },
                 )
                 .await?;
@@ -165,7 +159,7 @@ impl Manager {
                         ended: true,
                         error_code: Some(e.sqlstate()),
                         error_message: Some(&msg),
-                        ..row(state)
+                        ..job.row(dt, state)
                     },
                 )
                 .await?;

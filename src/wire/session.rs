@@ -438,10 +438,8 @@ impl Up<'_> {
                 };
                 let name = name.to_string();
                 let statements = split_statements(sql, standard);
-                match self.local_turn().await? {
-                    Turn::Go => {}
-                    Turn::Skip => return Ok(None),
-                    Turn::End => return Ok(Some(ClientEnd::Violation)),
+                if let Some(end) = self.local_turn().await?.stop() {
+                    return Ok(end);
                 }
                 let prepared = if statements.len() > 1 {
                     Err(PgError::error("42601", "cannot insert multiple commands into a prepared statement"))
@@ -471,10 +469,8 @@ impl Up<'_> {
                 };
                 let portal = portal.to_string();
                 let params = bind_parameter_count(rest);
-                match self.local_turn().await? {
-                    Turn::Go => {}
-                    Turn::Skip => return Ok(None),
-                    Turn::End => return Ok(Some(ClientEnd::Violation)),
+                if let Some(end) = self.local_turn().await?.stop() {
+                    return Ok(end);
                 }
                 if params != Some(0) {
                     let n = params.map_or("an unreadable number of".to_string(), |n| n.to_string());
@@ -501,10 +497,8 @@ impl Up<'_> {
                     self.forward(&msg);
                     return Ok(None);
                 };
-                match self.local_turn().await? {
-                    Turn::Go => {}
-                    Turn::Skip => return Ok(None),
-                    Turn::End => return Ok(Some(ClientEnd::Violation)),
+                if let Some(end) = self.local_turn().await?.stop() {
+                    return Ok(end);
                 }
                 let columns = if prepared.is_flink_query() {
                     match self
@@ -541,10 +535,8 @@ impl Up<'_> {
                     self.forward(&msg);
                     return Ok(None);
                 };
-                match self.local_turn().await? {
-                    Turn::Go => {}
-                    Turn::Skip => return Ok(None),
-                    Turn::End => return Ok(Some(ClientEnd::Violation)),
+                if let Some(end) = self.local_turn().await?.stop() {
+                    return Ok(end);
                 }
                 let result = match self.described.remove(portal) {
                     Some(r) => Ok(r),
@@ -652,6 +644,17 @@ enum Turn {
     Skip,
     /// The session ends (the client has been told why).
     End,
+}
+
+impl Turn {
+    /// What the handling of the message returns now, unless it goes on (None).
+    fn stop(self) -> Option<Option<ClientEnd>> {
+        match self {
+            Turn::Go => None,
+            Turn::Skip => Some(None),
+            Turn::End => Some(Some(ClientEnd::Violation)),
+        }
+    }
 }
 
 /// The number of parameter values in a Bind body after its portal name (`rest` starts at the

@@ -32,6 +32,7 @@ use crate::core::names::new_job_id;
 use crate::core::quote_ident;
 use crate::core::{Error, QualifiedName};
 use crate::engine;
+use crate::engine::NewTable;
 use crate::engine::flink::client::FlinkError;
 use crate::engine::flink::client::cluster::{CancelOutcome, JobState};
 use crate::engine::flink::client::gateway::JobId;
@@ -65,20 +66,15 @@ impl FlinkEngine {
     /// In CREATE's transaction: the table created as the requester (declared columns, else the
     /// query's), with a unique index on the key; the catalog row INITIALIZING and marked as
     /// Flink's. The sink writes the table's columns unquoted, so their names must read so.
-    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn continuous_create_in(
         &self,
         tx: &Transaction<'_>,
-        who: &str,
-        name: &QualifiedName,
-        declared: Option<&str>,
+        new: &NewTable<'_>,
         id: i64,
-        query: &str,
         described: &[FlinkColumn],
     ) -> Result<Continuous, Error> {
-        let target = name.quoted();
-        let columns = declared.map_or_else(|| tables::pg_columns(described), str::to_string);
-        engine::postgres::run_as::run_as(tx, who, &format!("CREATE TABLE {target} ({columns})")).await?;
+        let (who, query) = (new.owner, new.query);
+        let target = super::full::create_table(tx, new, described).await?;
         let names: Vec<String> = catalog::columns_of(tx, &target).await?.into_iter().map(|(n, _)| n).collect();
         let columns = tables::sink_columns(&names, described).map_err(Error::InvalidDefinition)?;
         let key = tables::upsert_key(query, &columns)

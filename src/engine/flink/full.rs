@@ -39,10 +39,10 @@ use crate::core::{Error, QualifiedName};
 use crate::engine;
 use crate::engine::flink::client::FlinkError;
 use crate::engine::flink::client::gateway::JobId;
-use crate::engine::flink::runtime::{EngineError, FlinkRuntime};
+use crate::engine::flink::runtime::EngineError;
 use crate::engine::flink::tables;
 use crate::engine::postgres::incremental;
-use crate::engine::{Outcome, RefreshJob};
+use crate::engine::{NewTable, Outcome, RefreshJob};
 
 /// What a Flink first fill left for CREATE's transaction.
 pub struct FlinkFill {
@@ -63,6 +63,15 @@ pub(crate) fn check_options(options: &[(String, String)]) -> Result<(), Error> {
         ));
     }
     Ok(())
+}
+
+/// In CREATE's transaction: the table, created as the requester with the declared columns, else
+/// with `described` (the query's, as Flink types them); its quoted name.
+pub(crate) async fn create_table(tx: &Transaction<'_>, new: &NewTable<'_>, described: &[FlinkColumn]) -> Result<String, Error> {
+    let target = new.name.quoted();
+    let columns = new.columns.map_or_else(|| tables::pg_columns(described), str::to_string);
+    engine::postgres::run_as::run_as(tx, new.owner, &format!("CREATE TABLE {target} ({columns})")).await?;
+    Ok(target)
 }
 
 impl FlinkEngine {
@@ -112,18 +121,8 @@ impl FlinkEngine {
     /// In CREATE's transaction: the table created as the requester (with the declared columns,
     /// else the query's), the staged rows moved in (by position), the catalog row marked as
     /// Flink's. Returns the rows.
-    pub(crate) async fn create_in(
-        &self,
-        tx: &Transaction<'_>,
-        who: &str,
-        name: &QualifiedName,
-        declared: Option<&str>,
-        id: i64,
-        fill: &FlinkFill,
-    ) -> Result<u64, Error> {
-        let target = name.quoted();
-        let columns = declared.map_or_else(|| tables::pg_columns(&fill.columns), str::to_string);
-        engine::postgres::run_as::run_as(tx, who, &format!("CREATE TABLE {target} ({columns})")).await?;
+    pub(crate) async fn create_in(&self, tx: &Transaction<'_>, new: &NewTable<'_>, id: i64, fill: &FlinkFill) -> Result<u64, Error> {
+        let target = create_table(tx, new, &fill.columns).await?;
         let rows = tx
             .execute(&format!("INSERT INTO {target} SELECT * FROM {}", fill.stage), &[])
             .await?;
@@ -158,23 +157,19 @@ impl FlinkEngine {
 
     /// One refresh of a table on the flink engine; see the module's doc.
     pub(super) async fn refresh_full(&self, client: &mut Pooled, dt: &DtRow, job: &RefreshJob<'_>) -> Result<Outcome, Error> {
-        let RefreshJob {
-            trigger,
-            job_id,
-            partition: spec,
-            began,
-        } = *job;
-        let engine = &self.runtime;
-        if !lock_for_refresh(client, dt.id, trigger).await? {
+        if !lock_for_refresh(client, dt.id, job.trigger).await? {
             return Ok(Outcome::Locked);
         }
         // The connection names the refresh while it runs: the check for refreshes orphaned by a
         // killed gateway (catalog::cancel_orphaned_refreshes) sees that this one is alive.
         let named = client
-            .execute("SELECT set_config('application_name', $1, false)", &[&format!("dyngate:{job_id}")])
+            .execute(
+                "SELECT set_config('application_name', $1, false)",
+                &[&format!("dyngate:{}", job.job_id)],
+            )
             .await;
         let result = match named {
-            Ok(_) => self.refresh_locked(client, engine, dt, trigger, job_id, spec, began).await,
+            Ok(_) => self.refresh_locked(client, dt, job).await,
             Err(e) => Err(e.into()),
         };
         let released = client
@@ -186,17 +181,8 @@ impl FlinkEngine {
         result
     }
 
-    #[allow(clippy::too_many_arguments)]
-    async fn refresh_locked(
-        &self,
-        client: &mut Pooled,
-        engine: &FlinkRuntime,
-        loaded: &DtRow,
-        trigger: Trigger,
-        job_id: &str,
-        spec: &[(String, String)],
-        began: Option<f64>,
-    ) -> Result<Outcome, Error> {
+    async fn refresh_locked(&self, client: &mut Pooled, loaded: &DtRow, run: &RefreshJob<'_>) -> Result<Outcome, Error> {
+        let (engine, spec) = (&self.runtime, run.partition);
         // What the table is now: it may have been altered while this refresh waited.
         let Some(dt) = catalog::load_by_id(&**client, loaded.id).await? else {
             return Err(Error::NotFound(loaded.name.to_string()));
@@ -204,13 +190,7 @@ impl FlinkEngine {
         if dt.altered_at != loaded.altered_at {
             return Ok(Outcome::Stale);
         }
-        let running = catalog::RefreshRow {
-            schedule_time: trigger.schedule_time(),
-            started_at: began,
-            partition: spec,
-            ..catalog::RefreshRow::of(&dt, job_id, trigger.name(), "EXECUTING")
-        };
-        catalog::record_refresh(&**client, &running).await?;
+        catalog::record_refresh(&**client, &run.row(&dt, "EXECUTING")).await?;
         let stage = tables::stage_table(dt.id);
         client
             .batch_execute(&format!(
@@ -219,7 +199,7 @@ impl FlinkEngine {
             ))
             .await?;
         let data_time: String = client.query_one("SELECT now()::text", &[]).await?.get(0);
-        let session = self.session_with_retry(client, &dt, trigger).await?;
+        let session = self.session_with_retry(client, &dt, run.trigger).await?;
         let job = engine
             .submit_batch(
                 &session,
@@ -227,11 +207,11 @@ impl FlinkEngine {
                 &stage,
                 &dt.query,
                 spec,
-                &format!("dyngate:{}:{job_id}", dt.name),
+                &format!("dyngate:{}:{}", dt.name, run.job_id),
             )
             .await?;
-        self.record_engine_job(&**client, dt.id, job_id, job.as_str()).await?;
-        tracing::info!(table = %dt.name, job_id, flink_job = %job, "Flink refresh job submitted");
+        self.record_engine_job(&**client, dt.id, run.job_id, job.as_str()).await?;
+        tracing::info!(table = %dt.name, job_id = run.job_id, flink_job = %job, "Flink refresh job submitted");
         engine.wait_finished(&job).await?;
 
         let tx = client.transaction().await?;
@@ -251,14 +231,11 @@ impl FlinkEngine {
         catalog::record_refresh(
             &tx,
             &catalog::RefreshRow {
-                schedule_time: trigger.schedule_time(),
-                started_at: began,
                 ended: true,
                 action: Some(RefreshAction::Full.name()),
                 data_time: Some(&data_time),
                 rows: Some(rows as i64),
-                partition: spec,
-                ..catalog::RefreshRow::of(&dt, job_id, trigger.name(), "SUCCEEDED")
+                ..run.row(&dt, "SUCCEEDED")
             },
         )
         .await?;

@@ -112,11 +112,9 @@ impl Engine for FlinkEngine {
 
     async fn fill(&self, tx: &Transaction<'_>, new: &NewTable<'_>, id: i64, creation: &mut FlinkCreation) -> Result<Filled, Error> {
         let rows = match creation {
-            FlinkCreation::Full { fill, .. } => self.create_in(tx, new.owner, new.name, new.columns, id, fill).await?,
+            FlinkCreation::Full { fill, .. } => self.create_in(tx, new, id, fill).await?,
             FlinkCreation::Continuous { described, sink } => {
-                let made = self
-                    .continuous_create_in(tx, new.owner, new.name, new.columns, id, new.query, described)
-                    .await?;
+                let made = self.continuous_create_in(tx, new, id, described).await?;
                 *sink = Some(made);
                 0
             }

@@ -28,7 +28,6 @@ use crate::catalog::{self, DtRow};
 use crate::catalog::{lock_for_refresh, unlock_refresh};
 use crate::core::Error;
 use crate::core::RefreshAction;
-use crate::core::Trigger;
 use crate::engine;
 use crate::engine::postgres::PostgresEngine;
 use crate::engine::postgres::incremental::{self, capture, collect};
@@ -42,13 +41,7 @@ impl PostgresEngine {
         dt: &DtRow,
         job: &RefreshJob<'_>,
     ) -> Result<Outcome, Error> {
-        let RefreshJob {
-            trigger,
-            job_id,
-            partition: spec,
-            began,
-        } = *job;
-        if !lock_for_refresh(client, dt.id, trigger).await? {
+        if !lock_for_refresh(client, dt.id, job.trigger).await? {
             return Ok(Outcome::Locked);
         }
         if self.capture() == collect::Method::Wal {
@@ -60,17 +53,11 @@ impl PostgresEngine {
             }
         }
         // Shown as running from now on; the transaction turns the row into its outcome.
-        let running = catalog::RefreshRow {
-            schedule_time: trigger.schedule_time(),
-            started_at: began,
-            partition: spec,
-            ..catalog::RefreshRow::of(dt, job_id, trigger.name(), "EXECUTING")
-        };
-        if let Err(e) = catalog::record_refresh(&**client, &running).await {
+        if let Err(e) = catalog::record_refresh(&**client, &job.row(dt, "EXECUTING")).await {
             unlock_refresh(client, dt.id).await;
             return Err(e.into());
         }
-        let result = match self.incremental_transaction(client, dt, trigger, job_id, spec, began).await {
+        let result = match self.incremental_transaction(client, dt, job).await {
             // A REPEATABLE READ transaction may meet a concurrent update; it is run again.
             Err(Error::Postgres { code, message, .. }) if code == "40001" || code == "40P01" => {
                 tracing::warn!(table = %dt.name, code, message, "the refresh's transaction met a concurrent update; it starts again");
@@ -94,10 +81,7 @@ impl PostgresEngine {
         &self,
         client: &mut Pooled,
         loaded: &DtRow,
-        trigger: Trigger,
-        job_id: &str,
-        spec: &[(String, String)],
-        began: Option<f64>,
+        job: &RefreshJob<'_>,
     ) -> Result<(Outcome, Vec<capture::SourceTable>), Error> {
         let tx = client
             .build_transaction()
@@ -110,7 +94,7 @@ impl PostgresEngine {
         // recompute turns it back on. The data's time is the transaction's. With the table
         // loaded again and its applied snapshot: three statements pipelined, one round trip
         // (the refresh's fixed work is mostly round trips).
-        let name = format!("dyngate:{job_id}");
+        let name = format!("dyngate:{}", job.job_id);
         let params: [(&(dyn tokio_postgres::types::ToSql + Sync), Type); 1] = [(&name, Type::TEXT)];
         let (settings, dt, applied) = tokio::try_join!(
             tx.query_typed_one(
@@ -204,15 +188,12 @@ impl PostgresEngine {
             }
         };
         let outcome = catalog::RefreshRow {
-            schedule_time: trigger.schedule_time(),
-            started_at: began,
             ended: true,
             action: Some(action.name()),
             data_time: Some(&data_time),
             rows: Some(rows as i64),
             changes,
-            partition: spec,
-            ..catalog::RefreshRow::of(&dt, job_id, trigger.name(), "SUCCEEDED")
+            ..job.row(&dt, "SUCCEEDED")
         };
         // Pipelined: one round trip.
         tokio::try_join!(
