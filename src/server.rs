@@ -270,7 +270,7 @@ async fn serve(args: &ServeArgs, tls: Option<tokio_rustls::TlsAcceptor>, cluster
         tls,
         require_tls: args.require_tls,
         cancels: CancelRegistry::default(),
-        handler: Handler::new(manager.clone()),
+        statements: Handler::new(manager.clone()),
     });
     let threads = if args.session_threads == 0 {
         wire::loops::default_threads()

@@ -1,5 +1,5 @@
 //! The catalog: dyngate's own state, kept in the schema `dyngate` of the backing PostgreSQL. It
-//! owns the catalog's shape (the versioned migrations under `sql/`, [`migrate`]), the typed reads
+//! owns the catalog's shape (the versioned migrations under `sql/`, [`migrate`](mod@migrate)), the typed reads
 //! and writes of the dynamic tables' rows ([`tables`]) and of the refresh history ([`history`]),
 //! the per-table locks ([`locks`]) and the catalog's identity ([`identity`]). Plain functions over a connection or transaction: the
 //! operations decide the transactions. It knows nothing of the engines, the wire protocol or HTTP.

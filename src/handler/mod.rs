@@ -1,14 +1,17 @@
 //! Handlers for the statements dyngate answers itself, one per statement kind, dispatched from one
-//! `match`. The wire layer calls [`Handler::prepare`] when a statement arrives (a simple Query or a
-//! Parse) and [`Handler::execute`] when it is to run, and encodes the typed [`Reply`] for whichever
-//! protocol the client speaks; handlers know nothing of sockets or framing, and the work itself is
-//! the [`Manager`]'s.
+//! `match`. The handler implements the wire layer's [`Statements`]: the wire layer asks it whose a
+//! statement is ([`Statements::classify`]), calls [`Handler::prepare`] when one of dyngate's
+//! arrives (a simple Query or a Parse) and [`Handler::execute`] when it is to run, and encodes the
+//! typed [`Reply`] for whichever protocol the client speaks; handlers know nothing of sockets or
+//! framing, and the work itself is the [`Manager`]'s.
 //!
 //! Inside an explicit transaction block, the statements that change something (CREATE, ALTER,
 //! DROP, REFRESH) are refused with 25001: their work happens outside the client's backend session
 //! and cannot roll back with it. SHOW and DESCRIBE work anywhere.
 
 use std::borrow::Cow;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use crate::core::{Error, Requester};
@@ -17,25 +20,10 @@ use crate::manager::Manager;
 use crate::manager::create::Created;
 use crate::sql::dynamic::{self, AlterAction, DtStatement, ParseError};
 use crate::sql::flink::{FlinkKind, FlinkStatement};
+use crate::sql::{Route, StatementKind};
+use crate::wire::binary::can_encode;
 use crate::wire::codec::PgError;
-
-/// Who is asking: the identity PostgreSQL authenticated for this session.
-#[derive(Debug, Clone)]
-pub struct SessionInfo {
-    pub user: String,
-    pub database: String,
-}
-
-/// A result column: name and PostgreSQL type OID (values are sent in text format).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Column {
-    pub name: Cow<'static, str>,
-    pub type_oid: u32,
-}
-
-pub const TEXT: u32 = 25;
-pub const INT8: u32 = 20;
-pub const BOOL: u32 = 16;
+use crate::wire::statements::{BOOL, Column, INT8, MoreRows, Reply, RowBatches, Rows, SessionInfo, Shape, Statements, TEXT};
 
 const fn col(name: &'static str, type_oid: u32) -> Column {
     Column {
@@ -63,43 +51,12 @@ const DESCRIBE_COLUMNS: [Column; 2] = [col("property", TEXT), col("value", TEXT)
 const SHOW_CREATE_COLUMNS: [Column; 1] = [col("create_statement", TEXT)];
 const REFRESH_COLUMNS: [Column; 3] = [col("job_id", TEXT), col("state", TEXT), col("rows_written", INT8)];
 
-/// What a statement returns.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Reply {
-    /// The result columns, or `None` for a statement that returns no rows.
-    pub columns: Option<Vec<Column>>,
-    pub rows: Vec<Vec<Option<String>>>,
-    /// The command tag, e.g. `CREATE DYNAMIC TABLE`.
-    pub tag: String,
-    /// Notices to send before the result (e.g. "already exists, skipping").
-    pub notices: Vec<String>,
-    /// Rows still coming after `rows` (a Flink query's later pages); the tag then counts them all.
-    pub more: Option<MoreRows>,
-}
+/// A Flink query's later pages, as the wire layer reads them (Flink's errors as SQLSTATEs).
+struct FlinkPages(tokio::sync::mpsc::Receiver<crate::engine::flink::runtime::RowBatch>);
 
-/// Rows still coming for a reply, batch by batch.
-#[derive(Clone)]
-pub struct MoreRows(Arc<tokio::sync::Mutex<tokio::sync::mpsc::Receiver<crate::engine::flink::runtime::RowBatch>>>);
-
-impl MoreRows {
-    /// The next batch; None at the end.
-    pub async fn next(&self) -> Option<Result<Vec<Vec<Option<String>>>, PgError>> {
-        let batch = self.0.lock().await.recv().await?;
-        Some(batch.map_err(|e| manager_error(e.into())))
-    }
-}
-
-impl PartialEq for MoreRows {
-    fn eq(&self, other: &MoreRows) -> bool {
-        Arc::ptr_eq(&self.0, &other.0)
-    }
-}
-
-impl Eq for MoreRows {}
-
-impl std::fmt::Debug for MoreRows {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("MoreRows")
+impl RowBatches for FlinkPages {
+    fn next(&mut self) -> Pin<Box<dyn Future<Output = Option<Result<Rows, PgError>>> + Send + '_>> {
+        Box::pin(async move { Some(self.0.recv().await?.map_err(|e| manager_error(e.into()))) })
     }
 }
 
@@ -119,13 +76,18 @@ pub struct Prepared {
 }
 
 impl Prepared {
-    /// A Flink query: its result shape is only known by running it (Describe runs it).
-    pub fn is_flink_query(&self) -> bool {
-        matches!(&self.statement, Parsed::Flink(f) if f.kind == FlinkKind::Query)
+    /// The result shape, known before execution for dyngate's statements; a Flink query's only
+    /// by running it.
+    pub fn shape(&self) -> Shape {
+        match &self.statement {
+            Parsed::Flink(f) if f.kind == FlinkKind::Query => Shape::Run,
+            Parsed::Flink(_) => Shape::Known(None),
+            Parsed::Dynamic(_) => Shape::Known(self.columns()),
+        }
     }
 
-    /// The result shape, known before execution (for Describe); a Flink query's is not.
-    pub fn columns(&self) -> Option<Vec<Column>> {
+    /// The columns of a dynamic-table statement's result, if it has rows.
+    fn columns(&self) -> Option<Vec<Column>> {
         let Parsed::Dynamic(statement) = &self.statement else {
             return None;
         };
@@ -154,7 +116,7 @@ impl Handler {
     }
 
     /// Parses an intercepted query string (already split into its statements).
-    pub fn prepare(&self, statements: &[&str]) -> Result<Prepared, PgError> {
+    pub fn prepare(&self, kind: StatementKind, statements: &[&str]) -> Result<Prepared, PgError> {
         let [sql] = statements else {
             // PostgreSQL runs a multi-statement string as one implicit transaction; a dynamic-table
             // statement does work outside the backend session, so it cannot take part in one.
@@ -164,10 +126,9 @@ impl Handler {
             )
             .with_hint("Send it as a query of its own."));
         };
-        let flink = self.manager.flink_database();
-        let statement = match crate::sql::classify(sql, true, flink) {
-            crate::sql::Route::Intercept(crate::sql::StatementKind::Flink) => {
-                let db = flink.unwrap_or_default();
+        let statement = match kind {
+            StatementKind::Flink => {
+                let db = self.manager.flink_database().unwrap_or_default();
                 Parsed::Flink(crate::sql::flink::parse(sql, db).map_err(|e| PgError::error(e.sqlstate(), e.to_string()))?)
             }
             _ => Parsed::Dynamic(dynamic::parse(sql).map_err(parse_error)?),
@@ -176,11 +137,6 @@ impl Handler {
             statement,
             text: sql.trim().to_string(),
         })
-    }
-
-    /// The Flink database when this gateway has a Flink engine (for the classifier).
-    pub fn flink_database(&self) -> Option<&str> {
-        self.manager.flink_database()
     }
 
     /// Runs a Flink statement.
@@ -205,7 +161,7 @@ impl Handler {
                             name: Cow::Owned(c.name.clone()),
                             // A type the gateway cannot write in binary (interval) is described
                             // as text, so no client asks for a binary form it cannot get.
-                            type_oid: if crate::wire::binary::can_encode(oid) { oid } else { TEXT },
+                            type_oid: if can_encode(oid) { oid } else { TEXT },
                         }
                     })
                     .collect();
@@ -213,7 +169,7 @@ impl Handler {
                     columns: Some(columns),
                     tag: format!("SELECT {}", result.first.len()),
                     rows: result.first,
-                    more: result.rest.map(|r| MoreRows(Arc::new(tokio::sync::Mutex::new(r)))),
+                    more: result.rest.map(|r| MoreRows::new(FlinkPages(r))),
                     ..Reply::default()
                 }
             }
@@ -356,5 +312,26 @@ fn manager_error(e: Error) -> PgError {
             PgError::error(code, e.to_string()).with_hint("Run it outside BEGIN ... COMMIT; SHOW and DESCRIBE work inside.")
         }
         e => PgError::error(code, e.to_string()),
+    }
+}
+
+/// The wire layer's view of the handler.
+impl Statements for Handler {
+    type Prepared = Prepared;
+
+    fn classify(&self, sql: &str, standard_strings: bool) -> Route {
+        crate::sql::classify(sql, standard_strings, self.manager.flink_database())
+    }
+
+    fn prepare(&self, kind: StatementKind, statements: &[&str]) -> Result<Prepared, PgError> {
+        Handler::prepare(self, kind, statements)
+    }
+
+    fn shape(&self, prepared: &Prepared) -> Shape {
+        prepared.shape()
+    }
+
+    async fn execute(&self, prepared: &Prepared, session: &SessionInfo, in_transaction: bool, time_zone: &str) -> Result<Reply, PgError> {
+        Handler::execute(self, prepared, session, in_transaction, time_zone).await
     }
 }

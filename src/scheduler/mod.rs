@@ -9,7 +9,7 @@
 //! The manager calls the plug-ins from its operations (`manager::external`) and from the
 //! reconciliation loop (`manager::reconcile`). A plug-in returns a [`Handle`], opaque to the
 //! manager, which keeps it in the catalog (`dynamic_table.scheduler_handle`) and gives it back
-//! for every later call; [`Plugin::summary`] is what DESCRIBE shows of it. [`client`] is the HTTP
+//! for every later call; [`Plugin::summary`] is what DESCRIBE shows of it. [`crate::http_client`] is the HTTP
 //! client the plug-ins talk through.
 
 pub mod airflow;

@@ -2,7 +2,8 @@
 //! per-session relay to a dedicated backend connection.
 //!
 //! This layer translates between the protocol and the rest of dyngate: it forwards what is
-//! PostgreSQL's and hands dyngate's own statements to the [`Handler`]. It holds no dynamic-table
+//! PostgreSQL's and hands dyngate's own statements to a [`Statements`] (the handler, plugged in
+//! by the server; this layer imports nothing above it). It holds no dynamic-table
 //! logic.
 
 pub mod binary;
@@ -13,6 +14,7 @@ pub mod loops;
 pub mod pending;
 pub mod session;
 pub mod startup;
+pub mod statements;
 pub mod tls;
 
 use std::sync::Arc;
@@ -25,8 +27,8 @@ use tokio_rustls::TlsAcceptor;
 use tracing::Instrument;
 
 use crate::backend::Backend;
-use crate::handler::{Handler, SessionInfo};
 use cancel::CancelRegistry;
+use statements::{SessionInfo, Statements};
 
 /// The server's lifecycle, as sessions see it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,18 +39,19 @@ pub enum Phase {
 }
 
 /// What every session shares.
-pub struct Gateway {
+pub struct Gateway<S> {
     pub backend: Backend,
     pub tls: Option<TlsAcceptor>,
     pub require_tls: bool,
     pub cancels: CancelRegistry,
-    pub handler: Handler,
+    /// Who answers dyngate's own statements.
+    pub statements: S,
 }
 
 /// Accepts clients until shutdown, then drains sessions for up to `grace`.
-pub async fn serve(
+pub async fn serve<S: Statements>(
     listener: TcpListener,
-    gw: Arc<Gateway>,
+    gw: Arc<Gateway<S>>,
     mut phase: watch::Receiver<Phase>,
     grace: Duration,
     loops: &loops::SessionLoops,
@@ -102,7 +105,7 @@ pub async fn serve(
     }
 }
 
-async fn handle_connection(tcp: tokio::net::TcpStream, gw: Arc<Gateway>, phase: watch::Receiver<Phase>) {
+async fn handle_connection<S: Statements>(tcp: tokio::net::TcpStream, gw: Arc<Gateway<S>>, phase: watch::Receiver<Phase>) {
     // A client gets as long as PostgreSQL's default authentication_timeout to log in.
     let started = tokio::time::timeout(Duration::from_secs(60), async {
         let Some(mut req) = startup::accept(tcp, &gw).await? else {

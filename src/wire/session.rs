@@ -1,8 +1,8 @@
 //! One client session after start-up: two relay directions over one dedicated backend connection.
 //!
 //! Client to backend: whole messages are forwarded as they arrived, batched into one write per
-//! read. Simple Query and Parse texts pass through the classifier first. A statement dyngate owns
-//! is answered by the [`Handler`](crate::handler::Handler) in either protocol: in the extended
+//! read. Simple Query and Parse texts are classified first, once ([`Statements::classify`]). A
+//! statement dyngate owns is answered by the gateway's [`Statements`] in either protocol: in the extended
 //! one, its Parse, Bind, Describe, Execute and Close are kept and answered here (a prepared
 //! statement of dyngate's lives in the gateway, not in PostgreSQL). Each of dyngate's own replies
 //! is written only once the backend has answered everything forwarded before it (a Flush is sent
@@ -26,8 +26,7 @@ use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{Mutex, Notify, watch};
 
-use crate::handler::{Prepared, Reply, SessionInfo, TEXT};
-use crate::sql::{Route, classify, split_statements};
+use crate::sql::{Route, StatementKind, split_statements};
 use crate::wire::cancel::{BackendKey, send_cancel};
 use crate::wire::codec::{
     FrameError, Message, PgError, command_complete, data_row, message_len, names, no_parameters, notice, parameter_value, parse_text,
@@ -36,6 +35,7 @@ use crate::wire::codec::{
 use crate::wire::conn::Framed;
 use crate::wire::pending::Pending;
 use crate::wire::startup::ClientStream;
+use crate::wire::statements::{Column, Reply, SessionInfo, Shape, Statements, TEXT};
 use crate::wire::{Gateway, Phase};
 
 /// What both directions know of the session.
@@ -102,8 +102,8 @@ enum ClientEnd {
 }
 
 /// Runs the relay until either side ends, then releases the backend session.
-pub async fn run(
-    gw: Arc<Gateway>,
+pub async fn run<S: Statements>(
+    gw: Arc<Gateway<S>>,
     client: Framed<ClientStream>,
     backend: Framed<TcpStream>,
     key: Option<(u32, BackendKey)>,
@@ -140,6 +140,7 @@ pub async fn run(
         batch_forwarded: false,
         batch_local: false,
         skipping: false,
+        kind: None,
     };
     let down = backend_to_client(br, brbuf, cw.clone(), &state);
     tokio::select! {
@@ -168,8 +169,8 @@ pub async fn run(
 const FLUSH: &[u8] = &[b'H', 0, 0, 0, 4];
 
 /// The client-to-backend direction.
-struct Up<'a> {
-    gw: &'a Gateway,
+struct Up<'a, S: Statements> {
+    gw: &'a Gateway<S>,
     state: &'a State,
     info: &'a SessionInfo,
     cw: ClientWriter,
@@ -180,8 +181,8 @@ struct Up<'a> {
     /// The tags of the messages forwarded in place since the replies were last recorded.
     sent: Vec<u8>,
     /// dyngate's own prepared statements and portals, by name.
-    statements: HashMap<String, Prepared>,
-    portals: HashMap<String, (Prepared, Vec<i16>)>,
+    statements: HashMap<String, S::Prepared>,
+    portals: HashMap<String, (S::Prepared, Vec<i16>)>,
     /// The replies of Flink queries run when their portal was described (a Flink query's shape is
     /// only known by running it), for the Execute that follows.
     described: HashMap<String, Reply>,
@@ -193,9 +194,11 @@ struct Up<'a> {
     batch_local: bool,
     /// One of dyngate's own messages failed: skip to the next Sync, as PostgreSQL does.
     skipping: bool,
+    /// What `route` found the Query or Parse it kept for dyngate to be (classified once).
+    kind: Option<StatementKind>,
 }
 
-impl Up<'_> {
+impl<S: Statements> Up<'_, S> {
     /// Reads client messages until the session ends.
     ///
     /// Messages bound for the backend are forwarded straight from the read buffer: a run of them
@@ -329,12 +332,12 @@ impl Up<'_> {
         let forward = match tag {
             b'Q' => {
                 let sql = query_text(body).unwrap_or_default();
-                return classify(sql, standard(), self.gw.handler.flink_database()) == Route::Forward;
+                return self.classify(sql, standard());
             }
             b'P' => match parse_text(body) {
                 None => true,
                 Some((name, sql)) => {
-                    let forward = classify(sql, standard(), self.gw.handler.flink_database()) == Route::Forward;
+                    let forward = self.classify(sql, standard());
                     if forward && !self.statements.is_empty() {
                         self.statements.remove(name);
                     }
@@ -388,6 +391,28 @@ impl Up<'_> {
         forward
     }
 
+    /// Whether `sql` goes to the backend; if not, its kind is kept for [`local`](Self::local).
+    fn classify(&mut self, sql: &str, standard: bool) -> bool {
+        match self.gw.statements.classify(sql, standard) {
+            Route::Forward => true,
+            Route::Intercept(kind) => {
+                self.kind = Some(kind);
+                false
+            }
+        }
+    }
+
+    /// Parses one of dyngate's query strings, of the kind [`route`](Self::route) found.
+    fn prepare(&mut self, statements: &[&str]) -> Result<S::Prepared, PgError> {
+        match self.kind.take() {
+            Some(kind) => self.gw.statements.prepare(kind, statements),
+            None => Err(PgError::error(
+                "XX000",
+                "internal error: a statement of dyngate's was not classified",
+            )),
+        }
+    }
+
     /// Handles one client message on the slow path (draining, or skipping a failed batch); `Some`
     /// ends the session.
     async fn message(&mut self, msg: Message) -> std::io::Result<Option<ClientEnd>> {
@@ -414,10 +439,10 @@ impl Up<'_> {
                 }
                 let statements = split_statements(sql, standard);
                 let mut reply = BytesMut::new();
-                match self.gw.handler.prepare(&statements) {
+                match self.prepare(&statements) {
                     Ok(p) => match self
                         .gw
-                        .handler
+                        .statements
                         .execute(&p, self.info, self.in_transaction(), &self.time_zone())
                         .await
                     {
@@ -446,7 +471,7 @@ impl Up<'_> {
                 } else if !name.is_empty() && self.statements.contains_key(&name) {
                     Err(PgError::error("42P05", format!("prepared statement \"{name}\" already exists")))
                 } else {
-                    self.gw.handler.prepare(&statements)
+                    self.prepare(&statements)
                 };
                 match prepared {
                     Ok(p) => {
@@ -500,10 +525,11 @@ impl Up<'_> {
                 if let Some(end) = self.local_turn().await?.stop() {
                     return Ok(end);
                 }
-                let columns = if prepared.is_flink_query() {
-                    match self
+                let columns = match self.gw.statements.shape(&prepared) {
+                    Shape::Known(columns) => columns,
+                    Shape::Run => match self
                         .gw
-                        .handler
+                        .statements
                         .execute(&prepared, self.info, self.in_transaction(), &self.time_zone())
                         .await
                     {
@@ -515,9 +541,7 @@ impl Up<'_> {
                             cols
                         }
                         Err(e) => return self.local_error(e).await.map(|_| None),
-                    }
-                } else {
-                    prepared.columns()
+                    },
                 };
                 let shape = match columns {
                     Some(cols) => row_description(cols.iter().enumerate().map(|(i, c)| (&*c.name, c.type_oid, format_of(&formats, i)))),
@@ -542,7 +566,7 @@ impl Up<'_> {
                     Some(r) => Ok(r),
                     None => {
                         self.gw
-                            .handler
+                            .statements
                             .execute(&prepared, self.info, self.in_transaction(), &self.time_zone())
                             .await
                     }
@@ -709,7 +733,7 @@ fn encode_head(r: &Reply, formats: Option<&[i16]>, out: &mut BytesMut) {
 }
 
 /// DataRows, each value in the format the client asked for (text when `formats` is None).
-fn encode_rows(rows: &[Vec<Option<String>>], cols: &[crate::handler::Column], formats: Option<&[i16]>, out: &mut BytesMut) {
+fn encode_rows(rows: &[Vec<Option<String>>], cols: &[Column], formats: Option<&[i16]>, out: &mut BytesMut) {
     for row in rows {
         let values = row.iter().enumerate().map(|(i, v)| {
             let oid = cols.get(i).map_or(TEXT, |c| c.type_oid);

@@ -52,7 +52,7 @@ pub struct Opened {
 
 /// Reads the client's start-up packets. Returns `None` when the connection was a cancel request or
 /// was refused (the client has been told why).
-pub async fn accept(tcp: TcpStream, gw: &Gateway) -> Result<Option<StartupRequest>, ReadError> {
+pub async fn accept<S>(tcp: TcpStream, gw: &Gateway<S>) -> Result<Option<StartupRequest>, ReadError> {
     let mut tls = false;
     let direct = gw.tls.is_some() && is_direct_tls(&tcp).await;
     let mut conn: Framed<ClientStream> = if let Some(acceptor) = gw.tls.as_ref().filter(|_| direct) {
@@ -141,7 +141,7 @@ async fn is_direct_tls(tcp: &TcpStream) -> bool {
 
 /// Opens and authenticates the backend session for `req`, relaying the exchange. Returns `None`
 /// when the login failed or the client went away (the client has been told what the backend said).
-pub async fn open_backend(req: &mut StartupRequest, gw: &Gateway) -> Result<Option<Opened>, ReadError> {
+pub async fn open_backend<S>(req: &mut StartupRequest, gw: &Gateway<S>) -> Result<Option<Opened>, ReadError> {
     let client = &mut req.client;
     let tcp = match gw.backend.connect_tcp().await {
         Ok(t) => t,
