@@ -5,7 +5,7 @@
 //!
 //! FULL tables fire on the Quartz cron derived from their freshness (the embedded scheduler);
 //! CONTINUOUS tables are refreshed every freshness period (the engine keeping them fresh), except
-//! those on the flink engine, which a streaming job keeps fresh (manager::flink_continuous). The
+//! those on the flink engine, which a streaming job keeps fresh (engine::flink::continuous). The
 //! schedules are the catalog rows themselves, so they survive restarts; slots missed while no
 //! gateway ran are coalesced into one run (or skipped, with --missed-refreshes skip).
 
