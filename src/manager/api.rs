@@ -83,8 +83,8 @@ impl Manager {
             [(dt, _)] if dt.engine == EngineKind::Flink => Some(dt.id),
             _ => None,
         };
-        let cluster_info = match (dts.iter().all(|(dt, _)| dt.engine == EngineKind::Flink), self.flink.as_ref()) {
-            (true, Some(f)) => f.cluster_info(),
+        let cluster_info = match (dts.iter().all(|(dt, _)| dt.engine == EngineKind::Flink), self.flink.cluster_info()) {
+            (true, Some(info)) => info,
             _ => serde_json::json!({"execution.target": "postgres", "engine": "postgres"}),
         };
         let mut claimed = Vec::new();
@@ -190,7 +190,7 @@ impl Manager {
     /// Waits (up to the Flink engine's timeout) until the refresh of `dt_id` in `job_id` has
     /// submitted its Flink job, or ended without one.
     async fn wait_engine_job(&self, dt_id: i64, job_id: &str) -> Option<String> {
-        let deadline = std::time::Instant::now() + self.flink.as_ref()?.timeout();
+        let deadline = std::time::Instant::now() + self.flink.timeout()?;
         let client = self.pool.get().await.ok()?;
         while std::time::Instant::now() < deadline {
             let row = client

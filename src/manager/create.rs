@@ -70,7 +70,7 @@ impl Manager {
         }
         match self.engine_for(&c.options)? {
             EngineKind::Postgres => self.create_on(&self.postgres, who, c, definition).await,
-            EngineKind::Flink => self.create_on(self.flink()?, who, c, definition).await,
+            EngineKind::Flink => self.create_on(&self.flink, who, c, definition).await,
         }
     }
 

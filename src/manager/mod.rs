@@ -40,8 +40,8 @@ use crate::sql::flink::FlinkStatement;
 /// The option that names a table's engine.
 pub const ENGINE_OPTION: &str = "engine";
 
-/// Runs `$body` with `$engine` bound to the engine of kind `$kind` (0A000 when this gateway has
-/// none): where the manager chooses an engine for a table's operation.
+/// Runs `$body` with `$engine` bound to the engine of kind `$kind`: where the manager chooses an
+/// engine for a table's operation.
 macro_rules! on_engine {
     ($manager:expr, $kind:expr, |$engine:ident| $body:expr) => {
         match $kind {
@@ -50,7 +50,7 @@ macro_rules! on_engine {
                 $body
             }
             $crate::core::EngineKind::Flink => {
-                let $engine = $manager.flink()?;
+                let $engine = &$manager.flink;
                 $body
             }
         }
@@ -72,9 +72,9 @@ pub struct Manager {
     plugins: Vec<Arc<dyn Plugin>>,
     /// This catalog's identity (`dyngate.identity`), read on first use.
     catalog_id: Arc<Identity>,
-    /// The engines: PostgreSQL always, Flink when this gateway has one (--flink-gateway).
+    /// The engines. Flink's needs a runtime (--flink-gateway) for all but catalog work.
     postgres: PostgresEngine,
-    flink: Option<FlinkEngine>,
+    flink: FlinkEngine,
     /// The engine of new tables that do not name one.
     default_engine: EngineKind,
 }
@@ -84,13 +84,13 @@ impl Manager {
         let catalog_id = Arc::new(Identity::new());
         Manager {
             postgres: PostgresEngine::new(pool.clone(), catalog_id.clone()),
+            flink: FlinkEngine::new(pool.clone(), None, catalog_id.clone()),
             pool,
             database,
             threshold,
             default_scheduler: SchedulerKind::Embedded,
             plugins: vec![Arc::new(crate::scheduler::embedded::Embedded)],
             catalog_id,
-            flink: None,
             default_engine: EngineKind::Postgres,
         }
     }
@@ -98,7 +98,7 @@ impl Manager {
     /// Adds the Flink engine and sets the default engine of new tables.
     pub fn with_engines(mut self, default: EngineKind, flink: Option<Arc<FlinkRuntime>>) -> Manager {
         self.default_engine = default;
-        self.flink = flink.map(|runtime| FlinkEngine::new(self.pool.clone(), runtime, self.catalog_id.clone()));
+        self.flink = FlinkEngine::new(self.pool.clone(), flink, self.catalog_id.clone());
         self
     }
 
@@ -115,26 +115,17 @@ impl Manager {
 
     /// Until `stop`: watches the Flink engine's streaming jobs, when this gateway has one.
     pub async fn run_flink_watch(self: Arc<Self>, stop: tokio::sync::watch::Receiver<bool>) {
-        if let Some(flink) = &self.flink {
-            flink.run_watch(crate::engine::flink::continuous::WATCH_INTERVAL, stop).await
-        }
+        self.flink.run_watch(crate::engine::flink::continuous::WATCH_INTERVAL, stop).await
     }
 
-    /// The Flink engine, or 0A000 when this gateway has none.
-    pub(crate) fn flink(&self) -> Result<&FlinkEngine, Error> {
-        self.flink
-            .as_ref()
-            .ok_or_else(|| Error::Unsupported("this gateway has no Flink engine (start it with --flink-gateway)".into()))
-    }
-
-    /// The Flink database of this gateway, if it has a Flink engine.
+    /// The Flink database of this gateway, if it has Flink.
     pub fn flink_database(&self) -> Option<&str> {
-        self.flink.as_ref().map(|f| f.database())
+        self.flink.database()
     }
 
     /// Runs a statement that names the Flink database, for `who`, in Flink.
     pub async fn flink_statement(&self, who: &Requester<'_>, stmt: &FlinkStatement) -> Result<FlinkOutcome, Error> {
-        self.flink()?.statement(who, stmt).await
+        self.flink.statement(who, stmt).await
     }
 
     /// The engine of a new table: its `engine` option, else the gateway's default.
@@ -145,7 +136,7 @@ impl Manager {
             None => self.default_engine,
         };
         if engine == EngineKind::Flink {
-            self.flink()?;
+            self.flink.runtime()?;
         }
         Ok(engine)
     }

@@ -100,10 +100,7 @@ impl Manager {
         for _ in 0..STALE_RETRIES {
             result = match current.engine {
                 crate::core::EngineKind::Postgres => self.postgres.refresh(&mut client, &current, &job).await,
-                crate::core::EngineKind::Flink => match self.flink() {
-                    Ok(flink) => flink.refresh(&mut client, &current, &job).await,
-                    Err(e) => Err(e),
-                },
+                crate::core::EngineKind::Flink => self.flink.refresh(&mut client, &current, &job).await,
             };
             if !matches!(result, Ok(Outcome::Stale)) {
                 break;

@@ -115,7 +115,7 @@ impl FlinkEngine {
         savepoint: Option<&str>,
         options: &BTreeMap<String, String>,
     ) -> Result<JobId, Error> {
-        let engine = &self.runtime;
+        let engine = self.runtime()?;
         let job_name = self.job_name(dt_id, name).await?;
         let client = self.pool.get().await?;
         // Until the job is recorded, the watch must not take it for an orphan.
@@ -161,8 +161,7 @@ impl FlinkEngine {
             Err(_) => Ok(()),
         };
         if started.is_err() || recorded.is_err() {
-            if let Ok(job) = &started {
-                let engine = &self.runtime;
+            if let (Ok(job), Ok(engine)) = (&started, self.runtime()) {
                 cancel_and_wait(engine, job).await.ok();
             }
             self.undo_create(who, name, id).await;
@@ -233,7 +232,7 @@ impl FlinkEngine {
 
     /// Stops a table's job with a savepoint: its path, or None when the job had ended already.
     pub(crate) async fn stop_job(&self, dt: &DtRow) -> Result<Option<String>, Error> {
-        let engine = &self.runtime;
+        let engine = self.runtime()?;
         let cluster = engine.cluster()?;
         Ok(match &dt.flink_job_id {
             Some(job) => match cluster.stop_with_savepoint(&JobId(job.clone()), None, engine.deadline()).await {
@@ -337,7 +336,7 @@ impl FlinkEngine {
         .await;
         if let Err(e) = updated {
             // Not recorded: the job must not run unknown to the catalog.
-            if let Ok(cluster) = &self.runtime.cluster() {
+            if let Ok(cluster) = self.runtime()?.cluster() {
                 cluster.cancel(&job).await.ok();
             }
             return Err(e);
@@ -365,13 +364,13 @@ impl FlinkEngine {
     /// (docs/flink-facts.md).
     pub(crate) async fn cancel_job(&self, dt: &DtRow) -> Result<(), Error> {
         let Some(job) = &dt.flink_job_id else { return Ok(()) };
-        let engine = &self.runtime;
+        let engine = self.runtime()?;
         cancel_and_wait(engine, &JobId(job.clone())).await
     }
 
     /// Every `interval` until `stop`: [`FlinkEngine::watch_jobs`].
     pub async fn run_watch(&self, interval: Duration, mut stop: tokio::sync::watch::Receiver<bool>) {
-        if self.runtime.cluster().is_err() {
+        if self.runtime.as_ref().is_none_or(|r| r.cluster().is_err()) {
             return;
         }
         loop {
@@ -387,7 +386,7 @@ impl FlinkEngine {
 
     /// One look at the streaming jobs (see the module's doc).
     pub async fn watch_jobs(&self) -> Result<(), Error> {
-        let engine = &self.runtime;
+        let engine = self.runtime()?;
         let cluster = engine.cluster()?;
         let jobs = cluster.jobs().await?;
         let client = self.pool.get().await?;

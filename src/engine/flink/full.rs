@@ -78,7 +78,7 @@ impl FlinkEngine {
     /// What the flink engine does not take (yet), as 0A000.
     /// The query's columns, as Flink types them (described, not run).
     pub(crate) async fn describe_query(&self, query: &str) -> Result<Vec<FlinkColumn>, Error> {
-        let engine = &self.runtime;
+        let engine = self.runtime()?;
         engine.cluster()?;
         let client = self.pool.get().await?;
         let session = engine.session(&*client).await?;
@@ -96,7 +96,7 @@ impl FlinkEngine {
     /// `query`'s rows (of `columns`) in a new committed staging table, written by a batch job
     /// named `job_name` that has FINISHED. A failure leaves no staging table.
     pub(crate) async fn stage_fill(&self, query: &str, columns: Vec<FlinkColumn>, job_name: &str) -> Result<FlinkFill, Error> {
-        let engine = &self.runtime;
+        let engine = self.runtime()?;
         let client = self.pool.get().await?;
         let session = engine.session(&*client).await?;
         let stage = format!("dyngate.{}", quote_ident(&format!("flink_fill_{}", random_hex(6))));
@@ -147,9 +147,11 @@ impl FlinkEngine {
         job_id: &str,
         engine_job: &str,
     ) -> Result<(), tokio_postgres::Error> {
+        // Jobs are only started by a gateway with a Flink engine.
+        let Ok(runtime) = self.runtime() else { return Ok(()) };
         c.execute(
             "UPDATE dyngate.refresh SET engine_job_id = $3, cluster_info = $4::text::jsonb WHERE dynamic_table_id = $1 AND job_id = $2",
-            &[&dt_id, &job_id, &engine_job, &self.runtime.cluster_info().to_string()],
+            &[&dt_id, &job_id, &engine_job, &runtime.cluster_info().to_string()],
         )
         .await
         .map(drop)
@@ -182,7 +184,7 @@ impl FlinkEngine {
     }
 
     async fn refresh_locked(&self, client: &mut Pooled, loaded: &DtRow, run: &RefreshJob<'_>) -> Result<Outcome, Error> {
-        let (engine, spec) = (&self.runtime, run.partition);
+        let (engine, spec) = (self.runtime()?, run.partition);
         // What the table is now: it may have been altered while this refresh waited.
         let Some(dt) = catalog::load_by_id(&**client, loaded.id).await? else {
             return Err(Error::NotFound(loaded.name.to_string()));
@@ -274,7 +276,7 @@ impl FlinkEngine {
         dt: &DtRow,
         trigger: Trigger,
     ) -> Result<std::sync::Arc<crate::engine::flink::client::gateway::Session>, Error> {
-        let engine = &self.runtime;
+        let engine = self.runtime()?;
         let patience = Duration::from_secs((dt.freshness_seconds() as u64 / 2).min(600));
         let give_up = Instant::now() + patience;
         let mut delay = Duration::from_secs(1);

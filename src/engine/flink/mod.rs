@@ -31,31 +31,41 @@ use continuous::Continuous;
 use full::{FlinkFill, StageGuard};
 use runtime::FlinkRuntime;
 
-/// The Flink engine of a gateway.
+/// The Flink engine of a gateway. A gateway started without `--flink-gateway` has one too, with
+/// no runtime: what needs Flink fails with 0A000 there, while what only reads or writes the
+/// catalog (DESCRIBE, SUSPEND of a FULL table, DROP of a table without a job) still works on
+/// tables other gateways made.
 pub struct FlinkEngine {
     pool: ServicePool,
-    runtime: Arc<FlinkRuntime>,
+    runtime: Option<Arc<FlinkRuntime>>,
     catalog_id: Arc<Identity>,
 }
 
 impl FlinkEngine {
-    pub fn new(pool: ServicePool, runtime: Arc<FlinkRuntime>, catalog_id: Arc<Identity>) -> FlinkEngine {
+    pub fn new(pool: ServicePool, runtime: Option<Arc<FlinkRuntime>>, catalog_id: Arc<Identity>) -> FlinkEngine {
         FlinkEngine { pool, runtime, catalog_id }
     }
 
-    /// The Flink database of this gateway: statements that name it run in Flink.
-    pub fn database(&self) -> &str {
-        self.runtime.database()
+    /// Flink, or 0A000 when this gateway has none.
+    pub fn runtime(&self) -> Result<&Arc<FlinkRuntime>, Error> {
+        self.runtime
+            .as_ref()
+            .ok_or_else(|| Error::Unsupported("this gateway has no Flink engine (start it with --flink-gateway)".into()))
     }
 
-    /// How long the engine waits for Flink (`--flink-timeout`).
-    pub fn timeout(&self) -> std::time::Duration {
-        self.runtime.config().timeout
+    /// The Flink database of this gateway, if it has Flink: statements that name it run there.
+    pub fn database(&self) -> Option<&str> {
+        self.runtime.as_ref().map(|r| r.database())
     }
 
-    /// Where the engine's jobs run, as the refresh endpoint reports it (`clusterInfo`).
-    pub fn cluster_info(&self) -> serde_json::Value {
-        self.runtime.cluster_info()
+    /// How long the engine waits for Flink (`--flink-timeout`), if it has Flink.
+    pub fn timeout(&self) -> Option<std::time::Duration> {
+        self.runtime.as_ref().map(|r| r.config().timeout)
+    }
+
+    /// Where the engine's jobs run, as the refresh endpoint reports it (`clusterInfo`), if it has Flink.
+    pub fn cluster_info(&self) -> Option<serde_json::Value> {
+        self.runtime.as_ref().map(|r| r.cluster_info())
     }
 }
 

@@ -30,7 +30,7 @@ pub enum FlinkOutcome {
 impl FlinkEngine {
     /// Runs a Flink statement for `who`.
     pub async fn statement(&self, who: &Requester<'_>, stmt: &FlinkStatement) -> Result<FlinkOutcome, Error> {
-        let engine = &self.runtime;
+        let engine = self.runtime()?;
         match &stmt.kind {
             FlinkKind::Query => {
                 let client = self.pool.get().await?;
