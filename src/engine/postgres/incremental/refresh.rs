@@ -121,16 +121,20 @@ impl PostgresEngine {
         let plan = (dt.incremental()).then(|| incremental::analyze::analyze(query).ok()).flatten();
         // The owner must still be allowed to read the sources: the changes are read from logs
         // the owner may read, and no change at all reads nothing. Planning the query (no row
-        // fetched) checks it, with PostgreSQL's own error. Pipelined with the read of the sources
-        // (should the check fail, its error is the one returned).
+        // fetched) checks it, with PostgreSQL's own error. Pipelined with the read of the sources:
+        // both are awaited, and the check's error is the one returned when it fails (the read,
+        // sent after it in the same transaction, then fails with 25P02; try_join! would return
+        // whichever error it polled first).
         let view = dt.query_view.as_deref().filter(|_| applied.is_some() && plan.is_some());
         let probe = format!("SELECT * FROM ({query}) AS dyngate_query LIMIT 0");
-        let (_, found) = tokio::try_join!(engine::postgres::run_as::run_as(&tx, &dt.owner, &probe), async {
+        let (checked, found) = tokio::join!(engine::postgres::run_as::run_as(&tx, &dt.owner, &probe), async {
             match view {
                 Some(view) => capture::sources_of(&tx, view).await.map(Some),
                 None => Ok(None),
             }
-        })?;
+        });
+        checked?;
+        let found = found?;
         if let (Some(applied), Some(Ok(s))) = (&applied, found) {
             sources = s;
             let truncated = match collect::fetch_gap(&tx, &self.pool, &mut sources, &dt.owner, applied).await? {
