@@ -1242,3 +1242,47 @@ async fn drained_logs_are_truncated() {
     }
     assert_eq!(relation_size(&c, &log).await, 0);
 }
+
+/// CREATE grants the new table's owner read access to the sources' change logs. A refresh may be
+/// rewriting a log's catalog row at the same moment (the TRUNCATE of a drained log), and two
+/// updates of one catalog row fail with "tuple concurrently updated" (GRANT takes no lock of its
+/// own): the CREATE waits for the refresh's transaction instead, and succeeds.
+#[tokio::test]
+async fn create_waits_for_a_refresh_that_rewrites_a_log() {
+    let (pg, db, gw, c) = setup().await;
+    c.batch_execute("CREATE DYNAMIC TABLE first FRESHNESS = INTERVAL '1' DAY AS SELECT id, amount FROM orders")
+        .await
+        .unwrap();
+    let log: String = one(
+        &c,
+        "SELECT format('dyngate.%I', log_table) FROM dyngate.change_capture WHERE source = 'orders'::regclass",
+    )
+    .await;
+    let carol = pg.fresh_login_role("carol", "PASSWORD 'pw'").await;
+    c.batch_execute(&format!(
+        "GRANT SELECT ON orders TO {carol}; GRANT CREATE ON SCHEMA public TO {carol}"
+    ))
+    .await
+    .unwrap();
+    // What a refresh's TRUNCATE of a drained log does, held open.
+    let direct = connect(&pg.url_for("postgres", &pg.password, &db)).await;
+    direct.batch_execute(&format!("BEGIN; TRUNCATE {log}")).await.unwrap();
+    let carol_session = connect(&gw.url(&carol, "pw", &db)).await;
+    let create = tokio::spawn(async move {
+        carol_session
+            .batch_execute("CREATE DYNAMIC TABLE second FRESHNESS = INTERVAL '1' DAY AS SELECT id FROM orders WHERE amount > 10")
+            .await
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    direct.batch_execute("COMMIT").await.unwrap();
+    let created = create.await.unwrap();
+    assert!(created.is_ok(), "{created:?}");
+    let readable: bool = one(&c, &format!("SELECT has_table_privilege('{carol}', '{log}', 'SELECT')")).await;
+    assert!(readable, "the new table's owner reads the log");
+    c.batch_execute("INSERT INTO orders VALUES (9000, NULL, 9000, NULL)").await.unwrap();
+    refresh(&c, "second").await;
+    assert_eq!(
+        content(&c, "second").await,
+        content(&c, "(SELECT id FROM orders WHERE amount > 10)").await
+    );
+}

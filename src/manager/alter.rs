@@ -385,7 +385,7 @@ impl Manager {
         if action_changes {
             // No refresh runs while the refresh action changes (taken before the schedule's
             // lock, in the order DROP takes them).
-            crate::catalog::lock_table(&tx, dt.id).await?;
+            catalog::lock_table(&tx, dt.id).await?;
         }
         external::lock_schedule(&tx, dt.id).await?;
         tx.execute(

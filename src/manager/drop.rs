@@ -30,7 +30,7 @@ impl Manager {
                 Err(Error::NotFound(name.to_string()))
             };
         };
-        crate::catalog::lock_table(&tx, dt.id).await?;
+        catalog::lock_table(&tx, dt.id).await?;
         // Its schedule as of now: a concurrent ALTER may have changed it while we waited.
         external::lock_schedule(&tx, dt.id).await?;
         let dt = catalog::load(&tx, &name).await?.ok_or_else(|| Error::NotFound(name.to_string()))?;

@@ -61,7 +61,7 @@ async fn set_flink_query(tx: &Transaction<'_>, id: i64, query: &str, columns: &[
 
 /// Locks the table against refreshes and other changes, and checks that it is still as loaded.
 async fn lock_unchanged(tx: &Transaction<'_>, dt: &DtRow) -> Result<(), Error> {
-    crate::catalog::lock_table(tx, dt.id).await?;
+    catalog::lock_table(tx, dt.id).await?;
     let cur = catalog::load_by_id(tx, dt.id)
         .await?
         .ok_or_else(|| Error::NotFound(dt.name.to_string()))?;

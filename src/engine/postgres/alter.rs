@@ -29,7 +29,7 @@ pub async fn alter_query(
 ) -> Result<Vec<String>, Error> {
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
-    crate::catalog::lock_table(&tx, dt.id).await?;
+    catalog::lock_table(&tx, dt.id).await?;
     // Reloaded under the lock: a concurrent ALTER may have changed it.
     let Some(dt) = catalog::load_by_id(&tx, dt.id).await? else {
         return Err(Error::NotFound(dt.name.to_string()));

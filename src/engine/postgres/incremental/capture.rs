@@ -311,8 +311,28 @@ pub async fn install(tx: &Transaction<'_>, source: &SourceTable, reader: &str, m
         }
         Some(_) => {}
     }
-    tx.batch_execute(&format!("GRANT SELECT ON {qlog} TO {}", quote_ident(reader)))
+    // The reader reads the log. GRANT rewrites the log's catalog row and takes no lock of its
+    // own: a refresh truncating the drained log (discard_applied) rewrites the same row, and
+    // the second update of it would fail with "tuple concurrently updated". So the grant is made
+    // only when missing (an owner's right, or a grant of its own: not a superuser's, which
+    // may be taken away), under a lock that waits for TRUNCATE (and ANALYZE) of the log.
+    let granted: bool = tx
+        .query_one(
+            "SELECT c.relowner = r.oid OR EXISTS (SELECT 1 FROM pg_catalog.aclexplode(c.relacl) a
+                                                   WHERE a.grantee = r.oid AND a.privilege_type = 'SELECT')
+               FROM pg_catalog.pg_class c, pg_catalog.pg_roles r
+              WHERE c.oid = $2::text::regclass AND r.rolname = $1",
+            &[&reader, &qlog],
+        )
+        .await?
+        .get(0);
+    if !granted {
+        tx.batch_execute(&format!(
+            "LOCK TABLE {qlog} IN SHARE UPDATE EXCLUSIVE MODE; GRANT SELECT ON {qlog} TO {}",
+            quote_ident(reader)
+        ))
         .await?;
+    }
     Ok(())
 }
 
