@@ -2,7 +2,7 @@
 //! describe, alter, suspend, resume), independent of how they were asked for (pgwire, or the
 //! HTTP refresh endpoint). It knows nothing of the wire protocol, and no engine's SQL: what
 //! differs by engine is a method of the table's engine ([`crate::engine::Engine`], chosen by its
-//! typed kind with [`on_engine!`]); the schedule is a scheduler plug-in's.
+//! typed kind with `on_engine!`); the schedule is a scheduler plug-in's.
 //!
 //! Every operation runs on a service-account connection but executes the SQL that touches user
 //! data with the requester's privileges (or, for a refresh, the table owner's), so PostgreSQL's

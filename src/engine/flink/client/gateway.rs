@@ -7,7 +7,7 @@
 //! fetched page by page from `result/{token}`, following `nextResultUri`. Pages are `NOT_READY`
 //! (same token again), `PAYLOAD` (possibly empty while a query job runs) or `EOS`. Errors are HTTP
 //! 500 with a Java stack whose last `Caused by:` says what went wrong; an unknown session is a 500
-//! too, recognised by "Session '<id>' does not exist". [`Session`] reopens a lost session and
+//! too, recognised by `Session '<id>' does not exist`. [`Session`] reopens a lost session and
 //! replays its set-up statements (the gateway's catalog is in memory, per session).
 //!
 //! It must not decide what to run: that is the Flink engine's business.

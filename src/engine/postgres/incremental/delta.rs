@@ -350,7 +350,7 @@ fn unmatched_delta(kept: &Side, other: &Side, on: &str) -> Vec<Draft> {
 /// tables' changes read from the logs of `sources` (None: a table of `from` is not among them). Built one join at a time, R being the
 /// relations joined so far and T the next one:
 /// - inner: Δ(R ⋈ T) = ΔR ⋈ T_old + R_now ⋈ ΔT (telescoping: every pair of changes counted once);
-/// - outer: the inner part, plus the change of the rows kept NULL-extended ([`unmatched_delta`]):
+/// - outer: the inner part, plus the change of the rows kept NULL-extended (`unmatched_delta`):
 ///   R's for LEFT, T's for RIGHT, both for FULL.
 pub fn delta_terms(from: &From, sources: &[SourceTable], applied: &str) -> Option<Vec<Term>> {
     let mut terms = changed_terms(from, sources, applied)?;

@@ -626,7 +626,7 @@ fn applied_by_every_reader(xid: &str) -> String {
 /// whose next refresh is full need none); how many. Run on its own connection (READ COMMITTED)
 /// after a refresh committed; two running at once discard disjoint or equal rows, never wait
 /// long. A log is a queue: a log that holds nothing any reader needs is emptied with TRUNCATE
-/// when nobody uses it at that moment ([`truncate_drained`]), else its rows are deleted.
+/// when nobody uses it at that moment (`truncate_drained`), else its rows are deleted.
 pub async fn discard_applied(c: &mut Client, sources: &[SourceTable]) -> Result<u64, tokio_postgres::Error> {
     let xid = crate::core::quote_ident(capture::XID);
     let mut n = 0;

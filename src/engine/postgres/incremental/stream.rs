@@ -8,7 +8,7 @@
 //!   refresh after a lot of WAL (a VACUUM, a bulk load) read all of it again, seconds for a
 //!   handful of changes. Streaming decodes each part of the WAL once.
 //! - A batch is written when a sync point arrives (a refresh is waiting: collect::sync), when
-//!   [`BATCH_CHANGES`] changes are waiting, when the stream has been quiet for [`QUIET`] after
+//!   [`BATCH_CHANGES`] changes are waiting, when the stream has been quiet for `QUIET` after
 //!   changes (a burst is in the logs before its refresh comes), or every `--capture-interval`
 //!   under a steady stream. It records the span
 //!   of the WAL it covers in `dyngate.wal_batch` (catalog V7) and moves the recorded position;
