@@ -10,8 +10,6 @@
 //! and cannot roll back with it. SHOW and DESCRIBE work anywhere.
 
 use std::borrow::Cow;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 
 use crate::core::{Error, Requester};
@@ -23,7 +21,7 @@ use crate::sql::flink::{FlinkKind, FlinkStatement};
 use crate::sql::{Route, StatementKind};
 use crate::wire::binary::can_encode;
 use crate::wire::codec::PgError;
-use crate::wire::statements::{BOOL, Column, INT8, MoreRows, Reply, RowBatches, Rows, SessionInfo, Shape, Statements, TEXT};
+use crate::wire::statements::{BOOL, Column, INT8, MoreRows, NextBatch, Reply, RowBatches, SessionInfo, Shape, Statements, TEXT};
 
 const fn col(name: &'static str, type_oid: u32) -> Column {
     Column {
@@ -55,7 +53,7 @@ const REFRESH_COLUMNS: [Column; 3] = [col("job_id", TEXT), col("state", TEXT), c
 struct FlinkPages(tokio::sync::mpsc::Receiver<crate::engine::flink::runtime::RowBatch>);
 
 impl RowBatches for FlinkPages {
-    fn next(&mut self) -> Pin<Box<dyn Future<Output = Option<Result<Rows, PgError>>> + Send + '_>> {
+    fn next(&mut self) -> NextBatch<'_> {
         Box::pin(async move { Some(self.0.recv().await?.map_err(|e| manager_error(e.into()))) })
     }
 }

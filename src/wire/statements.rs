@@ -47,10 +47,13 @@ pub struct Reply {
     pub more: Option<MoreRows>,
 }
 
+/// The next batch of rows still coming; None at the end.
+pub type NextBatch<'a> = Pin<Box<dyn Future<Output = Option<Result<Rows, PgError>>> + Send + 'a>>;
+
 /// A source of rows that come batch by batch.
 pub trait RowBatches: Send {
     /// The next batch; None at the end.
-    fn next(&mut self) -> Pin<Box<dyn Future<Output = Option<Result<Rows, PgError>>> + Send + '_>>;
+    fn next(&mut self) -> NextBatch<'_>;
 }
 
 /// Rows still coming for a reply, batch by batch.

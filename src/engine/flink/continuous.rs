@@ -398,7 +398,9 @@ impl FlinkEngine {
                 &[],
             )
             .await?;
-        let known: Vec<(i64, Option<String>, Option<String>, Option<Status>)> = rows
+        // Each table's id, streaming job, the job state last seen, and status.
+        type Known = (i64, Option<String>, Option<String>, Option<Status>);
+        let known: Vec<Known> = rows
             .iter()
             .map(|r| (r.get(0), r.get(1), r.get(2), Status::parse(r.get(3))))
             .collect();
