@@ -29,13 +29,17 @@ pub async fn refresh(pool: &ServicePool, client: &mut Client, dt: &DtRow, job: &
     // The endpoint's claimed row is marked EXECUTING by the manager already.
     let timer = match job.trigger {
         Trigger::Api { .. } => None,
-        trigger => Some(tokio::spawn(show_running(
-            pool.clone(),
-            dt.clone(),
-            job.job_id.to_string(),
-            trigger,
-            job.began,
-        ))),
+        trigger => {
+            let running = Running {
+                dt_id: dt.id,
+                schema: dt.name.schema.clone(),
+                table: dt.name.name.clone(),
+                job_id: job.job_id.to_string(),
+                trigger,
+                began: job.began,
+            };
+            Some(tokio::spawn(show_running(pool.clone(), running)))
+        }
     };
     let sql = run_as::replace_sql(&dt.name.quoted(), dt.refresh_query(), job.partition);
     let result = refresh_statement(client, dt, job, &sql).await;
@@ -45,13 +49,29 @@ pub async fn refresh(pool: &ServicePool, client: &mut Client, dt: &DtRow, job: &
     result
 }
 
+/// What the EXECUTING row of a running refresh needs (owned: the timer outlives the borrow).
+struct Running {
+    dt_id: i64,
+    schema: String,
+    table: String,
+    job_id: String,
+    trigger: Trigger,
+    began: Option<f64>,
+}
+
 /// After [`SHOW_RUNNING_AFTER`], the refresh's EXECUTING row.
-async fn show_running(pool: ServicePool, dt: DtRow, job_id: String, trigger: Trigger, began: Option<f64>) {
+async fn show_running(pool: ServicePool, r: Running) {
     tokio::time::sleep(SHOW_RUNNING_AFTER).await;
     let running = catalog::RefreshRow {
-        schedule_time: trigger.schedule_time(),
-        started_at: began,
-        ..catalog::RefreshRow::of(&dt, &job_id, trigger.name(), "EXECUTING")
+        dt_id: r.dt_id,
+        schema: &r.schema,
+        table: &r.table,
+        job_id: &r.job_id,
+        trigger: r.trigger.name(),
+        state: "EXECUTING",
+        schedule_time: r.trigger.schedule_time(),
+        started_at: r.began,
+        ..Default::default()
     };
     let written = match pool.get().await {
         Ok(c) => catalog::record_refresh(&*c, &running).await.map(|_| ()),
