@@ -1143,11 +1143,7 @@ async fn a_log_full_of_changes_gets_statistics() {
         .await
         .unwrap();
     let direct = connect(&pg.url_for("postgres", &pg.password, &db)).await;
-    let log: String = one(
-        &direct,
-        "SELECT format('dyngate.%I', log_table) FROM dyngate.change_capture WHERE source = 'items'::regclass",
-    )
-    .await;
+    let log = log_of(&direct, "items").await;
     // Autovacuum would analyze it sooner or later: here, only the refresh may.
     direct
         .batch_execute(&format!("ALTER TABLE {log} SET (autovacuum_enabled = false)"))
@@ -1179,6 +1175,15 @@ async fn a_log_full_of_changes_gets_statistics() {
     assert_eq!(content(&c, "by_kind").await, content(&c, &format!("({query})")).await);
 }
 
+/// The change log of `source` (a table name), quoted for SQL.
+async fn log_of(c: &Client, source: &str) -> String {
+    one(
+        c,
+        &format!("SELECT format('dyngate.%I', log_table) FROM dyngate.change_capture WHERE source = '{source}'::regclass"),
+    )
+    .await
+}
+
 async fn relation_size(c: &Client, rel: &str) -> i64 {
     c.query_one_scalar("SELECT pg_relation_size($1::text::regclass)", &[&rel])
         .await
@@ -1197,11 +1202,7 @@ async fn drained_logs_are_truncated() {
             .await
             .unwrap();
     }
-    let log: String = one(
-        &c,
-        "SELECT format('dyngate.%I', log_table) FROM dyngate.change_capture WHERE source = 'orders'::regclass",
-    )
-    .await;
+    let log = log_of(&c, "orders").await;
     let same = |t: &'static str| {
         let c = &c;
         async move { assert_eq!(content(c, t).await, content(c, &format!("({query})")).await, "{t}") }
@@ -1253,11 +1254,7 @@ async fn create_waits_for_a_refresh_that_rewrites_a_log() {
     c.batch_execute("CREATE DYNAMIC TABLE first FRESHNESS = INTERVAL '1' DAY AS SELECT id, amount FROM orders")
         .await
         .unwrap();
-    let log: String = one(
-        &c,
-        "SELECT format('dyngate.%I', log_table) FROM dyngate.change_capture WHERE source = 'orders'::regclass",
-    )
-    .await;
+    let log = log_of(&c, "orders").await;
     let carol = pg.fresh_login_role("carol", "PASSWORD 'pw'").await;
     c.batch_execute(&format!(
         "GRANT SELECT ON orders TO {carol}; GRANT CREATE ON SCHEMA public TO {carol}"
