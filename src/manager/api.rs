@@ -3,13 +3,11 @@
 //! as scheduled ones do.
 
 use crate::core::time::ScheduleTime;
-use crate::core::{EngineKind, Status};
+use crate::core::{EngineKind, Error, QualifiedName, Status, Trigger};
 use std::sync::Arc;
 
 use crate::catalog::{self, ApiClaim, DtRow, JobPart};
-use crate::core::Trigger;
 use crate::core::names::new_job_id;
-use crate::core::{Error, QualifiedName};
 use crate::manager::Manager;
 use crate::sql::dynamic::TableName;
 

@@ -21,9 +21,8 @@ use std::sync::Arc;
 use tokio_postgres::GenericClient;
 
 use crate::catalog::DtRow;
-use crate::core::SchedulerKind;
 use crate::core::rules::Freshness;
-use crate::core::{Error, QualifiedName};
+use crate::core::{Error, QualifiedName, SchedulerKind};
 use crate::manager::Manager;
 use crate::scheduler::{Handle, Plugin, PluginError, Target};
 

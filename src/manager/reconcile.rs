@@ -20,9 +20,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use crate::catalog;
-use crate::core::Error;
-use crate::core::SchedulerKind;
-use crate::core::Status;
+use crate::core::{Error, SchedulerKind, Status};
 use crate::manager::Manager;
 use crate::manager::external::{self, SCHEDULE_LOCK_SPACE, Scheduled, schedule_lock_key};
 use crate::scheduler::{Plugin, PluginError, Repair};

@@ -10,8 +10,7 @@ use tokio_postgres::GenericClient;
 
 use crate::catalog::{self, DtRow};
 use crate::core::names::new_job_id;
-use crate::core::rules;
-use crate::core::{Error, Requester, Trigger};
+use crate::core::{Error, Requester, Trigger, rules};
 use crate::engine::{Engine, Outcome, RefreshJob};
 use crate::manager::Manager;
 use crate::sql::dynamic::{Options, TableName};

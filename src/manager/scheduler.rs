@@ -15,10 +15,8 @@ use std::time::Duration;
 use tokio::sync::{Semaphore, watch};
 
 use crate::catalog;
-use crate::core::Error;
-use crate::core::Trigger;
-use crate::core::rules;
 use crate::core::rules::{Freshness, Unit};
+use crate::core::{Error, Trigger, rules};
 use crate::manager::Manager;
 
 /// What to do with schedule slots missed while no gateway was running.

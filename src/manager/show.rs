@@ -3,9 +3,7 @@
 //! it.
 
 use crate::catalog::DtRow;
-use crate::core::{EngineKind, LogicalMode};
-use crate::core::{Error, QualifiedName, Requester};
-use crate::core::{quote_ident, quote_literal};
+use crate::core::{EngineKind, Error, LogicalMode, QualifiedName, Requester, quote_ident, quote_literal};
 use crate::engine::Engine;
 use crate::manager::create::TIME_ZONE_OPTION;
 use crate::manager::{Manager, on_engine};

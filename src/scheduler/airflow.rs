@@ -10,10 +10,9 @@
 use serde::Serialize;
 
 use super::{BoxFuture, Handle, Plugin, PluginError, Repair, Target};
-use crate::core::SchedulerKind;
+use crate::core::{SchedulerKind, rules};
 use crate::http_client::{Auth, Body, percent};
 
-use crate::core::rules;
 use crate::core::rules::{Freshness, RuleError, Unit};
 
 /// The DAG file template (see its header for the spec's fields).

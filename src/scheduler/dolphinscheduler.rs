@@ -52,9 +52,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::{BoxFuture, Handle, Plugin, PluginError, Repair, Target};
-use crate::core::SchedulerKind;
-use crate::core::rules;
 use crate::core::rules::Freshness;
+use crate::core::{SchedulerKind, rules};
 use crate::http_client::{self as client, Auth, Body, Endpoint, Response};
 
 const SERVICE: &str = "DolphinScheduler";

@@ -4,9 +4,8 @@
 //! create, change or remove elsewhere, and every operation here succeeds without doing anything.
 
 use super::{BoxFuture, Handle, Plugin, PluginError, Repair, Target};
-use crate::core::SchedulerKind;
-use crate::core::rules;
 use crate::core::rules::Freshness;
+use crate::core::{SchedulerKind, rules};
 
 pub struct Embedded;
 

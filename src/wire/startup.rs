@@ -15,8 +15,7 @@ use tokio::net::TcpStream;
 
 use crate::wire::Gateway;
 use crate::wire::cancel::{BackendKey, send_cancel};
-use crate::wire::codec::parameter_value;
-use crate::wire::codec::{Message, PgError, StartupPacket, parse_startup, take_cstr};
+use crate::wire::codec::{Message, PgError, StartupPacket, parameter_value, parse_startup, take_cstr};
 use crate::wire::conn::{Framed, ReadError};
 
 /// The client side of a session: plain TCP or TLS.

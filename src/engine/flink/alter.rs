@@ -19,12 +19,9 @@
 use tokio_postgres::Transaction;
 
 use super::FlinkEngine;
-use crate::catalog::FlinkColumn;
-use crate::catalog::{self, DtRow};
+use crate::catalog::{self, DtRow, FlinkColumn};
 use crate::core::names::new_job_id;
-use crate::core::{Error, Requester};
-use crate::core::{RefreshMode, Status};
-use crate::core::{quote_ident, rules};
+use crate::core::{Error, RefreshMode, Requester, Status, quote_ident, rules};
 use crate::engine;
 use crate::engine::flink::client::types::{LogicalType, pg_ddl_type};
 use crate::engine::flink::full::StageGuard;

@@ -25,12 +25,9 @@ use std::time::Duration;
 use tokio_postgres::Transaction;
 
 use super::FlinkEngine;
-use crate::catalog::FlinkColumn;
-use crate::catalog::{self, DtRow};
-use crate::core::Status;
+use crate::catalog::{self, DtRow, FlinkColumn};
 use crate::core::names::new_job_id;
-use crate::core::quote_ident;
-use crate::core::{Error, QualifiedName};
+use crate::core::{Error, QualifiedName, Status, quote_ident};
 use crate::engine;
 use crate::engine::NewTable;
 use crate::engine::flink::client::FlinkError;

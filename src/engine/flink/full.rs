@@ -28,14 +28,9 @@ use tokio_postgres::Transaction;
 
 use super::FlinkEngine;
 use crate::backend::Pooled;
-use crate::catalog::FlinkColumn;
-use crate::catalog::lock_for_refresh;
-use crate::catalog::{self, DtRow};
-use crate::core::RefreshAction;
-use crate::core::Trigger;
+use crate::catalog::{self, DtRow, FlinkColumn, lock_for_refresh};
 use crate::core::names::random_hex;
-use crate::core::quote_ident;
-use crate::core::{Error, QualifiedName};
+use crate::core::{Error, QualifiedName, RefreshAction, Trigger, quote_ident};
 use crate::engine;
 use crate::engine::flink::client::FlinkError;
 use crate::engine::flink::client::gateway::JobId;

@@ -15,8 +15,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::Type;
 use tokio_postgres::{Client, Transaction};
 
-use crate::core::RefreshAction;
-use crate::core::{quote_ident, quote_literal};
+use crate::core::{RefreshAction, quote_ident, quote_literal};
 use crate::engine::Refreshed;
 
 /// Key space of the advisory locks that serialize creating the per-role functions.

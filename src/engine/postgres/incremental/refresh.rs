@@ -24,10 +24,8 @@ use tokio_postgres::IsolationLevel;
 use tokio_postgres::types::Type;
 
 use crate::backend::Pooled;
-use crate::catalog::{self, DtRow};
-use crate::catalog::{lock_for_refresh, unlock_refresh};
-use crate::core::Error;
-use crate::core::RefreshAction;
+use crate::catalog::{self, DtRow, lock_for_refresh, unlock_refresh};
+use crate::core::{Error, RefreshAction};
 use crate::engine;
 use crate::engine::postgres::PostgresEngine;
 use crate::engine::postgres::incremental::{self, capture, collect};
